@@ -1,0 +1,50 @@
+"""Named SQL blocks from ``sql/*.sql``, loaded once and bound to a schema.
+
+A block starts with ``-- name: <name>``; the comment lines after it say why the
+statement is shaped the way it is. ``{schema}`` is the only substitution, and it
+is always the validated, quoted schema name.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+from durableflow._store.identifiers import quote_schema
+
+_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+
+
+@cache
+def _raw_queries() -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for entry in sorted(resources.files("durableflow._store.sql").iterdir(), key=str):
+        if not entry.name.endswith(".sql"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        parts = _NAME.split(text)
+        # parts = [preamble, name1, body1, name2, body2, ...]
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"SQL block {name!r} is defined twice")
+            sql_lines = [line for line in body.splitlines() if not line.startswith("--")]
+            queries[name] = "\n".join(sql_lines).strip().rstrip(";")
+    return queries
+
+
+class Queries:
+    """The SQL blocks with ``{schema}`` filled in, as attributes: ``queries.claim_runs``."""
+
+    def __init__(self, schema: str) -> None:
+        quoted = quote_schema(schema)
+        self._sql = {name: sql.replace("{schema}", quoted) for name, sql in _raw_queries().items()}
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise AttributeError(f"no SQL block named {name!r}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._sql)

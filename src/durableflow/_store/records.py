@@ -1,0 +1,91 @@
+"""Plain records that cross the boundary between the store and the runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(slots=True)
+class NewRun:
+    """A run to insert; ``owner`` set means "already claimed by this worker"."""
+
+    id: UUID
+    workflow: str
+    version: int
+    code_hash: str
+    input: str | None
+    queue: str
+    priority: int
+    owner: str | None
+    idempotency_key: str | None
+    correlation_id: str | None
+    parent_id: UUID | None = None
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """One step's committed outcome, written under the writer's lease."""
+
+    run_id: UUID
+    step_id: int
+    name: str
+    kind: str
+    output: str | None
+    error: str | None
+    attempt: int
+    started_at: datetime | None
+    owner: str
+    epoch: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A run's final status, written under the writer's lease."""
+
+    run_id: UUID
+    status: str
+    output: str | None
+    error: str | None
+    owner: str
+    epoch: int
+
+
+@dataclass(slots=True)
+class ClaimedRun:
+    """A run this worker now owns at ``lease_epoch``."""
+
+    id: UUID
+    workflow: str
+    version: int
+    code_hash: str
+    input: str | None
+    lease_epoch: int
+    correlation_id: str | None
+    fresh: bool = False  # inserted by this worker just now: no history to load
+
+
+@dataclass(slots=True)
+class RecordedStep:
+    """A checkpoint read back for replay."""
+
+    step_id: int
+    name: str
+    kind: str
+    output: str | None
+    error: str | None
+    attempt: int
+
+
+def claimed_from_row(row: Any) -> ClaimedRun:
+    return ClaimedRun(
+        id=row["id"],
+        workflow=row["workflow"],
+        version=row["version"],
+        code_hash=row["code_hash"],
+        input=row["input"],
+        lease_epoch=row["lease_epoch"],
+        correlation_id=row["correlation_id"],
+    )

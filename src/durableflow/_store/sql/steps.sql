@@ -1,0 +1,38 @@
+-- Checkpoints: the write path and the replay read.
+
+-- name: checkpoint_steps
+-- Commits a batch of step checkpoints, possibly from many runs, in one statement.
+-- Each row is inserted only while its run is still owned by the writer at the
+-- writer's lease epoch: the run row is locked FOR SHARE so that a concurrent
+-- takeover (which updates owner and epoch) either waits for this insert and then
+-- sees it when it loads history, or commits first and makes this insert nothing.
+-- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
+INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
+                            started_at, finished_at)
+SELECT c.run_id, c.step_id, c.name, c.kind, c.output::jsonb, c.error::jsonb, c.attempt,
+       c.started_at, (SELECT {schema}.clock_now())
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::int[], $8::timestamptz[], $9::text[], $10::bigint[])
+     AS c(run_id, step_id, name, kind, output, error, attempt, started_at, owner, epoch)
+JOIN {schema}.runs AS r
+  ON r.id = c.run_id AND r.owner = c.owner AND r.lease_epoch = c.epoch AND r.status = 'running'
+FOR SHARE OF r
+ON CONFLICT (run_id, step_id) DO NOTHING
+RETURNING run_id, step_id;
+
+-- name: load_checkpoints
+-- A run's whole history in one query, when a worker takes the run on.
+SELECT step_id, name, kind, output::text AS output, error::text AS error, attempt
+FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
+
+-- name: run_owners
+-- After a checkpoint batch: who owns the runs whose rows were not inserted, to tell
+-- a lost lease from a retried write that had in fact committed.
+SELECT id, owner, lease_epoch FROM {schema}.runs
+WHERE id = ANY($1::uuid[]) AND status = 'running';
+
+-- name: list_steps
+-- flow.steps(): a run's checkpoints with their timings, for people and dashboards.
+SELECT step_id, name, kind, output::text AS output, error::text AS error, attempt,
+       started_at, finished_at
+FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;

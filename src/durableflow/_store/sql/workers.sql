@@ -1,0 +1,24 @@
+-- Workers: registration and liveness.
+
+-- name: register_worker
+-- Announces a worker; its runs stay its own while heartbeat_at is within the TTL.
+INSERT INTO {schema}.workers (id, host, pid, queues, workflows, started_at, heartbeat_at)
+VALUES ($1, $2, $3, $4::text[], $5::jsonb, (SELECT {schema}.clock_now()), (SELECT {schema}.clock_now()))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+
+-- name: heartbeat
+-- Keeps this worker's lease alive; no row back means it was removed as dead.
+UPDATE {schema}.workers SET heartbeat_at = (SELECT {schema}.clock_now()) WHERE id = $1 RETURNING id;
+
+-- name: deregister_worker
+DELETE FROM {schema}.workers WHERE id = $1;
+
+-- name: forget_dead_workers
+-- Removes rows of workers silent for far longer than the lease TTL ($1 seconds).
+-- Their runs are not touched here: reclaim_orphaned_runs moves them.
+DELETE FROM {schema}.workers
+WHERE heartbeat_at < (SELECT {schema}.clock_now()) - make_interval(secs => $1);
+
+-- name: move_clock
+-- Test support: shifts {schema}.clock_now() for every connection at once.
+UPDATE {schema}.clock SET offset_seconds = offset_seconds + $1 RETURNING offset_seconds;

@@ -1,0 +1,300 @@
+"""``Store``: the connection pool and every runtime statement durableflow issues.
+
+Writes on the hot path (new runs, checkpoints, outcomes) go through group
+committers, so concurrent runs share statements; everything else is one call, one
+statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from durableflow._store.batching import GroupCommitter
+from durableflow._store.errors import translate_errors
+from durableflow._store.migrations import current_revision, ensure_current
+from durableflow._store.queries import Queries
+from durableflow._store.records import (
+    Checkpoint,
+    ClaimedRun,
+    NewRun,
+    Outcome,
+    RecordedStep,
+    claimed_from_row,
+)
+from durableflow.errors import DatabaseError, LeaseLost
+
+logger = logging.getLogger("durableflow.store")
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel on which new queued runs are announced."""
+    return f"durableflow_runs_{schema}"[:63]
+
+
+class Store:
+    """All of durableflow's runtime SQL for one schema, over one asyncpg pool."""
+
+    def __init__(self, database_url: str, schema: str, *, min_size: int, max_size: int) -> None:
+        self.database_url = database_url
+        self.schema = schema
+        self.queries = Queries(schema)
+        self.channel = notify_channel(schema)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+        self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
+        self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
+        self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
+
+    # -- connections -------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is not None:
+                return
+            with translate_errors(self.schema, "connecting"):
+                self._pool = await asyncpg.create_pool(
+                    self.database_url,
+                    min_size=min(self._min_size, self._max_size),
+                    max_size=self._max_size,
+                    server_settings={"application_name": "durableflow", "jit": "off"},
+                )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseError("the Flow is not connected; await flow.connect() first")
+        return self._pool
+
+    async def close(self) -> None:
+        await self._insert_runs.close()
+        await self._checkpoints.close()
+        await self._outcomes.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def schema_revision(self) -> str | None:
+        async with self.pool.acquire() as connection:
+            return await current_revision(connection, self.schema)
+
+    async def ensure_schema_current(self) -> None:
+        async with self.pool.acquire() as connection:
+            await ensure_current(connection, self.schema)
+
+    async def connect_listener(self, callback: Callable[..., None]) -> asyncpg.Connection:
+        """A dedicated connection LISTENing on the run channel (outside the pool)."""
+        with translate_errors(self.schema, "listening for new runs"):
+            connection = await asyncpg.connect(self.database_url)
+            await connection.add_listener(self.channel, callback)
+            return connection
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def insert_run(self, run: NewRun) -> tuple[UUID, bool]:
+        """Insert ``run``; returns (id, created). An existing idempotency key wins."""
+        inserted = await self._insert_runs.submit(run)
+        if inserted is not None:
+            return inserted, True
+        assert run.idempotency_key is not None
+        with translate_errors(self.schema, "looking up an idempotency key"):
+            rows = await self.pool.fetch(
+                self.queries.runs_by_idempotency_key, [run.idempotency_key]
+            )
+        return rows[0]["id"], False
+
+    async def _flush_new_runs(self, runs: Sequence[NewRun]) -> list[UUID | None]:
+        columns = (
+            [r.id for r in runs],
+            [r.workflow for r in runs],
+            [r.version for r in runs],
+            [r.code_hash for r in runs],
+            [r.input for r in runs],
+            [r.queue for r in runs],
+            [r.priority for r in runs],
+            [r.owner for r in runs],
+            [r.idempotency_key for r in runs],
+            [r.correlation_id for r in runs],
+            [r.parent_id for r in runs],
+        )
+        with translate_errors(self.schema, "starting runs"):
+            rows = await self.pool.fetch(self.queries.insert_runs, *columns, self.channel)
+        created = {row["id"] for row in rows}
+        return [r.id if r.id in created else None for r in runs]
+
+    async def finish_run(self, outcome: Outcome) -> bool:
+        """Record a run's outcome; False when the writer no longer owns the run."""
+        return await self._outcomes.submit(outcome)
+
+    async def _flush_outcomes(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        with translate_errors(self.schema, "recording run outcomes"):
+            rows = await self.pool.fetch(
+                self.queries.finish_runs,
+                [o.run_id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.output for o in outcomes],
+                [o.error for o in outcomes],
+                [o.owner for o in outcomes],
+                [o.epoch for o in outcomes],
+            )
+        finished = {row["id"] for row in rows}
+        return [o.run_id in finished for o in outcomes]
+
+    async def get_run(self, run_id: UUID) -> asyncpg.Record | None:
+        with translate_errors(self.schema, "reading a run"):
+            row: asyncpg.Record | None = await self.pool.fetchrow(self.queries.get_run, run_id)
+            return row
+
+    async def run_outcomes(self, run_ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
+        with translate_errors(self.schema, "polling run outcomes"):
+            rows = await self.pool.fetch(self.queries.run_outcomes, list(run_ids))
+        return {row["id"]: row for row in rows}
+
+    async def cancel_run(self, run_id: UUID, reason: str) -> bool:
+        error = json.dumps({"type": "Cancelled", "message": reason, "traceback": ""})
+        with translate_errors(self.schema, "cancelling a run"):
+            row = await self.pool.fetchrow(self.queries.cancel_run, run_id, error)
+        return row is not None
+
+    # -- checkpoints -------------------------------------------------------------
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Commit one step's checkpoint; raises ``LeaseLost`` if the run moved on."""
+        await self._checkpoints.submit(checkpoint)
+
+    async def _flush_checkpoints(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
+        with translate_errors(self.schema, "writing checkpoints"):
+            rows = await self.pool.fetch(
+                self.queries.checkpoint_steps,
+                [c.run_id for c in batch],
+                [c.step_id for c in batch],
+                [c.name for c in batch],
+                [c.kind for c in batch],
+                [c.output for c in batch],
+                [c.error for c in batch],
+                [c.attempt for c in batch],
+                [c.started_at for c in batch],
+                [c.owner for c in batch],
+                [c.epoch for c in batch],
+            )
+        written = {(row["run_id"], row["step_id"]) for row in rows}
+        missing = [c for c in batch if (c.run_id, c.step_id) not in written]
+        still_ours: set[tuple[UUID, int, str]] = set()
+        if missing:
+            # Either the lease moved (fenced off) or an earlier attempt of this very write
+            # committed before its reply was lost (conflict): only the first is LeaseLost.
+            with translate_errors(self.schema, "checking run ownership"):
+                owned = await self.pool.fetch(self.queries.run_owners, [c.run_id for c in missing])
+            still_ours = {(row["id"], row["lease_epoch"], row["owner"]) for row in owned}
+        results: list[LeaseLost | None] = []
+        for c in batch:
+            if (c.run_id, c.step_id) in written or (c.run_id, c.epoch, c.owner) in still_ours:
+                results.append(None)
+            else:
+                results.append(LeaseLost(c.run_id, epoch=c.epoch))
+        return results
+
+    async def step_rows(self, run_id: UUID) -> list[asyncpg.Record]:
+        with translate_errors(self.schema, "listing a run's steps"):
+            rows: list[asyncpg.Record] = await self.pool.fetch(self.queries.list_steps, run_id)
+            return rows
+
+    async def load_checkpoints(self, run_id: UUID) -> dict[int, RecordedStep]:
+        with translate_errors(self.schema, "loading a run's history"):
+            rows = await self.pool.fetch(self.queries.load_checkpoints, run_id)
+        return {
+            row["step_id"]: RecordedStep(
+                step_id=row["step_id"],
+                name=row["name"],
+                kind=row["kind"],
+                output=row["output"],
+                error=row["error"],
+                attempt=row["attempt"],
+            )
+            for row in rows
+        }
+
+    # -- claims --------------------------------------------------------------------
+
+    async def claim_runs(
+        self, worker_id: str, queues: list[str], workflows: list[tuple[str, int]], limit: int
+    ) -> list[ClaimedRun]:
+        with translate_errors(self.schema, "claiming runs"):
+            rows = await self.pool.fetch(
+                self.queries.claim_runs,
+                worker_id,
+                queues,
+                [name for name, _ in workflows],
+                [version for _, version in workflows],
+                limit,
+            )
+        return [claimed_from_row(row) for row in rows]
+
+    async def reclaim_orphaned_runs(
+        self,
+        worker_id: str,
+        queues: list[str],
+        workflows: list[tuple[str, int]],
+        limit: int,
+        lease_ttl: float,
+    ) -> list[ClaimedRun]:
+        with translate_errors(self.schema, "recovering runs of dead workers"):
+            rows = await self.pool.fetch(
+                self.queries.reclaim_orphaned_runs,
+                worker_id,
+                queues,
+                [name for name, _ in workflows],
+                [version for _, version in workflows],
+                limit,
+                lease_ttl,
+            )
+        return [claimed_from_row(row) for row in rows]
+
+    async def release_runs(self, worker_id: str, runs: Sequence[tuple[UUID, int]]) -> int:
+        with translate_errors(self.schema, "releasing runs"):
+            rows = await self.pool.fetch(
+                self.queries.release_runs,
+                worker_id,
+                [run_id for run_id, _ in runs],
+                [epoch for _, epoch in runs],
+            )
+        return len(rows)
+
+    # -- workers -------------------------------------------------------------------
+
+    async def register_worker(
+        self, worker_id: str, host: str, pid: int, queues: list[str], workflows: list[Any]
+    ) -> None:
+        with translate_errors(self.schema, "registering the worker"):
+            await self.pool.execute(
+                self.queries.register_worker, worker_id, host, pid, queues, json.dumps(workflows)
+            )
+
+    async def heartbeat(self, worker_id: str) -> bool:
+        with translate_errors(self.schema, "heartbeating"):
+            return await self.pool.fetchval(self.queries.heartbeat, worker_id) is not None
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        with translate_errors(self.schema, "deregistering the worker"):
+            await self.pool.execute(self.queries.deregister_worker, worker_id)
+
+    async def forget_dead_workers(self, older_than: float) -> None:
+        with translate_errors(self.schema, "forgetting dead workers"):
+            await self.pool.execute(self.queries.forget_dead_workers, older_than)
+
+    async def move_clock(self, seconds: float) -> float:
+        """Shift ``clock_now()`` for every connection (tests)."""
+        with translate_errors(self.schema, "moving the clock"):
+            return float(await self.pool.fetchval(self.queries.move_clock, seconds))

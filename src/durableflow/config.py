@@ -1,0 +1,151 @@
+"""Settings: ``FlowSettings`` read from ``DURABLEFLOW_*`` environment variables.
+
+There is no module-level singleton that code must tear down: ``get_config()`` builds
+settings from the environment on first use and caches them; ``set_config()`` replaces
+them, ``override_config()`` replaces them for a ``with`` block (tests), and
+``reset_config()`` forgets them. ``Flow(settings=...)`` always wins over all of this.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from durableflow.errors import ConfigurationError
+
+SCHEMA_NAME_RULE = r"^[a-z_][a-z0-9_]{0,62}$"
+_SCHEMA_NAME = re.compile(SCHEMA_NAME_RULE)
+
+
+def validate_schema_name(name: str) -> str:
+    """Return ``name`` if it is a safe Postgres schema name, else raise ``ConfigurationError``."""
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid schema name {name!r}: it must match {SCHEMA_NAME_RULE} "
+            "(lower-case letters, digits and underscores, starting with a letter or "
+            "underscore, at most 63 characters)",
+            setting="schema",
+        )
+    return name
+
+
+class FlowSettings(BaseSettings):
+    """Everything a ``Flow`` can be configured with; each field is ``DURABLEFLOW_<NAME>``.
+
+    Example::
+
+        settings = FlowSettings(database_url="postgresql://app@db/app", schema_name="jobs")
+        flow = Flow(settings=settings)
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DURABLEFLOW_", extra="forbid")
+
+    database_url: str | None = Field(
+        default=None,
+        description="Postgres URL (postgresql://user@host:port/db). None: embedded Postgres.",
+    )
+    schema_name: str = Field(default="durableflow", description="Schema holding all tables.")
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    worker_concurrency: int = Field(default=64, ge=1, description="Runs executed at once.")
+    heartbeat_interval: float = Field(default=2.0, gt=0, description="Seconds between beats.")
+    lease_ttl: float = Field(
+        default=15.0, gt=0, description="Seconds without heartbeat before a worker's runs move."
+    )
+    poll_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between claim polls when NOTIFY is quiet."
+    )
+    shutdown_grace: float = Field(
+        default=30.0, ge=0, description="Seconds in-flight runs get to finish on shutdown."
+    )
+    max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    migration_lock_timeout: float = Field(default=60.0, gt=0)
+    on_code_change: Literal["fail", "warn"] = Field(
+        default="fail", description="What a worker does with a run whose code hash changed."
+    )
+    embedded_data_dir: Path = Field(
+        default=Path(".durableflow/pgdata"),
+        description="Data directory of the embedded Postgres used when no URL is set.",
+    )
+
+    @field_validator("schema_name")
+    @classmethod
+    def _check_schema(cls, value: str) -> str:
+        try:
+            return validate_schema_name(value)
+        except ConfigurationError as exc:  # let build_settings name the setting and variable
+            raise ValueError(str(exc)) from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "database_url must start with postgresql:// (for example "
+                "postgresql://user@127.0.0.1:5432/app)"
+            )
+        return value.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def build_settings(**values: Any) -> FlowSettings:
+    """Build ``FlowSettings``, turning pydantic's errors into one ``ConfigurationError``."""
+    try:
+        return FlowSettings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = ".".join(str(part) for part in first["loc"]) or None
+        message = str(first.get("ctx", {}).get("error", first["msg"]))
+        raise ConfigurationError(
+            f"invalid setting {setting}: {message} (environment variable "
+            f"DURABLEFLOW_{(setting or '').upper()})",
+            setting=setting,
+        ) from exc
+
+
+_current: FlowSettings | None = None
+
+
+def get_config() -> FlowSettings:
+    """The process-wide default settings (from the environment on first call)."""
+    global _current
+    if _current is None:
+        _current = build_settings()
+    return _current
+
+
+def set_config(settings: FlowSettings) -> None:
+    """Replace the process-wide default settings."""
+    global _current
+    _current = settings
+
+
+def reset_config() -> None:
+    """Forget the cached settings; the next ``get_config()`` reads the environment again."""
+    global _current
+    _current = None
+
+
+@contextmanager
+def override_config(settings: FlowSettings | None = None, **values: Any) -> Iterator[FlowSettings]:
+    """Use other settings inside a ``with`` block, then restore the previous ones.
+
+    Either pass a ``FlowSettings`` or field values that update the current ones.
+    """
+    global _current
+    previous = _current
+    new = settings or get_config().model_copy(update=values)
+    if values and settings is None:
+        new = build_settings(**{**get_config().model_dump(), **values})
+    _current = new
+    try:
+        yield new
+    finally:
+        _current = previous

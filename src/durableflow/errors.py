@@ -1,0 +1,250 @@
+"""Every exception durableflow raises, in one tree.
+
+::
+
+    DurableFlowError                 base of everything below; catch this to catch us all
+    ├── ConfigurationError           a setting is missing or malformed (bad schema name, URL)
+    ├── DatabaseError                Postgres did not answer or refused (driver error attached)
+    │   └── SchemaError              the schema is missing or behind: run `durableflow db upgrade`
+    │       └── MigrationLockTimeout another process held the migration lock too long
+    ├── WorkflowNotFound             no workflow/graph registered under that name
+    ├── RunNotFound                  no run with that id in this schema
+    ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation
+    ├── PayloadTooLarge              a serialised value is over the configured limit
+    ├── WorkflowFailed               flow.result() of a run that failed; carries the recorded error
+    ├── ResultTimeout                flow.result() gave up waiting; the run goes on
+    ├── StepFailed                   a step exhausted its retries; re-raised identically on replay
+    ├── StepTimeout                  one attempt of a step ran past its timeout (then retried)
+    ├── NonDeterminismError          replay met a different step than history recorded
+    ├── LeaseLost                    another worker took this run over; this worker abandons it
+    ├── StorageError                 an artefact store failed or is misconfigured
+    │   ├── StorageKeyError          a key is malformed or escapes its root; nothing was written
+    │   ├── StorageIntegrityError    stored bytes do not match their sidecar's sha256 / size
+    │   └── ArtefactNotFound         no object under that key
+    └── AuditError                   the version audit could not load its inputs
+
+Each class says when it is raised and what the caller should do. Attributes are
+structured (``run_id=``, ``step=``) so handlers never parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurableFlowError(Exception):
+    """Base class of every durableflow error."""
+
+
+class ConfigurationError(DurableFlowError):
+    """A setting is missing or malformed.
+
+    Raised at construction time (``Flow(...)``, ``FlowSettings(...)``), never mid-run.
+    Fix the named setting; nothing has been written.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class DatabaseError(DurableFlowError):
+    """Postgres could not be reached or refused a statement.
+
+    The driver's exception is chained as ``__cause__``. Nothing durable was half-done:
+    every write is a single statement or transaction. Check the database URL and that
+    the server is up, then retry.
+    """
+
+
+class SchemaError(DatabaseError):
+    """The durableflow schema is missing, or older than this version of the library.
+
+    Run ``durableflow db upgrade`` (or ``await flow.migrate()``) against the database.
+    """
+
+    def __init__(self, message: str, *, schema: str, current: str | None, head: str | None) -> None:
+        super().__init__(message)
+        self.schema = schema
+        self.current = current
+        self.head = head
+
+
+class MigrationLockTimeout(SchemaError):
+    """Another process held the migration lock past the timeout.
+
+    Another ``migrate()`` is probably running; wait for it or raise the timeout.
+    """
+
+
+class WorkflowNotFound(DurableFlowError):
+    """No workflow (or graph) is registered under this name (and version).
+
+    Register it with ``@flow.workflow(name=...)`` in the process that starts or runs it.
+    """
+
+    def __init__(self, name: str, *, version: int | None = None, known: list[str] | None = None):
+        known_text = ", ".join(sorted(known)) if known else "none"
+        which = f"{name!r}" if version is None else f"{name!r} version {version}"
+        super().__init__(f"no workflow {which} is registered (registered: {known_text})")
+        self.name = name
+        self.version = version
+
+
+class RunNotFound(DurableFlowError):
+    """No run with this id exists in this Flow's schema."""
+
+    def __init__(self, run_id: object) -> None:
+        super().__init__(f"no run with id {run_id}")
+        self.run_id = run_id
+
+
+class SerializationError(DurableFlowError):
+    """A value could not be turned into JSON (or read back) for its annotation.
+
+    ``what`` names the value (``"output of step 'fetch'"``); ``type_name`` its annotation.
+    Return pydantic models, dataclasses or JSON builtins; durableflow never pickles.
+    """
+
+    def __init__(self, message: str, *, what: str, type_name: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.type_name = type_name
+
+
+class PayloadTooLarge(SerializationError):
+    """A serialised input or output is larger than ``max_payload_bytes``.
+
+    Store large data as an artefact and pass its key instead.
+    """
+
+
+class WorkflowFailed(DurableFlowError):
+    """The run ended in failure; ``error`` is the recorded error.
+
+    ``error`` is a dict with ``type``, ``message`` and ``traceback`` as recorded when the
+    workflow raised. The run is final; start a new run to try again.
+    """
+
+    def __init__(self, run_id: object, error: dict[str, Any], *, status: str = "failed") -> None:
+        self.run_id = run_id
+        self.error = error
+        self.status = status
+        super().__init__(
+            f"run {run_id} {status}: {error.get('type', 'Error')}: {error.get('message', '')}"
+        )
+
+    @property
+    def error_type(self) -> str:
+        """Qualified name of the exception the workflow raised."""
+        return str(self.error.get("type", ""))
+
+
+class ResultTimeout(DurableFlowError):
+    """``flow.result()`` waited ``timeout`` seconds; the run itself goes on."""
+
+    def __init__(self, run_id: object, timeout: float) -> None:
+        super().__init__(f"run {run_id} did not finish within {timeout}s; it is still running")
+        self.run_id = run_id
+        self.timeout = timeout
+
+
+class StepFailed(DurableFlowError):
+    """A step raised on its last attempt. Its error is checkpointed.
+
+    Inside a workflow, catch ``StepFailed`` (not the original exception type): the same
+    ``StepFailed`` is raised again on replay, from the record, so both paths agree.
+    ``error_type`` holds the qualified name of the original exception.
+    """
+
+    def __init__(self, step: str, step_id: int, error: dict[str, Any]) -> None:
+        self.step = step
+        self.step_id = step_id
+        self.error = error
+        super().__init__(
+            f"step {step!r} (#{step_id}) failed: {error.get('type', 'Error')}: "
+            f"{error.get('message', '')}"
+        )
+
+    @property
+    def error_type(self) -> str:
+        """Qualified name of the exception the step raised."""
+        return str(self.error.get("type", ""))
+
+
+class StepTimeout(DurableFlowError):
+    """One attempt of a step ran longer than its ``timeout``; the step is retried."""
+
+    def __init__(self, step: str, timeout: float) -> None:
+        super().__init__(f"step {step!r} timed out after {timeout}s")
+        self.step = step
+        self.timeout = timeout
+
+
+class NonDeterminismError(DurableFlowError):
+    """Replay met a step other than the one history recorded at that position.
+
+    The workflow's code changed in a way that reorders or renames its steps while runs
+    were in flight. The run is failed rather than mixing two histories. Bump the
+    workflow's version and keep the old code registered until its runs drain.
+    """
+
+    def __init__(self, run_id: object, step_id: int, recorded: str, called: str) -> None:
+        super().__init__(
+            f"run {run_id}: step #{step_id} was {recorded!r} in history but the code now "
+            f"calls {called!r}; bump the workflow version instead of changing it in place"
+        )
+        self.run_id = run_id
+        self.step_id = step_id
+        self.recorded = recorded
+        self.called = called
+
+
+class LeaseLost(DurableFlowError):
+    """Another worker took this run over; this worker's writes for it are refused.
+
+    Raised inside the abandoned execution only. Nothing to do: the new owner finishes
+    the run. Swallowing it does not help; the run's later writes are refused too.
+    """
+
+    def __init__(self, run_id: object, *, epoch: int) -> None:
+        super().__init__(f"lost the lease on run {run_id} (epoch {epoch}); another worker owns it")
+        self.run_id = run_id
+        self.epoch = epoch
+
+
+class StorageError(DurableFlowError):
+    """An artefact store failed or is misconfigured; the message says what to fix."""
+
+
+class StorageKeyError(StorageError):
+    """A storage key is malformed or would escape the storage root. Nothing was written."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid storage key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class StorageIntegrityError(StorageError):
+    """Stored bytes do not match the sha256/size in their sidecar, or the sidecar is missing.
+
+    The object is incomplete or corrupt; rewrite it (writes to the same key are safe).
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"artefact {key!r} failed its integrity check: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ArtefactNotFound(StorageError):
+    """No artefact is stored under this key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no artefact stored under {key!r}")
+        self.key = key
+
+
+class AuditError(DurableFlowError):
+    """The version audit could not load the module, the Flow, or the manifest."""

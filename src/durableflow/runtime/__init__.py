@@ -1,0 +1,1 @@
+"""How runs RUN: workers that claim, execute, heartbeat and recover runs."""

@@ -1,0 +1,155 @@
+"""Executing one run: load history, call the workflow, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from durableflow._store.records import ClaimedRun, Outcome
+from durableflow._store.store import Store
+from durableflow.config import FlowSettings
+from durableflow.engine.context import FlowContext, RunState
+from durableflow.engine.registry import Registry, WorkflowDefinition
+from durableflow.engine.serialization import Codec, error_json
+from durableflow.errors import LeaseLost
+
+logger = logging.getLogger("durableflow.runtime")
+
+OutcomeCallback = Callable[[UUID, str, int, str, str | None, str | None], None]
+
+
+class RunExecutor:
+    """Runs claimed runs to their outcome on behalf of one worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: FlowSettings,
+        code_hash_of: Callable[[WorkflowDefinition], str],
+        on_outcome: OutcomeCallback,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._settings = settings
+        self._code_hash_of = code_hash_of
+        self._on_outcome = on_outcome
+
+    async def execute(self, claimed: ClaimedRun, owner: str) -> None:
+        """Run ``claimed`` to completion, or abandon it if the lease is lost.
+
+        Cancellation (shutdown) propagates to the caller, who releases the run.
+        """
+        log_extra: dict[str, Any] = {"run_id": str(claimed.id), "workflow": claimed.workflow}
+        definition = self._registry.workflow(claimed.workflow, claimed.version)
+        if not await self._code_matches(claimed, definition, owner, log_extra):
+            return
+        history = {} if claimed.fresh else await self._store.load_checkpoints(claimed.id)
+        state = RunState(
+            claimed.id,
+            owner=owner,
+            epoch=claimed.lease_epoch,
+            history=history,
+            write=self._store.checkpoint,
+        )
+        ctx = FlowContext(
+            run_id=claimed.id,
+            workflow=definition.name,
+            version=definition.version,
+            correlation_id=claimed.correlation_id,
+            run=state,
+        )
+        max_bytes = self._settings.max_payload_bytes
+        status: str
+        output: str | None = None
+        error: str | None = None
+        try:
+            if definition.takes_input:
+                value = Codec(
+                    definition.input_type,
+                    f"input of workflow {definition.name!r}",
+                    max_bytes=max_bytes,
+                ).loads(claimed.input)
+                result = await definition.fn(ctx, value)
+            else:
+                result = await definition.fn(ctx)
+            state.check()  # a swallowed LeaseLost / NonDeterminismError still counts
+            output = Codec(
+                definition.output_type,
+                f"output of workflow {definition.name!r}",
+                max_bytes=max_bytes,
+            ).dumps(result)
+            status = "succeeded"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, LeaseLost) or isinstance(state.fault, LeaseLost):
+                logger.warning(
+                    "run %s: lease lost, abandoning it to its new owner",
+                    claimed.id,
+                    extra={"event": "run_abandoned", **log_extra},
+                )
+                return
+            status = "failed"
+            error = error_json(state.fault or exc)
+        recorded = await self._store.finish_run(
+            Outcome(claimed.id, status, output, error, owner, claimed.lease_epoch)
+        )
+        if not recorded:
+            logger.warning(
+                "run %s: finished but the lease had moved; the new owner decides",
+                claimed.id,
+                extra={"event": "run_abandoned", **log_extra},
+            )
+            return
+        logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
+        self._on_outcome(claimed.id, claimed.workflow, claimed.version, status, output, error)
+
+    async def _code_matches(
+        self,
+        claimed: ClaimedRun,
+        definition: WorkflowDefinition,
+        owner: str,
+        log_extra: dict[str, Any],
+    ) -> bool:
+        """The runtime version guard: same version, different code hash."""
+        current = self._code_hash_of(definition)
+        if claimed.fresh or not claimed.code_hash or claimed.code_hash == current:
+            return True
+        extra = {**log_extra, "recorded_code_hash": claimed.code_hash, "code_hash": current}
+        if self._settings.on_code_change == "warn":
+            logger.warning(
+                "run %s was started by code %s of %s v%d, this worker has %s; running it anyway "
+                "(on_code_change=warn)",
+                claimed.id,
+                claimed.code_hash,
+                definition.name,
+                definition.version,
+                current,
+                extra={"event": "run_code_changed", **extra},
+            )
+            return True
+        message = (
+            f"run {claimed.id} was started by code hash {claimed.code_hash} of "
+            f"{definition.name!r} version {definition.version}, but this worker's code hash is "
+            f"{current}: the workflow changed without a version bump. Blocked for an operator: "
+            "deploy the old code, or bump the version and keep the old one registered."
+        )
+        logger.error(message, extra={"event": "run_blocked_code_changed", **extra})
+        error = json.dumps(
+            {
+                "type": "CodeChanged",
+                "message": message,
+                "traceback": "",
+                "recorded_code_hash": claimed.code_hash,
+                "code_hash": current,
+            }
+        )
+        await self._store.finish_run(
+            Outcome(claimed.id, "blocked", None, error, owner, claimed.lease_epoch)
+        )
+        return False

@@ -1,0 +1,114 @@
+"""Waiting for run outcomes: local completions at once, remote ones by one batched poll.
+
+Runs this process executes resolve their waiters directly. For the others, a single
+poller asks Postgres about every awaited run in one query, backing off from 10 ms to
+``max_delay`` while nothing changes, so a thousand ``flow.result()`` calls cost one
+query per poll, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from durableflow._store.store import Store
+from durableflow.errors import DurableFlowError, RunNotFound
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished run's status and its raw (JSON) output or error."""
+
+    workflow: str
+    version: int
+    status: str
+    output: str | None
+    error: str | None
+
+
+class ResultWaiters:
+    """Futures for awaited runs, fed by local executions and a shared poller."""
+
+    def __init__(self, store: Store, is_local: Callable[[UUID], bool], max_delay: float) -> None:
+        self._store = store
+        self._is_local = is_local
+        self._max_delay = max_delay
+        self._futures: dict[UUID, asyncio.Future[Outcome]] = {}
+        self._users: dict[UUID, int] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._new_waiter = asyncio.Event()
+
+    def resolve(self, run_id: UUID, outcome: Outcome) -> None:
+        """Called when this process recorded a run's outcome."""
+        future = self._futures.get(run_id)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    async def wait(self, run_id: UUID, timeout: float | None) -> Outcome:
+        future = self._futures.get(run_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._futures[run_id] = future
+        self._users[run_id] = self._users.get(run_id, 0) + 1
+        self._new_waiter.set()
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll(), name="durableflow-results")
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
+        finally:
+            self._users[run_id] -= 1
+            if self._users[run_id] == 0:
+                del self._users[run_id]
+                del self._futures[run_id]
+
+    async def _poll(self) -> None:
+        delay = 0.01
+        while self._futures:
+            self._new_waiter.clear()
+            pending = [
+                run_id
+                for run_id, future in self._futures.items()
+                if not future.done() and not self._is_local(run_id)
+            ]
+            changed = False
+            if pending:
+                try:
+                    rows = await self._store.run_outcomes(pending)
+                except DurableFlowError:
+                    rows = None  # transient: try again after the delay
+                for run_id in pending if rows is not None else ():
+                    future = self._futures.get(run_id)
+                    if future is None or future.done():
+                        continue
+                    row = rows.get(run_id) if rows is not None else None
+                    if row is None:
+                        future.set_exception(RunNotFound(run_id))
+                        changed = True
+                    elif row["status"] in FINAL_STATUSES:
+                        future.set_result(
+                            Outcome(
+                                row["workflow"],
+                                row["version"],
+                                row["status"],
+                                row["output"],
+                                row["error"],
+                            )
+                        )
+                        changed = True
+            delay = 0.01 if changed else min(delay * 2, self._max_delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._new_waiter.wait()
+                    delay = 0.01
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller

@@ -1,0 +1,68 @@
+"""Settings: the schema rule, the environment prefix, overrides."""
+
+import pytest
+
+from durableflow import ConfigurationError, Flow, FlowSettings, get_config, override_config
+from durableflow.config import build_settings, reset_config, validate_schema_name
+
+
+@pytest.mark.parametrize("name", ["durableflow", "_x", "a1_b2", "a" * 63])
+def test_valid_schema_names_pass(name: str) -> None:
+    assert validate_schema_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "1abc", "Public", "a-b", 'x"; drop table runs; --', "a" * 64, "sch ema"]
+)
+def test_invalid_schema_names_are_rejected_with_the_rule(name: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        validate_schema_name(name)
+    assert "^[a-z_][a-z0-9_]{0,62}$" in str(info.value)
+    assert info.value.setting == "schema"
+
+
+def test_flow_rejects_a_bad_schema_at_construction_and_names_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Flow(database_url="postgresql://x@127.0.0.1/db", schema="Bad-Name")
+    assert "schema_name" in str(info.value)
+    assert "DURABLEFLOW_SCHEMA_NAME" in str(info.value)
+
+
+def test_bad_database_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="postgresql://"):
+        build_settings(database_url="mysql://root@localhost/db")
+
+
+def test_environment_variables_use_the_durableflow_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DURABLEFLOW_SCHEMA_NAME", "jobs")
+    monkeypatch.setenv("DURABLEFLOW_WORKER_CONCURRENCY", "7")
+    reset_config()
+    try:
+        settings = get_config()
+        assert settings.schema_name == "jobs"
+        assert settings.worker_concurrency == 7
+    finally:
+        reset_config()
+
+
+def test_override_config_is_scoped_and_flow_settings_win() -> None:
+    reset_config()
+    before = get_config().lease_ttl
+    with override_config(lease_ttl=3.0) as settings:
+        assert get_config().lease_ttl == 3.0
+        assert Flow(database_url="postgresql://x@h/db").settings.lease_ttl == 3.0
+        explicit = FlowSettings(database_url="postgresql://x@h/db", lease_ttl=9.0)
+        assert Flow(settings=explicit).settings.lease_ttl == 9.0
+        assert settings.lease_ttl == 3.0
+    assert get_config().lease_ttl == before
+
+
+def test_settings_and_individual_values_cannot_be_mixed() -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        Flow(settings=FlowSettings(), schema="other")
+
+
+def test_constructing_a_flow_does_no_io() -> None:
+    # An unreachable URL is fine until the Flow is used.
+    flow = Flow(database_url="postgresql://nobody@127.0.0.1:1/none")
+    assert flow.database_url == "postgresql://nobody@127.0.0.1:1/none"
