@@ -214,7 +214,7 @@ class Flow:
 
         def decorate(function: F) -> F:
             definition = WorkflowDefinition.from_function(
-                function, name=name or function.__qualname__, version=version
+                function, name=name or function.__name__, version=version
             )
             self.registry.add_workflow(definition)
             function.__durableflow_workflow__ = definition  # type: ignore[attr-defined]

@@ -9,8 +9,16 @@ from durableflow._store.queries import Queries
 
 def test_every_hot_path_statement_is_a_named_block() -> None:
     names = Queries("durableflow").names()
-    for expected in ("checkpoint_steps", "claim_runs", "reclaim_orphaned_runs", "heartbeat",
-                     "insert_runs", "finish_runs", "load_checkpoints", "release_runs"):
+    for expected in (
+        "checkpoint_steps",
+        "claim_runs",
+        "reclaim_orphaned_runs",
+        "heartbeat",
+        "insert_runs",
+        "finish_runs",
+        "load_checkpoints",
+        "release_runs",
+    ):
         assert expected in names
 
 

@@ -53,7 +53,7 @@ class StepDefinition:
             )
         hints = _annotations(fn)
         return cls(
-            name=name or fn.__qualname__,
+            name=name or fn.__name__,
             fn=fn,
             retries=retries,
             backoff=backoff,

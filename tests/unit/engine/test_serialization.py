@@ -51,7 +51,10 @@ def test_unserialisable_value_names_the_step_and_the_type() -> None:
         codec.dumps(Opaque())
     assert "output of step 'fetch'" in str(info.value)
     assert "Opaque" in str(info.value)
-    assert info.value.type_name == "test_unserialisable_value_names_the_step_and_the_type.<locals>.Opaque"
+    assert (
+        info.value.type_name
+        == "test_unserialisable_value_names_the_step_and_the_type.<locals>.Opaque"
+    )
 
 
 def test_validation_rejects_a_value_of_the_wrong_shape() -> None:
