@@ -88,4 +88,5 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         input=row["input"],
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
+        fresh=row["claims"] == 1,
     )

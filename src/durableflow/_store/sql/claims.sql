@@ -3,7 +3,8 @@
 -- name: claim_runs
 -- Takes up to $5 queued, due runs of the queues and workflow versions this worker
 -- serves. SKIP LOCKED lets many workers claim at once without blocking each other;
--- bumping lease_epoch fences off any earlier owner.
+-- bumping lease_epoch fences off any earlier owner. A run claimed for the first
+-- time (claims = 1) has no history: only an owner can write checkpoints.
 WITH candidates AS (
     SELECT r.id
     FROM {schema}.runs AS r
@@ -21,7 +22,7 @@ SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id;
+          r.correlation_id, r.claims;
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
@@ -46,7 +47,7 @@ SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id;
+          r.correlation_id, r.claims;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).
