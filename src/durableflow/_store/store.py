@@ -18,7 +18,6 @@ import asyncpg
 
 from durableflow._store.batching import GroupCommitter
 from durableflow._store.errors import translate_errors
-from durableflow._store.migrations import current_revision, ensure_current
 from durableflow._store.queries import Queries
 from durableflow._store.records import (
     Checkpoint,
@@ -98,10 +97,16 @@ class Store:
             await pool.close()
 
     async def schema_revision(self) -> str | None:
+        # alembic is imported only when the schema is looked at: the CLI and workers
+        # that never migrate start faster.
+        from durableflow._store.migrations import current_revision
+
         async with self.pool.acquire() as connection:
             return await current_revision(connection, self.schema)
 
     async def ensure_schema_current(self) -> None:
+        from durableflow._store.migrations import ensure_current
+
         async with self.pool.acquire() as connection:
             await ensure_current(connection, self.schema)
 
