@@ -5,6 +5,7 @@
     DurableFlowError                 base of everything below; catch this to catch us all
     ├── ConfigurationError           a setting is missing or malformed (bad schema name, URL)
     ├── DatabaseError                Postgres did not answer or refused (driver error attached)
+    │   ├── EmbeddedPostgresError    the embedded Postgres (no URL configured) would not start
     │   └── SchemaError              the schema is missing or behind: run `durableflow db upgrade`
     │       └── MigrationLockTimeout another process held the migration lock too long
     ├── WorkflowNotFound             no workflow/graph registered under that name
@@ -55,6 +56,19 @@ class DatabaseError(DurableFlowError):
     every write is a single statement or transaction. Check the database URL and that
     the server is up, then retry.
     """
+
+
+class EmbeddedPostgresError(DatabaseError):
+    """The embedded Postgres could not be started.
+
+    ``data_dir`` is the data directory; the message carries pgserver's error and the
+    end of the server log. Fix the cause, or point ``DURABLEFLOW_DATABASE_URL`` at a
+    Postgres server you run yourself.
+    """
+
+    def __init__(self, message: str, *, data_dir: object) -> None:
+        super().__init__(message)
+        self.data_dir = data_dir
 
 
 class SchemaError(DatabaseError):

@@ -1,0 +1,106 @@
+"""Fixtures shared by every test folder.
+
+Postgres fixtures (only tests that request them touch a database, so ``tests/unit``
+runs with no server at all):
+
+``server_url``          session: maintenance URL of the test server (``tests/_db.py``
+                        says where it comes from). Create your own databases on it.
+``template_database``   session: name of ``durableflow_tpl_<random>``, migrated to head
+                        in schema ``database_schema`` once per session.
+``database_schema``     session: the schema the template is migrated in (``durableflow``).
+``database_url``        function: URL of a fresh clone of the template; dropped after the
+                        test. Writes in one test are never seen by another.
+``blank_database_url``  function: URL of an empty database (no durableflow schema), for
+                        migration tests; dropped after the test.
+
+With no server: tests that need one fail when ``CI`` is set and are skipped (with a
+banner in the summary) otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+import _db
+
+_no_server_reason: list[str] = []  # filled when the server search failed, for the banner
+_server_source: list[str] = []
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def server_url() -> AsyncIterator[str]:
+    """Maintenance URL of the Postgres server the tests use."""
+    try:
+        server = await _db.resolve_server()
+    except _db.NoTestServer as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        _no_server_reason.append(missing)
+        if _running_in_ci():
+            pytest.fail(f"CI is set, so a Postgres is required: {missing}", pytrace=False)
+        pytest.skip(missing)
+    _server_source.append(server.source)
+    try:
+        yield server.url
+    finally:
+        if server.stop is not None:
+            server.stop()
+
+
+def _running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def database_schema() -> str:
+    """Schema the template database is migrated in."""
+    return _db.TEST_SCHEMA
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_database(server_url: str, database_schema: str) -> AsyncIterator[str]:
+    """Name of this session's migrated template database."""
+    name = await _db.create_template(server_url, database_schema)
+    try:
+        yield name
+    finally:
+        await _db.drop_template(server_url, name)
+
+
+@pytest_asyncio.fixture
+async def database_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    """URL of this test's own database: a clone of the migrated template."""
+    name = _db.unique_name(_db.CLONE_PREFIX)
+    url = await _db.create_database(
+        server_url, name, template=template_database, strategy=_db.clone_strategy()
+    )
+    try:
+        yield url
+    finally:
+        await _db.drop_database(server_url, name)
+
+
+@pytest_asyncio.fixture
+async def blank_database_url(server_url: str) -> AsyncIterator[str]:
+    """URL of an empty database (copied from ``template0``), dropped after the test."""
+    name = _db.unique_name(_db.BLANK_PREFIX)
+    url = await _db.create_database(server_url, name, template="template0")
+    try:
+        yield url
+    finally:
+        await _db.drop_database(server_url, name)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which Postgres the tests ran on, and shout when there was none."""
+    if _server_source:
+        terminalreporter.write_line(f"durableflow tests used Postgres: {_server_source[0]}")
+    if _no_server_reason:
+        terminalreporter.write_sep("!", "INTEGRATION TESTS DID NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(_no_server_reason[0], red=True)
