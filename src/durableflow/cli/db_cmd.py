@@ -1,0 +1,63 @@
+"""``durableflow db upgrade | check | current | sql``: the schema, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from durableflow.flow import Flow
+
+
+def register(subparsers: Any) -> None:
+    db = subparsers.add_parser("db", help="create, check or inspect durableflow's schema")
+    actions = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    for name, handler, text in (
+        ("upgrade", upgrade, "migrate the schema to the newest revision (idempotent)"),
+        ("check", check, "exit 1 when the schema is behind this version of durableflow"),
+        ("current", current, "print the schema's revision and the newest one"),
+        ("sql", sql, "print the SQL an upgrade from scratch would run"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument(
+            "--database-url",
+            help="Postgres URL (default: DURABLEFLOW_DATABASE_URL, else embedded Postgres)",
+        )
+        action.add_argument("--schema", help="schema name (default: DURABLEFLOW_SCHEMA_NAME)")
+        action.set_defaults(func=handler)
+
+
+def _flow(args: argparse.Namespace) -> Flow:
+    return Flow(database_url=args.database_url, schema=args.schema)
+
+
+async def upgrade(args: argparse.Namespace) -> int:
+    async with _flow(args) as flow:
+        await flow.migrate()
+        status = await flow.schema_status()
+    print(f"schema {status.schema!r} is at {status.current} (newest)")
+    return 0
+
+
+async def check(args: argparse.Namespace) -> int:
+    async with _flow(args) as flow:
+        status = await flow.schema_status()
+    if status.up_to_date:
+        print(f"schema {status.schema!r} is up to date ({status.head})")
+        return 0
+    print(
+        f"schema {status.schema!r} is at {status.current or 'nothing'} but this durableflow "
+        f"needs {status.head}: run `durableflow db upgrade`"
+    )
+    return 1
+
+
+async def current(args: argparse.Namespace) -> int:
+    async with _flow(args) as flow:
+        status = await flow.schema_status()
+    print(f"current: {status.current or 'none'}\nhead:    {status.head}")
+    return 0
+
+
+async def sql(args: argparse.Namespace) -> int:
+    print(_flow(args).migration_sql())
+    return 0
