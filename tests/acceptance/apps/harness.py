@@ -1,0 +1,187 @@
+"""The test side of the acceptance tests: real child processes, and polling helpers.
+
+Not an app module: the test process imports it (via ``conftest.py`` and the tests) to
+start ``python -m durableflow.cli ...`` children with ``tests/acceptance`` on their
+``PYTHONPATH``, so ``apps.<module>:flow`` imports in them. Output goes to files, never
+to pipes nobody reads, so a chatty worker can never block on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+ACCEPTANCE_DIR = Path(__file__).resolve().parents[1]
+
+# Fast liveness for crash tests: a dead worker's runs move after 1.5 s.
+FAST_WORKER_SETTINGS = {
+    "DURABLEFLOW_HEARTBEAT_INTERVAL": "0.2",
+    "DURABLEFLOW_LEASE_TTL": "1.5",
+    "DURABLEFLOW_POLL_INTERVAL": "0.1",
+}
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: ours minus any DURABLEFLOW_* setting, plus ``extra``.
+
+    Settings a developer exported in their shell must not leak into the children; each
+    test says exactly which settings its processes get.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DURABLEFLOW_")}
+    path = [str(ACCEPTANCE_DIR)]
+    if env.get("PYTHONPATH"):
+        path.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Completed:
+    """A CLI command that ran to its end."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class ChildProcess:
+    """A running ``durableflow`` process whose stdout and stderr go to files."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], stdout: Path, stderr: Path):
+        self.name = name
+        self.popen = popen
+        self.stdout_path = stdout
+        self.stderr_path = stderr
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        """Everything the process printed, for assertion messages."""
+        return (
+            f"--- {self.name} (pid {self.pid}, returncode {self.returncode}) stdout ---\n"
+            f"{self.stdout()[-4000:]}\n--- {self.name} stderr ---\n{self.stderr()[-6000:]}"
+        )
+
+    def send(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    async def wait_exit(self, timeout: float) -> int:
+        """Wait (without blocking the event loop) for the process to exit."""
+        deadline = time.monotonic() + timeout
+        while (code := self.popen.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name} did not exit within {timeout}s\n{self.describe()}"
+                )
+            await asyncio.sleep(0.02)
+        return code
+
+    async def wait_for_output(self, text: str, timeout: float, *, stream: str = "stderr") -> None:
+        """Wait until ``text`` appears in the process's stdout or stderr."""
+        read = self.stderr if stream == "stderr" else self.stdout
+        deadline = time.monotonic() + timeout
+        while text not in read():
+            if self.popen.poll() is not None and text not in read():
+                raise AssertionError(
+                    f"{self.name} exited before printing {text!r}\n{self.describe()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name} did not print {text!r} within {timeout}s\n{self.describe()}"
+                )
+            await asyncio.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL (works on a SIGSTOPped process too) and reap."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=10)
+
+
+class Processes:
+    """Starts ``durableflow`` processes for one test and kills the leftovers after it."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._children: list[ChildProcess] = []
+
+    def start(
+        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> ChildProcess:
+        """Start ``python -m durableflow.cli <args>`` in the background."""
+        stdout = self._directory / f"{name}.stdout"
+        stderr = self._directory / f"{name}.stderr"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "durableflow.cli", *args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=child_environment(env),
+                cwd=self._directory,
+            )
+        child = ChildProcess(name, popen, stdout, stderr)
+        self._children.append(child)
+        return child
+
+    def worker(self, name: str, app: str, env: Mapping[str, str], *extra_args: str) -> ChildProcess:
+        """Start ``durableflow worker <app>`` (default INFO logging on stderr)."""
+        return self.start(name, ["worker", app, *extra_args], env)
+
+    async def run(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> Completed:
+        """Run ``durableflow <args>`` to its end and return its exit code and output."""
+        name = f"cli-{len(self._children)}"
+        child = self.start(name, args, env)
+        await child.wait_exit(timeout)
+        assert child.returncode is not None
+        return Completed(child.returncode, child.stdout(), child.stderr())
+
+    def kill_all(self) -> None:
+        for child in self._children:
+            child.kill()
+
+
+async def wait_until(
+    predicate_sql: str,
+    connection: asyncpg.Connection,
+    *args: object,
+    timeout: float,
+    interval: float = 0.02,
+    message: str = "",
+) -> None:
+    """Poll ``predicate_sql`` (a query returning one boolean) until it is true."""
+    deadline = time.monotonic() + timeout
+    while not await connection.fetchval(predicate_sql, *args):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for: {message or predicate_sql}"
+            )
+        await asyncio.sleep(interval)
