@@ -344,7 +344,10 @@ class Flow:
 
         The same ``idempotency_key`` always returns the same run. When this process runs
         a worker with a free slot and no ``queue`` is named, the run starts here at once;
-        otherwise it is queued (``queue``, default ``"default"``) for any worker.
+        otherwise it is queued (``queue``, default ``"default"``) for any worker serving
+        that queue and this workflow version. Among queued runs, higher ``priority``
+        is claimed first, then older. ``correlation_id`` is recorded on the run and
+        available as ``ctx.correlation_id``.
         """
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
