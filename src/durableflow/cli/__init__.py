@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from durableflow.errors import DurableFlowError
+from durableflow.observability import JsonFormatter, install_log_context
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,10 +25,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Postgres-native durable execution: workers, schema, audit, storage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or one JSON object per line, for log shippers",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (worker_cmd, db_cmd, demo, audit_cmd, storage_cmd):
         module.register(subparsers)
     return parser
+
+
+class _TextFormatter(logging.Formatter):
+    """Plain lines, with the stable event name and run context appended when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        tags = [
+            f"{name}={value}"
+            for name in ("event", "run_id", "step")
+            if (value := getattr(record, name, None)) is not None
+        ]
+        return f"{text} [{' '.join(tags)}]" if tags else text
+
+
+def _configure_logging(log_format: str, *, verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    install_log_context(handler)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,10 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args.log_format, verbose=args.verbose)
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

@@ -21,6 +21,7 @@ from durableflow.errors import (
     StepFailed,
     StepTimeout,
 )
+from durableflow.observability import step_scope, step_span
 
 logger = logging.getLogger("durableflow.steps")
 
@@ -72,52 +73,56 @@ async def _run_step(
     attempt = 1
     while True:
         step_ctx = ctx.for_step(step_id, definition.name, attempt)
-        try:
-            if definition.timeout is None:
-                value = await definition.fn(step_ctx, *args, **kwargs)
-            else:
-                try:
-                    async with asyncio.timeout(definition.timeout):
-                        value = await definition.fn(step_ctx, *args, **kwargs)
-                except TimeoutError as exc:
-                    raise StepTimeout(definition.name, definition.timeout) from exc
-        except _NOT_RETRIED:
-            raise
-        except Exception as exc:
-            if attempt <= definition.retries:
-                delay = min(definition.backoff * 2 ** (attempt - 1), definition.max_backoff)
-                logger.info(
-                    "step %s attempt %d failed (%s); retrying in %.2fs",
+        with step_scope(definition.name, step_id, attempt):
+            try:
+                with step_span(definition.name, step_id, attempt):
+                    value = await _attempt(definition, step_ctx, args, kwargs)
+            except _NOT_RETRIED:
+                raise
+            except Exception as exc:
+                if attempt <= definition.retries:
+                    delay = min(definition.backoff * 2 ** (attempt - 1), definition.max_backoff)
+                    logger.info(
+                        "step %s attempt %d failed (%s); retrying in %.2fs",
+                        definition.name,
+                        attempt,
+                        exc,
+                        delay,
+                        extra={"event": "step_retry"},  # run and step come from step_scope
+                    )
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                    attempt += 1
+                    continue
+                error = describe_error(exc)
+                await run.commit(
+                    step_id,
                     definition.name,
-                    attempt,
-                    exc,
-                    delay,
-                    extra={
-                        "event": "step_retry",
-                        "run_id": str(ctx.run_id),
-                        "step": definition.name,
-                    },
+                    output=None,
+                    error=json.dumps(error),
+                    attempt=attempt,
+                    started_at=started_at,
                 )
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                attempt += 1
-                continue
-            error = describe_error(exc)
+                raise StepFailed(definition.name, step_id, error) from exc
+            output = codec.dumps(value)
             await run.commit(
                 step_id,
                 definition.name,
-                output=None,
-                error=json.dumps(error),
+                output=output,
+                error=None,
                 attempt=attempt,
                 started_at=started_at,
             )
-            raise StepFailed(definition.name, step_id, error) from exc
-        output = codec.dumps(value)
-        await run.commit(
-            step_id,
-            definition.name,
-            output=output,
-            error=None,
-            attempt=attempt,
-            started_at=started_at,
-        )
-        return value
+            return value
+
+
+async def _attempt(
+    definition: StepDefinition, ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One attempt of the step body, bounded by its timeout."""
+    if definition.timeout is None:
+        return await definition.fn(ctx, *args, **kwargs)
+    try:
+        async with asyncio.timeout(definition.timeout):
+            return await definition.fn(ctx, *args, **kwargs)
+    except TimeoutError as exc:
+        raise StepTimeout(definition.name, definition.timeout) from exc

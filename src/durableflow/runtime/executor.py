@@ -16,6 +16,7 @@ from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.errors import LeaseLost
+from durableflow.observability import run_scope, run_span
 
 logger = logging.getLogger("durableflow.runtime")
 
@@ -43,7 +44,12 @@ class RunExecutor:
         """Run ``claimed`` to completion, or abandon it if the lease is lost.
 
         Cancellation (shutdown) propagates to the caller, who releases the run.
+        Log records emitted meanwhile carry the run's id, workflow and correlation id.
         """
+        with run_scope(claimed.id, claimed.workflow, claimed.version, claimed.correlation_id):
+            await self._execute(claimed, owner)
+
+    async def _execute(self, claimed: ClaimedRun, owner: str) -> None:
         log_extra: dict[str, Any] = {"run_id": str(claimed.id), "workflow": claimed.workflow}
         definition = self._registry.workflow(claimed.workflow, claimed.version)
         if not await self._code_matches(claimed, definition, owner, log_extra):
@@ -68,21 +74,22 @@ class RunExecutor:
         output: str | None = None
         error: str | None = None
         try:
-            if definition.takes_input:
-                value = Codec(
-                    definition.input_type,
-                    f"input of workflow {definition.name!r}",
+            with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
+                if definition.takes_input:
+                    value = Codec(
+                        definition.input_type,
+                        f"input of workflow {definition.name!r}",
+                        max_bytes=max_bytes,
+                    ).loads(claimed.input)
+                    result = await definition.fn(ctx, value)
+                else:
+                    result = await definition.fn(ctx)
+                state.check()  # a swallowed LeaseLost / NonDeterminismError still counts
+                output = Codec(
+                    definition.output_type,
+                    f"output of workflow {definition.name!r}",
                     max_bytes=max_bytes,
-                ).loads(claimed.input)
-                result = await definition.fn(ctx, value)
-            else:
-                result = await definition.fn(ctx)
-            state.check()  # a swallowed LeaseLost / NonDeterminismError still counts
-            output = Codec(
-                definition.output_type,
-                f"output of workflow {definition.name!r}",
-                max_bytes=max_bytes,
-            ).dumps(result)
+                ).dumps(result)
             status = "succeeded"
         except asyncio.CancelledError:
             raise
