@@ -35,14 +35,32 @@ class GroupCommitter(Generic[Item, Result]):
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
+        if self._active == 0 and not self._pending:
+            return await self._flush_alone(item)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._active < self._max_flushes:
-            self._active += 1
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_drain()
         return await future
+
+    async def _flush_alone(self, item: Item) -> Result:
+        """Idle: the caller flushes its own item, without a task hop in between."""
+        self._active += 1
+        try:
+            (result,) = await self._flush([item])
+        finally:
+            self._active -= 1
+            if self._pending and self._active < self._max_flushes:
+                self._start_drain()  # rows that arrived meanwhile get their own flush
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _start_drain(self) -> None:
+        self._active += 1
+        task = asyncio.create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
         try:

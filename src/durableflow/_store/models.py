@@ -52,7 +52,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             "available_at",
             postgresql_where=sa.text("status = 'queued'"),
         ),
-        sa.Index("runs_owner_idx", "owner", postgresql_where=sa.text("status = 'running'")),
+        sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
     )
 
     sa.Table(

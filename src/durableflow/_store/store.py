@@ -27,6 +27,7 @@ from durableflow._store.records import (
     RecordedStep,
     claimed_from_row,
 )
+from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
 from durableflow.errors import DatabaseError, LeaseLost
 
 logger = logging.getLogger("durableflow.store")
@@ -35,6 +36,41 @@ logger = logging.getLogger("durableflow.store")
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel on which new queued runs are announced."""
     return f"durableflow_runs_{schema}"[:63]
+
+
+async def _write_checkpoints(
+    connection: asyncpg.Connection, queries: Queries, batch: Sequence[Checkpoint]
+) -> list[asyncpg.Record]:
+    if len(batch) == 1:  # idle: scalar parameters are cheaper than one-element arrays
+        c = batch[0]
+        rows: list[asyncpg.Record] = await connection.fetch(
+            queries.checkpoint_step,
+            c.run_id,
+            c.step_id,
+            c.name,
+            c.kind,
+            c.output,
+            c.error,
+            c.attempt,
+            c.started_at,
+            c.owner,
+            c.epoch,
+        )
+        return rows
+    rows = await connection.fetch(
+        queries.checkpoint_steps,
+        [c.run_id for c in batch],
+        [c.step_id for c in batch],
+        [c.name for c in batch],
+        [c.kind for c in batch],
+        [c.output for c in batch],
+        [c.error for c in batch],
+        [c.attempt for c in batch],
+        [c.started_at for c in batch],
+        [c.owner for c in batch],
+        [c.epoch for c in batch],
+    )
+    return rows
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -59,6 +95,7 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        self._writers = WriterConnections(database_url, size=min(4, max_size))
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
@@ -78,7 +115,7 @@ class Store:
                     self.database_url,
                     min_size=min(self._min_size, self._max_size),
                     max_size=self._max_size,
-                    server_settings={"application_name": "durableflow", "jit": "off"},
+                    server_settings=SERVER_SETTINGS,
                     reset=_keep_session,
                 )
 
@@ -92,6 +129,7 @@ class Store:
         await self._insert_runs.close()
         await self._checkpoints.close()
         await self._outcomes.close()
+        await self._writers.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -146,7 +184,11 @@ class Store:
             [r.parent_id for r in runs],
         )
         with translate_errors(self.schema, "starting runs"):
-            rows = await self.pool.fetch(self.queries.insert_runs, *columns, self.channel)
+            rows = await self._writers.run(
+                lambda connection: connection.fetch(
+                    self.queries.insert_runs, *columns, self.channel
+                )
+            )
         created = {row["id"] for row in rows}
         return [r.id if r.id in created else None for r in runs]
 
@@ -155,15 +197,17 @@ class Store:
         return await self._outcomes.submit(outcome)
 
     async def _flush_outcomes(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        columns = (
+            [o.run_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.output for o in outcomes],
+            [o.error for o in outcomes],
+            [o.owner for o in outcomes],
+            [o.epoch for o in outcomes],
+        )
         with translate_errors(self.schema, "recording run outcomes"):
-            rows = await self.pool.fetch(
-                self.queries.finish_runs,
-                [o.run_id for o in outcomes],
-                [o.status for o in outcomes],
-                [o.output for o in outcomes],
-                [o.error for o in outcomes],
-                [o.owner for o in outcomes],
-                [o.epoch for o in outcomes],
+            rows = await self._writers.run(
+                lambda connection: connection.fetch(self.queries.finish_runs, *columns)
             )
         finished = {row["id"] for row in rows}
         return [o.run_id in finished for o in outcomes]
@@ -192,18 +236,8 @@ class Store:
 
     async def _flush_checkpoints(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
         with translate_errors(self.schema, "writing checkpoints"):
-            rows = await self.pool.fetch(
-                self.queries.checkpoint_steps,
-                [c.run_id for c in batch],
-                [c.step_id for c in batch],
-                [c.name for c in batch],
-                [c.kind for c in batch],
-                [c.output for c in batch],
-                [c.error for c in batch],
-                [c.attempt for c in batch],
-                [c.started_at for c in batch],
-                [c.owner for c in batch],
-                [c.epoch for c in batch],
+            rows = await self._writers.run(
+                lambda connection: _write_checkpoints(connection, self.queries, batch)
             )
         written = {(row["run_id"], row["step_id"]) for row in rows}
         missing = [c for c in batch if (c.run_id, c.step_id) not in written]

@@ -6,6 +6,9 @@
 -- writer's lease epoch: the run row is locked FOR SHARE so that a concurrent
 -- takeover (which updates owner and epoch) either waits for this insert and then
 -- sees it when it loads history, or commits first and makes this insert nothing.
+-- The run is found by primary key inside a locking subquery, which the planner
+-- cannot flatten, and owner/epoch are checked on the locked (latest) row version;
+-- otherwise a generic plan may scan a partial index of all the owner's runs.
 -- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at)
@@ -14,9 +17,21 @@ SELECT c.run_id, c.step_id, c.name, c.kind, c.output::jsonb, c.error::jsonb, c.a
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::int[], $8::timestamptz[], $9::text[], $10::bigint[])
      AS c(run_id, step_id, name, kind, output, error, attempt, started_at, owner, epoch)
-JOIN {schema}.runs AS r
-  ON r.id = c.run_id AND r.owner = c.owner AND r.lease_epoch = c.epoch AND r.status = 'running'
-FOR SHARE OF r
+CROSS JOIN LATERAL (
+    SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = c.run_id FOR SHARE
+) AS r
+WHERE r.owner = c.owner AND r.lease_epoch = c.epoch AND r.status = 'running'
+ON CONFLICT (run_id, step_id) DO NOTHING
+RETURNING run_id, step_id;
+
+-- name: checkpoint_step
+-- The same fenced insert for a single checkpoint (the idle case): scalar
+-- parameters instead of ten one-element arrays, which costs less to encode.
+INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
+                            started_at, finished_at)
+SELECT $1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, (SELECT {schema}.clock_now())
+FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $1 FOR SHARE) AS r
+WHERE r.owner = $9 AND r.lease_epoch = $10 AND r.status = 'running'
 ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING run_id, step_id;
 
