@@ -26,7 +26,8 @@ class WriterConnections:
 
     def __init__(self, database_url: str, size: int) -> None:
         self._database_url = database_url
-        self._slots: asyncio.Queue[asyncpg.Connection | None] = asyncio.Queue()
+        # LIFO: an idle caller reuses the connection used last, whose backend is awake
+        self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()
         for _ in range(size):
             self._slots.put_nowait(None)
         self._closed = False
