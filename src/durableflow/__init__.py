@@ -50,7 +50,7 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from durableflow.flow import Flow, RunStatus
+from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
 from durableflow.runtime.worker import Worker
 
 __version__ = "0.1.0"
@@ -73,8 +73,10 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "SchemaError",
+    "SchemaStatus",
     "SerializationError",
     "StepFailed",
+    "StepRecord",
     "StepTimeout",
     "StorageError",
     "StorageIntegrityError",
