@@ -20,6 +20,7 @@ typecheck:
 	$(BIN)/mypy
 
 bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
+	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
 
