@@ -17,11 +17,9 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 import psutil
-
-from durableflow import Flow, FlowContext
+from durableflow_bench import build_flow  # the same step and workflow as the main benchmark
 
 STEPS_PER_WORKFLOW = 10
 BATCH_WORKFLOWS = 1_000  # 10,000 steps per batch = one sample
@@ -29,24 +27,6 @@ WARMUP_BATCHES = 1
 MEASURED_BATCHES = 10  # 100,000 steps
 CONCURRENCY = 600
 RESULT_TIMEOUT = 600.0
-
-
-def build_flow(dsn: str) -> tuple[Flow, Callable[..., Awaitable[int]]]:
-    """A Flow with one trivial step and a workflow of ``n`` of them."""
-    flow = Flow(database_url=dsn)
-
-    @flow.step()
-    async def step(ctx: FlowContext, x: int) -> int:
-        return x + 1
-
-    @flow.workflow(name="wf", version=1)
-    async def wf(ctx: FlowContext, n: int) -> int:
-        x = 0
-        for _ in range(n):
-            x = await step(ctx, x)
-        return x
-
-    return flow, wf
 
 
 def rss_mib(process: psutil.Process) -> float:
