@@ -141,9 +141,7 @@ def override_config(settings: FlowSettings | None = None, **values: Any) -> Iter
     """
     global _current
     previous = _current
-    new = settings or get_config().model_copy(update=values)
-    if values and settings is None:
-        new = build_settings(**{**get_config().model_dump(), **values})
+    new = settings or build_settings(**{**get_config().model_dump(), **values})
     _current = new
     try:
         yield new

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar, overload
 from uuid import UUID
 
-from durableflow._store.records import ClaimedRun, NewRun
+from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.ids import uuid7
@@ -27,7 +27,7 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.runtime.executor import RunExecutor
-from durableflow.runtime.results import FINAL_STATUSES, Outcome, ResultWaiters
+from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.runtime.worker import Worker
 
 logger = logging.getLogger("durableflow")

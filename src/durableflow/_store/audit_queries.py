@@ -8,10 +8,10 @@ import asyncpg
 
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import quote_schema
+from durableflow._store.records import FINAL_STATUSES
 
 # Every status that is not final counts as in flight (queued, running, sleeping,
 # waiting, blocked...), so a status added later is covered without touching this.
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 SAMPLE_RUN_IDS = 5
 
 
@@ -50,7 +50,7 @@ async def fetch_in_flight_versions(database_url: str, schema: str) -> list[InFli
     with translate_errors(schema, "listing in-flight runs"):
         connection = await asyncpg.connect(database_url, timeout=10)
         try:
-            rows = await connection.fetch(sql, list(FINAL_STATUSES))
+            rows = await connection.fetch(sql, sorted(FINAL_STATUSES))
         finally:
             await connection.close()
     return [

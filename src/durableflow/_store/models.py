@@ -9,8 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-RUN_STATUSES = ("queued", "running", "blocked", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from durableflow._store.records import RUN_STATUSES
 
 
 def metadata_for(schema: str) -> sa.MetaData:

@@ -7,6 +7,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+RUN_STATUSES = ("queued", "running", "blocked", "succeeded", "failed", "cancelled")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
 
 @dataclass(slots=True)
 class NewRun:

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
+from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.store import Store
 from durableflow.errors import DurableFlowError, RunNotFound
-
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,13 +70,7 @@ class Worker:
 
     async def start(self) -> None:
         await self._store.ensure_schema_current()
-        await self._store.register_worker(
-            self.id,
-            socket.gethostname(),
-            os.getpid(),
-            self.queues,
-            [{"name": n, "version": v} for n, v in self.workflow_keys],
-        )
+        await self._register()
         await self._listen()
         self._running = True
         self._tasks = [
@@ -89,6 +83,15 @@ class Worker:
             self.concurrency,
             ",".join(self.queues),
             extra={"event": "worker_started", "worker_id": self.id},
+        )
+
+    async def _register(self) -> None:
+        await self._store.register_worker(
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            self.queues,
+            [{"name": n, "version": v} for n, v in self.workflow_keys],
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -255,13 +258,7 @@ class Worker:
             await asyncio.sleep(interval)
             try:
                 if not await self._store.heartbeat(self.id):
-                    await self._store.register_worker(
-                        self.id,
-                        socket.gethostname(),
-                        os.getpid(),
-                        self.queues,
-                        [{"name": n, "version": v} for n, v in self.workflow_keys],
-                    )
+                    await self._register()  # our row was removed as dead: announce again
                 await self._release_pending()
                 beats += 1
                 if beats % 30 == 0:
