@@ -7,8 +7,21 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-RUN_STATUSES = ("queued", "running", "blocked", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# queued: ready to be claimed; running: owned by a worker; waiting: parked until
+# available_at (a timer, a signal, a child, a delayed start) with no owner and no slot;
+# blocked: left for an operator (code changed without a version bump); dead: stopped
+# for good because it could not make progress (poison run). The last four are final.
+RUN_STATUSES = (
+    "queued",
+    "running",
+    "waiting",
+    "blocked",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "dead",
+)
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead"})
 
 
 @dataclass(slots=True)
