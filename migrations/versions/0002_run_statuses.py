@@ -20,7 +20,9 @@ _NEW = "'queued', 'running', 'waiting', 'blocked', 'succeeded', 'failed', 'cance
 def _replace_check(statuses: str) -> None:
     schema = op.get_context().config.attributes["schema"]
     op.drop_constraint("runs_status_check", "runs", schema=schema, type_="check")
-    op.create_check_constraint("runs_status_check", "runs", f"status IN ({statuses})", schema=schema)
+    op.create_check_constraint(
+        "runs_status_check", "runs", f"status IN ({statuses})", schema=schema
+    )
 
 
 def upgrade() -> None:
