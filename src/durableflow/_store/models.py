@@ -74,6 +74,21 @@ def metadata_for(schema: str) -> sa.MetaData:
     )
 
     sa.Table(
+        "step_attempts",
+        metadata,
+        # One row per failed attempt of a step (retried or final), and the errors an
+        # operator's resume set aside: the attempt history outlives crashes and resumes.
+        sa.Column("run_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("step_id", sa.Integer, primary_key=True),
+        sa.Column("attempt", sa.Integer, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("error", JSONB, nullable=False),
+        sa.Column("started_at", timestamp),
+        sa.Column("failed_at", timestamp, nullable=False),
+        sa.Column("retry_at", timestamp),
+    )
+
+    sa.Table(
         "workers",
         metadata,
         sa.Column("id", sa.Text, primary_key=True),
