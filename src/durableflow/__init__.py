@@ -19,6 +19,7 @@ Example::
         return len(pages)
 """
 
+from durableflow.artefacts import ArtefactRef, LineageNode, PruneResult, RunEvent
 from durableflow.config import (
     FlowSettings,
     get_config,
@@ -34,10 +35,13 @@ from durableflow.errors import (
     DatabaseError,
     DurableFlowError,
     EmbeddedPostgresError,
+    InvalidFieldValue,
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
     PayloadTooLarge,
+    PruneRefused,
+    ReplayError,
     ResultTimeout,
     RunNotFound,
     SchemaError,
@@ -57,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArtefactNotFound",
+    "ArtefactRef",
     "AuditError",
     "ConfigurationError",
     "DatabaseError",
@@ -65,11 +70,17 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowSettings",
+    "InvalidFieldValue",
     "LeaseLost",
+    "LineageNode",
     "MigrationLockTimeout",
     "NonDeterminismError",
     "PayloadTooLarge",
+    "PruneRefused",
+    "PruneResult",
+    "ReplayError",
     "ResultTimeout",
+    "RunEvent",
     "RunNotFound",
     "RunStatus",
     "SchemaError",

@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
+from durableflow.storage.protocol import StorageProtocol
+from durableflow.surfaces.artefacts import ArtefactsSurface
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
@@ -37,7 +40,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface):
+class Flow(RunsSurface, ArtefactsSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -72,8 +75,12 @@ class Flow(RunsSurface):
         *,
         settings: FlowSettings | None = None,
         schema: str | None = None,
+        storage: str | StorageProtocol | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(storage, str):  # a URL is a setting; a provider object is kept as is
+            overrides["storage_url"] = storage
+            storage = None
         if settings is None:
             base = get_config().model_dump(exclude_unset=False)
             values = {**base, **overrides}
@@ -93,6 +100,7 @@ class Flow(RunsSurface):
         self._worker = None
         self._results = None
         self._code_hashes = {}
+        self._artefact_service = ArtefactService(settings, storage)
 
     def __repr__(self) -> str:
         return (
@@ -113,6 +121,7 @@ class Flow(RunsSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -124,6 +133,7 @@ class Flow(RunsSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
     ) -> F | Callable[[F], F]:
         """Declare a checkpointed step: ``async def step(ctx, *args, **kwargs) -> T``.
 
@@ -131,7 +141,9 @@ class Flow(RunsSurface):
         ``retries`` extra attempts fail, with exponential ``backoff``), then commits its
         output; on replay the recorded output is returned instead. ``T`` (the return
         annotation) must be JSON-serialisable through pydantic. Called outside a
-        workflow, the step simply runs.
+        workflow, the step simply runs. ``artefact=True`` (default: the Flow's
+        ``artefacts`` setting) also writes the output to storage with a sidecar before
+        its checkpoint commits (see docs/storage.md).
         """
 
         def decorate(function: F) -> F:
@@ -142,6 +154,7 @@ class Flow(RunsSurface):
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
+                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
             )
             self.registry.add_step(definition)
             wrapped = make_step_callable(
@@ -212,6 +225,7 @@ class Flow(RunsSurface):
         if self._results is not None:
             await self._results.close()
             self._results = None
+        await self._close_artefacts()
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -258,7 +272,12 @@ class Flow(RunsSurface):
         for definition in self.registry.workflows:
             self.code_hash(definition)
         executor = RunExecutor(
-            store, self.registry, self.settings, self.code_hash, self._resolve_outcome
+            store,
+            self.registry,
+            self.settings,
+            self.code_hash,
+            self._resolve_outcome,
+            artefacts=await self._artefacts(),
         )
         worker = Worker(
             store,

@@ -39,6 +39,8 @@ class NewRun:
     idempotency_key: str | None
     correlation_id: str | None
     parent_id: UUID | None = None
+    config: str | None = None  # canonical JSON (artefacts, issue #12)
+    config_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class Checkpoint:
     started_at: datetime | None
     owner: str
     epoch: int
+    artefact_key: str | None = None  # the output's artefact, written before this commits
+    artefact_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +85,8 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    config: str | None = None
+    config_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -90,9 +96,11 @@ class RecordedStep:
     step_id: int
     name: str
     kind: str
-    output: str | None
+    output: str | None  # None with an artefact_key: the output lives only in storage
     error: str | None
     attempt: int
+    artefact_key: str | None = None
+    artefact_sha256: str | None = None
 
 
 def claimed_from_row(row: Any) -> ClaimedRun:
@@ -105,4 +113,6 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        config=row["config"],
+        config_hash=row["config_hash"],
     )

@@ -1,0 +1,119 @@
+"""``ArtefactService``: one Flow's storage, its artefact statements and its settings.
+
+The storage provider is built on first use (a Flow that never writes an artefact
+never touches storage). Storage events go to ``DURABLEFLOW_STORAGE_EVENTS_URL`` when
+it is set, else to Postgres ``NOTIFY`` on the Flow's own pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from uuid import UUID
+
+from durableflow._store.artefacts import ArtefactStore
+from durableflow._store.store import Store
+from durableflow.artefacts.run import RunArtefacts, RunInfo
+from durableflow.config import FlowSettings
+from durableflow.errors import ConfigurationError, DatabaseError
+from durableflow.storage import (
+    StorageEvent,
+    StorageProtocol,
+    StorageSettings,
+    create_storage_provider,
+)
+
+logger = logging.getLogger("durableflow.artefacts")
+
+
+class PoolEventPublisher:
+    """Publishes storage events with ``pg_notify`` through the Flow's connection pool."""
+
+    def __init__(self, service: ArtefactService, channel: str) -> None:
+        self._service = service
+        self.channel = channel
+
+    async def publish(self, event: StorageEvent) -> None:
+        await self._service.sql.notify(self.channel, event.to_payload())
+
+
+class ArtefactService:
+    """Storage and artefact SQL for one Flow.
+
+    Built with the Flow (no I/O); ``attach(store)`` when the Flow connects gives it
+    the pool its statements and storage events use.
+    """
+
+    def __init__(self, settings: FlowSettings, storage: StorageProtocol | None) -> None:
+        self.settings = settings
+        self._given = storage
+        self._storage: StorageProtocol | None = storage
+        self._owned: Any = None
+        self._sql: ArtefactStore | None = None
+
+    def attach(self, store: Store) -> None:
+        """Use ``store``'s pool for lineage, replay, prune and event statements."""
+        if self._sql is None or self._sql.store is not store:
+            self._sql = ArtefactStore(store)
+
+    @property
+    def sql(self) -> ArtefactStore:
+        if self._sql is None:
+            raise DatabaseError("the Flow is not connected; await flow.connect() first")
+        return self._sql
+
+    @property
+    def storage(self) -> StorageProtocol:
+        """The Flow's storage provider (built from ``storage_url`` on first use)."""
+        if self._storage is None:
+            try:
+                storage_settings = StorageSettings(url=self.settings.storage_url)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"invalid storage settings: {exc}", setting="storage_url"
+                ) from exc
+            events = None
+            if not storage_settings.events_url:
+                events = PoolEventPublisher(self, storage_settings.events_channel)
+            provider = create_storage_provider(storage_settings, events=events)
+            self._storage = self._owned = provider
+        return self._storage
+
+    def for_run(
+        self,
+        run_id: UUID,
+        *,
+        workflow: str,
+        version: int,
+        code_hash: str | None,
+        config: str | None,
+        config_hash: str | None,
+        owner: str,
+        epoch: int,
+    ) -> RunArtefacts:
+        """The artefacts of one execution of a run."""
+        return RunArtefacts(
+            RunInfo(
+                run_id=run_id,
+                workflow=workflow,
+                version=version,
+                code_hash=code_hash or None,
+                config=json.loads(config) if config is not None else None,
+                config_hash=config_hash,
+                owner=owner,
+                epoch=epoch,
+            ),
+            storage=lambda: self.storage,
+            store=self.sql,
+            inline_max_bytes=self.settings.inline_max_bytes,
+            stream_above_bytes=self.settings.max_payload_bytes,
+        )
+
+    async def close(self) -> None:
+        """Close the provider if this service built it (a provider given is the caller's)."""
+        self._sql = None
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            self._storage = self._given
+            await owned.aclose()
