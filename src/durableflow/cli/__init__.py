@@ -18,11 +18,12 @@ from durableflow.observability import JsonFormatter, install_log_context
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from durableflow.cli import audit_cmd, db_cmd, demo, storage_cmd, worker_cmd
+    from durableflow.cli import artefacts_cmd, audit_cmd, db_cmd, demo, storage_cmd, worker_cmd
 
     parser = argparse.ArgumentParser(
         prog="durableflow",
-        description="Postgres-native durable execution: workers, schema, audit, storage.",
+        description="Postgres-native durable execution: workers, schema, audit, storage, "
+        "runs, lineage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument(
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text (default) or one JSON object per line, for log shippers",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (worker_cmd, db_cmd, demo, audit_cmd, storage_cmd):
+    for module in (worker_cmd, db_cmd, demo, audit_cmd, storage_cmd, artefacts_cmd):
         module.register(subparsers)
     return parser
 
