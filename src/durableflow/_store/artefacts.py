@@ -43,6 +43,8 @@ class LineageWrite:
     inputs: tuple[UUID, ...]
     owner: str
     epoch: int
+    event_channel: str | None = None  # NOTIFY event_payload there when the row commits
+    event_payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class ArtefactStore:
                 list(row.inputs),
                 row.owner,
                 row.epoch,
+                row.event_channel,
+                row.event_payload,
             )
         if written is None:
             raise LeaseLost(row.run_id, epoch=row.epoch)
@@ -276,10 +280,3 @@ class ArtefactStore:
                 steps = await connection.fetch(self._queries.watch_steps, run_id, steps_since)
                 lineage = await connection.fetch(self._queries.watch_lineage, run_id, lineage_since)
         return run, steps, lineage
-
-    # -- storage events ------------------------------------------------------------------
-
-    async def notify(self, channel: str, payload: str) -> None:
-        """``pg_notify`` a storage event payload on the Flow's pool."""
-        with translate_errors(self._schema, "publishing a storage event"):
-            await self._store.pool.execute(self._queries.notify_storage_event, channel, payload)

@@ -41,7 +41,13 @@ from durableflow.errors import (
     StorageError,
     StorageIntegrityError,
 )
-from durableflow.storage import StorageMetadata, StorageProtocol, StoredObject, validate_key
+from durableflow.storage import (
+    StorageEvent,
+    StorageMetadata,
+    StorageProtocol,
+    StoredObject,
+    validate_key,
+)
 
 if TYPE_CHECKING:
     from durableflow.engine.context import FlowContext
@@ -99,8 +105,10 @@ class RunArtefacts:
         store: ArtefactStore,
         inline_max_bytes: int,
         stream_above_bytes: int,
+        event_channel: str | None = None,
     ) -> None:
         self.info = info
+        self.event_channel = event_channel
         self._storage = storage
         self.store = store
         self.inline_max_bytes = inline_max_bytes
@@ -291,6 +299,12 @@ class StepScope:
                 inputs=tuple(self.inputs),
                 owner=info.owner,
                 epoch=info.epoch,
+                event_channel=self.run.event_channel,
+                event_payload=(
+                    StorageEvent.from_metadata(stored.key, stored.metadata).to_payload()
+                    if self.run.event_channel
+                    else None
+                ),
             )
         )
 

@@ -1,14 +1,15 @@
 """``ArtefactService``: one Flow's storage, its artefact statements and its settings.
 
 The storage provider is built on first use (a Flow that never writes an artefact
-never touches storage). Storage events go to ``DURABLEFLOW_STORAGE_EVENTS_URL`` when
-it is set, else to Postgres ``NOTIFY`` on the Flow's own pool.
+never touches storage). Each artefact a step writes is announced by a storage event:
+with ``DURABLEFLOW_STORAGE_EVENTS_URL`` set, the provider publishes it there; otherwise
+the statement that records the artefact's lineage row NOTIFYs it on the events channel
+(``DURABLEFLOW_STORAGE_EVENTS_CHANNEL``), delivered when that row commits.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 from uuid import UUID
 
@@ -17,25 +18,7 @@ from durableflow._store.store import Store
 from durableflow.artefacts.run import RunArtefacts, RunInfo
 from durableflow.config import FlowSettings
 from durableflow.errors import ConfigurationError, DatabaseError
-from durableflow.storage import (
-    StorageEvent,
-    StorageProtocol,
-    StorageSettings,
-    create_storage_provider,
-)
-
-logger = logging.getLogger("durableflow.artefacts")
-
-
-class PoolEventPublisher:
-    """Publishes storage events with ``pg_notify`` through the Flow's connection pool."""
-
-    def __init__(self, service: ArtefactService, channel: str) -> None:
-        self._service = service
-        self.channel = channel
-
-    async def publish(self, event: StorageEvent) -> None:
-        await self._service.sql.notify(self.channel, event.to_payload())
+from durableflow.storage import StorageProtocol, StorageSettings, create_storage_provider
 
 
 class ArtefactService:
@@ -51,6 +34,7 @@ class ArtefactService:
         self._storage: StorageProtocol | None = storage
         self._owned: Any = None
         self._sql: ArtefactStore | None = None
+        self._storage_settings: StorageSettings | None = None
 
     def attach(self, store: Store) -> None:
         """Use ``store``'s pool for lineage, replay, prune and event statements."""
@@ -64,21 +48,30 @@ class ArtefactService:
         return self._sql
 
     @property
-    def storage(self) -> StorageProtocol:
-        """The Flow's storage provider (built from ``storage_url`` on first use)."""
-        if self._storage is None:
+    def storage_settings(self) -> StorageSettings:
+        """``DURABLEFLOW_STORAGE_*`` settings, with the Flow's storage URL."""
+        if self._storage_settings is None:
             try:
-                storage_settings = StorageSettings(url=self.settings.storage_url)
+                self._storage_settings = StorageSettings(url=self.settings.storage_url)
             except ValueError as exc:
                 raise ConfigurationError(
                     f"invalid storage settings: {exc}", setting="storage_url"
                 ) from exc
-            events = None
-            if not storage_settings.events_url:
-                events = PoolEventPublisher(self, storage_settings.events_channel)
-            provider = create_storage_provider(storage_settings, events=events)
+        return self._storage_settings
+
+    @property
+    def storage(self) -> StorageProtocol:
+        """The Flow's storage provider (built from ``storage_url`` on first use)."""
+        if self._storage is None:
+            provider = create_storage_provider(self.storage_settings)
             self._storage = self._owned = provider
         return self._storage
+
+    @property
+    def event_channel(self) -> str | None:
+        """Where lineage statements NOTIFY storage events (None: the provider publishes)."""
+        settings = self.storage_settings
+        return None if settings.events_url else settings.events_channel
 
     def for_run(
         self,
@@ -108,6 +101,7 @@ class ArtefactService:
             store=self.sql,
             inline_max_bytes=self.settings.inline_max_bytes,
             stream_above_bytes=self.settings.max_payload_bytes,
+            event_channel=self.event_channel,
         )
 
     async def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
@@ -18,6 +18,7 @@ from durableflow import (
     RunEvent,
     RunNotFound,
 )
+from durableflow.storage import PostgresStorageEventChannel, StorageEvent
 
 CONFIG = {"model": "v1", "min_length": 4}
 
@@ -168,10 +169,14 @@ async def test_retention_prunes_expired_runs_per_workflow(
             await flow.configure_retention(timedelta(0))
 
 
-async def test_watch_reports_artefacts_steps_and_statuses(
-    database_url: str, file_storage_url: str
+async def test_watch_reports_artefacts_steps_and_statuses_and_events_are_notified(
+    database_url: str, file_storage_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    channel_name = f"durableflow_test_{uuid4().hex[:12]}"
+    monkeypatch.setenv("DURABLEFLOW_STORAGE_EVENTS_CHANNEL", channel_name)
     flow = build_pipeline(database_url, file_storage_url, [])
+    channel = PostgresStorageEventChannel(database_url, channel=channel_name)
+    notified: list[StorageEvent] = []
     async with flow:
         run_id = await flow.start(WORKFLOW, input="https://example.org/w", config=CONFIG)
         events: list[RunEvent] = []
@@ -180,11 +185,24 @@ async def test_watch_reports_artefacts_steps_and_statuses(
             async for event in flow.watch(run_id, poll_interval=0.05):
                 events.append(event)
 
+        async def listen(ready: asyncio.Event) -> None:
+            async with channel.subscribe(execution_id=str(run_id)) as stream:
+                ready.set()
+                async for event in stream:
+                    notified.append(event)
+                    if len(notified) == 3:
+                        return
+
+        ready = asyncio.Event()
+        listener = asyncio.create_task(listen(ready))
+        await ready.wait()
         watcher = asyncio.create_task(collect())
         await asyncio.sleep(0.2)  # the watcher has seen the queued run
         async with flow.worker(concurrency=2):
             await flow.result(run_id, timeout=30)
             await asyncio.wait_for(watcher, timeout=10)
+            await asyncio.wait_for(listener, timeout=10)
+        await channel.aclose()
         with pytest.raises(RunNotFound):
             await anext(flow.watch(UUID(int=3)))
 
@@ -197,3 +215,6 @@ async def test_watch_reports_artefacts_steps_and_statuses(
     written = [e for e in events if e.kind == "artefact_written"]
     assert all(e.key and e.sha256 and e.size for e in written)
     assert all(e.run_id == run_id for e in events)
+    # Each artefact was announced on the storage channel, carrying the run id.
+    assert [(n.key, n.sha256) for n in notified] == [(e.key, e.sha256) for e in written]
+    assert {n.execution_id for n in notified} == {str(run_id)}

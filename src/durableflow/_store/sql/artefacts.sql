@@ -6,17 +6,24 @@
 -- lineage row. Its id is derived from the artefact key, so a step that runs again after
 -- a crash rewrites the same row instead of leaving a second one. Fenced like a
 -- checkpoint: only the run's current owner at its lease epoch writes; no row back
--- means the lease moved on.
-INSERT INTO {schema}.lineage (id, key, run_id, step_id, name, sha256, size, config_hash,
-                              code_hash, inputs, created_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], (SELECT {schema}.clock_now())
-FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3 FOR SHARE) AS r
-WHERE r.owner = $11 AND r.lease_epoch = $12 AND r.status = 'running'
-ON CONFLICT (id) DO UPDATE
-SET key = excluded.key, step_id = excluded.step_id, name = excluded.name,
-    sha256 = excluded.sha256, size = excluded.size, config_hash = excluded.config_hash,
-    code_hash = excluded.code_hash, inputs = excluded.inputs, created_at = excluded.created_at
-RETURNING id;
+-- means the lease moved on. The artefact's storage event ($14) is NOTIFYed on channel
+-- $13 by the same statement (none when $13 is NULL), so it costs no round trip of its
+-- own and is delivered when the row commits.
+WITH upserted AS (
+    INSERT INTO {schema}.lineage (id, key, run_id, step_id, name, sha256, size, config_hash,
+                                  code_hash, inputs, created_at)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], (SELECT {schema}.clock_now())
+    FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3 FOR SHARE) AS r
+    WHERE r.owner = $11 AND r.lease_epoch = $12 AND r.status = 'running'
+    ON CONFLICT (id) DO UPDATE
+    SET key = excluded.key, step_id = excluded.step_id, name = excluded.name,
+        sha256 = excluded.sha256, size = excluded.size, config_hash = excluded.config_hash,
+        code_hash = excluded.code_hash, inputs = excluded.inputs,
+        created_at = excluded.created_at
+    RETURNING id
+)
+SELECT u.id, CASE WHEN $13::text IS NULL THEN NULL ELSE pg_notify($13, $14) END AS notified
+FROM upserted AS u;
 
 -- name: lineage_up
 -- The artefact $1 and everything it was made from, up to $2 levels (NULL: all).
@@ -204,8 +211,3 @@ SELECT id, key, step_id, name, sha256, size, created_at
 FROM {schema}.lineage
 WHERE run_id = $1 AND created_at >= $2
 ORDER BY created_at, key;
-
--- name: notify_storage_event
--- A storage event (the payload) on the channel $1, from the Flow's own pool: no extra
--- connection per writer. pg_notify takes the channel as a value.
-SELECT pg_notify($1, $2);
