@@ -28,21 +28,19 @@ import os
 import platform
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from storage_bench import MotoServer  # noqa: E402
+# bench/ is on sys.path when this file runs as a script.
+from storage_bench import MotoServer
 
-from durableflow import Flow, FlowContext  # noqa: E402
+from durableflow import Flow, FlowContext
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BUCKET = "durableflow-bench"
