@@ -94,7 +94,8 @@ async def main() -> None:
         assert summary_key is not None
         print(f"lineage of {summary_key}:")
         for node in await flow.lineage(summary_key):
-            print(f"  {'  ' * node.depth}{node.name} (run {node.run_id}, config {node.config_hash})")
+            indent = "  " * (node.depth + 1)
+            print(f"{indent}{node.name} (run {node.run_id}, config {node.config_hash})")
 
         async for event in flow.watch(second):
             if event.kind == "status_changed":
