@@ -24,6 +24,7 @@ from durableflow._store.artefacts import ArtefactStore
 from durableflow._store.records import FINAL_STATUSES
 from durableflow.artefacts.naming import RESOLVER
 from durableflow.artefacts.records import PruneResult
+from durableflow.artefacts.values import name_argument
 from durableflow.errors import InvalidFieldValue, PruneRefused
 from durableflow.storage import StorageProtocol
 
@@ -131,9 +132,7 @@ def check_prune_filters(before: object, statuses: object) -> tuple[datetime, lis
 
 def check_retention(keep: object, workflow: object) -> tuple[str, float | None]:
     """Validate ``flow.configure_retention`` arguments: (policy row, seconds or None)."""
-    if workflow is not None and (not isinstance(workflow, str) or not workflow):
-        raise InvalidFieldValue("workflow", "name a workflow, or pass None for the default")
-    name = workflow if isinstance(workflow, str) else DEFAULT_POLICY
+    name = DEFAULT_POLICY if workflow is None else name_argument(workflow, "workflow")
     if keep is None:
         return name, None
     if not isinstance(keep, timedelta) or keep <= timedelta(0):

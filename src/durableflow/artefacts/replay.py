@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from durableflow._store.artefacts import ArtefactStore, DerivedRun, SourceStep
-from durableflow.artefacts.values import config_to_json
+from durableflow.artefacts.values import config_to_json, name_argument
 from durableflow.engine.ids import uuid7
 from durableflow.errors import (
     ArtefactNotFound,
@@ -80,8 +80,7 @@ async def replay(
     inline_max_bytes: int,
 ) -> UUID:
     """Pre-flight, then start the replay; returns the new run's id."""
-    if not isinstance(from_stage, str) or not from_stage:
-        raise InvalidFieldValue("from_stage", "name the step (or graph state) to replay from")
+    name_argument(from_stage, "from_stage")
     source = await _source(sql, run_id)
     config_json, config_hash = (
         config_to_json(config) if config is not None else (source["config"], source["config_hash"])
@@ -159,7 +158,7 @@ async def _read_verified(
 async def fork(sql: ArtefactStore, run_id: UUID, *, from_step: int | str) -> UUID:
     """Start a fork that continues from ``from_step``; returns the new run's id."""
     if isinstance(from_step, str):
-        found = await sql.first_step_named(run_id, from_step) if from_step else None
+        found = await sql.first_step_named(run_id, name_argument(from_step, "from_step"))
         if found is None:
             await _source(sql, run_id)  # an unknown run is RunNotFound, not a bad step
             raise InvalidFieldValue("from_step", f"no step named {from_step!r} ran in run {run_id}")

@@ -92,6 +92,16 @@ def plain_json(value: Any, field: str, *, depth: int = 0) -> Any:
     )
 
 
+def name_argument(value: object, field: str) -> str:
+    """A step, stage or workflow name given to replay/fork/prune, checked before any query."""
+    if not isinstance(value, str) or not value:
+        raise InvalidFieldValue(field, f"{value!r} is not a name (a non-empty str)")
+    if len(value) > 1000:
+        raise InvalidFieldValue(field, "it is longer than 1000 characters")
+    _check_text(value, field)
+    return value
+
+
 def canonical_json(value: Any) -> str:
     """The one text of a JSON value: sorted keys, no spaces, UTF-8 kept as is."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -15,6 +15,7 @@ from durableflow.artefacts import prune as pruning
 from durableflow.artefacts import replay as replays
 from durableflow.artefacts.naming import lineage_id_for
 from durableflow.artefacts.records import LineageNode, PruneResult, RunEvent
+from durableflow.artefacts.values import name_argument
 from durableflow.artefacts.watch import watch_run
 from durableflow.errors import ArtefactNotFound, InvalidFieldValue
 from durableflow.storage import StorageProtocol, validate_key
@@ -108,8 +109,8 @@ class ArtefactsSurface(FlowCore):
         if before is None:
             raise InvalidFieldValue("before", "give a run id, or before= to prune by age")
         cutoff, statuses = pruning.check_prune_filters(before, status)
-        if workflow is not None and not isinstance(workflow, str):
-            raise InvalidFieldValue("workflow", "name a workflow (a str) or pass None")
+        if workflow is not None:
+            name_argument(workflow, "workflow")
         return await pruner.prune_finished(cutoff, workflow=workflow, statuses=statuses)
 
     async def configure_retention(

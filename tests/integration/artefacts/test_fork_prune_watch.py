@@ -130,6 +130,17 @@ async def test_prune_one_run_refuses_unfinished_and_is_idempotent(
             await flow.prune(before=datetime.now())  # naive
         with pytest.raises(InvalidFieldValue):
             await flow.prune(before=datetime.now(UTC), status=("running",))
+        # Hostile names are refused before any statement (Postgres refuses NUL in text).
+        with pytest.raises(InvalidFieldValue) as nul:
+            await flow.prune(before=datetime.now(UTC), workflow="in\x00gest")
+        assert nul.value.field == "workflow"
+        for call in (
+            flow.replay(replay, from_stage="con\x00vert"),
+            flow.fork(replay, from_step="fe\x00tch"),
+            flow.configure_retention(timedelta(days=1), workflow="\x00"),
+        ):
+            with pytest.raises(InvalidFieldValue):
+                await call
 
 
 async def test_retention_prunes_expired_runs_per_workflow(

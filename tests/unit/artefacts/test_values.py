@@ -16,6 +16,7 @@ from durableflow.artefacts.values import (
     artefact_name,
     config_to_json,
     custom_fields,
+    name_argument,
 )
 
 
@@ -122,3 +123,39 @@ def test_keys_follow_the_execution_layout_and_lineage_ids_are_stable() -> None:
     )
     key = output_key(run, "ingest", "fetch", 3)
     assert lineage_id_for(key) == lineage_id_for(key) != lineage_id_for(key + "x")
+
+
+@pytest.mark.parametrize("value", ["", "a\x00b", "\udc80", 3, None, "x" * 1001])
+def test_names_given_to_replay_fork_and_prune_are_checked(value: Any) -> None:
+    with pytest.raises(InvalidFieldValue) as refused:
+        name_argument(value, "from_stage")
+    assert refused.value.field == "from_stage"
+
+
+def test_artefacts_all_makes_every_step_an_artefact_unless_it_says_no() -> None:
+    from durableflow import Flow, FlowContext
+
+    every = Flow(database_url="postgresql://nobody@127.0.0.1:1/none", artefacts="all")
+    marked = Flow(database_url="postgresql://nobody@127.0.0.1:1/none")
+
+    for flow, expected in ((every, (True, False, True)), (marked, (False, False, True))):
+
+        @flow.step()
+        async def default(ctx: FlowContext) -> int:
+            return 1
+
+        @flow.step(artefact=False)
+        async def never(ctx: FlowContext) -> int:
+            return 1
+
+        @flow.step(artefact=True)
+        async def always(ctx: FlowContext) -> int:
+            return 1
+
+        assert (
+            tuple(
+                step.__durableflow_step__.artefact  # type: ignore[attr-defined]
+                for step in (default, never, always)
+            )
+            == expected
+        )
