@@ -22,7 +22,6 @@ import psutil
 import pytest
 from apps import artefact_app
 from apps.harness import FAST_WORKER_SETTINGS, Processes
-from apps.ledger import close_ledger_pool
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
 
@@ -146,16 +145,10 @@ async def test_kill_9_between_artefact_and_checkpoint_the_rerun_overwrites_the_o
 
 
 async def test_a_prune_killed_half_way_is_finished_by_the_second_call(
-    ledger_url: str,
-    db: asyncpg.Connection,
-    processes: Processes,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    database_url: str, db: asyncpg.Connection, processes: Processes, tmp_path: Path
 ) -> None:
-    database_url = ledger_url
-    monkeypatch.setenv("LEDGER_DATABASE_URL", ledger_url)  # the steps run in this process
     root = tmp_path / "artefacts"
-    flow = artefact_app.build_flow(database_url, str(root))
+    flow = artefact_app.build_flow(database_url, str(root), ledger=False)
     async with flow:
         async with flow.worker(concurrency=5):
             run_ids = [
@@ -164,7 +157,6 @@ async def test_a_prune_killed_half_way_is_finished_by_the_second_call(
             ]
             for run_id in run_ids:
                 await flow.result(run_id, timeout=30)
-        await close_ledger_pool()
         queued = await flow.start(artefact_app.PIPELINE, input="https://x.test/later")
 
     env = _env(database_url, root)

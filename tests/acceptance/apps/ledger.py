@@ -57,14 +57,6 @@ async def _ledger_pool() -> asyncpg.Pool:
     return _pool
 
 
-async def close_ledger_pool() -> None:
-    """Close this process's ledger pool (a test that ran steps in its own process)."""
-    global _pool
-    pool, _pool = _pool, None
-    if pool is not None:
-        await pool.close()
-
-
 async def record_execution(ctx: FlowContext) -> None:
     """Commit one ledger row for this execution of the current step, then return."""
     pool = await _ledger_pool()
