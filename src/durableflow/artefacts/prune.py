@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from durableflow._store.artefacts import ArtefactStore
@@ -27,6 +28,9 @@ from durableflow.artefacts.records import PruneResult
 from durableflow.artefacts.values import name_argument
 from durableflow.errors import InvalidFieldValue, PruneRefused
 from durableflow.storage import StorageProtocol
+
+if TYPE_CHECKING:
+    from durableflow.artefacts.service import ArtefactService
 
 logger = logging.getLogger("durableflow.artefacts")
 
@@ -140,12 +144,15 @@ def check_retention(keep: object, workflow: object) -> tuple[str, float | None]:
     return name, keep.total_seconds()
 
 
-async def apply_retention(pruner: Pruner, sql: ArtefactStore) -> PruneResult:
+async def apply_retention(service: ArtefactService) -> PruneResult:
     """Prune what every retention policy says has expired; safe to run twice at once.
 
-    This is the leader's retention duty; until the leader runs it, call
+    The leader's retention duty: a worker's ``RunExecutor`` holds the Flow's
+    ``ArtefactService`` (attached to its pool). Until the leader runs it, call
     ``flow.apply_retention()`` (for example from a scheduled job).
     """
+    sql = service.sql
+    pruner = Pruner(sql, service.storage)
     policies = await sql.retention_cutoffs()
     own = [workflow for workflow, _, _ in policies if workflow != DEFAULT_POLICY]
     total = PruneResult()

@@ -75,8 +75,9 @@ class RunEvent:
     """One thing that happened to a run, as ``flow.watch`` reports it.
 
     - ``status_changed``: ``status`` is the new status;
-    - ``step_finished``: ``step_id``, ``name``, ``failed``, and ``key`` when the step's
-      output was written as an artefact;
+    - ``step_finished``: ``step_id``, ``name``, ``step_kind`` (``step``; graph states and
+      waits record other kinds), ``failed``, and ``key`` when the step's output was
+      written as an artefact;
     - ``artefact_written``: ``key``, ``step_id``, ``name`` (the step's, or the file's),
       ``sha256`` and ``size``.
     """
@@ -91,3 +92,4 @@ class RunEvent:
     failed: bool = False
     sha256: str | None = None
     size: int | None = None
+    step_kind: str | None = None

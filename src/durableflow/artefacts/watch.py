@@ -65,6 +65,7 @@ async def watch_run(
                     name=row["name"],
                     key=row["artefact_key"],
                     failed=row["failed"],
+                    step_kind=row["kind"],
                 )
             steps_since = max(steps_since, row["finished_at"] - LATE_COMMIT_MARGIN)
         if run["status"] != status:

@@ -131,10 +131,7 @@ class ArtefactsSurface(FlowCore):
         Idempotent and safe to run from several processes at once. It is the leader's
         retention duty; until a leader runs it, call it yourself (e.g. hourly).
         """
-        service = await self._artefacts()
-        return await pruning.apply_retention(
-            pruning.Pruner(service.sql, service.storage), service.sql
-        )
+        return await pruning.apply_retention(await self._artefacts())
 
     async def lineage(
         self,

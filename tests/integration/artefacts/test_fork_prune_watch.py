@@ -223,6 +223,7 @@ async def test_watch_reports_artefacts_steps_and_statuses_and_events_are_notifie
     for stage in ("fetch", "convert", "summarise"):
         assert ("artefact_written", stage) in kinds and ("step_finished", stage) in kinds
         assert kinds.index(("artefact_written", stage)) < kinds.index(("step_finished", stage))
+    assert {e.step_kind for e in events if e.kind == "step_finished"} == {"step"}
     written = [e for e in events if e.kind == "artefact_written"]
     assert all(e.key and e.sha256 and e.size for e in written)
     assert all(e.run_id == run_id for e in events)
