@@ -140,6 +140,22 @@ async def test_kill_9_between_artefact_and_checkpoint_the_rerun_overwrites_the_o
             "SELECT step_id FROM public.ledger WHERE run_id = $1 ORDER BY id", replayed
         )
         assert [row["step_id"] for row in replayed_steps] == [1, 2]  # fetch republished
+
+        # Fork from the summary step, and watch the fork to its end.
+        fork_cli = await processes.run(
+            ["runs", "fork", str(run_id), "--from-step", "summarise", "--json", "--app", APP], env
+        )
+        assert fork_cli.returncode == 0, fork_cli
+        forked = json.loads(fork_cli.stdout)["run_id"]
+        watch_cli = await processes.run(["runs", "watch", forked, "--json", "--app", APP], env)
+        assert watch_cli.returncode == 0, watch_cli
+        events = [json.loads(line) for line in watch_cli.stdout.splitlines()]
+        assert events[-1]["kind"] == "status_changed" and events[-1]["status"] == "succeeded"
+        assert {(e["kind"], e["name"]) for e in events if e["step_id"] == 2} == {
+            ("artefact_written", "summarise"),
+            ("step_finished", "summarise"),
+        }
+        assert {e["step_id"] for e in events if e["kind"] == "step_finished"} == {0, 1, 2}
         worker_b.send(signal.SIGTERM)
         await worker_b.wait_exit(30)
 
