@@ -28,7 +28,7 @@ CLASS_STYLES = {
 
 # Characters Mermaid reads as syntax inside labels, written as its entity codes.
 _ENTITIES = {
-    "#": "#35;",  # first: every other replacement writes a '#'
+    "#": "#35;",
     '"': "#quot;",
     ";": "#59;",
     "<": "#lt;",
@@ -92,6 +92,7 @@ def transition_label(graph: Graph, transition: Transition) -> str:
 
 def label_text(text: str) -> str:
     """``text`` made safe inside a Mermaid label: syntax characters as entity codes."""
-    for character, entity in _ENTITIES.items():
-        text = text.replace(character, entity)
-    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text)
+    return "".join(
+        " " if ord(character) < 32 or ord(character) == 127 else _ENTITIES.get(character, character)
+        for character in text
+    )

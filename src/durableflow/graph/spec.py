@@ -176,7 +176,7 @@ class _SpecReader:
         states = self._list(spec, "states", required=True)
         transitions = self._list(spec, "transitions", required=False)
         read_states = [self._state(item, index) for index, item in enumerate(states)]
-        self._duplicates(read_states)
+        self._duplicates(states)
         read_transitions = [self._transition(item, index) for index, item in enumerate(transitions)]
         if self.problems:
             return None
@@ -269,12 +269,12 @@ class _SpecReader:
             )
         return handler
 
-    def _duplicates(self, states: list[dict[str, Any] | None]) -> None:
+    def _duplicates(self, states: list[Any]) -> None:
         first: dict[str, int] = {}
-        for index, options in enumerate(states):
-            if options is None:
-                continue
-            name = options["name"]
+        for index, item in enumerate(states):
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if not isinstance(name, str):
+                continue  # reported by _state
             if name in first:
                 self.problem(
                     f"duplicate state name (first declared at states[{first[name]}])",

@@ -243,7 +243,10 @@ def _reachability_problems(graph: Graph) -> list[GraphProblem]:
     for source, targets in forward.items():
         for target in targets:
             backward[target].append(source)
-    finishing = _closure(terminals, backward.__getitem__)
+    # A dead end (not terminal, no way out) is reported above already; counting it as
+    # finishing here keeps the states that lead to it from being reported twice.
+    dead_ends = [name for name in states if not states[name].terminal and not forward[name]]
+    finishing = _closure(terminals + dead_ends, backward.__getitem__)
     for index, name in enumerate(states):
         if name in reachable and name not in finishing:
             problems.append(
