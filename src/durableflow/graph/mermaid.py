@@ -26,14 +26,11 @@ CLASS_STYLES = {
     "current": "fill:#dbeafe,stroke:#1d4ed8,stroke-width:4px",
 }
 
-# Characters Mermaid reads as syntax inside labels, written as its entity codes.
-_ENTITIES = {
-    "#": "#35;",
-    '"': "#quot;",
-    ";": "#59;",
-    "<": "#lt;",
-    ">": "#gt;",
-}
+# Characters Mermaid reads as syntax inside labels, written as its entity codes: '#'
+# starts a code, ';' ends a statement, '<' and '>' would be HTML. A double quote only
+# ends the quoted name of a state; elsewhere it stays readable.
+_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
+_QUOTED_ENTITIES = {**_ENTITIES, '"': "#quot;"}
 
 
 def to_mermaid(graph: Graph, *, current: str | None = None) -> str:
@@ -50,7 +47,10 @@ def to_mermaid(graph: Graph, *, current: str | None = None) -> str:
             [GraphProblem("cannot highlight a state the graph does not declare", state=current)],
         )
     lines = ["stateDiagram-v2"]
-    lines += [f'    state "{label_text(name)}" as {state_id}' for name, state_id in ids.items()]
+    lines += [
+        f'    state "{label_text(name, quoted=True)}" as {state_id}'
+        for name, state_id in ids.items()
+    ]
     for name, state in graph.states.items():
         if state.manual:
             lines.append(f"    {ids[name]} : manual, waits for signal {label_text(state.signal)}")
@@ -90,9 +90,10 @@ def transition_label(graph: Graph, transition: Transition) -> str:
     return text
 
 
-def label_text(text: str) -> str:
-    """``text`` made safe inside a Mermaid label: syntax characters as entity codes."""
+def label_text(text: str, *, quoted: bool = False) -> str:
+    """``text`` made safe in a Mermaid label (``quoted``: between double quotes)."""
+    entities = _QUOTED_ENTITIES if quoted else _ENTITIES
     return "".join(
-        " " if ord(character) < 32 or ord(character) == 127 else _ENTITIES.get(character, character)
+        " " if ord(character) < 32 or ord(character) == 127 else entities.get(character, character)
         for character in text
     )

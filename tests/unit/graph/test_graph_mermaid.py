@@ -62,10 +62,12 @@ def unescape(text: str) -> str:
     return re.sub(r"#(\w+);", lambda m: html.unescape(f"&{m.group(1)};"), text)
 
 
-# Label text: Mermaid's syntax characters (# " ; < >) appear only as entity codes.
-TEXT = r"((?:#\w+;|[^#\";<>\n])+)"
+# Label text: Mermaid's syntax characters (# ; < >, and " in a quoted name) appear
+# only as entity codes.
+TEXT = r"((?:#\w+;|[^#;<>\n])+)"
+QUOTED_TEXT = r"((?:#\w+;|[^#\";<>\n])+)"
 STATEMENTS = [
-    (re.compile(rf'^    state "{TEXT}" as (s\d+)$'), "label"),
+    (re.compile(rf'^    state "{QUOTED_TEXT}" as (s\d+)$'), "label"),
     (re.compile(rf"^    (s\d+) : {TEXT}$"), "note"),
     (re.compile(r"^    \[\*\] --> (s\d+)$"), "start"),
     (re.compile(rf"^    (s\d+) --> (s\d+)(?: : {TEXT})?$"), "edge"),
