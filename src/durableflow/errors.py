@@ -308,10 +308,10 @@ class GraphError(DurableFlowError):
         first = self.problems[0] if self.problems else GraphProblem("invalid graph")
         self.state = first.state
         self.path = first.path
-        name = f"graph {graph!r}" if graph else "graph"
         if len(self.problems) <= 1:
-            message = f"{name}: {first}"
+            message = f"graph {graph!r}: {first}" if graph else str(first)
         else:
             lines = "".join(f"\n  - {problem}" for problem in self.problems)
-            message = f"{name} has {len(self.problems)} problems:{lines}"
+            subject = f"graph {graph!r} has" if graph else "found"
+            message = f"{subject} {len(self.problems)} problems:{lines}"
         super().__init__(message)

@@ -194,6 +194,10 @@ class Graph:
         )
         if handler is not None and isinstance(name, str):
             problems += validation.handler_problems(handler, state=name, path=f"{path}.handler")
+        if action is not None:
+            found = validation.name_problem(action, "an action's name")
+            if found:
+                problems.append(GraphProblem(found, state=name, path=f"{path}.action"))
         if not problems and name in self._states:
             problems.append(
                 GraphProblem("declared twice; state names are unique", state=name, path=path)

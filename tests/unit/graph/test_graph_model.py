@@ -162,3 +162,27 @@ def test_a_state_without_a_handler_passes_its_payload_on() -> None:
     state = g.add_state("a", terminal=True)
     assert state.handler is None
     g.validate()
+
+
+def test_an_action_name_must_be_a_name() -> None:
+    g = Graph("g", 1, "a")
+    with pytest.raises(GraphError, match="must not be empty") as raised:
+        g.add_state("a", action="")
+    assert raised.value.path == "states[0].action"
+    assert g.add_state("a", passthrough, action="send").action == "send"
+
+
+def test_error_messages_name_the_graph_and_every_problem() -> None:
+    with pytest.raises(GraphError) as raised:
+        Condition({"field": "", "in": []})
+    assert raised.value.graph is None
+    assert str(raised.value) == (
+        "found 2 problems:\n"
+        "  - when.field: 'field' is a dotted path of non-empty names, e.g. 'order.status'\n"
+        "  - when.in: 'in' takes a non-empty list of JSON values"
+    )
+    with pytest.raises(GraphError) as raised:
+        Graph("g", 1, "a").add_state("a", passthrough, retries=-1)
+    assert str(raised.value) == (
+        "graph 'g': states[0].retries, state 'a': retries must be an integer >= 0"
+    )
