@@ -26,7 +26,6 @@ import asyncio
 import datetime
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from run_bench import (
     redact,
     run_in_fresh_database,
     server_version,
+    target_verdicts,
 )
 
 LANGGRAPH_PYTHON = REPO / ".venv-langgraph" / "bin" / "python"
@@ -118,20 +118,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             run[job.name] = await run_in_fresh_database(job, server_dsn, tag)
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
         runs.append(run)
-    verdicts = []
-    if not args.peer_only:
-        for target in TARGETS:
-            ratios = [target.ratio(run) for run in runs]
-            value = statistics.median(ratios)
-            verdicts.append(
-                {
-                    "target": target.label,
-                    "bound": target.bound_text(),
-                    "measured": round(value, 3),
-                    "per_run": [round(r, 3) for r in ratios],
-                    "pass": target.passes(value),
-                }
-            )
+    verdicts = [] if args.peer_only else target_verdicts(TARGETS, runs)
     return {
         "date": datetime.date.today().isoformat(),
         "server": redact(server_dsn),
