@@ -117,6 +117,7 @@ class Graph:
         self._states: dict[str, State] = {}
         self._transitions: list[Transition] = []
         self._outgoing: dict[str, list[Transition]] = {}
+        self._frozen = False
 
     def __repr__(self) -> str:
         return (
@@ -180,6 +181,7 @@ class Graph:
 
         Raises ``GraphError`` at once for a malformed option or a name declared twice.
         """
+        self._check_not_frozen()
         path = f"states[{len(self._states)}]"
         problems = validation.state_option_problems(
             name=name,
@@ -233,6 +235,7 @@ class Graph:
         tried in declaration order. The ends need not be declared yet: ``validate()``
         checks they exist.
         """
+        self._check_not_frozen()
         index = len(self._transitions)
         path = f"transitions[{index}]"
         problems = []
@@ -256,6 +259,27 @@ class Graph:
         self._transitions.append(transition)
         self._outgoing.setdefault(source, []).append(transition)
         return transition
+
+    def freeze(self) -> None:
+        """Refuse further declarations (a registered graph's structure is its version)."""
+        self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        """True once ``freeze()`` was called."""
+        return self._frozen
+
+    def _check_not_frozen(self) -> None:
+        if self._frozen:
+            raise GraphError(
+                self.name,
+                [
+                    GraphProblem(
+                        "the graph is frozen (registered): declare its changes in a new "
+                        f"Graph with version {self.version + 1}"
+                    )
+                ],
+            )
 
     # -- reading -------------------------------------------------------------------
 

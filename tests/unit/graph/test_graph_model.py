@@ -186,3 +186,15 @@ def test_error_messages_name_the_graph_and_every_problem() -> None:
     assert str(raised.value) == (
         "graph 'g': states[0].retries, state 'a': retries must be an integer >= 0"
     )
+
+
+def test_a_frozen_graph_refuses_new_declarations() -> None:
+    g = onboarding()
+    assert not g.frozen
+    g.freeze()
+    assert g.frozen
+    with pytest.raises(GraphError, match=r"frozen.*version 2"):
+        g.add_state("later", passthrough)
+    with pytest.raises(GraphError, match="frozen"):
+        g.transition("email_pending", "later")
+    assert list(g.states) == ["email_pending", "verified"] and len(g.transitions) == 1
