@@ -34,6 +34,7 @@ from durableflow.errors import (
     DatabaseError,
     DurableFlowError,
     EmbeddedPostgresError,
+    GraphError,
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
@@ -51,6 +52,7 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.graph import Graph
 from durableflow.runtime.worker import Worker
 
 __version__ = "0.1.0"
@@ -65,6 +67,8 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowSettings",
+    "Graph",
+    "GraphError",
     "LeaseLost",
     "MigrationLockTimeout",
     "NonDeterminismError",
