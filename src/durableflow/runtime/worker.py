@@ -91,7 +91,12 @@ class Worker:
             socket.gethostname(),
             os.getpid(),
             self.queues,
-            [{"name": n, "version": v} for n, v in self.workflow_keys],
+            # The code hash lets an operator's resume of a blocked run check that a
+            # live worker runs the code the run was started with.
+            [
+                {"name": d.name, "version": d.version, "code_hash": d.code_hash}
+                for d in self._registry.workflows
+            ],
         )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -14,6 +14,7 @@ from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import Codec
 from durableflow.errors import (
     ResultTimeout,
+    RunBlocked,
     RunNotFound,
     WorkflowFailed,
     WorkflowNotFound,
@@ -158,7 +159,9 @@ class RunsSurface(FlowCore):
         """Wait for a run to finish and return its output.
 
         Raises ``WorkflowFailed`` (with the recorded error) if it failed or was
-        cancelled, ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
+        cancelled, ``RunBlocked`` if it is blocked for an operator (its code changed
+        without a version bump; ``flow.resume()`` it, then wait again),
+        ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
         ``RunNotFound`` for an unknown id.
         """
         run_id = as_run_id(run_id)
@@ -172,6 +175,8 @@ class RunsSurface(FlowCore):
         return self._decode_outcome(run_id, outcome)
 
     def _decode_outcome(self, run_id: UUID, outcome: Outcome) -> Any:
+        if outcome.status == "blocked":
+            raise RunBlocked(run_id, json.loads(outcome.error) if outcome.error else {})
         if outcome.status != "succeeded":
             error = json.loads(outcome.error) if outcome.error else {}
             raise WorkflowFailed(run_id, error, status=outcome.status)
