@@ -14,7 +14,18 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from durableflow._store.records import FINAL_STATUSES
+from durableflow._store.records import FINAL_STATUSES, RUN_STATUSES
+
+__all__ = [
+    "FINAL_STATUSES",
+    "RUN_STATUSES",
+    "RunDetail",
+    "RunPage",
+    "RunSummary",
+    "StepAttempt",
+    "WorkerInfo",
+    "jsonable",
+]
 
 
 @dataclass(frozen=True)

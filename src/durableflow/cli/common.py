@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from durableflow.admin import jsonable
+from durableflow.admin.formatting import format_seconds, format_time
 from durableflow.config import build_settings
 from durableflow.errors import ConfigurationError
 
@@ -28,6 +29,26 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from durableflow.flow import Flow
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NO",
+    "EXIT_OK",
+    "add_connection_options",
+    "console",
+    "fail",
+    "format_seconds",
+    "format_time",
+    "make_flow",
+    "noun",
+    "open_flow",
+    "parse_json_argument",
+    "parse_time",
+    "preview",
+    "print_json",
+    "shorten",
+    "styled_status",
+]
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -160,27 +181,6 @@ def parse_json_argument(text: str, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{option} is not valid JSON: {exc}") from None
-
-
-def format_time(value: datetime | None) -> str:
-    """A timestamp as operators read it: UTC, to the second."""
-    if value is None:
-        return "-"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``850ms``, ``12.3s``, ``4m05s``, ``2h13m``."""
-    if seconds is None:
-        return "-"
-    seconds = max(seconds, 0.0)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 STATUS_STYLES = {
