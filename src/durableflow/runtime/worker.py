@@ -23,7 +23,9 @@ from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DurableFlowError
+from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
+from durableflow.runtime.queue_metrics import sample_queues
 
 logger = logging.getLogger("durableflow.worker")
 
@@ -76,6 +78,10 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name=f"durableflow-claims-{self.id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"durableflow-heartbeat-{self.id}"),
+            asyncio.create_task(
+                sample_queues(self._store, self._settings.heartbeat_interval),
+                name=f"durableflow-queue-metrics-{self.id}",
+            ),
         ]
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
@@ -238,6 +244,7 @@ class Worker:
                     )
                     for claimed in claimed_runs:
                         self.spawn(claimed)
+                    record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
                     saturated = len(claimed_runs) == free
                     self._backlog = saturated
             except DurableFlowError as exc:

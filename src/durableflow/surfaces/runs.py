@@ -19,6 +19,7 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
+from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
 
@@ -121,6 +122,8 @@ class RunsSurface(FlowCore):
             if direct and worker is not None:
                 worker.unreserve()
             raise
+        if created:
+            record_run_started(definition.name)
         if direct and worker is not None:
             if created:
                 worker.spawn(
@@ -249,4 +252,9 @@ class RunsSurface(FlowCore):
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
         """Cancel a run that has not finished; False if it already had."""
         store = await self._connected()
-        return await store.cancel_run(as_run_id(run_id), reason)
+        run_id = as_run_id(run_id)
+        cancelled = await store.cancel_run(run_id, reason)
+        if cancelled and metrics_enabled():
+            row = await store.get_run(run_id)
+            record_run_finished(row["workflow"] if row else "", "cancelled")
+        return cancelled
