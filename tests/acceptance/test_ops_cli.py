@@ -204,3 +204,28 @@ async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code(
     shown = await cli.json("runs", "show", run_id)
     assert shown["run"]["output"] == 2  # the old code's answer: no +1000
     restored.kill()
+
+
+async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port for the UI
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
+    for _ in range(100):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    writer.write(
+        f"GET /workers HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    )
+    response = (await reader.read()).decode()
+    writer.close()
+    assert response.startswith("HTTP/1.1 200"), response[:200]
+    assert "<h1>Workers</h1>" in response and "read-only" in response
+    ui.send(signal.SIGINT)
+    assert await ui.wait_exit(20) in (0, 130), ui.describe()
