@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from _serve import serve
 from durableflow import Flow, FlowContext
 from durableflow.admin import RunSection, SectionContent, register_run_section
 from durableflow.admin.sections import unregister_run_section
@@ -57,7 +58,7 @@ if not CHROMIUM.exists():  # pragma: no cover - .ci/run installs it
         pytest.fail(_missing, pytrace=False)
     pytest.skip(_missing, allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.async_api")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 
 @dataclass
@@ -92,35 +93,16 @@ def build_flow(database_url: str, gate: asyncio.Event) -> Flow:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+async def serve_url(app: Any) -> AsyncIterator[str]:
+    async with serve(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
 
 
 @pytest_asyncio.fixture
 async def ui(database_url: str) -> AsyncIterator[UI]:
     gate = asyncio.Event()
     flow = build_flow(database_url, gate)
-    async with flow, flow.worker(4), serve(flow.admin_app(token=TOKEN)) as url:
+    async with flow, flow.worker(4), serve_url(flow.admin_app(token=TOKEN)) as url:
         yield UI(flow, url, gate)
         gate.set()
 
@@ -245,7 +227,7 @@ async def test_cancel_needs_the_token(ui: UI, browser: Any, database_url: str) -
     assert [p for p in problems if "status of 403" not in p] == []  # the wrong token's page
     await context.close()
 
-    async with serve(ui.flow.admin_app(token="")) as read_only:
+    async with serve_url(ui.flow.admin_app(token="")) as read_only:
         other = await browser.new_context()
         response = await other.request.post(
             f"{read_only}/runs/{run_id}/actions/cancel",

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
+from _serve import serve
 from durableflow import Flow, FlowContext
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 starlette_routing = pytest.importorskip("starlette.routing")
 starlette_applications = pytest.importorskip("starlette.applications")
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[int]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def request(
