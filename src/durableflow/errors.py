@@ -10,6 +10,8 @@
     │       └── MigrationLockTimeout another process held the migration lock too long
     ├── WorkflowNotFound             no workflow/graph registered under that name
     ├── RunNotFound                  no run with that id in this schema
+    ├── RunActionRefused             an operator action does not apply to the run as it stands
+    ├── RunBlocked                   flow.result() of a run blocked for an operator (code changed)
     ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation
     ├── PayloadTooLarge              a serialised value is over the configured limit
     ├── WorkflowFailed               flow.result() of a run that failed; carries the recorded error
@@ -114,6 +116,41 @@ class RunNotFound(DurableFlowError):
     def __init__(self, run_id: object) -> None:
         super().__init__(f"no run with id {run_id}")
         self.run_id = run_id
+
+
+class RunActionRefused(DurableFlowError):
+    """An operator action (``resume``, ``delete``) does not apply to the run as it stands.
+
+    Raised, with nothing changed, for instance when resuming a run that succeeded or is
+    still active, resuming a ``blocked`` run while no live worker runs its recorded code
+    (pass ``force=True`` to accept other code), or deleting a run that is not finished.
+    ``action`` names the action, ``status`` the run's status, ``reason`` says what to do.
+    """
+
+    def __init__(self, run_id: object, *, action: str, status: str, reason: str) -> None:
+        super().__init__(f"cannot {action} run {run_id} ({status}): {reason}")
+        self.run_id = run_id
+        self.action = action
+        self.status = status
+        self.reason = reason
+
+
+class RunBlocked(DurableFlowError):
+    """``flow.result()`` of a run that is ``blocked``: it waits for an operator.
+
+    A worker found the run's recorded code hash differs from its own (the workflow
+    changed without a version bump). ``error`` is the recorded explanation (with
+    ``recorded_code_hash`` and ``code_hash``). Deploy the old code and
+    ``flow.resume(run_id)``, or ``flow.resume(run_id, force=True)`` to continue it on
+    the new code; then wait for the result again.
+    """
+
+    def __init__(self, run_id: object, error: dict[str, Any]) -> None:
+        super().__init__(
+            f"run {run_id} is blocked: {error.get('message', 'waiting for an operator')}"
+        )
+        self.run_id = run_id
+        self.error = error
 
 
 class SerializationError(DurableFlowError):

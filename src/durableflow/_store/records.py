@@ -81,6 +81,8 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    queue: str = ""
+    waited: float | None = None  # seconds from due to claimed (fresh claims only)
 
 
 @dataclass(slots=True)
@@ -105,4 +107,6 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        queue=row.get("queue") or "",
+        waited=row.get("waited"),
     )
