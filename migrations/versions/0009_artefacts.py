@@ -11,7 +11,7 @@
   without a policy of its own).
 
 Revision ID: 0009_artefacts
-Revises: 0002_run_statuses
+Revises: 0008_operations
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds nullable columns, new tables and indexes)
 """
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 revision = "0009_artefacts"
-down_revision = "0002_run_statuses"
+down_revision = "0008_operations"
 branch_labels = None
 depends_on = None
 

@@ -35,6 +35,7 @@ from durableflow.errors import (
     DatabaseError,
     DurableFlowError,
     EmbeddedPostgresError,
+    GraphError,
     InvalidFieldValue,
     LeaseLost,
     MigrationLockTimeout,
@@ -43,6 +44,8 @@ from durableflow.errors import (
     PruneRefused,
     ReplayError,
     ResultTimeout,
+    RunActionRefused,
+    RunBlocked,
     RunNotFound,
     SchemaError,
     SerializationError,
@@ -55,6 +58,7 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.graph import Graph
 from durableflow.runtime.worker import Worker
 
 __version__ = "0.1.0"
@@ -70,6 +74,8 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowSettings",
+    "Graph",
+    "GraphError",
     "InvalidFieldValue",
     "LeaseLost",
     "LineageNode",
@@ -80,6 +86,8 @@ __all__ = [
     "PruneResult",
     "ReplayError",
     "ResultTimeout",
+    "RunActionRefused",
+    "RunBlocked",
     "RunEvent",
     "RunNotFound",
     "RunStatus",

@@ -16,6 +16,7 @@ from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
+from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 
@@ -40,7 +41,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, ArtefactsSurface):
+class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -100,7 +101,7 @@ class Flow(RunsSurface, ArtefactsSurface):
         self._worker = None
         self._results = None
         self._code_hashes = {}
-        self._artefact_service = ArtefactService(settings, storage)
+        self._artefact_service = ArtefactService(lambda: self.settings, storage)
 
     def __repr__(self) -> str:
         return (

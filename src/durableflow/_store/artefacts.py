@@ -14,17 +14,21 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.errors import translate_errors
+from durableflow._store.identifiers import quote_schema
 from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
-RUN_ROW_TABLES = ("lineage", "signals", "events", "step_attempts", "steps")
-"""Tables holding rows of a run, deleted by prune (in this order) before the run row.
 
-Adding a feature table keyed by ``run_id``: add its name here and a
-``delete_run_rows_<table>`` block to ``sql/artefacts.sql``. Tables that do not exist in
-the schema (yet) are skipped.
-"""
+def prune_order(tables: Sequence[str]) -> list[str]:
+    """The run's tables in the order prune deletes from them: lineage first, steps last.
+
+    The tables are those of the schema with a ``run_id`` column (the ``run_tables``
+    block, shared with ``flow.delete``), so a feature's new table (signals, events...)
+    is pruned without a change here. All go in one transaction, so the order is
+    documentation of the dependencies rather than a crash-safety device.
+    """
+    return sorted(tables, key=lambda table: (table != "lineage", table == "steps", table))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,13 @@ class ArtefactStore:
             rows: list[asyncpg.Record] = await self._store.pool.fetch(query, lineage_id, depth)
         return rows
 
+    async def run_artefacts(self, run_id: UUID) -> list[asyncpg.Record]:
+        with translate_errors(self._schema, "listing a run's artefacts"):
+            rows: list[asyncpg.Record] = await self._store.pool.fetch(
+                self._queries.run_artefacts, run_id
+            )
+        return rows
+
     # -- replay and fork ---------------------------------------------------------
 
     async def source_run(self, run_id: UUID) -> asyncpg.Record | None:
@@ -225,14 +236,11 @@ class ArtefactStore:
             )
         return [row["id"] for row in rows]
 
-    async def existing_run_tables(self) -> list[str]:
-        """``RUN_ROW_TABLES`` that exist in the schema, in prune order."""
+    async def run_tables(self) -> list[str]:
+        """The schema's tables holding rows of a run, in prune order."""
         with translate_errors(self._schema, "listing tables to prune"):
-            rows = await self._store.pool.fetch(
-                self._queries.existing_tables, list(RUN_ROW_TABLES), self._schema
-            )
-        present = {row["name"] for row in rows}
-        return [table for table in RUN_ROW_TABLES if table in present]
+            rows = await self._store.pool.fetch(self._queries.run_tables, self._schema)
+        return prune_order([row["table_name"] for row in rows])
 
     async def delete_run_rows(self, run_id: UUID, tables: Sequence[str]) -> dict[str, int] | None:
         """Delete the run's rows from ``tables`` and then the run row, in one transaction.
@@ -241,14 +249,20 @@ class ArtefactStore:
         finished (nothing deleted). A run already gone deletes nothing and counts zero.
         """
         counts: dict[str, int] = {}
+        schema = quote_schema(self._schema)
         with translate_errors(self._schema, "pruning a run"):
             async with self._store.pool.acquire() as connection, connection.transaction():
                 status = await connection.fetchval(self._queries.prune_lock_run, run_id)
                 if status is not None and status not in FINAL_STATUSES:
                     return None
                 for table in tables:
-                    query = getattr(self._queries, f"delete_run_rows_{table}")
-                    counts[table] = _deleted(await connection.execute(query, run_id))
+                    # Names from the catalogue (run_tables), double-quoted: `"` cannot
+                    # occur in them, the migrations create them.
+                    counts[table] = _deleted(
+                        await connection.execute(
+                            f'DELETE FROM {schema}."{table}" WHERE run_id = $1', run_id
+                        )
+                    )
                 counts["runs"] = _deleted(
                     await connection.execute(self._queries.delete_pruned_run, run_id)
                 )

@@ -85,6 +85,8 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    queue: str = ""
+    waited: float | None = None  # seconds from due to claimed (fresh claims only)
     config: str | None = None
     config_hash: str | None = None
 
@@ -113,6 +115,8 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        queue=row.get("queue") or "",
+        waited=row.get("waited"),
         config=row["config"],
         config_hash=row["config_hash"],
     )

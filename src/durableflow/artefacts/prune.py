@@ -51,7 +51,7 @@ class Pruner:
 
     async def _run_tables(self) -> list[str]:
         if self._tables is None:
-            self._tables = await self._sql.existing_run_tables()
+            self._tables = await self._sql.run_tables()
         return self._tables
 
     async def prune_run(self, run_id: UUID) -> PruneResult:

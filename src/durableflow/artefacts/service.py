@@ -10,6 +10,7 @@ the statement that records the artefact's lineage row NOTIFYs it on the events c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -28,13 +29,20 @@ class ArtefactService:
     the pool its statements and storage events use.
     """
 
-    def __init__(self, settings: FlowSettings, storage: StorageProtocol | None) -> None:
-        self.settings = settings
+    def __init__(
+        self, settings: Callable[[], FlowSettings], storage: StorageProtocol | None
+    ) -> None:
+        # A getter: the CLI may replace a Flow's settings before its first I/O.
+        self._settings = settings
         self._given = storage
         self._storage: StorageProtocol | None = storage
         self._owned: Any = None
         self._sql: ArtefactStore | None = None
         self._storage_settings: StorageSettings | None = None
+
+    @property
+    def settings(self) -> FlowSettings:
+        return self._settings()
 
     def attach(self, store: Store) -> None:
         """Use ``store``'s pool for lineage, replay, prune and event statements."""

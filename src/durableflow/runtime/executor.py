@@ -16,7 +16,7 @@ from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.errors import LeaseLost
-from durableflow.observability import run_scope, run_span
+from durableflow.observability import record_run_finished, run_scope, run_span
 
 if TYPE_CHECKING:
     from durableflow.artefacts.service import ArtefactService
@@ -123,6 +123,7 @@ class RunExecutor:
             )
             return
         logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
+        record_run_finished(claimed.workflow, status)
         self._on_outcome(claimed.id, claimed.workflow, claimed.version, status, output, error)
 
     async def _attach_artefacts(
@@ -200,7 +201,8 @@ class RunExecutor:
                 "code_hash": current,
             }
         )
-        await self._store.finish_run(
+        if await self._store.finish_run(
             Outcome(claimed.id, "blocked", None, error, owner, claimed.lease_epoch)
-        )
+        ):
+            record_run_finished(claimed.workflow, "blocked")
         return False

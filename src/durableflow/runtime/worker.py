@@ -23,7 +23,9 @@ from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DurableFlowError
+from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
+from durableflow.runtime.queue_metrics import sample_queues
 
 logger = logging.getLogger("durableflow.worker")
 
@@ -76,6 +78,10 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name=f"durableflow-claims-{self.id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"durableflow-heartbeat-{self.id}"),
+            asyncio.create_task(
+                sample_queues(self._store, self._settings.heartbeat_interval),
+                name=f"durableflow-queue-metrics-{self.id}",
+            ),
         ]
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
@@ -91,7 +97,12 @@ class Worker:
             socket.gethostname(),
             os.getpid(),
             self.queues,
-            [{"name": n, "version": v} for n, v in self.workflow_keys],
+            # The code hash lets an operator's resume of a blocked run check that a
+            # live worker runs the code the run was started with.
+            [
+                {"name": d.name, "version": d.version, "code_hash": d.code_hash}
+                for d in self._registry.workflows
+            ],
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -233,6 +244,7 @@ class Worker:
                     )
                     for claimed in claimed_runs:
                         self.spawn(claimed)
+                    record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
                     saturated = len(claimed_runs) == free
                     self._backlog = saturated
             except DurableFlowError as exc:

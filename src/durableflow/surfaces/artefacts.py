@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+from durableflow.admin import RunSection, SectionContent, register_run_section
 from durableflow.artefacts import prune as pruning
 from durableflow.artefacts import replay as replays
 from durableflow.artefacts.naming import lineage_id_for
@@ -22,6 +23,7 @@ from durableflow.storage import StorageProtocol, validate_key
 from durableflow.surfaces.base import FlowCore, as_run_id
 
 if TYPE_CHECKING:
+    from durableflow.admin import RunDetail
     from durableflow.artefacts.service import ArtefactService
 
 FINISHED = ("succeeded", "failed", "cancelled", "dead")
@@ -157,23 +159,12 @@ class ArtefactsSurface(FlowCore):
         )
         if not rows:
             raise ArtefactNotFound(key)
-        return [
-            LineageNode(
-                id=row["id"],
-                key=row["key"],
-                run_id=row["run_id"],
-                step_id=row["step_id"],
-                name=row["name"],
-                sha256=row["sha256"],
-                size=row["size"],
-                config_hash=row["config_hash"],
-                code_hash=row["code_hash"],
-                inputs=tuple(row["inputs"]),
-                created_at=row["created_at"],
-                depth=row["depth"],
-            )
-            for row in rows
-        ]
+        return [_lineage_node(row) for row in rows]
+
+    async def list_artefacts(self, run_id: UUID | str) -> list[LineageNode]:
+        """The artefacts a run wrote (outputs and files), in step order (``depth`` 0)."""
+        service = await self._artefacts()
+        return [_lineage_node(row) for row in await service.sql.run_artefacts(as_run_id(run_id))]
 
     async def watch(
         self, run_id: UUID | str, *, poll_interval: float = 0.25
@@ -191,3 +182,48 @@ class ArtefactsSurface(FlowCore):
         service = await self._artefacts()
         async for event in watch_run(service.sql, as_run_id(run_id), poll_interval=poll_interval):
             yield event
+
+
+def _lineage_node(row: Any) -> LineageNode:
+    return LineageNode(
+        id=row["id"],
+        key=row["key"],
+        run_id=row["run_id"],
+        step_id=row["step_id"],
+        name=row["name"],
+        sha256=row["sha256"],
+        size=row["size"],
+        config_hash=row["config_hash"],
+        code_hash=row["code_hash"],
+        inputs=tuple(row["inputs"]),
+        created_at=row["created_at"],
+        depth=row["depth"],
+    )
+
+
+async def _artefacts_section(flow: Any, run: RunDetail) -> SectionContent | None:
+    """The run page's "Artefacts" section (``runs show`` and the web UI)."""
+    nodes = await flow.list_artefacts(run.id)
+    status = await flow.status(run.id)
+    origins = [
+        f"{label} {source}"
+        for label, source in (
+            ("replayed from", status.replayed_from),
+            ("forked from", status.forked_from),
+        )
+        if source is not None
+    ]
+    if not nodes and not origins:
+        return None
+    caption = "; ".join([*origins, f"config hash {status.config_hash or '-'}"])
+    return SectionContent.table(
+        ["step", "name", "key", "sha256", "size", "inputs"],
+        [
+            [node.step_id, node.name, node.key, node.sha256[:16], node.size, len(node.inputs)]
+            for node in nodes
+        ],
+        caption=caption,
+    )
+
+
+register_run_section(RunSection("artefacts", "Artefacts", _artefacts_section, order=40))

@@ -15,10 +15,12 @@ from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import Codec
 from durableflow.errors import (
     ResultTimeout,
+    RunBlocked,
     RunNotFound,
     WorkflowFailed,
     WorkflowNotFound,
 )
+from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
 
@@ -134,6 +136,8 @@ class RunsSurface(FlowCore):
             if direct and worker is not None:
                 worker.unreserve()
             raise
+        if created:
+            record_run_started(definition.name)
         if direct and worker is not None:
             if created:
                 worker.spawn(
@@ -174,7 +178,9 @@ class RunsSurface(FlowCore):
         """Wait for a run to finish and return its output.
 
         Raises ``WorkflowFailed`` (with the recorded error) if it failed or was
-        cancelled, ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
+        cancelled, ``RunBlocked`` if it is blocked for an operator (its code changed
+        without a version bump; ``flow.resume()`` it, then wait again),
+        ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
         ``RunNotFound`` for an unknown id.
         """
         run_id = as_run_id(run_id)
@@ -188,6 +194,8 @@ class RunsSurface(FlowCore):
         return self._decode_outcome(run_id, outcome)
 
     def _decode_outcome(self, run_id: UUID, outcome: Outcome) -> Any:
+        if outcome.status == "blocked":
+            raise RunBlocked(run_id, json.loads(outcome.error) if outcome.error else {})
         if outcome.status != "succeeded":
             error = json.loads(outcome.error) if outcome.error else {}
             raise WorkflowFailed(run_id, error, status=outcome.status)
@@ -266,4 +274,9 @@ class RunsSurface(FlowCore):
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
         """Cancel a run that has not finished; False if it already had."""
         store = await self._connected()
-        return await store.cancel_run(as_run_id(run_id), reason)
+        run_id = as_run_id(run_id)
+        cancelled = await store.cancel_run(run_id, reason)
+        if cancelled and metrics_enabled():
+            row = await store.get_run(run_id)
+            record_run_finished(row["workflow"] if row else "", "cancelled")
+        return cancelled

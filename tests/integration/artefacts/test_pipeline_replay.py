@@ -13,6 +13,7 @@ import pytest
 from artefact_pipeline import WORKFLOW, Summary, build_pipeline
 
 from durableflow import ReplayError
+from durableflow.admin import load_run_sections
 from durableflow.artefacts.naming import lineage_id_for
 
 
@@ -98,6 +99,16 @@ async def test_replay_from_convert_republishes_fetch_from_storage(
         assert up[2].run_id == run_id and up[0].config_hash == _config_hash(v2)
         down = await flow.lineage(keys["fetch"], direction="down", depth=1)
         assert {n.key for n in down} == {keys["fetch"], keys["convert"], new_convert}
+
+        # The run page (runs show, the web UI) has an Artefacts section.
+        assert [n.key for n in await flow.list_artefacts(replayed)] == [new_convert, new_summarise]
+        sections = dict(
+            (section.name, content)
+            for section, content in await load_run_sections(flow, await flow.describe_run(replayed))
+        )
+        artefacts = sections["artefacts"]
+        assert [row[2] for row in artefacts.rows] == [new_convert, new_summarise]
+        assert f"replayed from {run_id}" in (artefacts.caption or "")
 
         # A missing artefact: the replay is refused before anything starts.
         assert await flow.storage.delete(keys["fetch"])

@@ -61,6 +61,12 @@ FROM walk AS w JOIN {schema}.lineage AS l ON l.id = w.id
 GROUP BY l.id
 ORDER BY depth, l.created_at, l.key;
 
+-- name: run_artefacts
+-- flow.list_artefacts(): the lineage rows of one run, in step order.
+SELECT id, key, run_id, step_id, name, sha256, size, config_hash, code_hash, inputs,
+       created_at, 0 AS depth
+FROM {schema}.lineage WHERE run_id = $1 ORDER BY step_id, key;
+
 -- name: source_run
 -- The run a replay or fork is made from: what the new run copies.
 SELECT id, workflow, version, code_hash, status, input::text AS input, config::text AS config,
@@ -147,29 +153,6 @@ WHERE r.finished_at IS NOT NULL AND r.finished_at < $1
         AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
 ORDER BY r.finished_at, r.id
 LIMIT $5;
-
--- name: existing_tables
--- Which of the tables holding rows of a run exist in this schema ($2, unquoted): the
--- prune list names tables other features add, and a database migrated before they
--- existed simply has none of their rows.
-SELECT t.name
-FROM unnest($1::text[]) AS t(name)
-WHERE to_regclass(quote_ident($2) || '.' || quote_ident(t.name)) IS NOT NULL;
-
--- name: delete_run_rows_lineage
-DELETE FROM {schema}.lineage WHERE run_id = $1;
-
--- name: delete_run_rows_signals
-DELETE FROM {schema}.signals WHERE run_id = $1;
-
--- name: delete_run_rows_events
-DELETE FROM {schema}.events WHERE run_id = $1;
-
--- name: delete_run_rows_step_attempts
-DELETE FROM {schema}.step_attempts WHERE run_id = $1;
-
--- name: delete_run_rows_steps
-DELETE FROM {schema}.steps WHERE run_id = $1;
 
 -- name: delete_pruned_run
 -- The last row of a pruned run; only ever a finished one.
