@@ -45,6 +45,12 @@ class RunExecutor:
         self._on_outcome = on_outcome
         self._artefacts = artefacts
 
+    @property
+    def artefacts(self) -> ArtefactService | None:
+        """The Flow's artefact service (storage, lineage, prune): what the leader's
+        retention duty passes to ``durableflow.artefacts.prune.apply_retention``."""
+        return self._artefacts
+
     async def execute(self, claimed: ClaimedRun, owner: str) -> None:
         """Run ``claimed`` to completion, or abandon it if the lease is lost.
 
