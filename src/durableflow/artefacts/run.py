@@ -373,18 +373,22 @@ class StepScope:
         metadata = self._metadata(
             attempt, lineage_id=lineage_id, content_type=content_type, name=name, custom=checked
         )
-        if isinstance(data, bytes | bytearray | memoryview):
-            stored = await storage.write(key, bytes(data), metadata)
-        elif isinstance(data, AsyncIterable):
-            stored = await storage.write_stream(key, data, metadata)
-        else:
+        if not isinstance(data, bytes | bytearray | memoryview | AsyncIterable):
             raise InvalidFieldValue(
                 "data",
                 f"a {type(data).__qualname__} cannot be written as an artefact; pass bytes, an "
                 "async iterator of bytes, or a pydantic model",
             )
-        await self._record(stored, name, lineage_id)
-        self._written.add(name)
+        self._written.add(name)  # taken before the write: two concurrent writes collide here
+        try:
+            if isinstance(data, bytes | bytearray | memoryview):
+                stored = await storage.write(key, bytes(data), metadata)
+            else:
+                stored = await storage.write_stream(key, data, metadata)
+            await self._record(stored, name, lineage_id)
+        except BaseException:
+            self._written.discard(name)
+            raise
         return ArtefactRef(
             key=stored.key,
             sha256=stored.sha256,

@@ -20,6 +20,7 @@ from durableflow.artefacts.run import RunArtefacts, RunInfo
 from durableflow.config import FlowSettings
 from durableflow.errors import ConfigurationError, DatabaseError
 from durableflow.storage import StorageProtocol, StorageSettings, create_storage_provider
+from durableflow.storage.events import validate_channel_name
 
 
 class ArtefactService:
@@ -79,7 +80,7 @@ class ArtefactService:
     def event_channel(self) -> str | None:
         """Where lineage statements NOTIFY storage events (None: the provider publishes)."""
         settings = self.storage_settings
-        return None if settings.events_url else settings.events_channel
+        return None if settings.events_url else validate_channel_name(settings.events_channel)
 
     def for_run(
         self,
