@@ -15,8 +15,7 @@ from durableflow.config import validate_schema_name
 
 config = context.config
 schema = validate_schema_name(
-    config.attributes.get("schema")
-    or context.get_x_argument(as_dictionary=True).get("schema")
+    config.attributes.get("schema") or context.get_x_argument(as_dictionary=True).get("schema")
     or "durableflow"
 )
 config.attributes["schema"] = schema
@@ -25,9 +24,7 @@ target_metadata = metadata_for(schema)
 
 def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
     # Only our own schema's tables are ours to compare; the clock table holds data, not shape.
-    table_schema = getattr(obj, "schema", None) or getattr(
-        getattr(obj, "table", None), "schema", None
-    )
+    table_schema = getattr(obj, "schema", None) or getattr(getattr(obj, "table", None), "schema", None)
     return table_schema == schema
 
 
