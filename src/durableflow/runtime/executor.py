@@ -164,6 +164,7 @@ class RunExecutor:
         if await self._store.finish_run(
             Outcome(claimed.id, "failed", None, error, owner, claimed.lease_epoch)
         ):
+            record_run_finished(claimed.workflow, "failed")
             self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
         return False
 
