@@ -19,10 +19,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
+bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres; storage; artefacts
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/artefacts_bench.py
 	$(BIN)/python bench/admin_bench.py
 
 bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run

@@ -19,6 +19,7 @@ Example::
         return len(pages)
 """
 
+from durableflow.artefacts import ArtefactRef, LineageNode, PruneResult, RunEvent
 from durableflow.config import (
     FlowSettings,
     get_config,
@@ -35,10 +36,13 @@ from durableflow.errors import (
     DurableFlowError,
     EmbeddedPostgresError,
     GraphError,
+    InvalidFieldValue,
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
     PayloadTooLarge,
+    PruneRefused,
+    ReplayError,
     ResultTimeout,
     RunActionRefused,
     RunBlocked,
@@ -61,6 +65,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArtefactNotFound",
+    "ArtefactRef",
     "AuditError",
     "ConfigurationError",
     "DatabaseError",
@@ -71,13 +76,19 @@ __all__ = [
     "FlowSettings",
     "Graph",
     "GraphError",
+    "InvalidFieldValue",
     "LeaseLost",
+    "LineageNode",
     "MigrationLockTimeout",
     "NonDeterminismError",
     "PayloadTooLarge",
+    "PruneRefused",
+    "PruneResult",
+    "ReplayError",
     "ResultTimeout",
     "RunActionRefused",
     "RunBlocked",
+    "RunEvent",
     "RunNotFound",
     "RunStatus",
     "SchemaError",

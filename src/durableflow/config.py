@@ -69,6 +69,22 @@ class FlowSettings(BaseSettings):
     on_code_change: Literal["fail", "warn"] = Field(
         default="fail", description="What a worker does with a run whose code hash changed."
     )
+    storage_url: str = Field(
+        default="file://.durableflow/artefacts",
+        description="Where artefacts go: file:///path, s3://bucket[/prefix], minio://..., "
+        "memory:// (DURABLEFLOW_STORAGE_URL).",
+    )
+    artefacts: Literal["marked", "all"] = Field(
+        default="marked",
+        description="'marked': only @flow.step(artefact=True) steps write their output as an "
+        "artefact; 'all': every step does unless it says artefact=False.",
+    )
+    inline_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="An artefact step's output is also kept in Postgres up to this size; "
+        "larger ones live only in storage.",
+    )
     embedded_data_dir: Path = Field(
         default=Path(".durableflow/pgdata"),
         description="Data directory of the embedded Postgres used when no URL is set.",

@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
+from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
+from durableflow.surfaces.artefacts import ArtefactsSurface
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
@@ -38,7 +41,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, AdminSurface):
+class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -73,8 +76,12 @@ class Flow(RunsSurface, AdminSurface):
         *,
         settings: FlowSettings | None = None,
         schema: str | None = None,
+        storage: str | StorageProtocol | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(storage, str):  # a URL is a setting; a provider object is kept as is
+            overrides["storage_url"] = storage
+            storage = None
         if settings is None:
             base = get_config().model_dump(exclude_unset=False)
             values = {**base, **overrides}
@@ -94,6 +101,7 @@ class Flow(RunsSurface, AdminSurface):
         self._worker = None
         self._results = None
         self._code_hashes = {}
+        self._artefact_service = ArtefactService(lambda: self.settings, storage)
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +122,7 @@ class Flow(RunsSurface, AdminSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -125,6 +134,7 @@ class Flow(RunsSurface, AdminSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
     ) -> F | Callable[[F], F]:
         """Declare a checkpointed step: ``async def step(ctx, *args, **kwargs) -> T``.
 
@@ -132,7 +142,9 @@ class Flow(RunsSurface, AdminSurface):
         ``retries`` extra attempts fail, with exponential ``backoff``), then commits its
         output; on replay the recorded output is returned instead. ``T`` (the return
         annotation) must be JSON-serialisable through pydantic. Called outside a
-        workflow, the step simply runs.
+        workflow, the step simply runs. ``artefact=True`` (default: the Flow's
+        ``artefacts`` setting) also writes the output to storage with a sidecar before
+        its checkpoint commits (see docs/storage.md).
         """
 
         def decorate(function: F) -> F:
@@ -143,6 +155,7 @@ class Flow(RunsSurface, AdminSurface):
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
+                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
             )
             self.registry.add_step(definition)
             wrapped = make_step_callable(
@@ -213,6 +226,7 @@ class Flow(RunsSurface, AdminSurface):
         if self._results is not None:
             await self._results.close()
             self._results = None
+        await self._close_artefacts()
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -259,7 +273,12 @@ class Flow(RunsSurface, AdminSurface):
         for definition in self.registry.workflows:
             self.code_hash(definition)
         executor = RunExecutor(
-            store, self.registry, self.settings, self.code_hash, self._resolve_outcome
+            store,
+            self.registry,
+            self.settings,
+            self.code_hash,
+            self._resolve_outcome,
+            artefacts=await self._artefacts(),
         )
         worker = Worker(
             store,

@@ -71,6 +71,23 @@ def metadata_for(schema: str) -> sa.MetaData:
             "id",
             postgresql_where=sa.text("correlation_id IS NOT NULL"),
         ),
+        # -- 0009_artefacts: configuration, replay/fork provenance, retention order
+        sa.Column("config", JSONB),
+        sa.Column("replayed_from", UUID(as_uuid=True)),
+        sa.Column("forked_from", UUID(as_uuid=True)),
+        sa.Index(
+            "runs_replayed_from_idx",
+            "replayed_from",
+            postgresql_where=sa.text("replayed_from IS NOT NULL"),
+        ),
+        sa.Index(
+            "runs_forked_from_idx",
+            "forked_from",
+            postgresql_where=sa.text("forked_from IS NOT NULL"),
+        ),
+        sa.Index(
+            "runs_finished_idx", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")
+        ),
     )
 
     sa.Table(
@@ -105,6 +122,35 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("started_at", timestamp),
         sa.Column("failed_at", timestamp, nullable=False),
         sa.Column("retry_at", timestamp),
+    )
+
+    # -- 0009_artefacts: one row per artefact; inputs are the lineage ids it was made from.
+    sa.Table(
+        "lineage",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("run_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("step_id", sa.Integer, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("sha256", sa.Text, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("config_hash", sa.Text),
+        sa.Column("code_hash", sa.Text),
+        sa.Column("inputs", sa.ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Index("lineage_run_idx", "run_id"),
+        sa.Index("lineage_inputs_idx", "inputs", postgresql_using="gin"),
+    )
+
+    # -- 0009_artefacts: how long finished runs are kept ('' = the default policy).
+    sa.Table(
+        "retention",
+        metadata,
+        sa.Column("workflow", sa.Text, primary_key=True),
+        sa.Column("keep_seconds", sa.Float, nullable=False),
+        sa.Column("updated_at", timestamp, nullable=False),
+        sa.CheckConstraint("keep_seconds > 0", name="retention_keep_check"),
     )
 
     sa.Table(

@@ -39,6 +39,8 @@ class NewRun:
     idempotency_key: str | None
     correlation_id: str | None
     parent_id: UUID | None = None
+    config: str | None = None  # canonical JSON (artefacts, issue #12)
+    config_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class Checkpoint:
     started_at: datetime | None
     owner: str
     epoch: int
+    artefact_key: str | None = None  # the output's artefact, written before this commits
+    artefact_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +87,8 @@ class ClaimedRun:
     fresh: bool = False  # inserted by this worker just now: no history to load
     queue: str = ""
     waited: float | None = None  # seconds from due to claimed (fresh claims only)
+    config: str | None = None
+    config_hash: str | None = None
 
 
 @dataclass(slots=True)
@@ -92,9 +98,11 @@ class RecordedStep:
     step_id: int
     name: str
     kind: str
-    output: str | None
+    output: str | None  # None with an artefact_key: the output lives only in storage
     error: str | None
     attempt: int
+    artefact_key: str | None = None
+    artefact_sha256: str | None = None
 
 
 def claimed_from_row(row: Any) -> ClaimedRun:
@@ -109,4 +117,6 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         fresh=row["claims"] == 1,
         queue=row.get("queue") or "",
         waited=row.get("waited"),
+        config=row["config"],
+        config_hash=row["config_hash"],
     )

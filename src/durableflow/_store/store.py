@@ -55,6 +55,8 @@ async def _write_checkpoints(
             c.started_at,
             c.owner,
             c.epoch,
+            c.artefact_key,
+            c.artefact_sha256,
         )
         return rows
     rows = await connection.fetch(
@@ -69,6 +71,8 @@ async def _write_checkpoints(
         [c.started_at for c in batch],
         [c.owner for c in batch],
         [c.epoch for c in batch],
+        [c.artefact_key for c in batch],
+        [c.artefact_sha256 for c in batch],
     )
     return rows
 
@@ -183,10 +187,11 @@ class Store:
             [r.correlation_id for r in runs],
             [r.parent_id for r in runs],
         )
+        configs = ([r.config for r in runs], [r.config_hash for r in runs])  # $13, $14
         with translate_errors(self.schema, "starting runs"):
             rows = await self._writers.run(
                 lambda connection: connection.fetch(
-                    self.queries.insert_runs, *columns, self.channel
+                    self.queries.insert_runs, *columns, self.channel, *configs
                 )
             )
         created = {row["id"] for row in rows}
@@ -274,6 +279,8 @@ class Store:
                 output=row["output"],
                 error=row["error"],
                 attempt=row["attempt"],
+                artefact_key=row["artefact_key"],
+                artefact_sha256=row["artefact_sha256"],
             )
             for row in rows
         }

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "worker_cmd",
     "runs_cmd",
     "runs_actions_cmd",
+    "artefacts_cmd",
     "workers_cmd",
     "ui_cmd",
     "db_cmd",
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="durableflow",
-        description="Postgres-native durable execution: workers, runs, UI, schema, audit, storage.",
+        description="Postgres-native durable execution: workers, runs, UI, schema, audit, storage, "
+        "lineage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from durableflow._store.records import Checkpoint, RecordedStep
 from durableflow.errors import DurableFlowError, LeaseLost, NonDeterminismError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from durableflow.artefacts.records import ArtefactRef
+    from durableflow.artefacts.run import RunArtefacts
 
 CheckpointWriter = Callable[[Checkpoint], Awaitable[None]]
 
@@ -21,7 +28,16 @@ class RunState:
     it cannot carry on writing.
     """
 
-    __slots__ = ("epoch", "fault", "history", "next_step_id", "owner", "run_id", "write")
+    __slots__ = (
+        "artefacts",
+        "epoch",
+        "fault",
+        "history",
+        "next_step_id",
+        "owner",
+        "run_id",
+        "write",
+    )
 
     def __init__(
         self,
@@ -39,6 +55,8 @@ class RunState:
         self.write = write
         self.next_step_id = 0
         self.fault: DurableFlowError | None = None
+        # Artefacts of this execution (durableflow.artefacts); set by the executor.
+        self.artefacts: RunArtefacts | None = None
 
     def assign_step_id(self) -> int:
         """Ids are handed out at call time, in program order (so gather is deterministic)."""
@@ -68,6 +86,8 @@ class RunState:
         attempt: int,
         started_at: datetime | None,
         kind: str = "step",
+        artefact_key: str | None = None,
+        artefact_sha256: str | None = None,
     ) -> None:
         self.check()
         try:
@@ -83,11 +103,19 @@ class RunState:
                     started_at=started_at,
                     owner=self.owner,
                     epoch=self.epoch,
+                    artefact_key=artefact_key,
+                    artefact_sha256=artefact_sha256,
                 )
             )
         except LeaseLost as exc:
             self.fault = exc
             raise
+
+    def received(self, value: Any, artefact_key: str | None, step_id: int | None = None) -> Any:
+        """A step's value handed to the workflow: remembered for lineage; returns it."""
+        if self.artefacts is not None:
+            self.artefacts.received(value, artefact_key, step_id)
+        return value
 
 
 class FlowContext:
@@ -145,6 +173,64 @@ class FlowContext:
         if self.step_id is None:
             return str(self.run_id)
         return f"{self.run_id}:{self.step_id}"
+
+    # -- artefacts (docs/storage.md) -------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        """The run's configuration (``flow.start(..., config=...)``) as JSON values.
+
+        None when the run was started without one. Its sha256 is in every sidecar the
+        run writes; a replay may run the later stages with another configuration.
+        """
+        artefacts = self._run.artefacts if self._run is not None else None
+        return artefacts.config if artefacts is not None else None
+
+    def annotate(self, **fields: Any) -> None:
+        """Add custom fields to the sidecars this step writes (its output and files).
+
+        Values must be JSON (str, int, finite float, bool, None, lists, dicts with str
+        keys); anything else raises ``InvalidFieldValue`` naming the field.
+        """
+        from durableflow.artefacts.run import scope_of
+
+        scope_of(self, "annotate").annotate(self.attempt, fields)
+
+    async def write_artefact(
+        self,
+        name: str,
+        data: bytes | AsyncIterable[bytes] | BaseModel,
+        *,
+        content_type: str | None = None,
+        **custom: Any,
+    ) -> ArtefactRef:
+        """Store a file this step produced, under the run's artefacts, with a sidecar.
+
+        ``data`` is bytes, an async iterator of bytes (streamed, never held whole) or a
+        pydantic model (stored as JSON). ``name`` becomes part of the key
+        (``<step-id>-<name>``); ``custom`` fields go into the sidecar. Returns the
+        artefact's key, sha256, size and lineage id.
+
+        Example::
+
+            @flow.step()
+            async def render(ctx: FlowContext, doc: Doc) -> ArtefactRef:
+                return await ctx.write_artefact("report.pdf", pdf_bytes(doc), pages=12)
+        """
+        from durableflow.artefacts.run import scope_of
+
+        return await scope_of(self, "write_artefact").write_file(
+            self.attempt, name, data, content_type, custom
+        )
+
+    async def read_artefact(self, key: str) -> bytes:
+        """The bytes of the artefact under ``key``, verified against its sidecar's sha256.
+
+        The artefact becomes an input of this step in the lineage.
+        """
+        from durableflow.artefacts.run import scope_of
+
+        return await scope_of(self, "read_artefact").read(key)
 
     def for_step(self, step_id: int, name: str, attempt: int) -> FlowContext:
         return FlowContext(

@@ -31,6 +31,7 @@ class StepDefinition:
     max_backoff: float = 60.0
     timeout: float | None = None
     output_type: Any = Any
+    artefact: bool = False  # output also written to storage before the checkpoint (#12)
 
     @classmethod
     def from_function(
@@ -42,6 +43,7 @@ class StepDefinition:
         backoff: float,
         max_backoff: float,
         timeout: float | None,
+        artefact: bool = False,
     ) -> StepDefinition:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(
@@ -60,6 +62,7 @@ class StepDefinition:
             max_backoff=max_backoff,
             timeout=timeout,
             output_type=hints.get("return", Any),
+            artefact=artefact,
         )
 
 

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -36,8 +37,12 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
     when the step is *called*, before it is awaited, so ``asyncio.gather(step(ctx, a),
     step(ctx, b))`` numbers its steps the same way on every replay.
     """
+    # An artefact step's output may exceed max_payload_bytes: it is streamed to storage
+    # and kept out of Postgres (artefacts, issue #12).
     codec = Codec(
-        definition.output_type, f"output of step {definition.name!r}", max_bytes=max_payload_bytes
+        definition.output_type,
+        f"output of step {definition.name!r}",
+        max_bytes=sys.maxsize if definition.artefact else max_payload_bytes,
     )
 
     @functools.wraps(definition.fn)
@@ -67,8 +72,9 @@ async def _run_step(
     if recorded is not None:
         if recorded.error is not None:
             raise StepFailed(definition.name, step_id, json.loads(recorded.error))
-        return codec.loads(recorded.output)
+        return run.received(codec.loads(recorded.output), recorded.artefact_key)
 
+    artefacts = run.artefacts.begin(definition, step_id, args, kwargs) if run.artefacts else None
     started_at = datetime.now(UTC)
     attempt = 1
     while True:
@@ -77,6 +83,12 @@ async def _run_step(
             try:
                 with step_span(definition.name, step_id, attempt):
                     value = await _attempt(definition, step_ctx, args, kwargs)
+                    output = codec.dumps(value)
+                    inline: str | None = output
+                    stored = None
+                    if artefacts is not None and definition.artefact:
+                        # Object and sidecar are in storage before the checkpoint commits.
+                        inline, stored = await artefacts.store_output(step_ctx, output)
             except _NOT_RETRIED:
                 raise
             except Exception as exc:
@@ -103,16 +115,17 @@ async def _run_step(
                     started_at=started_at,
                 )
                 raise StepFailed(definition.name, step_id, error) from exc
-            output = codec.dumps(value)
             await run.commit(
                 step_id,
                 definition.name,
-                output=output,
+                output=inline,
                 error=None,
                 attempt=attempt,
                 started_at=started_at,
+                artefact_key=stored.key if stored else None,
+                artefact_sha256=stored.sha256 if stored else None,
             )
-            return value
+            return run.received(value, stored.key if stored else None, step_id)
 
 
 async def _attempt(

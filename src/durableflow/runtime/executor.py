@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from durableflow._store.records import ClaimedRun, Outcome
@@ -17,6 +17,9 @@ from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.errors import LeaseLost
 from durableflow.observability import record_run_finished, run_scope, run_span
+
+if TYPE_CHECKING:
+    from durableflow.artefacts.service import ArtefactService
 
 logger = logging.getLogger("durableflow.runtime")
 
@@ -33,12 +36,20 @@ class RunExecutor:
         settings: FlowSettings,
         code_hash_of: Callable[[WorkflowDefinition], str],
         on_outcome: OutcomeCallback,
+        artefacts: ArtefactService | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._settings = settings
         self._code_hash_of = code_hash_of
         self._on_outcome = on_outcome
+        self._artefacts = artefacts
+
+    @property
+    def artefacts(self) -> ArtefactService | None:
+        """The Flow's artefact service (storage, lineage, prune): what the leader's
+        retention duty passes to ``durableflow.artefacts.prune.apply_retention``."""
+        return self._artefacts
 
     async def execute(self, claimed: ClaimedRun, owner: str) -> None:
         """Run ``claimed`` to completion, or abandon it if the lease is lost.
@@ -62,6 +73,10 @@ class RunExecutor:
             history=history,
             write=self._store.checkpoint,
         )
+        if self._artefacts is not None and not await self._attach_artefacts(
+            claimed, definition, owner, state
+        ):
+            return
         ctx = FlowContext(
             run_id=claimed.id,
             workflow=definition.name,
@@ -116,6 +131,42 @@ class RunExecutor:
         logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
         record_run_finished(claimed.workflow, status)
         self._on_outcome(claimed.id, claimed.workflow, claimed.version, status, output, error)
+
+    async def _attach_artefacts(
+        self, claimed: ClaimedRun, definition: WorkflowDefinition, owner: str, state: RunState
+    ) -> bool:
+        """Give the execution its artefacts; read outputs that live only in storage.
+
+        False when a checkpoint's artefact is missing or corrupt: the run is failed with
+        an error naming the key (it cannot be replayed without running a committed step
+        again). An unreachable store raises, and the worker gives the run back.
+        """
+        assert self._artefacts is not None
+        state.artefacts = self._artefacts.for_run(
+            claimed.id,
+            workflow=definition.name,
+            version=definition.version,
+            code_hash=claimed.code_hash,
+            config=claimed.config,
+            config_hash=claimed.config_hash,
+            owner=owner,
+            epoch=claimed.lease_epoch,
+        )
+        error = await state.artefacts.hydrate(state.history)
+        if error is None:
+            return True
+        logger.error(
+            "run %s: a recorded output's artefact is missing or corrupt: %s",
+            claimed.id,
+            error,
+            extra={"event": "run_artefact_missing", "run_id": str(claimed.id)},
+        )
+        if await self._store.finish_run(
+            Outcome(claimed.id, "failed", None, error, owner, claimed.lease_epoch)
+        ):
+            record_run_finished(claimed.workflow, "failed")
+            self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
+        return False
 
     async def _code_matches(
         self,

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
+from durableflow.artefacts.values import config_to_json
 from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import Codec
 from durableflow.errors import (
@@ -44,6 +45,11 @@ class RunStatus:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # artefacts (issue #12): the run's configuration, and what it was made from
+    config: Any = None
+    config_hash: str | None = None
+    replayed_from: UUID | None = None
+    forked_from: UUID | None = None
 
     @property
     def done(self) -> bool:
@@ -63,6 +69,8 @@ class StepRecord:
     attempt: int
     started_at: datetime | None
     finished_at: datetime
+    artefact_key: str | None = None  # the output's artefact (output is None when only there)
+    artefact_sha256: str | None = None
 
 
 class RunsSurface(FlowCore):
@@ -77,6 +85,7 @@ class RunsSurface(FlowCore):
         queue: str | None = None,
         priority: int = 0,
         correlation_id: str | None = None,
+        config: Any = None,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -85,7 +94,9 @@ class RunsSurface(FlowCore):
         otherwise it is queued (``queue``, default ``"default"``) for any worker serving
         that queue and this workflow version. Among queued runs, higher ``priority``
         is claimed first, then older. ``correlation_id`` is recorded on the run and
-        available as ``ctx.correlation_id``.
+        available as ``ctx.correlation_id``. ``config`` (a pydantic model or a dict) is
+        the run's configuration: available as ``ctx.config``, its sha256 recorded on
+        the run and in every sidecar (``InvalidFieldValue`` if it is not plain JSON).
         """
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
@@ -96,6 +107,7 @@ class RunsSurface(FlowCore):
             input_json: str | None = codec.dumps(codec.validate(input))
         else:
             input_json = None
+        config_json, config_hash = config_to_json(config)
         store = await self._connected()
         worker = self._worker
         direct = (
@@ -115,6 +127,8 @@ class RunsSurface(FlowCore):
             owner=worker.id if direct and worker is not None else None,
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
+            config=config_json,
+            config_hash=config_hash,
         )
         try:
             run_id, created = await store.insert_run(new_run)
@@ -136,6 +150,8 @@ class RunsSurface(FlowCore):
                         lease_epoch=1,
                         correlation_id=correlation_id,
                         fresh=True,
+                        config=config_json,
+                        config_hash=config_hash,
                     ),
                     reserved=True,
                 )
@@ -229,6 +245,10 @@ class RunsSurface(FlowCore):
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            config=json.loads(row["config"]) if row["config"] is not None else None,
+            config_hash=row["config_hash"],
+            replayed_from=row["replayed_from"],
+            forked_from=row["forked_from"],
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
@@ -245,6 +265,8 @@ class RunsSurface(FlowCore):
                 attempt=row["attempt"],
                 started_at=row["started_at"],
                 finished_at=row["finished_at"],
+                artefact_key=row["artefact_key"],
+                artefact_sha256=row["artefact_sha256"],
             )
             for row in rows
         ]

@@ -23,7 +23,7 @@ SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims, r.queue,
+          r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
           extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited;
 
 -- name: reclaim_orphaned_runs
@@ -49,7 +49,7 @@ SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims;
+          r.correlation_id, r.claims, r.config::text AS config, r.config_hash;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).

@@ -9,13 +9,15 @@
 WITH new_runs AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[])
+                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[], $13::text[],
+                $14::text[])
          AS n(id, workflow, version, code_hash, input, queue, priority, owner,
-              idempotency_key, correlation_id, parent_id)
+              idempotency_key, correlation_id, parent_id, config, config_hash)
 ), inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, owner, lease_epoch, claims, idempotency_key,
-                               correlation_id, parent_id, created_at, started_at, updated_at)
+                               correlation_id, parent_id, created_at, started_at, updated_at,
+                               config, config_hash)
     SELECT n.id, n.workflow, n.version, n.code_hash,
            CASE WHEN n.owner IS NULL THEN 'queued' ELSE 'running' END,
            n.input::jsonb, n.queue, n.priority, (SELECT {schema}.clock_now()), n.owner,
@@ -23,7 +25,7 @@ WITH new_runs AS (
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            n.idempotency_key, n.correlation_id, n.parent_id, (SELECT {schema}.clock_now()),
            CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-           (SELECT {schema}.clock_now())
+           (SELECT {schema}.clock_now()), n.config::jsonb, n.config_hash
     FROM new_runs n
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, queue, owner
@@ -54,7 +56,8 @@ RETURNING r.id;
 -- Everything flow.status() reports about one run.
 SELECT id, workflow, version, code_hash, status, output::text AS output, error::text AS error,
        queue, priority, owner, lease_epoch, claims, idempotency_key, correlation_id,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at,
+       config::text AS config, config_hash, replayed_from, forked_from
 FROM {schema}.runs WHERE id = $1;
 
 -- name: run_outcomes

@@ -14,12 +14,13 @@
 -- otherwise a generic plan may scan a partial index of all the owner's runs.
 -- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
-                            started_at, finished_at)
+                            started_at, finished_at, artefact_key, artefact_sha256)
 SELECT c.run_id, c.step_id, c.name, c.kind, c.output::jsonb, c.error::jsonb, c.attempt,
-       c.started_at, now()
+       c.started_at, now(), c.artefact_key, c.artefact_sha256
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::int[], $8::timestamptz[], $9::text[], $10::bigint[])
-     AS c(run_id, step_id, name, kind, output, error, attempt, started_at, owner, epoch)
+            $7::int[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[], $12::text[])
+     AS c(run_id, step_id, name, kind, output, error, attempt, started_at, owner, epoch,
+          artefact_key, artefact_sha256)
 CROSS JOIN LATERAL (
     SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = c.run_id FOR SHARE
 ) AS r
@@ -31,16 +32,18 @@ RETURNING run_id, step_id;
 -- The same fenced insert for a single checkpoint (the idle case): scalar
 -- parameters instead of ten one-element arrays, which costs less to encode.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
-                            started_at, finished_at)
-SELECT $1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, now()
+                            started_at, finished_at, artefact_key, artefact_sha256)
+SELECT $1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, now(), $11, $12
 FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $1 FOR SHARE) AS r
 WHERE r.owner = $9 AND r.lease_epoch = $10 AND r.status = 'running'
 ON CONFLICT (run_id, step_id) DO NOTHING
 RETURNING run_id, step_id;
 
 -- name: load_checkpoints
--- A run's whole history in one query, when a worker takes the run on.
-SELECT step_id, name, kind, output::text AS output, error::text AS error, attempt
+-- A run's whole history in one query, when a worker takes the run on. A NULL output
+-- with an artefact_key lives only in storage (larger than inline_max_bytes).
+SELECT step_id, name, kind, output::text AS output, error::text AS error, attempt,
+       artefact_key, artefact_sha256
 FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
 
 -- name: run_owners
@@ -52,5 +55,5 @@ WHERE id = ANY($1::uuid[]) AND status = 'running';
 -- name: list_steps
 -- flow.steps(): a run's checkpoints with their timings, for people and dashboards.
 SELECT step_id, name, kind, output::text AS output, error::text AS error, attempt,
-       started_at, finished_at
+       started_at, finished_at, artefact_key, artefact_sha256
 FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
