@@ -13,8 +13,10 @@ from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition,
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
+from durableflow.runtime.schedules import leadership_with_schedules
 from durableflow.runtime.worker import Worker
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
+from durableflow.surfaces.scheduling import SchedulingSurface
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
 
@@ -37,7 +39,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface):
+class Flow(RunsSurface, SchedulingSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -93,6 +95,7 @@ class Flow(RunsSurface):
         self._worker = None
         self._results = None
         self._code_hashes = {}
+        self._declared_schedules = {}
 
     def __repr__(self) -> str:
         return (
@@ -267,6 +270,17 @@ class Flow(RunsSurface):
             executor,
             concurrency=concurrency or self.settings.worker_concurrency,
             queues=list(queues),
+            leadership=(
+                leadership_with_schedules(
+                    store,
+                    self.settings,
+                    self.registry,
+                    self.code_hash,
+                    list(self._declared_schedules.values()),
+                )
+                if self.settings.leader_election
+                else None
+            ),
         )
         await worker.start()
         self._worker = worker

@@ -9,10 +9,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from durableflow._store.queues import QueueStore
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import Codec
 from durableflow.errors import (
+    ConfigurationError,
+    DuplicateRun,
     ResultTimeout,
     RunNotFound,
     WorkflowFailed,
@@ -75,6 +78,7 @@ class RunsSurface(FlowCore):
         queue: str | None = None,
         priority: int = 0,
         correlation_id: str | None = None,
+        dedup_key: str | None = None,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -83,8 +87,15 @@ class RunsSurface(FlowCore):
         otherwise it is queued (``queue``, default ``"default"``) for any worker serving
         that queue and this workflow version. Among queued runs, higher ``priority``
         is claimed first, then older. ``correlation_id`` is recorded on the run and
-        available as ``ctx.correlation_id``.
+        available as ``ctx.correlation_id``. With ``dedup_key`` (which needs ``queue``),
+        ``DuplicateRun`` is raised while a run with the same key is queued, running or
+        waiting on that queue.
         """
+        if dedup_key is not None and queue is None:
+            raise ConfigurationError(
+                "dedup_key needs queue=...: a dedup key is unique within one queue",
+                setting="dedup_key",
+            )
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
         if definition.takes_input:
@@ -114,6 +125,8 @@ class RunsSurface(FlowCore):
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
         )
+        if dedup_key is not None:
+            return await self._start_deduplicated(new_run, dedup_key)
         try:
             run_id, created = await store.insert_run(new_run)
         except BaseException:
@@ -121,7 +134,7 @@ class RunsSurface(FlowCore):
                 worker.unreserve()
             raise
         if direct and worker is not None:
-            if created:
+            if created and new_run.owner is not None:
                 worker.spawn(
                     ClaimedRun(
                         id=run_id,
@@ -138,6 +151,22 @@ class RunsSurface(FlowCore):
             else:
                 worker.unreserve()
         return run_id
+
+    async def _start_deduplicated(self, new_run: NewRun, dedup_key: str) -> UUID:
+        """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``)."""
+        queues = QueueStore(await self._connected())
+        for _ in range(3):  # the holder may finish between the insert and the look-up
+            run_id = await queues.insert_dedup_run(new_run, dedup_key)
+            if run_id is not None:
+                return run_id
+            if new_run.idempotency_key is not None:
+                existing = await queues.run_by_idempotency_key(new_run.idempotency_key)
+                if existing is not None:
+                    return existing  # the same start again: the idempotency key wins
+            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key)
+            if holder is not None:
+                raise DuplicateRun(new_run.queue, dedup_key, holder)
+        raise DuplicateRun(new_run.queue, dedup_key, None)
 
     def _resolve_outcome(
         self,
