@@ -91,6 +91,7 @@ class Leadership:
         self._lost_reason = ""
         self._epoch: int | None = None
         self._last_check = 0.0
+        self._resigning = False
         self.worker_id = ""
         self.since: datetime | None = None
         self.add_duty(
@@ -133,15 +134,16 @@ class Leadership:
 
     async def stop(self) -> None:
         """Stop competing; a leader gives the lock back so a standby takes over at once."""
+        was_leading = self._epoch
+        self._resigning = True
+        self._session.on_lost(None)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        was_leading = self._epoch
-        await self._stop_duties()
         self._epoch = None
-        self._session.on_lost(None)
+        await self._stop_duties()
         await self._session.resign(timeout=self._settings.effective_leader_check_timeout)
         if was_leading is not None:
             logger.info(
@@ -200,7 +202,8 @@ class Leadership:
             # the lock on the server if it is still there).
             self._epoch = None
             await self._stop_duties()
-            self._session.drop()
+            if not self._resigning:  # stop() unlocks and closes gracefully instead
+                self._session.drop()
         logger.warning(
             "worker %s is no longer the leader (epoch %d): %s",
             self.worker_id,
