@@ -23,6 +23,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/run_queue_bench.py
 
 acceptance-leader-full:  ## the leader/schedule/queue acceptance tests at the issue's full size
 	DURABLEFLOW_LEADER_ROUNDS=20 DURABLEFLOW_QUEUE_RUNS=200 $(BIN)/pytest \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from uuid import UUID
 
 from durableflow._store.queues import QueueLimits, QueueStore
 from durableflow._store.records import ClaimedRun
@@ -45,6 +46,10 @@ class QueueClaimer:
         self._refresh_every = settings.poll_interval
         self._managed: list[QueueLimits] = []
         self._refreshed_at = float("-inf")
+        # Runs claimed from managed queues, and whether the last managed claim got fewer
+        # runs than it had slots for (a limit, or an empty queue, held it back).
+        self._managed_runs: set[UUID] = set()
+        self._held_back = False
         self._rate_limiter = (
             RedisRateLimiter(
                 settings.redis_url, prefix=settings.redis_key_prefix, schema=store.schema
@@ -90,11 +95,25 @@ class QueueClaimer:
                 rate_in_postgres=self._rate_limiter is None,
             )
             used.update(queue for _, queue in rows)
+            self._managed_runs.update(claimed.id for claimed, _ in rows)
+            self._held_back = len(rows) < free
         finally:
             if self._rate_limiter is not None:
                 for reservation in reservations:
                     await self._rate_limiter.settle(reservation, used[reservation.queue])
         return [claimed for claimed, _ in rows]
+
+    def finished(self, run_id: UUID) -> bool:
+        """A run ended here; True when it held a managed queue's slot that a claim wants.
+
+        The worker then claims again at once instead of at its next poll: finishing a
+        run sends no NOTIFY, so without this a limited queue would wait a poll interval
+        for every slot that frees. Other workers notice within their poll interval.
+        """
+        if run_id not in self._managed_runs:
+            return False
+        self._managed_runs.discard(run_id)
+        return self._held_back
 
     async def close(self) -> None:
         if self._rate_limiter is not None:

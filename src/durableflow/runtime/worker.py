@@ -182,7 +182,8 @@ class Worker:
             self._to_release[claimed.id] = claimed.lease_epoch
         finally:
             self._active.pop(claimed.id, None)
-            if self._backlog and not self._stopping:
+            limited_slot_freed = self._claimer.finished(claimed.id)
+            if (self._backlog or limited_slot_freed) and not self._stopping:
                 self._wake.set()  # the last claim filled every slot: more may be waiting
 
     async def _release_pending(self) -> None:
