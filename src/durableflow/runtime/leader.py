@@ -169,10 +169,11 @@ class Leadership:
                 taken = await self._session.try_take_office(
                     self.worker_id, timeout=self._settings.effective_leader_check_timeout
                 )
-            except DurableFlowError as exc:
+            except Exception as exc:  # the election must outlive any one failure
                 logger.warning(
                     "could not compete for leadership: %s",
                     exc,
+                    exc_info=not isinstance(exc, DurableFlowError),
                     extra={"event": "leader_election_failed", "worker_id": self.worker_id},
                 )
                 continue
@@ -255,7 +256,13 @@ class Leadership:
         )
 
     async def _duty_loop(self, duty: LeaderDuty, epoch: int) -> None:
-        while self._epoch == epoch and self.is_leader:
+        pause = self._settings.effective_leader_check_interval / 4
+        while self._epoch == epoch:
+            if not self.is_leader:
+                # The last check is overdue (a slow event loop, a slow server): act on
+                # nothing until a check succeeds again, or the term ends.
+                await asyncio.sleep(pause)
+                continue
             wait: float | None = duty.interval
             try:
                 wait = await duty.run(epoch)
