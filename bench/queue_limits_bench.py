@@ -16,30 +16,15 @@ import statistics
 import sys
 import time
 
-from durableflow import Flow, FlowContext
+from durableflow_bench import build_flow
+
+from durableflow import Flow
 
 Q = 1000
 LIMIT = 32
 WORKER_CONCURRENCY = 64
 REPEAT = 3
 RESULT_TIMEOUT = 600.0
-
-
-def build_flow(dsn: str) -> Flow:
-    flow = Flow(database_url=dsn, poll_interval=0.01)
-
-    @flow.step()
-    async def step(ctx: FlowContext, x: int) -> int:
-        return x + 1
-
-    @flow.workflow(name="wf", version=1)
-    async def wf(ctx: FlowContext, n: int) -> int:
-        x = 0
-        for _ in range(n):
-            x = await step(ctx, x)
-        return x
-
-    return flow
 
 
 async def through(flow: Flow, queue: str) -> float:
@@ -52,7 +37,7 @@ async def through(flow: Flow, queue: str) -> float:
 
 
 async def run(dsn: str) -> dict[str, object]:
-    flow = build_flow(dsn)
+    flow, _ = build_flow(dsn)
     await flow.migrate()
     try:
         await flow.configure_queue("capped", concurrency=LIMIT)

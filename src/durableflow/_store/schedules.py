@@ -132,19 +132,3 @@ class ScheduleStore:
             )
         assert row is not None
         return FireResult(bool(row["fenced_in"]), int(row["advanced"]), int(row["created"]))
-
-    async def insert_runs(self, ticks: Sequence[TickRun]) -> list[UUID]:
-        """Runs for ticks an operator asked for (trigger, backfill); existing keys skipped."""
-        with translate_errors(self._store.schema, "starting scheduled runs"):
-            rows = await self._store.pool.fetch(
-                self._queries.insert_schedule_run,
-                [t.id for t in ticks],
-                [t.workflow for t in ticks],
-                [t.version for t in ticks],
-                [t.code_hash for t in ticks],
-                [t.input for t in ticks],
-                [t.queue for t in ticks],
-                [t.idempotency_key for t in ticks],
-                self._store.channel,
-            )
-        return [row["id"] for row in rows]

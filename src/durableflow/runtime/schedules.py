@@ -135,31 +135,6 @@ def due_ticks(
     return cron.ticks_between(last_tick, now, CATCH_UP_PER_PASS)
 
 
-@dataclass(frozen=True)
-class DeclaredSchedule:
-    """A ``@flow.scheduled`` declaration, kept on the Flow until a leader saves it."""
-
-    name: str
-    workflow: str
-    version: int
-    cron: str
-    timezone: str
-    queue: str | None
-    catch_up: bool
-
-    def definition(self) -> ScheduleDefinition:
-        return ScheduleDefinition(
-            name=self.name,
-            workflow=self.workflow,
-            version=self.version,
-            cron=self.cron,
-            timezone=self.timezone,
-            context=None,
-            queue=self.queue,
-            catch_up=self.catch_up,
-        )
-
-
 def resolve_version(
     registry: Registry,
     code_hash_of: Callable[[WorkflowDefinition], str],
@@ -184,7 +159,7 @@ class ScheduleDuty:
         schedules: ScheduleStore,
         registry: Registry,
         code_hash_of: Callable[[WorkflowDefinition], str],
-        declared: Sequence[DeclaredSchedule],
+        declared: Sequence[ScheduleDefinition],
         *,
         misfire_grace: float,
     ) -> None:
@@ -199,7 +174,7 @@ class ScheduleDuty:
         """One pass; returns the seconds until the next pass is wanted."""
         if self._synced_epoch != epoch:
             if self._declared:
-                await self._schedules.sync_declared([d.definition() for d in self._declared], epoch)
+                await self._schedules.sync_declared(self._declared, epoch)
             self._synced_epoch = epoch
         rows = await self._schedules.active()
         if not rows:
@@ -263,7 +238,7 @@ def leadership_with_schedules(
     settings: FlowSettings,
     registry: Registry,
     code_hash_of: Callable[[WorkflowDefinition], str],
-    declared: Sequence[DeclaredSchedule],
+    declared: Sequence[ScheduleDefinition],
 ) -> Leadership:
     """A worker's part in the election, with the schedule duty for this code's workflows."""
     leadership = Leadership(store, settings)

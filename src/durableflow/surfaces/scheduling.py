@@ -16,13 +16,14 @@ from uuid import UUID
 
 from durableflow._store.leader import LeaderStore
 from durableflow._store.queues import QueueLimits, QueueStore
-from durableflow._store.schedules import ScheduleDefinition, ScheduleStore, TickRun
+from durableflow._store.records import NewRun
+from durableflow._store.schedules import ScheduleDefinition, ScheduleStore
 from durableflow.engine.ids import uuid7
 from durableflow.engine.registry import WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, ScheduleNotFound
 from durableflow.runtime.leader import LeaderInfo
-from durableflow.runtime.schedules import DeclaredSchedule, parse_cron, tick_input, tick_key
+from durableflow.runtime.schedules import parse_cron, resolve_version, tick_input, tick_key
 from durableflow.surfaces.base import FlowCore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,7 +78,7 @@ def _positive_or_none(name: str, value: int | None, *, minimum: int = 0) -> int 
 class SchedulingSurface(FlowCore):
     """``Flow``'s methods for schedules, queue limits and the leader."""
 
-    _declared_schedules: dict[str, DeclaredSchedule]
+    _declared_schedules: dict[str, ScheduleDefinition]
 
     # -- schedules --------------------------------------------------------------------
 
@@ -123,12 +124,13 @@ class SchedulingSurface(FlowCore):
                     f"schedule {schedule_name!r} is declared twice; give the second one a "
                     "name= of its own"
                 )
-            self._declared_schedules[schedule_name] = DeclaredSchedule(
+            self._declared_schedules[schedule_name] = ScheduleDefinition(
                 name=schedule_name,
                 workflow=definition.name,
                 version=definition.version,
                 cron=cron,
                 timezone=timezone,
+                context=None,
                 queue=queue,
                 catch_up=catch_up,
             )
@@ -254,28 +256,32 @@ class SchedulingSurface(FlowCore):
         return await self._start_ticks(schedule, ticks)
 
     async def _start_ticks(self, schedule: Schedule, ticks: list[datetime]) -> list[UUID]:
-        from durableflow.runtime.schedules import resolve_version
-
+        """Queue a run per tick (operator's request, not the leader's); existing ones skipped."""
         store = await self._connected()
         version, code_hash = resolve_version(
             self.registry, self.code_hash, schedule.workflow, schedule.version
         )
         context_json = json.dumps(schedule.context) if schedule.context is not None else None
-        runs = [
-            TickRun(
-                id=uuid7(),
-                schedule=schedule.name,
-                workflow=schedule.workflow,
-                version=version,
-                code_hash=code_hash,
-                input=tick_input(tick, context_json),
-                queue=schedule.queue or "default",
-                tick=tick,
-                idempotency_key=tick_key(schedule.name, tick),
+        created: list[UUID] = []
+        for tick in ticks:
+            key = tick_key(schedule.name, tick)
+            run_id, new = await store.insert_run(
+                NewRun(
+                    id=uuid7(),
+                    workflow=schedule.workflow,
+                    version=version,
+                    code_hash=code_hash,
+                    input=tick_input(tick, context_json),
+                    queue=schedule.queue or "default",
+                    priority=0,
+                    owner=None,
+                    idempotency_key=key,
+                    correlation_id=key,
+                )
             )
-            for tick in ticks
-        ]
-        return await ScheduleStore(store).insert_runs(runs)
+            if new:
+                created.append(run_id)
+        return created
 
     def _schedule(self, row: Any) -> Schedule:
         next_tick = None

@@ -106,24 +106,3 @@ SELECT (SELECT count(*) FROM fence) AS fenced_in,
        (SELECT count(*) FROM advanced) AS advanced,
        (SELECT count(*) FROM inserted) AS created,
        (SELECT sent FROM notified) AS notified;
-
--- name: insert_schedule_run
--- trigger_schedule() and backfill_schedule(): runs for given ticks, outside the
--- leader (an operator asked). Idempotency keys as for fired ticks, so a backfill
--- never repeats a tick the leader already fired.
-WITH inserted AS (
-    INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
-                               available_at, lease_epoch, claims, idempotency_key,
-                               correlation_id, created_at, updated_at)
-    SELECT t.id, t.workflow, t.version, t.code_hash, 'queued', t.input::jsonb, t.queue, 0,
-           (SELECT {schema}.clock_now()), 0, 0, t.idempotency_key, t.idempotency_key,
-           (SELECT {schema}.clock_now()), (SELECT {schema}.clock_now())
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                $7::text[])
-         AS t(id, workflow, version, code_hash, input, queue, idempotency_key)
-    ON CONFLICT DO NOTHING
-    RETURNING id, queue
-), notified AS (
-    SELECT count(pg_notify($8, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM inserted) AS q
-)
-SELECT i.id FROM inserted AS i, notified;
