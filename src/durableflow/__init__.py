@@ -53,7 +53,9 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.runtime.leader import LeaderInfo
 from durableflow.runtime.worker import Worker
+from durableflow.surfaces.scheduling import QueueInfo, Schedule
 
 __version__ = "0.1.0"
 
@@ -68,13 +70,16 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowSettings",
+    "LeaderInfo",
     "LeaseLost",
     "MigrationLockTimeout",
     "NonDeterminismError",
     "PayloadTooLarge",
+    "QueueInfo",
     "ResultTimeout",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
     "ScheduleNotFound",
     "SchemaError",
     "SchemaStatus",
