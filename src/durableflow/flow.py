@@ -12,8 +12,8 @@ from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
+from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
-from durableflow.runtime.schedules import leadership_with_schedules
 from durableflow.runtime.worker import Worker
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
@@ -271,7 +271,7 @@ class Flow(RunsSurface, SchedulingSurface):
             concurrency=concurrency or self.settings.worker_concurrency,
             queues=list(queues),
             leadership=(
-                leadership_with_schedules(
+                build_leadership(
                     store,
                     self.settings,
                     self.registry,

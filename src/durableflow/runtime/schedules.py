@@ -32,12 +32,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from durableflow._store.schedules import ScheduleDefinition, ScheduleStore, TickRun
-from durableflow._store.store import Store
-from durableflow.config import FlowSettings
 from durableflow.engine.ids import uuid7
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.errors import ConfigurationError, WorkflowNotFound
-from durableflow.runtime.leader import LeaderDuty, Leadership, NotLeader
+from durableflow.runtime.leader import NotLeader
 
 logger = logging.getLogger("durableflow.schedules")
 
@@ -231,23 +229,3 @@ class ScheduleDuty:
             )
             for tick in ticks
         ]
-
-
-def leadership_with_schedules(
-    store: Store,
-    settings: FlowSettings,
-    registry: Registry,
-    code_hash_of: Callable[[WorkflowDefinition], str],
-    declared: Sequence[ScheduleDefinition],
-) -> Leadership:
-    """A worker's part in the election, with the schedule duty for this code's workflows."""
-    leadership = Leadership(store, settings)
-    duty = ScheduleDuty(
-        ScheduleStore(store),
-        registry,
-        code_hash_of,
-        declared,
-        misfire_grace=settings.schedule_misfire_grace,
-    )
-    leadership.add_duty(LeaderDuty(duty.name, duty, interval=MAX_PASS_INTERVAL))
-    return leadership
