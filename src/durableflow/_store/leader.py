@@ -109,19 +109,15 @@ class LeaderSession:
         with translate_errors(self._store.schema, "competing for leadership"):
             connection = await self._connect(timeout)
             try:
-                won = await connection.fetchval(
-                    self._queries.leader_try_lock, self.key, timeout=timeout
-                )
-                if not won:
-                    return None
                 row = await connection.fetchrow(
-                    self._queries.leader_take_office, worker_id, timeout=timeout
+                    self._queries.leader_take_office, worker_id, self.key, timeout=timeout
                 )
             except BaseException:
                 # The lock may be ours without the office: end the session to free it.
                 self.drop()
                 raise
-            assert row is not None
+            if row is None:
+                return None
             return int(row["epoch"]), row["acquired_at"]
 
     async def renew(self, epoch: int, timeout: float) -> bool:

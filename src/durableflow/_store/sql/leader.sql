@@ -2,19 +2,21 @@
 -- The advisory lock key is advisory_key(schema, "leader") (see _store/identifiers.py),
 -- distinct from the migration lock's advisory_key(schema, "migrate").
 
--- name: leader_try_lock
--- Non-blocking attempt at the session advisory lock that makes its holder the leader.
--- Session-scoped: held until unlocked or until the session ends, whatever happens to
--- transactions, so a dead or terminated session always frees it.
-SELECT pg_try_advisory_lock($1);
-
 -- name: leader_take_office
--- Run by the lock holder right after winning the lock: one statement (one transaction)
--- bumps the epoch and records the holder and its backend pid. Every duty write is
--- fenced on this epoch, so a former leader's late writes change nothing.
+-- A non-blocking attempt at the session advisory lock ($2) that makes its holder the
+-- leader, and, if won, in the same statement (one transaction): bump the epoch and
+-- record the holder and its backend pid. Every duty write is fenced on this epoch, so
+-- a former leader's late writes change nothing. The lock is session-scoped: held until
+-- unlocked or until the session ends, whatever happens to transactions, so a dead or
+-- terminated session always frees it (and the caller ends its session if this
+-- statement fails after winning). No row back: someone else holds the lock.
+WITH attempt AS (
+    SELECT pg_try_advisory_lock($2) AS won
+)
 UPDATE {schema}.leader
 SET epoch = epoch + 1, worker_id = $1, backend_pid = pg_backend_pid(),
     acquired_at = (SELECT {schema}.clock_now()), renewed_at = (SELECT {schema}.clock_now())
+WHERE (SELECT won FROM attempt)
 RETURNING epoch, acquired_at;
 
 -- name: leader_renew
