@@ -33,6 +33,7 @@ from durableflow.errors import (
     AuditError,
     ConfigurationError,
     DatabaseError,
+    DuplicateRun,
     DurableFlowError,
     EmbeddedPostgresError,
     GraphError,
@@ -47,6 +48,7 @@ from durableflow.errors import (
     RunActionRefused,
     RunBlocked,
     RunNotFound,
+    ScheduleNotFound,
     SchemaError,
     SerializationError,
     StepFailed,
@@ -59,7 +61,9 @@ from durableflow.errors import (
 )
 from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
 from durableflow.graph import Graph
+from durableflow.runtime.leader import LeaderInfo
 from durableflow.runtime.worker import Worker
+from durableflow.surfaces.scheduling import QueueInfo, Schedule
 
 __version__ = "0.1.0"
 
@@ -69,6 +73,7 @@ __all__ = [
     "AuditError",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateRun",
     "DurableFlowError",
     "EmbeddedPostgresError",
     "Flow",
@@ -77,6 +82,7 @@ __all__ = [
     "Graph",
     "GraphError",
     "InvalidFieldValue",
+    "LeaderInfo",
     "LeaseLost",
     "LineageNode",
     "MigrationLockTimeout",
@@ -84,6 +90,7 @@ __all__ = [
     "PayloadTooLarge",
     "PruneRefused",
     "PruneResult",
+    "QueueInfo",
     "ReplayError",
     "ResultTimeout",
     "RunActionRefused",
@@ -91,6 +98,8 @@ __all__ = [
     "RunEvent",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
     "SchemaError",
     "SchemaStatus",
     "SerializationError",

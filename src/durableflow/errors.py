@@ -13,6 +13,8 @@
     ├── RunActionRefused             an operator action does not apply to the run as it stands
     │   └── PruneRefused             prune of a run that has not finished (or is still read from)
     ├── RunBlocked                   flow.result() of a run blocked for an operator (code changed)
+    ├── DuplicateRun                 flow.start(dedup_key=...) while that key's run is in progress
+    ├── ScheduleNotFound             no schedule with that name in this schema
     ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation
     ├── PayloadTooLarge              a serialised value is over the configured limit
     ├── WorkflowFailed               flow.result() of a run that failed; carries the recorded error
@@ -154,6 +156,35 @@ class RunBlocked(DurableFlowError):
         )
         self.run_id = run_id
         self.error = error
+
+
+class DuplicateRun(DurableFlowError):
+    """``flow.start(..., queue=q, dedup_key=k)`` while a run with key ``k`` is in progress on ``q``.
+
+    "In progress" is queued, running or waiting. ``run_id`` is that run: follow it
+    (``flow.result(exc.run_id)``) instead of starting another, or start again once it
+    has finished. Nothing was written.
+    """
+
+    def __init__(self, queue: str, dedup_key: str, run_id: object) -> None:
+        super().__init__(
+            f"run {run_id} with dedup key {dedup_key!r} is still in progress on queue {queue!r}"
+        )
+        self.queue = queue
+        self.dedup_key = dedup_key
+        self.run_id = run_id
+
+
+class ScheduleNotFound(DurableFlowError):
+    """No schedule with this name exists in this Flow's schema.
+
+    List them with ``flow.list_schedules()``; a ``@flow.scheduled`` declaration is saved
+    by the first leader that runs the declaring code.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
 
 
 class SerializationError(DurableFlowError):

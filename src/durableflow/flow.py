@@ -8,17 +8,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
+from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
+from durableflow.surfaces.scheduling import SchedulingSurface
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
 
@@ -41,7 +44,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
+class Flow(RunsSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -102,6 +105,7 @@ class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
         self._results = None
         self._code_hashes = {}
         self._artefact_service = ArtefactService(lambda: self.settings, storage)
+        self._declared_schedules = {}
 
     def __repr__(self) -> str:
         return (
@@ -272,13 +276,14 @@ class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
         store = await self._connected()
         for definition in self.registry.workflows:
             self.code_hash(definition)
+        artefacts = await self._artefacts()
         executor = RunExecutor(
             store,
             self.registry,
             self.settings,
             self.code_hash,
             self._resolve_outcome,
-            artefacts=await self._artefacts(),
+            artefacts=artefacts,
         )
         worker = Worker(
             store,
@@ -287,6 +292,18 @@ class Flow(RunsSurface, AdminSurface, ArtefactsSurface):
             executor,
             concurrency=concurrency or self.settings.worker_concurrency,
             queues=list(queues),
+            leadership=(
+                build_leadership(
+                    store,
+                    self.settings,
+                    self.registry,
+                    self.code_hash,
+                    list(self._declared_schedules.values()),
+                    retention=lambda: apply_retention(artefacts),
+                )
+                if self.settings.leader_election
+                else None
+            ),
         )
         await worker.start()
         self._worker = worker

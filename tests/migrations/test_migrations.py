@@ -30,7 +30,19 @@ from durableflow._store.migrations import downgrade, head_revision, offline_sql,
 from durableflow._store.models import metadata_for
 
 SCHEMA = "durableflow"
-TABLES = {"runs", "steps", "step_attempts", "workers", "clock", "lineage", "retention"}
+TABLES = {
+    "runs",
+    "steps",
+    "step_attempts",
+    "workers",
+    "clock",
+    "lineage",
+    "retention",
+    "leader",
+    "schedules",
+    "queues",
+    "queue_starts",
+}
 
 
 @pytest_asyncio.fixture

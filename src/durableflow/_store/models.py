@@ -36,6 +36,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
         sa.Column("idempotency_key", sa.Text, unique=True),
+        sa.Column("dedup_key", sa.Text),
         sa.Column("parent_id", UUID(as_uuid=True)),
         sa.Column("correlation_id", sa.Text),
         sa.Column("config_hash", sa.Text),
@@ -87,6 +88,19 @@ def metadata_for(schema: str) -> sa.MetaData:
         ),
         sa.Index(
             "runs_finished_idx", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")
+        ),
+        # -- 0007_leader_queues: dedup keys, executing runs per queue and owner
+        sa.Index(
+            "runs_dedup_idx",
+            "queue",
+            "dedup_key",
+            unique=True,
+            postgresql_where=sa.text(
+                "dedup_key IS NOT NULL AND status IN ('queued', 'running', 'waiting')"
+            ),
+        ),
+        sa.Index(
+            "runs_executing_idx", "queue", "owner", postgresql_where=sa.text("status = 'running'")
         ),
     )
 
@@ -163,6 +177,68 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("workflows", JSONB, nullable=False),
         sa.Column("started_at", timestamp, nullable=False),
         sa.Column("heartbeat_at", timestamp, nullable=False),
+    )
+
+    sa.Table(
+        "leader",
+        metadata,
+        # One row: the fencing token of leader duties and who holds the office.
+        sa.Column("singleton", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("worker_id", sa.Text),
+        sa.Column("backend_pid", sa.Integer),
+        sa.Column("acquired_at", timestamp),
+        sa.Column("renewed_at", timestamp),
+        sa.CheckConstraint("singleton", name="leader_singleton_check"),
+    )
+
+    sa.Table(
+        "schedules",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("workflow", sa.Text, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("cron", sa.Text, nullable=False),
+        sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+        sa.Column("context", JSONB),
+        sa.Column("queue", sa.Text),
+        sa.Column("catch_up", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("declared", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("last_tick", timestamp),
+        sa.Column("fired_epoch", sa.BigInteger),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Column("updated_at", timestamp, nullable=False),
+    )
+
+    sa.Table(
+        "queues",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("concurrency", sa.Integer),
+        sa.Column("worker_concurrency", sa.Integer),
+        sa.Column("rate_limit_count", sa.Integer),
+        sa.Column("rate_limit_seconds", sa.Float),
+        sa.Column("priority_aging", sa.Float),
+        sa.Column("updated_at", timestamp, nullable=False),
+        sa.CheckConstraint(
+            "(concurrency IS NULL OR concurrency >= 0) "
+            "AND (worker_concurrency IS NULL OR worker_concurrency >= 0) "
+            "AND ((rate_limit_count IS NULL AND rate_limit_seconds IS NULL) "
+            "OR (rate_limit_count >= 1 AND rate_limit_seconds > 0)) "
+            "AND (priority_aging IS NULL OR priority_aging > 0)",
+            name="queues_limits_check",
+        ),
+    )
+
+    sa.Table(
+        "queue_starts",
+        metadata,
+        # Sliding-window log of starts of rate-limited queues (rate limits kept in Postgres).
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("queue", sa.Text, nullable=False),
+        sa.Column("started_at", timestamp, nullable=False),
+        sa.Index("queue_starts_window_idx", "queue", "started_at"),
     )
 
     sa.Table(

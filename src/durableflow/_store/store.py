@@ -194,7 +194,10 @@ class Store:
                     self.queries.insert_runs, *columns, self.channel, *configs
                 )
             )
-        created = {row["id"] for row in rows}
+        created = {row["id"]: row["owner"] for row in rows}
+        for r in runs:
+            if r.owner is not None and r.id in created and created[r.id] is None:
+                r.owner = None  # its queue is managed: queued for a claim instead
         return [r.id if r.id in created else None for r in runs]
 
     async def finish_run(self, outcome: Outcome) -> bool:
@@ -348,10 +351,6 @@ class Store:
     async def deregister_worker(self, worker_id: str) -> None:
         with translate_errors(self.schema, "deregistering the worker"):
             await self.pool.execute(self.queries.deregister_worker, worker_id)
-
-    async def forget_dead_workers(self, older_than: float) -> None:
-        with translate_errors(self.schema, "forgetting dead workers"):
-            await self.pool.execute(self.queries.forget_dead_workers, older_than)
 
     async def move_clock(self, seconds: float) -> float:
         """Shift ``clock_now()`` for every connection (tests)."""

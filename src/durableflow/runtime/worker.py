@@ -4,8 +4,10 @@ A worker registers a row in ``workers`` and heartbeats it. Its claim loop takes
 queued runs with ``FOR UPDATE SKIP LOCKED`` when woken by NOTIFY, when a slot frees
 after a full claim, or every ``poll_interval`` (so a lost NOTIFY only costs time).
 Every poll it also takes over runs whose owner's heartbeat is older than the lease
-TTL: recovery needs no leader. Shutdown stops claiming, gives in-flight runs
-``shutdown_grace`` seconds, then cancels and releases what is left.
+TTL: recovery needs no leader. Claims respect queue limits (``runtime/queues.py``).
+A worker may also compete to lead the schema (``runtime/leader.py``). Shutdown stops
+claiming, gives in-flight runs ``shutdown_grace`` seconds, then cancels and releases
+what is left.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from durableflow.engine.registry import Registry
 from durableflow.errors import DurableFlowError
 from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
+from durableflow.runtime.leader import Leadership
 from durableflow.runtime.queue_metrics import sample_queues
+from durableflow.runtime.queues import QueueClaimer
 
 logger = logging.getLogger("durableflow.worker")
 
@@ -45,6 +49,7 @@ class Worker:
         *,
         concurrency: int,
         queues: list[str],
+        leadership: Leadership | None = None,
     ) -> None:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self.concurrency = concurrency
@@ -63,6 +68,8 @@ class Worker:
         self._to_release: dict[UUID, int] = {}
         self._backlog = False
         self.workflow_keys = [(d.name, d.version) for d in registry.workflows]
+        self.leadership = leadership
+        self._claimer = QueueClaimer(store, settings, self.id, queues, self.workflow_keys)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -83,6 +90,8 @@ class Worker:
                 name=f"durableflow-queue-metrics-{self.id}",
             ),
         ]
+        if self.leadership is not None:
+            await self.leadership.start(self.id)
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
@@ -111,6 +120,8 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
+        if self.leadership is not None:
+            await self.leadership.stop()  # first, so a standby takes the duties over now
         grace = self._settings.shutdown_grace if grace is None else grace
         tasks = [task for task, _ in self._active.values()]
         if tasks:
@@ -123,6 +134,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._release_pending()
+        await self._claimer.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -181,7 +193,8 @@ class Worker:
             self._to_release[claimed.id] = claimed.lease_epoch
         finally:
             self._active.pop(claimed.id, None)
-            if self._backlog and not self._stopping:
+            limited_slot_freed = self._claimer.finished(claimed.id)
+            if (self._backlog or limited_slot_freed) and not self._stopping:
                 self._wake.set()  # the last claim filled every slot: more may be waiting
 
     async def _release_pending(self) -> None:
@@ -239,9 +252,7 @@ class Worker:
                         self.spawn(claimed)
                     free = self.free_slots()
                 if free > 0 and not self._stopping:
-                    claimed_runs = await self._store.claim_runs(
-                        self.id, self.queues, self.workflow_keys, free
-                    )
+                    claimed_runs = await self._claimer.claim(free)
                     for claimed in claimed_runs:
                         self.spawn(claimed)
                     record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
@@ -265,16 +276,12 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_interval
-        beats = 0
         while True:
             await asyncio.sleep(interval)
             try:
                 if not await self._store.heartbeat(self.id):
                     await self._register()  # our row was removed as dead: announce again
                 await self._release_pending()
-                beats += 1
-                if beats % 30 == 0:
-                    await self._store.forget_dead_workers(self._settings.lease_ttl * 20)
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
             except DurableFlowError as exc:

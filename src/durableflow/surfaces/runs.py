@@ -9,11 +9,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from durableflow._store.queues import QueueStore
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow.artefacts.values import config_to_json
 from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import Codec
 from durableflow.errors import (
+    ConfigurationError,
+    DuplicateRun,
     ResultTimeout,
     RunBlocked,
     RunNotFound,
@@ -86,6 +89,7 @@ class RunsSurface(FlowCore):
         priority: int = 0,
         correlation_id: str | None = None,
         config: Any = None,
+        dedup_key: str | None = None,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -97,7 +101,14 @@ class RunsSurface(FlowCore):
         available as ``ctx.correlation_id``. ``config`` (a pydantic model or a dict) is
         the run's configuration: available as ``ctx.config``, its sha256 recorded on
         the run and in every sidecar (``InvalidFieldValue`` if it is not plain JSON).
+        With ``dedup_key`` (which needs ``queue``), ``DuplicateRun`` is raised while a run
+        with the same key is queued, running or waiting on that queue.
         """
+        if dedup_key is not None and queue is None:
+            raise ConfigurationError(
+                "dedup_key needs queue=...: a dedup key is unique within one queue",
+                setting="dedup_key",
+            )
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
         if definition.takes_input:
@@ -130,6 +141,10 @@ class RunsSurface(FlowCore):
             config=config_json,
             config_hash=config_hash,
         )
+        if dedup_key is not None:
+            run_id = await self._start_deduplicated(new_run, dedup_key)
+            record_run_started(definition.name)
+            return run_id
         try:
             run_id, created = await store.insert_run(new_run)
         except BaseException:
@@ -139,7 +154,7 @@ class RunsSurface(FlowCore):
         if created:
             record_run_started(definition.name)
         if direct and worker is not None:
-            if created:
+            if created and new_run.owner is not None:
                 worker.spawn(
                     ClaimedRun(
                         id=run_id,
@@ -158,6 +173,22 @@ class RunsSurface(FlowCore):
             else:
                 worker.unreserve()
         return run_id
+
+    async def _start_deduplicated(self, new_run: NewRun, dedup_key: str) -> UUID:
+        """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``)."""
+        queues = QueueStore(await self._connected())
+        for _ in range(3):  # the holder may finish between the insert and the look-up
+            run_id = await queues.insert_dedup_run(new_run, dedup_key)
+            if run_id is not None:
+                return run_id
+            if new_run.idempotency_key is not None:
+                existing = await queues.run_by_idempotency_key(new_run.idempotency_key)
+                if existing is not None:
+                    return existing  # the same start again: the idempotency key wins
+            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key)
+            if holder is not None:
+                raise DuplicateRun(new_run.queue, dedup_key, holder)
+        raise DuplicateRun(new_run.queue, dedup_key, None)
 
     def _resolve_outcome(
         self,

@@ -6,11 +6,23 @@
 -- bumping lease_epoch fences off any earlier owner. A run claimed for the first
 -- time (claims = 1) has no history: only an owner can write checkpoints. `waited`
 -- (updated_at is now the claim time) feeds the claim-latency metric.
+-- Managed queues (with limits or priority aging, see queues.sql) are left out here and
+-- claimed by claim_managed_runs: the ARRAY(...) is an init plan evaluated once per
+-- statement (one primary-key probe of the small queues table per served queue), so
+-- the claim stays an index range scan over the unmanaged queues' runs, O(log n + k),
+-- whatever order the index serves; and a worker whose view of the limits is stale can
+-- never bypass a limit through this statement.
 WITH candidates AS (
     SELECT r.id
     FROM {schema}.runs AS r
     WHERE r.status = 'queued'
-      AND r.queue = ANY($2::text[])
+      AND r.queue = ANY(ARRAY(
+          SELECT x.name FROM unnest($2::text[]) AS x(name)
+          WHERE NOT EXISTS (
+              SELECT 1 FROM {schema}.queues AS q
+              WHERE q.name = x.name
+                AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                     OR q.rate_limit_count IS NOT NULL OR q.priority_aging IS NOT NULL))))
       AND r.available_at <= (SELECT {schema}.clock_now())
       AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
     ORDER BY r.priority DESC, r.available_at, r.id

@@ -6,8 +6,18 @@
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
 -- at once; the others are queued and a NOTIFY per queue wakes idle workers.
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
+-- A run meant to start on its worker at once is queued instead when its queue is
+-- managed (limits, see queues.sql): only claims may start those; the caller sees
+-- the owner it got.
 WITH new_runs AS (
-    SELECT *
+    SELECT n.id, n.workflow, n.version, n.code_hash, n.input, n.queue, n.priority,
+           CASE WHEN n.owner IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM {schema}.queues AS q
+                    WHERE q.name = n.queue
+                      AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                           OR q.rate_limit_count IS NOT NULL OR q.priority_aging IS NOT NULL))
+                THEN n.owner END AS owner,
+           n.idempotency_key, n.correlation_id, n.parent_id, n.config, n.config_hash
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
                 $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[], $13::text[],
                 $14::text[])
@@ -33,7 +43,7 @@ WITH new_runs AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
     FROM (SELECT DISTINCT queue FROM inserted WHERE owner IS NULL) AS q
 )
-SELECT i.id FROM inserted AS i, notified;
+SELECT i.id, i.owner FROM inserted AS i, notified;
 
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.
