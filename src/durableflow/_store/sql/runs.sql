@@ -40,14 +40,26 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- name: finish_runs
 -- Records the outcome of a batch of runs (or 'blocked': left for an operator).
 -- Fenced like a checkpoint: only the current owner at the current epoch can
--- finish a run; others update nothing.
+-- finish a run; others update nothing. Each run is locked by primary key first and
+-- compared after (see checkpoint_steps in steps.sql): comparing in the UPDATE's own
+-- WHERE would let the planner scan runs_running_idx, every running run, whenever
+-- statistics say few are running.
+WITH owned AS (
+    SELECT f.*
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+         AS f(id, status, output, error, owner, epoch)
+    CROSS JOIN LATERAL (
+        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = f.id
+        OFFSET 0 FOR NO KEY UPDATE
+    ) AS r
+    WHERE r.owner = f.owner AND r.lease_epoch = f.epoch AND r.status = 'running'
+)
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
     finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
     updated_at = (SELECT {schema}.clock_now())
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-     AS f(id, status, output, error, owner, epoch)
-WHERE r.id = f.id AND r.owner = f.owner AND r.lease_epoch = f.epoch AND r.status = 'running'
+FROM owned AS f
+WHERE r.id = f.id
 RETURNING r.id;
 
 -- name: get_run
