@@ -4,6 +4,8 @@
   finish_runs, release_runs) reaches the run through the primary key, with 10,000
   runs running elsewhere, whatever the statistics say: never analysed, analysed
   while none was running (the plan that scanned every running run), and analysed.
+* A claim at 100,000 queued reads about LIMIT rows of the claim index and sorts at
+  most LIMIT rows per queue, never the backlog.
 
 Both the generic plan (what a prepared statement settles on after five executions)
 and a custom plan are checked. Autovacuum is off for ``runs`` so that the statistics
@@ -205,3 +207,47 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
         queries.finish_runs, [MINE, other], ["succeeded"] * 2, ["1"] * 2, [None] * 2, [ME] * 2, [1, 1]
     )
     assert finished == []  # MINE was released (queued, no owner): nothing is ours now
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+async def insert_backlog(conn: asyncpg.Connection) -> None:
+    """100,000 queued runs in 'default' (several priorities) and 100 in 'other'."""
+    await conn.execute(
+        """
+        INSERT INTO durableflow.runs (id, workflow, version, status, queue, priority,
+                                      available_at, created_at, updated_at)
+        SELECT gen_random_uuid(), 'wf', 1, 'queued', q.queue, g % 3,
+               now() - make_interval(secs => g), now(), now()
+        FROM (VALUES ('default', $1::int), ('other', 100)) AS q(queue, size),
+             generate_series(1, q.size) AS g
+        """,
+        BACKLOG,
+    )
+
+
+@pytest.mark.parametrize("analysed", [False, True], ids=["never-analysed", "analysed"])
+async def test_a_claim_reads_its_limit_not_the_backlog_at_100k_queued(
+    connection: asyncpg.Connection, queries: Queries, analysed: bool
+) -> None:
+    await insert_backlog(connection)
+    if analysed:
+        await connection.execute("ANALYZE durableflow.runs")
+    for queues, limit in ((["default"], 1), (["default"], 32), (["default", "other"], 32)):
+        args = [ME, queues, ["wf"], [1], limit]
+        for generic in (True, False):
+            plan = await explain(connection, queries.claim_runs, args, generic=generic, analyze=True)
+            what = f"{queues} limit {limit}, {'generic' if generic else 'custom'} plan"
+            assert plan["Actual Rows"] == limit, f"{what}: claimed {plan['Actual Rows']}"
+            for node in nodes(plan):
+                rows_in = node["Actual Rows"] * node["Actual Loops"]
+                if node.get("Index Name") == "runs_claim_order_idx":
+                    assert node["Actual Rows"] <= limit, f"{what}: read {node['Actual Rows']}"
+                if node["Node Type"] == "Sort":
+                    sorted_rows = sum(c["Actual Rows"] * c["Actual Loops"] for c in node["Plans"])
+                    assert sorted_rows <= limit * len(queues), f"{what}: sorted {sorted_rows}"
+                assert not (
+                    node.get("Relation Name") == "runs" and node["Node Type"] == "Seq Scan"
+                ), f"{what}: scans every run ({rows_in} rows)"
+            assert "runs_claim_order_idx" in runs_accesses(plan), what

@@ -44,11 +44,14 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("finished_at", timestamp),
         sa.Column("updated_at", timestamp, nullable=False),
         sa.CheckConstraint(f"status IN ({status_list})", name="runs_status_check"),
+        # In the claim's exact order (claim_runs), so a claim reads LIMIT rows of its
+        # queue however long the backlog is, instead of sorting all of it.
         sa.Index(
-            "runs_claimable_idx",
+            "runs_claim_order_idx",
             "queue",
-            "priority",
+            sa.text("priority DESC"),
             "available_at",
+            "id",
             postgresql_where=sa.text("status = 'queued'"),
         ),
         sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),

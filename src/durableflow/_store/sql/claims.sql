@@ -1,26 +1,52 @@
 -- Claims: how workers take runs, give them back, and recover those of dead workers.
 
 -- name: claim_runs
--- Takes up to $5 queued, due runs of the queues and workflow versions this worker
--- serves. SKIP LOCKED lets many workers claim at once without blocking each other;
--- bumping lease_epoch fences off any earlier owner. A run claimed for the first
--- time (claims = 1) has no history: only an owner can write checkpoints.
+-- Takes up to $5 queued runs of the queues and workflow versions this worker
+-- serves, highest priority first, then oldest. SKIP LOCKED lets many workers claim
+-- at once without blocking each other; bumping lease_epoch fences off any earlier
+-- owner. A run claimed for the first time (claims = 1) has no history: only an
+-- owner can write checkpoints.
+--
+-- Cost must not grow with the backlog, so each queue is read on its own (LATERAL),
+-- with ORDER BY matching runs_claim_order_idx (queue, priority DESC, available_at,
+-- id) WHERE status = 'queued': the index scan stops after LIMIT rows instead of
+-- sorting every queued run. (With `queue = ANY(...)` over several queues the index
+-- cannot deliver one global order and Postgres sorts the whole backlog.) Only the
+-- at most $5 rows per queue are then merged and sorted. Per-queue limits (queue
+-- concurrency) belong in that per-queue LIMIT.
+--
+-- Queued runs are due: runs with a later start, a timer or a wait are 'waiting'
+-- until their wake-up makes them queued, so `available_at <= now` filters nothing
+-- in practice; it stays as a guard and costs nothing in the index scan.
+--
+-- Runs locked in one queue but cut by the outer LIMIT are skipped by concurrent
+-- claimers until this statement commits; with one queue (the usual case) nothing
+-- is over-locked.
+--
+-- The UPDATE finds the candidates by `id = ANY(ARRAY(...))`: a join on the CTE
+-- would be planned for the generic plan's guess of the LIMIT (a tenth of the table)
+-- as a hash join over a scan of every run.
 WITH candidates AS (
-    SELECT r.id
-    FROM {schema}.runs AS r
-    WHERE r.status = 'queued'
-      AND r.queue = ANY($2::text[])
-      AND r.available_at <= (SELECT {schema}.clock_now())
-      AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
-    ORDER BY r.priority DESC, r.available_at, r.id
+    SELECT c.id
+    FROM unnest($2::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.priority, r.available_at
+        FROM {schema}.runs AS r
+        WHERE r.status = 'queued'
+          AND r.queue = q.queue
+          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
+        ORDER BY r.priority DESC, r.available_at, r.id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.available_at, c.id
     LIMIT $5
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.runs AS r
 SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
     started_at = coalesce(r.started_at, (SELECT {schema}.clock_now())), updated_at = (SELECT {schema}.clock_now())
-FROM candidates AS c
-WHERE r.id = c.id
+WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims;
 
