@@ -73,6 +73,46 @@ async def _write_checkpoints(
     return rows
 
 
+async def _insert_new_runs(
+    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
+) -> set[UUID]:
+    """Insert ``runs``; returns the ids actually created (an existing key wins)."""
+    if len(runs) == 1:  # a single start: scalar parameters, one clock read
+        r = runs[0]
+        rows = await connection.fetch(
+            queries.insert_run,
+            r.id,
+            r.workflow,
+            r.version,
+            r.code_hash,
+            r.input,
+            r.queue,
+            r.priority,
+            r.owner,
+            r.idempotency_key,
+            r.correlation_id,
+            r.parent_id,
+            channel,
+        )
+    else:
+        rows = await connection.fetch(
+            queries.insert_runs,
+            [r.id for r in runs],
+            [r.workflow for r in runs],
+            [r.version for r in runs],
+            [r.code_hash for r in runs],
+            [r.input for r in runs],
+            [r.queue for r in runs],
+            [r.priority for r in runs],
+            [r.owner for r in runs],
+            [r.idempotency_key for r in runs],
+            [r.correlation_id for r in runs],
+            [r.parent_id for r in runs],
+            channel,
+        )
+    return {row["id"] for row in rows}
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool connections keep their session as it is between uses.
 
@@ -170,26 +210,10 @@ class Store:
         return rows[0]["id"], False
 
     async def _flush_new_runs(self, runs: Sequence[NewRun]) -> list[UUID | None]:
-        columns = (
-            [r.id for r in runs],
-            [r.workflow for r in runs],
-            [r.version for r in runs],
-            [r.code_hash for r in runs],
-            [r.input for r in runs],
-            [r.queue for r in runs],
-            [r.priority for r in runs],
-            [r.owner for r in runs],
-            [r.idempotency_key for r in runs],
-            [r.correlation_id for r in runs],
-            [r.parent_id for r in runs],
-        )
         with translate_errors(self.schema, "starting runs"):
-            rows = await self._writers.run(
-                lambda connection: connection.fetch(
-                    self.queries.insert_runs, *columns, self.channel
-                )
+            created = await self._writers.run(
+                lambda connection: _insert_new_runs(connection, self.queries, runs, self.channel)
             )
-        created = {row["id"] for row in rows}
         return [r.id if r.id in created else None for r in runs]
 
     async def finish_run(self, outcome: Outcome) -> bool:

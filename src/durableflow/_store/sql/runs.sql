@@ -33,6 +33,30 @@ WITH new_runs AS (
 )
 SELECT i.id FROM inserted AS i, notified;
 
+-- name: insert_run
+-- One run, the common case of flow.start(): the insert_runs statement for a single
+-- row, with scalar parameters (no arrays to encode and unnest) and one read of the
+-- clock, which is a plpgsql call (OFFSET 0 keeps the planner from copying the call
+-- into each of the four columns that use it). NOTIFY only for a queued run.
+-- No row back means the idempotency key existed; the caller looks the run up.
+WITH inserted AS (
+    INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
+                               available_at, owner, lease_epoch, claims, idempotency_key,
+                               correlation_id, parent_id, created_at, started_at, updated_at)
+    SELECT $1, $2, $3, $4, CASE WHEN $8::text IS NULL THEN 'queued' ELSE 'running' END,
+           $5::jsonb, $6, $7, clock.now, $8,
+           CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END,
+           $9, $10, $11, clock.now,
+           CASE WHEN $8::text IS NULL THEN NULL ELSE clock.now END,
+           clock.now
+    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, queue, owner
+)
+SELECT id, CASE WHEN owner IS NULL THEN pg_notify($12, queue) END AS notified
+FROM inserted;
+
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.
 SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::text[]);
