@@ -31,6 +31,8 @@ ELSEWHERE = "worker-elsewhere"
 MINE = UUID("00000000-0000-7000-8000-000000000001")
 RUNNING_ELSEWHERE = 10_000
 BACKLOG = 100_000
+# Scans of a table that use no index (a Bitmap Heap Scan's child names its index).
+PLAIN_SCANS = {"Seq Scan", "Tid Scan", "Tid Range Scan", "Sample Scan"}
 
 
 @pytest_asyncio.fixture
@@ -88,9 +90,8 @@ def runs_accesses(plan: dict[str, Any]) -> list[str]:
     for node in nodes(plan):
         if "Index Name" in node:
             accesses.append(node["Index Name"])
-        elif node.get("Relation Name") == "runs" and "Scan" in node["Node Type"]:
-            if node["Node Type"] != "Bitmap Heap Scan":  # its Bitmap Index Scan says how
-                accesses.append(node["Node Type"])
+        elif node.get("Relation Name") == "runs" and node["Node Type"] in PLAIN_SCANS:
+            accesses.append(node["Node Type"])
     return accesses
 
 
@@ -200,12 +201,10 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
     assert [row["run_id"] for row in written] == [MINE]
     released = await connection.fetch(queries.release_runs, ME, [other, MINE], [1, 1])
     assert [row["id"] for row in released] == [MINE]
-    assert await connection.fetchval(
-        "SELECT status FROM durableflow.runs WHERE id = $1", other
-    ) == ("running")
-    finished = await connection.fetch(
-        queries.finish_runs, [MINE, other], ["succeeded"] * 2, ["1"] * 2, [None] * 2, [ME] * 2, [1, 1]
-    )
+    status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", other)
+    assert status == "running"
+    outcome = [["succeeded"] * 2, ["1"] * 2, [None] * 2, [ME] * 2, [1, 1]]
+    finished = await connection.fetch(queries.finish_runs, [MINE, other], *outcome)
     assert finished == []  # MINE was released (queued, no owner): nothing is ours now
 
 
@@ -237,7 +236,9 @@ async def test_a_claim_reads_its_limit_not_the_backlog_at_100k_queued(
     for queues, limit in ((["default"], 1), (["default"], 32), (["default", "other"], 32)):
         args = [ME, queues, ["wf"], [1], limit]
         for generic in (True, False):
-            plan = await explain(connection, queries.claim_runs, args, generic=generic, analyze=True)
+            plan = await explain(
+                connection, queries.claim_runs, args, generic=generic, analyze=True
+            )
             what = f"{queues} limit {limit}, {'generic' if generic else 'custom'} plan"
             assert plan["Actual Rows"] == limit, f"{what}: claimed {plan['Actual Rows']}"
             for node in nodes(plan):

@@ -159,6 +159,11 @@ class Store:
                     reset=_keep_session,
                 )
 
+    async def open_writers(self) -> None:
+        """Open the group-commit connections now, not on a worker's first writes."""
+        with translate_errors(self.schema, "connecting"):
+            await self._writers.open()
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:

@@ -3,9 +3,10 @@
 Hot-path writes (new runs, checkpoints, outcomes) go through here instead of
 ``pool.fetch``: taking a ready connection from a queue costs a few microseconds,
 where a pool acquire/release costs tens, which matters when a checkpoint's round
-trip is a fifth of a millisecond. Connections are opened on first use; one that
-fails below the SQL level (dropped socket, cancelled mid-statement) is discarded
-and reopened by the next flush.
+trip is a fifth of a millisecond. Connections are opened on first use, or all at
+once by ``open()`` (a worker calls it when it starts, so its first runs do not wait
+for connections); one that fails below the SQL level (dropped socket, cancelled
+mid-statement) is discarded and reopened by the next flush.
 """
 
 from __future__ import annotations
@@ -32,13 +33,41 @@ class WriterConnections:
             self._slots.put_nowait(None)
         self._closed = False
 
+    async def open(self) -> None:
+        """Open the connection of every idle slot now, concurrently.
+
+        A slot whose connection fails to open stays empty (a flush opens it later) and
+        the first failure is raised.
+        """
+        idle: list[asyncpg.Connection | None] = []
+        while not self._slots.empty():
+            idle.append(self._slots.get_nowait())
+        ready = [c for c in idle if c is not None and not c.is_closed()]
+        missing = len(idle) - len(ready)
+        try:
+            results = await asyncio.gather(
+                *(self._connect() for _ in range(missing)), return_exceptions=True
+            )
+        except BaseException:  # cancelled: give the slots back empty
+            ready += [None] * missing
+            raise
+        else:
+            failures = [r for r in results if isinstance(r, BaseException)]
+            ready += [r if not isinstance(r, BaseException) else None for r in results]
+            if failures:
+                raise failures[0]
+        finally:
+            for connection in ready:
+                self._slots.put_nowait(connection)
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self._database_url, server_settings=SERVER_SETTINGS)
+
     async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         connection = await self._slots.get()
         try:
             if connection is None or connection.is_closed():
-                connection = await asyncpg.connect(
-                    self._database_url, server_settings=SERVER_SETTINGS
-                )
+                connection = await self._connect()
             return await operation(connection)
         except asyncpg.PostgresError:
             raise  # the server refused the statement; the connection itself is fine

@@ -78,3 +78,29 @@ async def test_runs_are_claimed_by_priority_then_age_across_queues(database_url:
             for run_id in ids:
                 await client.result(run_id, timeout=10)
     assert order == ["high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2"]
+
+
+async def test_a_worker_opens_its_writer_connections_when_it_starts(database_url: str) -> None:
+    flow = Flow(database_url=database_url, pool_min_size=1)
+
+    @flow.workflow(name="noop", version=1)
+    async def noop(ctx: FlowContext) -> None:
+        return None
+
+    async def backends() -> int:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'durableflow'"
+                )
+            )
+        finally:
+            await connection.close()
+
+    async with flow:
+        before = await backends()
+        async with flow.worker(concurrency=4):
+            # The pool's one connection, and four writers opened before any run needs them.
+            assert await backends() == before + 4
