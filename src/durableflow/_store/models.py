@@ -35,7 +35,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("owner", sa.Text),
         sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("idempotency_key", sa.Text, unique=True),
+        sa.Column("idempotency_key", sa.Text),
         sa.Column("parent_id", UUID(as_uuid=True)),
         sa.Column("correlation_id", sa.Text),
         sa.Column("config_hash", sa.Text),
@@ -55,6 +55,14 @@ def metadata_for(schema: str) -> sa.MetaData:
             postgresql_where=sa.text("status = 'queued'"),
         ),
         sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
+        # Only runs that have a key: every version of a run without one (its start,
+        # claim and finish) would otherwise add a NULL entry to this index.
+        sa.Index(
+            "runs_idempotency_key_idx",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     sa.Table(

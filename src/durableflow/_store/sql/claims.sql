@@ -78,21 +78,12 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).
 -- Fenced: only runs still owned by this worker at the given epochs are released.
--- Each run is locked by primary key first and compared after (see checkpoint_steps
--- in steps.sql): comparing in the UPDATE's own WHERE would let the planner scan
--- runs_running_idx, every running run, whenever statistics say few are running.
-WITH owned AS (
-    SELECT x.id
-    FROM unnest($2::uuid[], $3::bigint[]) AS x(id, epoch)
-    CROSS JOIN LATERAL (
-        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = x.id
-        OFFSET 0 FOR NO KEY UPDATE
-    ) AS r
-    WHERE r.owner = $1 AND r.lease_epoch = x.epoch AND r.status = 'running'
-)
+-- Compared with IS NOT DISTINCT FROM so that only the primary key can find the rows
+-- (see finish_runs in runs.sql).
 UPDATE {schema}.runs AS r
 SET status = 'queued', owner = NULL, available_at = (SELECT {schema}.clock_now()),
     updated_at = (SELECT {schema}.clock_now())
-FROM owned
-WHERE r.id = owned.id
+FROM unnest($2::uuid[], $3::bigint[]) AS x(id, epoch)
+WHERE r.id = x.id
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')
 RETURNING r.id;

@@ -6,6 +6,7 @@
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
 -- at once; the others are queued and a NOTIFY per queue wakes idle workers.
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
+-- (The key's unique index holds only runs that have a key, hence the WHERE.)
 WITH new_runs AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
@@ -25,7 +26,7 @@ WITH new_runs AS (
            CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
            (SELECT {schema}.clock_now())
     FROM new_runs n
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, owner
 ), notified AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
@@ -51,7 +52,7 @@ WITH inserted AS (
            CASE WHEN $8::text IS NULL THEN NULL ELSE clock.now END,
            clock.now
     FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, owner
 )
 SELECT id, CASE WHEN owner IS NULL THEN pg_notify($12, queue) END AS notified
@@ -64,26 +65,21 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- name: finish_runs
 -- Records the outcome of a batch of runs (or 'blocked': left for an operator).
 -- Fenced like a checkpoint: only the current owner at the current epoch can
--- finish a run; others update nothing. Each run is locked by primary key first and
--- compared after (see checkpoint_steps in steps.sql): comparing in the UPDATE's own
--- WHERE would let the planner scan runs_running_idx, every running run, whenever
--- statistics say few are running.
-WITH owned AS (
-    SELECT f.*
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-         AS f(id, status, output, error, owner, epoch)
-    CROSS JOIN LATERAL (
-        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = f.id
-        OFFSET 0 FOR NO KEY UPDATE
-    ) AS r
-    WHERE r.owner = f.owner AND r.lease_epoch = f.epoch AND r.status = 'running'
-)
+-- finish a run; others update nothing. The UPDATE locks the row and re-checks its
+-- WHERE on the latest row version, so the comparison may stay in the WHERE; but it
+-- is written with IS NOT DISTINCT FROM, which no index can serve: with `r.status =
+-- 'running'` the planner may reach the rows through runs_running_idx, every running
+-- run, whenever statistics say few are running (see checkpoint_steps). Only the
+-- primary key finds the row. None of the compared values is ever NULL on our side,
+-- so IS NOT DISTINCT FROM means `=` here.
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
     finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
     updated_at = (SELECT {schema}.clock_now())
-FROM owned AS f
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+     AS f(id, status, output, error, owner, epoch)
 WHERE r.id = f.id
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
 RETURNING r.id;
 
 -- name: get_run
