@@ -252,3 +252,17 @@ async def test_a_claim_reads_its_limit_not_the_backlog_at_100k_queued(
                     node.get("Relation Name") == "runs" and node["Node Type"] == "Seq Scan"
                 ), f"{what}: scans every run ({rows_in} rows)"
             assert "runs_claim_order_idx" in runs_accesses(plan), what
+
+
+async def test_a_claim_skips_the_flush_wait_for_its_own_transaction_only(
+    connection: asyncpg.Connection, queries: Queries
+) -> None:
+    await insert_backlog(connection)
+    # A pooled connection goes on to run statements that must commit durably.
+    claimed = await connection.fetch(queries.claim_runs, ME, ["default"], ["wf"], [1], 2)
+    assert len(claimed) == 2
+    assert await connection.fetchval("SHOW synchronous_commit") == "on"
+    async with connection.transaction():
+        await connection.fetch(queries.claim_runs, ME, ["default"], ["wf"], [1], 1)
+        assert await connection.fetchval("SHOW synchronous_commit") == "off"
+    assert await connection.fetchval("SHOW synchronous_commit") == "on"
