@@ -135,7 +135,11 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
-        self._writers = WriterConnections(database_url, size=min(4, max_size))
+        self._writers = WriterConnections(
+            database_url,
+            size=min(4, max_size),
+            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+        )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
