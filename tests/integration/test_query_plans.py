@@ -117,35 +117,39 @@ async def insert_running_runs(conn: asyncpg.Connection, status: str) -> None:
     )
 
 
-def fenced_statements(queries: Queries) -> dict[str, tuple[str, list[Any]]]:
-    other = uuid4()
+def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
+    """Arguments of each fenced statement: one row per run, written as ME at epoch 1."""
     now = datetime.now(UTC)
+    count = len(runs)
     return {
-        "checkpoint_step": (
-            queries.checkpoint_step,
-            [MINE, 0, "step", "step", "1", None, 1, now, ME, 1],
-        ),
-        "checkpoint_steps": (
-            queries.checkpoint_steps,
-            [
-                [MINE, other],
-                [0, 0],
-                ["step", "step"],
-                ["step", "step"],
-                ["1", "1"],
-                [None, None],
-                [1, 1],
-                [now, now],
-                [ME, ME],
-                [1, 1],
-            ],
-        ),
-        "finish_runs": (
-            queries.finish_runs,
-            [[MINE, other], ["succeeded"] * 2, ["1"] * 2, [None] * 2, [ME] * 2, [1, 1]],
-        ),
-        "release_runs": (queries.release_runs, [ME, [MINE, other], [1, 1]]),
+        "checkpoint_step": [runs[0], 0, "step", "step", "1", None, 1, now, ME, 1],
+        "checkpoint_steps": [
+            runs,
+            [0] * count,
+            ["step"] * count,
+            ["step"] * count,
+            ["1"] * count,
+            [None] * count,
+            [1] * count,
+            [now] * count,
+            [ME] * count,
+            [1] * count,
+        ],
+        "finish_runs": [
+            runs,
+            ["succeeded"] * count,
+            ["1"] * count,
+            [None] * count,
+            [ME] * count,
+            [1] * count,
+        ],
+        "release_runs": [ME, runs, [1] * count],
     }
+
+
+def fenced_statements(queries: Queries) -> dict[str, tuple[str, list[Any]]]:
+    arguments = fenced_arguments([MINE, uuid4()])
+    return {name: (getattr(queries, name), args) for name, args in arguments.items()}
 
 
 async def assert_fenced_statements_use_the_primary_key(
@@ -184,27 +188,14 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
     other = await connection.fetchval(
         "SELECT id FROM durableflow.runs WHERE owner = $1 LIMIT 1", ELSEWHERE
     )
-    now = datetime.now(UTC)
-    written = await connection.fetch(
-        queries.checkpoint_steps,
-        [MINE, other],
-        [0, 0],
-        ["step", "step"],
-        ["step", "step"],
-        ["1", "1"],
-        [None, None],
-        [1, 1],
-        [now, now],
-        [ME, ME],
-        [1, 1],
-    )
+    arguments = fenced_arguments([MINE, other])
+    written = await connection.fetch(queries.checkpoint_steps, *arguments["checkpoint_steps"])
     assert [row["run_id"] for row in written] == [MINE]
-    released = await connection.fetch(queries.release_runs, ME, [other, MINE], [1, 1])
+    released = await connection.fetch(queries.release_runs, *arguments["release_runs"])
     assert [row["id"] for row in released] == [MINE]
     status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", other)
     assert status == "running"
-    outcome = [["succeeded"] * 2, ["1"] * 2, [None] * 2, [ME] * 2, [1, 1]]
-    finished = await connection.fetch(queries.finish_runs, [MINE, other], *outcome)
+    finished = await connection.fetch(queries.finish_runs, *arguments["finish_runs"])
     assert finished == []  # MINE was released (queued, no owner): nothing is ours now
 
 
