@@ -172,29 +172,53 @@ def jobs(*, quick: bool, peers: bool, rss: bool) -> list[Job]:
             )
     ours = OUR_PYTHON if OUR_PYTHON.exists() else Path(sys.executable)
     size = ("--quick",) if quick else ()
-    # Each floor is measured right before and right after the durableflow script it is
-    # compared with, and averaged: commit latency on a shared machine drifts within a
-    # minute.
+    durableflow = REPO / "bench" / "durableflow_bench.py"
+    # Every figure compared with another is measured right next to it, and the ones
+    # measured on both sides are averaged: commit latency on a shared machine drifts
+    # within a minute. The floors come right before and after durableflow's run; each
+    # peer runs between two of durableflow's runs.
     selected = [
         Job("raw_before", PEER_PYTHON, PEER_DIR / "raw_asyncpg.py"),
-        Job("durableflow", ours, REPO / "bench" / "durableflow_bench.py", size),
+        Job("durableflow", ours, durableflow, size),
         Job("raw_after", PEER_PYTHON, PEER_DIR / "raw_asyncpg.py"),
+    ]
+    if peers:
+        selected += [
+            Job("dbos", PEER_PYTHON, PEER_DIR / "dbos_bench.py"),
+            Job("durableflow_2", ours, durableflow, size),
+            Job("absurd", ABSURD_PYTHON, PEER_DIR / "absurd_bench.py"),
+            Job("durableflow_3", ours, durableflow, size),
+        ]
+    selected += [
         Job("raw_conc_before", PEER_PYTHON, PEER_DIR / "raw_asyncpg_conc.py"),
         Job("drain", ours, REPO / "bench" / "drain_bench.py", size),
         Job("raw_conc_after", PEER_PYTHON, PEER_DIR / "raw_asyncpg_conc.py"),
         Job("flat", ours, REPO / "bench" / "flat_cost_bench.py", size),
     ]
-    if peers:
-        selected.append(Job("dbos", PEER_PYTHON, PEER_DIR / "dbos_bench.py"))
-        selected.append(Job("absurd", ABSURD_PYTHON, PEER_DIR / "absurd_bench.py"))
     if rss:
         selected.append(Job("rss", ours, REPO / "bench" / "rss_bench.py"))
     return selected
 
 
+def derive(run: dict[str, Figures]) -> None:
+    """Add the averaged figures the targets compare (see ``jobs``) to ``run``."""
+    run["raw"] = mean_of(run["raw_before"], run["raw_after"])
+    run["raw_conc"] = mean_of(run["raw_conc_before"], run["raw_conc_after"])
+    ours = [run[name] for name in ("durableflow", "durableflow_2", "durableflow_3") if name in run]
+    run["durableflow_runs"] = median_figures([{"durableflow": figures} for figures in ours])[
+        "durableflow"
+    ]
+    if "dbos" in run:
+        run["durableflow_by_dbos"] = mean_of(run["durableflow"], run["durableflow_2"])
+        run["durableflow_by_absurd"] = mean_of(run["durableflow_2"], run["durableflow_3"])
+
+
 def mean_of(before: Figures, after: Figures) -> Figures:
-    """The mean of two runs of the same floor script, figure by figure."""
-    return {key: round((value + after[key]) / 2, 3) for key, value in before.items()}
+    """The mean of two runs of the same script, figure by figure (numbers only)."""
+    return {
+        key: round((value + after[key]) / 2, 3) if isinstance(value, int | float) else value
+        for key, value in before.items()
+    }
 
 
 def median_figures(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
@@ -254,8 +278,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{repeat + 1}/{args.repeat}] {job.name} ...", file=sys.stderr, flush=True)
             run[job.name] = await run_in_fresh_database(job, server_dsn, f"{os.getpid()}_{repeat}")
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
-        run["raw"] = mean_of(run["raw_before"], run["raw_after"])
-        run["raw_conc"] = mean_of(run["raw_conc_before"], run["raw_conc_after"])
+        derive(run)
         runs.append(run)
     info["load_average_at_end"] = os.getloadavg()
     return {
