@@ -39,7 +39,7 @@ docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
 
 clean:
-	rm -rf $(VENV) .venv-peers .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow
+	rm -rf $(VENV) .venv-peers .venv-absurd .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow
 
 MERMAID_VERSION = 12.3.0
 MERMAID_DIR = src/durableflow/web/static/vendor/mermaid

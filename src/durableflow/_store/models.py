@@ -35,7 +35,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("owner", sa.Text),
         sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("idempotency_key", sa.Text, unique=True),
+        sa.Column("idempotency_key", sa.Text),
         sa.Column("dedup_key", sa.Text),
         sa.Column("parent_id", UUID(as_uuid=True)),
         sa.Column("correlation_id", sa.Text),
@@ -45,11 +45,14 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("finished_at", timestamp),
         sa.Column("updated_at", timestamp, nullable=False),
         sa.CheckConstraint(f"status IN ({status_list})", name="runs_status_check"),
+        # In the claim's exact order (claim_runs), so a claim reads LIMIT rows of its
+        # queue however long the backlog is, instead of sorting all of it.
         sa.Index(
-            "runs_claimable_idx",
+            "runs_claim_order_idx",
             "queue",
-            "priority",
+            sa.text("priority DESC"),
             "available_at",
+            "id",
             postgresql_where=sa.text("status = 'queued'"),
         ),
         sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
@@ -101,6 +104,14 @@ def metadata_for(schema: str) -> sa.MetaData:
         ),
         sa.Index(
             "runs_executing_idx", "queue", "owner", postgresql_where=sa.text("status = 'running'")
+        ),
+        # -- 0004_claim_order. Only runs that have a key: every version of a run without
+        # one (its start, claim and finish) would otherwise add a NULL entry to this index.
+        sa.Index(
+            "runs_idempotency_key_idx",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
     )
 

@@ -77,6 +77,51 @@ async def _write_checkpoints(
     return rows
 
 
+async def _insert_new_runs(
+    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
+) -> dict[UUID, str | None]:
+    """Insert ``runs``; returns the ids actually created (an existing key wins), each
+    with the owner it got (None: queued, also when its queue is managed)."""
+    if len(runs) == 1:  # a single start: scalar parameters, one clock read
+        r = runs[0]
+        rows = await connection.fetch(
+            queries.insert_run,
+            r.id,
+            r.workflow,
+            r.version,
+            r.code_hash,
+            r.input,
+            r.queue,
+            r.priority,
+            r.owner,
+            r.idempotency_key,
+            r.correlation_id,
+            r.parent_id,
+            channel,
+            r.config,
+            r.config_hash,
+        )
+    else:
+        rows = await connection.fetch(
+            queries.insert_runs,
+            [r.id for r in runs],
+            [r.workflow for r in runs],
+            [r.version for r in runs],
+            [r.code_hash for r in runs],
+            [r.input for r in runs],
+            [r.queue for r in runs],
+            [r.priority for r in runs],
+            [r.owner for r in runs],
+            [r.idempotency_key for r in runs],
+            [r.correlation_id for r in runs],
+            [r.parent_id for r in runs],
+            channel,
+            [r.config for r in runs],
+            [r.config_hash for r in runs],
+        )
+    return {row["id"]: row["owner"] for row in rows}
+
+
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool connections keep their session as it is between uses.
 
@@ -99,7 +144,11 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
-        self._writers = WriterConnections(database_url, size=min(4, max_size))
+        self._writers = WriterConnections(
+            database_url,
+            size=min(4, max_size),
+            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+        )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
@@ -122,6 +171,11 @@ class Store:
                     server_settings=SERVER_SETTINGS,
                     reset=_keep_session,
                 )
+
+    async def open_writers(self) -> None:
+        """Open the group-commit connections now, not on a worker's first writes."""
+        with translate_errors(self.schema, "connecting"):
+            await self._writers.open()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -174,27 +228,10 @@ class Store:
         return rows[0]["id"], False
 
     async def _flush_new_runs(self, runs: Sequence[NewRun]) -> list[UUID | None]:
-        columns = (
-            [r.id for r in runs],
-            [r.workflow for r in runs],
-            [r.version for r in runs],
-            [r.code_hash for r in runs],
-            [r.input for r in runs],
-            [r.queue for r in runs],
-            [r.priority for r in runs],
-            [r.owner for r in runs],
-            [r.idempotency_key for r in runs],
-            [r.correlation_id for r in runs],
-            [r.parent_id for r in runs],
-        )
-        configs = ([r.config for r in runs], [r.config_hash for r in runs])  # $13, $14
         with translate_errors(self.schema, "starting runs"):
-            rows = await self._writers.run(
-                lambda connection: connection.fetch(
-                    self.queries.insert_runs, *columns, self.channel, *configs
-                )
+            created = await self._writers.run(
+                lambda connection: _insert_new_runs(connection, self.queries, runs, self.channel)
             )
-        created = {row["id"]: row["owner"] for row in rows}
         for r in runs:
             if r.owner is not None and r.id in created and created[r.id] is None:
                 r.owner = None  # its queue is managed: queued for a claim instead

@@ -79,6 +79,7 @@ class Worker:
 
     async def start(self) -> None:
         await self._store.ensure_schema_current()
+        await self._store.open_writers()  # else the first runs wait for connections
         await self._register()
         await self._listen()
         self._running = True

@@ -8,7 +8,8 @@
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
 -- A run meant to start on its worker at once is queued instead when its queue is
 -- managed (limits, see queues.sql): only claims may start those; the caller sees
--- the owner it got.
+-- the owner it got. (The key's unique index holds only runs that have a key, hence
+-- the WHERE in ON CONFLICT.)
 WITH new_runs AS (
     SELECT n.id, n.workflow, n.version, n.code_hash, n.input, n.queue, n.priority,
            CASE WHEN n.owner IS NOT NULL AND NOT EXISTS (
@@ -37,13 +38,46 @@ WITH new_runs AS (
            CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
            (SELECT {schema}.clock_now()), n.config::jsonb, n.config_hash
     FROM new_runs n
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, owner
 ), notified AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
     FROM (SELECT DISTINCT queue FROM inserted WHERE owner IS NULL) AS q
 )
 SELECT i.id, i.owner FROM inserted AS i, notified;
+
+-- name: insert_run
+-- One run, the common case of flow.start(): the insert_runs statement for a single
+-- row, with scalar parameters (no arrays to encode and unnest) and one read of the
+-- clock, which is a plpgsql call (OFFSET 0 keeps the planner from copying the call
+-- into each of the four columns that use it). NOTIFY only for a queued run. As in
+-- insert_runs, a run meant to start on its worker ($8) is queued instead when its
+-- queue is managed. No row back means the idempotency key existed; the caller looks
+-- the run up.
+WITH inserted AS (
+    INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
+                               available_at, owner, lease_epoch, claims, idempotency_key,
+                               correlation_id, parent_id, created_at, started_at, updated_at,
+                               config, config_hash)
+    SELECT $1, $2, $3, $4, CASE WHEN o.owner IS NULL THEN 'queued' ELSE 'running' END,
+           $5::jsonb, $6, $7, clock.now, o.owner,
+           CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
+           $9, $10, $11, clock.now,
+           CASE WHEN o.owner IS NULL THEN NULL ELSE clock.now END,
+           clock.now, $13::jsonb, $14
+    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock,
+         (SELECT CASE WHEN $8::text IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM {schema}.queues AS q
+                     WHERE q.name = $6
+                       AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                            OR q.rate_limit_count IS NOT NULL OR q.priority_aging IS NOT NULL))
+                 THEN $8::text END AS owner) AS o
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, owner
+)
+SELECT id, owner, CASE WHEN owner IS NULL THEN pg_notify($12, queue) END AS notified
+FROM inserted;
 
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.
@@ -52,14 +86,21 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- name: finish_runs
 -- Records the outcome of a batch of runs (or 'blocked': left for an operator).
 -- Fenced like a checkpoint: only the current owner at the current epoch can
--- finish a run; others update nothing.
+-- finish a run; others update nothing. The UPDATE locks the row and re-checks its
+-- WHERE on the latest row version, so the comparison may stay in the WHERE; but it
+-- is written with IS NOT DISTINCT FROM, which no index can serve: with `r.status =
+-- 'running'` the planner may reach the rows through runs_running_idx, every running
+-- run, whenever statistics say few are running (see checkpoint_steps). Only the
+-- primary key finds the row. None of the compared values is ever NULL on our side,
+-- so IS NOT DISTINCT FROM means `=` here.
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
     finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
     updated_at = (SELECT {schema}.clock_now())
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
      AS f(id, status, output, error, owner, epoch)
-WHERE r.id = f.id AND r.owner = f.owner AND r.lease_epoch = f.epoch AND r.status = 'running'
+WHERE r.id = f.id
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
 RETURNING r.id;
 
 -- name: get_run
