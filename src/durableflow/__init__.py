@@ -37,8 +37,10 @@ from durableflow.errors import (
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
+    NotInWorkflow,
     PayloadTooLarge,
     ResultTimeout,
+    RunFinished,
     RunNotFound,
     SchemaError,
     SerializationError,
@@ -50,7 +52,7 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.flow import Flow, RunStatus, SchemaStatus, SignalRecord, StepRecord
 from durableflow.runtime.worker import Worker
 
 __version__ = "0.1.0"
@@ -68,13 +70,16 @@ __all__ = [
     "LeaseLost",
     "MigrationLockTimeout",
     "NonDeterminismError",
+    "NotInWorkflow",
     "PayloadTooLarge",
     "ResultTimeout",
+    "RunFinished",
     "RunNotFound",
     "RunStatus",
     "SchemaError",
     "SchemaStatus",
     "SerializationError",
+    "SignalRecord",
     "StepFailed",
     "StepRecord",
     "StepTimeout",

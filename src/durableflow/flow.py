@@ -14,9 +14,10 @@ from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
+from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 
-__all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
+__all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
 
 logger = logging.getLogger("durableflow")
 
@@ -37,7 +38,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface):
+class Flow(RunsSurface, MessagesSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,

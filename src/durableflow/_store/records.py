@@ -39,6 +39,9 @@ class NewRun:
     idempotency_key: str | None
     correlation_id: str | None
     parent_id: UUID | None = None
+    delay: float = 0.0  # seconds before it is due; > 0 inserts it 'waiting'
+    timeout: float | None = None  # seconds from now to its deadline
+    inherit_deadline: bool = False  # a child without a timeout: the parent's deadline
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    deadline_in: float | None = None  # seconds left until the run's deadline, if it has one
 
 
 @dataclass(slots=True)
@@ -105,4 +109,5 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        deadline_in=row.get("deadline_in"),
     )

@@ -183,10 +183,15 @@ class Store:
             [r.correlation_id for r in runs],
             [r.parent_id for r in runs],
         )
+        wait_columns = (  # delayed starts, deadlines (see _store/waits.py)
+            [r.delay for r in runs],
+            [r.timeout for r in runs],
+            [r.inherit_deadline for r in runs],
+        )
         with translate_errors(self.schema, "starting runs"):
             rows = await self._writers.run(
                 lambda connection: connection.fetch(
-                    self.queries.insert_runs, *columns, self.channel
+                    self.queries.insert_runs, *columns, self.channel, *wait_columns
                 )
             )
         created = {row["id"] for row in rows}

@@ -61,6 +61,9 @@ class Worker:
         self._to_release: dict[UUID, int] = {}
         self._backlog = False
         self.workflow_keys = [(d.name, d.version) for d in registry.workflows]
+        # -- waits: durable waits see our free slots and wake our claim loop
+        self.waiting = executor.waiting
+        self.waiting.attach(free_slots=self.free_slots, wake_claims=self._wake.set)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -77,6 +80,7 @@ class Worker:
             asyncio.create_task(self._claim_loop(), name=f"durableflow-claims-{self.id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"durableflow-heartbeat-{self.id}"),
         ]
+        self.waiting.start()  # -- waits: wake_due_runs / expire_deadlines
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
@@ -111,6 +115,7 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.waiting.stop()  # -- waits
         await self._release_pending()
         if self._listener is not None:
             with contextlib.suppress(Exception):
@@ -145,6 +150,8 @@ class Worker:
             self._reserved -= 1
         task = asyncio.create_task(self._execute(claimed))
         self._active[claimed.id] = (task, claimed.lease_epoch)
+        if self.free_slots() <= 0:
+            self.waiting.on_full()  # -- waits: runs blocked in memory give their slots back
 
     async def _execute(self, claimed: ClaimedRun) -> None:
         try:
@@ -198,6 +205,7 @@ class Worker:
 
         try:
             self._listener = await self._store.connect_listener(on_notify)
+            await self.waiting.listen(self._listener)  # -- waits: wake-up hints per run
         except DurableFlowError as exc:
             self._listener = None
             logger.warning(

@@ -42,6 +42,10 @@ class RunStatus:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    parent_id: UUID | None = None  # the run that started this one as a child
+    deadline: datetime | None = None  # past it the run is cancelled (reason "timeout")
+    available_at: datetime | None = None  # when a queued or waiting run is (or becomes) due
+    waiting_for: tuple[str, ...] = ()  # a parked run: "signal:<name>", "run:<id>", ...
 
     @property
     def done(self) -> bool:
@@ -75,6 +79,8 @@ class RunsSurface(FlowCore):
         queue: str | None = None,
         priority: int = 0,
         correlation_id: str | None = None,
+        timeout: float | None = None,
+        delay: float = 0.0,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -84,7 +90,15 @@ class RunsSurface(FlowCore):
         that queue and this workflow version. Among queued runs, higher ``priority``
         is claimed first, then older. ``correlation_id`` is recorded on the run and
         available as ``ctx.correlation_id``.
+
+        ``timeout`` (seconds) gives the run a deadline, stored with it: past it the run
+        is cancelled with reason ``timeout`` wherever it is (queued, executing, waiting),
+        and its child runs with it. ``delay`` (seconds) makes it due only that much later.
         """
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+        if isinstance(delay, bool) or not delay >= 0:
+            raise ValueError(f"delay must be a number of seconds >= 0, not {delay!r}")
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
         if definition.takes_input:
@@ -98,6 +112,7 @@ class RunsSurface(FlowCore):
         worker = self._worker
         direct = (
             queue is None
+            and not delay
             and worker is not None
             and (definition.name, definition.version) in worker.workflow_keys
             and worker.reserve()
@@ -113,6 +128,8 @@ class RunsSurface(FlowCore):
             owner=worker.id if direct and worker is not None else None,
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
+            delay=float(delay),
+            timeout=timeout,
         )
         try:
             run_id, created = await store.insert_run(new_run)
@@ -132,11 +149,14 @@ class RunsSurface(FlowCore):
                         lease_epoch=1,
                         correlation_id=correlation_id,
                         fresh=True,
+                        deadline_in=timeout,
                     ),
                     reserved=True,
                 )
             else:
                 worker.unreserve()
+        elif delay and created and worker is not None:
+            worker.waiting.note_wake(delay)  # our wake-up path looks when it is due
         return run_id
 
     def _resolve_outcome(
@@ -221,6 +241,10 @@ class RunsSurface(FlowCore):
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            parent_id=row["parent_id"],
+            deadline=row["deadline"],
+            available_at=row["available_at"],
+            waiting_for=tuple(row["waiting_for"] or ()),
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
@@ -242,6 +266,7 @@ class RunsSurface(FlowCore):
         ]
 
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
-        """Cancel a run that has not finished; False if it already had."""
+        """Cancel a run that has not finished, and its unfinished descendants (child runs,
+        theirs, ...); False if it had already finished."""
         store = await self._connected()
         return await store.cancel_run(as_run_id(run_id), reason)

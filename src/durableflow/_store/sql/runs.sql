@@ -6,30 +6,42 @@
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
 -- at once; the others are queued and a NOTIFY per queue wakes idle workers.
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
+-- Waits: a run with a delay ($13 seconds) starts 'waiting' until it is due (only
+-- queued runs are due); $14 is its timeout in seconds, and $15 says whether a child
+-- without a timeout of its own inherits its parent's deadline.
 WITH new_runs AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[])
+                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[], $13::float8[],
+                $14::float8[], $15::bool[])
          AS n(id, workflow, version, code_hash, input, queue, priority, owner,
-              idempotency_key, correlation_id, parent_id)
+              idempotency_key, correlation_id, parent_id, delay, timeout, inherit_deadline)
 ), inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, owner, lease_epoch, claims, idempotency_key,
-                               correlation_id, parent_id, created_at, started_at, updated_at)
+                               correlation_id, parent_id, created_at, started_at, updated_at,
+                               deadline)
     SELECT n.id, n.workflow, n.version, n.code_hash,
-           CASE WHEN n.owner IS NULL THEN 'queued' ELSE 'running' END,
-           n.input::jsonb, n.queue, n.priority, (SELECT {schema}.clock_now()), n.owner,
+           CASE WHEN n.owner IS NOT NULL THEN 'running'
+                WHEN n.delay > 0 THEN 'waiting' ELSE 'queued' END,
+           n.input::jsonb, n.queue, n.priority,
+           (SELECT {schema}.clock_now()) + make_interval(secs => greatest(n.delay, 0)), n.owner,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            n.idempotency_key, n.correlation_id, n.parent_id, (SELECT {schema}.clock_now()),
            CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-           (SELECT {schema}.clock_now())
+           (SELECT {schema}.clock_now()),
+           CASE WHEN n.timeout IS NOT NULL
+                    THEN (SELECT {schema}.clock_now()) + make_interval(secs => n.timeout)
+                WHEN n.inherit_deadline
+                    THEN (SELECT p.deadline FROM {schema}.runs AS p WHERE p.id = n.parent_id)
+           END
     FROM new_runs n
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, queue, owner
+    RETURNING id, queue, owner, status
 ), notified AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
-    FROM (SELECT DISTINCT queue FROM inserted WHERE owner IS NULL) AS q
+    FROM (SELECT DISTINCT queue FROM inserted WHERE status = 'queued') AS q
 )
 SELECT i.id FROM inserted AS i, notified;
 
@@ -54,7 +66,8 @@ RETURNING r.id;
 -- Everything flow.status() reports about one run.
 SELECT id, workflow, version, code_hash, status, output::text AS output, error::text AS error,
        queue, priority, owner, lease_epoch, claims, idempotency_key, correlation_id,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at, parent_id, deadline, available_at,
+       waiting_for
 FROM {schema}.runs WHERE id = $1;
 
 -- name: run_outcomes
@@ -64,8 +77,9 @@ FROM {schema}.runs WHERE id = ANY($1::uuid[]);
 
 -- name: cancel_run
 -- Cancels a run that has not finished; the owner notices at its next checkpoint.
+-- Trigger runs_cancel_children (revision 0005_waits) cancels its unfinished children.
 UPDATE {schema}.runs
 SET status = 'cancelled', finished_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now()),
     error = $2::jsonb
-WHERE id = $1 AND status IN ('queued', 'running')
+WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
 RETURNING id;
