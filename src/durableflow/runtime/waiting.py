@@ -81,6 +81,7 @@ class WaitingRuns:
         self._last_pass = float("-inf")
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._draining = False
 
     # -- worker hooks ------------------------------------------------------------------------
 
@@ -123,6 +124,11 @@ class WaitingRuns:
         if waits is not None:
             waits.poke()
 
+    def drain(self) -> None:
+        """The worker is stopping: runs blocked in memory park now instead of holding on."""
+        self._draining = True
+        self.on_full()
+
     def on_full(self) -> None:
         """The worker has no free slot left: runs blocked in memory park now."""
         for waits in self._executing.values():
@@ -157,7 +163,7 @@ class WaitingRuns:
         return self._settings.max_wait_in_memory
 
     def under_pressure(self) -> bool:
-        return self._free_slots is not None and self._free_slots() <= 0
+        return self._draining or (self._free_slots is not None and self._free_slots() <= 0)
 
     def now(self) -> datetime:
         return datetime.now(UTC) + timedelta(seconds=self._clock_offset)

@@ -104,6 +104,7 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
+        self.waiting.drain()  # -- waits: blocked runs park rather than wait out the grace
         grace = self._settings.shutdown_grace if grace is None else grace
         tasks = [task for task, _ in self._active.values()]
         if tasks:

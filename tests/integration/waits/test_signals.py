@@ -265,3 +265,26 @@ async def _listening(connection: asyncpg.Connection, database: str) -> bool:
 
 async def _is_status(flow: Flow, run_id: Any, wanted: str) -> bool:
     return (await flow.status(run_id)).status == wanted
+
+
+async def test_stopping_a_worker_parks_runs_blocked_in_memory_at_once(database_url: str) -> None:
+    flow = make_flow(database_url, max_wait_in_memory=30)
+
+    @flow.workflow(name="held", version=1)
+    async def held(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("go")
+
+    async with flow:
+        worker = await flow.start_worker(concurrency=2)
+        run_id = await flow.start(held)
+        await wait_for(lambda: _is_status(flow, run_id, "running"), what="the run to start")
+        await asyncio.sleep(0.2)
+        assert worker.is_executing(run_id)  # blocked in memory, holding its slot
+        stopping = time.monotonic()
+        await worker.stop(grace=20)
+        assert time.monotonic() - stopping < 5
+        status = await flow.status(run_id)
+        assert status.status == "waiting" and status.owner is None
+        async with flow.worker(concurrency=2):
+            await flow.send_signal(run_id, "go", "resumed")
+            assert await flow.result(run_id, timeout=10) == "resumed"
