@@ -23,6 +23,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/waits_bench.py
 
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"

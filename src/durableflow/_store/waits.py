@@ -208,6 +208,35 @@ class WaitStore:
         assert row is not None
         return row["status"], row["signal_id"]
 
+    async def deliver_signal(
+        self,
+        run_id: UUID,
+        name: str,
+        payload: str,
+        idempotency_key: str | None,
+        fence: Fence,
+        step_id: int,
+        step_name: str,
+    ) -> tuple[str | None, str | None]:
+        """``send_signal`` handing the signal straight to wait ``step_id`` of the run's
+        execution ``fence``; returns the target's status and, if it was handed over,
+        the wait's recorded output."""
+        with translate_errors(self.schema, "sending a signal"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.deliver_signal,
+                run_id,
+                name,
+                payload,
+                idempotency_key,
+                fence.owner,
+                fence.epoch,
+                step_id,
+                step_name,
+                self.wake_channel,
+            )
+        assert row is not None
+        return row["status"], row["output"]
+
     async def list_signals(self, run_id: UUID) -> list[SignalRow]:
         with translate_errors(self.schema, "listing signals"):
             rows = await self._store.pool.fetch(self._store.queries.list_signals, run_id)

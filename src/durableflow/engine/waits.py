@@ -100,7 +100,7 @@ class WaitServices(Protocol):
     ) -> tuple[str | None, int]: ...
 
     async def send_signal(
-        self, target: UUID, name: str, payload: str, idempotency_key: str
+        self, target: UUID, name: str, payload: str, idempotency_key: str | None
     ) -> None: ...
 
     async def set_event(
@@ -152,11 +152,17 @@ class _Blocked:
     wake_seq: int | None  # the run's wake_seq its last check saw (None: time only)
     since: float  # loop time it first blocked (the hold bound counts from here)
     future: asyncio.Future[None]
+    signal: str | None = None  # a signal wait: the signal's name, its step id and name
+    step_id: int = -1
+    step_name: str = ""
+    handing_over: bool = False  # a sender in this process is delivering a signal to it
+    delivered: str | None = None  # the wait's recorded output, when one was handed over
 
 
-def _release(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _release(entry: _Blocked) -> None:
+    """Let a blocked wait check again (not while a signal is being handed to it)."""
+    if not entry.handing_over and not entry.future.done():
+        entry.future.set_result(None)
 
 
 class RunWaits:
@@ -196,7 +202,7 @@ class RunWaits:
             return
         self._pokes += 1
         for entry in self._blocked:
-            _release(entry.future)
+            _release(entry)
 
     def pressure_changed(self) -> None:
         """The worker ran out of free slots: reconsider holding them."""
@@ -206,6 +212,37 @@ class RunWaits:
     @property
     def blocked(self) -> bool:
         return bool(self._blocked)
+
+    def claim_handoff(self, signal: str) -> _Blocked | None:
+        """A sender in this process is about to send ``signal``: the blocked wait it can
+        hand the signal to (the earliest in program order), reserved until
+        ``finish_handoff``. Counts as in-flight work, so the run does not park meanwhile,
+        and the wait neither re-reads its mailbox nor times out meanwhile."""
+        if self.parked or self.run.fault is not None:
+            return None
+        candidates = [
+            e
+            for e in self._blocked
+            if e.signal == signal and not e.handing_over and not e.future.done()
+        ]
+        if not candidates:
+            return None
+        entry = min(candidates, key=lambda e: e.step_id)
+        entry.handing_over = True
+        self.in_flight += 1
+        self._activity += 1
+        return entry
+
+    def finish_handoff(self, entry: _Blocked, output: str | None) -> None:
+        """The send is over: ``output`` is the wait's record if it was handed over, else
+        None (the signal is in the mailbox and the wait reads it)."""
+        entry.handing_over = False
+        entry.delivered = output
+        self.in_flight -= 1
+        self._activity += 1
+        if not entry.future.done():
+            entry.future.set_result(None)
+        self._changed.set()
 
     def close(self) -> None:
         """The execution ended: stop deciding, drop what is still blocked."""
@@ -224,17 +261,24 @@ class RunWaits:
         wake_seq: int | None,
         pokes_seen: int,
         since: float,
-    ) -> None:
-        """Wait until poked, until ``until``, or until the run parks (``ParkRun``)."""
+        signal_wait: tuple[str, int, str] | None = None,
+    ) -> str | None:
+        """Wait until poked, until ``until``, or until the run parks (``ParkRun``).
+
+        ``signal_wait`` (signal name, step id, step name) lets a sender in this process
+        hand its signal over; the wait's recorded output is returned then, else None.
+        """
         self.run.check()
         if self._pokes != pokes_seen:
-            return  # a hint arrived while the check ran: check again first
+            return None  # a hint arrived while the check ran: check again first
         loop = asyncio.get_running_loop()
         entry = _Blocked(keys, until, wake_seq, since, loop.create_future())
+        if signal_wait is not None:
+            entry.signal, entry.step_id, entry.step_name = signal_wait
         timer = None
         if until is not None:
             delay = (until - self.services.now()).total_seconds()
-            timer = loop.call_later(max(delay, 0.0), _release, entry.future)
+            timer = loop.call_later(max(delay, 0.0), _release, entry)
         self._blocked.append(entry)
         self._activity += 1
         self._changed.set()
@@ -250,6 +294,7 @@ class RunWaits:
             self._blocked.remove(entry)
             self._activity += 1
             self._changed.set()
+        return entry.delivered
 
     async def _coordinate(self) -> None:
         loop = asyncio.get_running_loop()
@@ -418,7 +463,11 @@ class RunWaits:
                 return None
             if since is None:
                 since = asyncio.get_running_loop().time()
-            await self._block((f"signal:{signal}",), until, wake_seq, pokes, since)
+            delivered = await self._block(
+                (f"signal:{signal}",), until, wake_seq, pokes, since, (signal, step_id, name)
+            )
+            if delivered is not None:  # handed over by a sender in this process
+                return json.loads(delivered).get("payload")
 
     def send_signal(self, run_id: UUID | str, name: str, payload: Any) -> Awaitable[None]:
         _check_name(name, "signal name")

@@ -34,7 +34,13 @@ from durableflow.engine.ids import uuid7
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.engine.waits import RunOutcome, RunWaits
-from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound, WorkflowNotFound
+from durableflow.errors import (
+    ConfigurationError,
+    DurableFlowError,
+    RunFinished,
+    RunNotFound,
+    WorkflowNotFound,
+)
 
 logger = logging.getLogger("durableflow.waits")
 
@@ -196,10 +202,29 @@ class WaitingRuns:
         return checked.output, checked.wake_seq
 
     async def send_signal(
-        self, target: UUID, name: str, payload: str, idempotency_key: str
+        self, target: UUID, name: str, payload: str, idempotency_key: str | None
     ) -> None:
-        await send_signal(self.waits_store, target, name, payload, idempotency_key)
-        self.poke(target)
+        """Send a signal; to a run blocked here waiting for it, hand it over directly."""
+        waits = self._executing.get(target)
+        entry = waits.claim_handoff(name) if waits is not None else None
+        if waits is None or entry is None:
+            await send_signal(self.waits_store, target, name, payload, idempotency_key)
+            self.poke(target)  # blocked here after all: no need to wait for NOTIFY
+            return
+        output: str | None = None
+        try:
+            status, output = await self.waits_store.deliver_signal(
+                target,
+                name,
+                payload,
+                idempotency_key,
+                _fence(waits.run),
+                entry.step_id,
+                entry.step_name,
+            )
+        finally:
+            waits.finish_handoff(entry, output)
+        _raise_for_status(status, target, name)
 
     async def set_event(self, run: RunState, step_id: int, name: str, key: str, value: str) -> None:
         await self.waits_store.set_event(_fence(run), step_id, name, key, value)
@@ -370,9 +395,11 @@ async def send_signal(
     store: WaitStore, run_id: UUID, name: str, payload: str, idempotency_key: str | None
 ) -> None:
     """Store a signal for ``run_id``; ``RunNotFound`` / ``RunFinished`` when it cannot be."""
-    from durableflow.errors import RunFinished
-
     status, _ = await store.send_signal(run_id, name, payload, idempotency_key)
+    _raise_for_status(status, run_id, name)
+
+
+def _raise_for_status(status: str | None, run_id: UUID, name: str) -> None:
     if status is None:
         raise RunNotFound(run_id)
     if status in FINAL_STATUSES:

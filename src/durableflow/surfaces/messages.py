@@ -73,9 +73,10 @@ class MessagesSurface(FlowCore):
             f"payload of signal {name!r} to run {target}",
             max_bytes=self.settings.max_payload_bytes,
         )
-        await send_signal(await self._wait_store(), target, name, text, idempotency_key)
-        if self._worker is not None:
-            self._worker.waiting.poke(target)  # blocked here: no need to wait for NOTIFY
+        if self._worker is not None:  # the run may be blocked right here: hand it over
+            await self._worker.waiting.send_signal(target, name, text, idempotency_key)
+        else:
+            await send_signal(await self._wait_store(), target, name, text, idempotency_key)
 
     async def signals(self, run_id: UUID | str) -> list[SignalRecord]:
         """A run's signals, oldest first, each pending or consumed (and by which wait)."""

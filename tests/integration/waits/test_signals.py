@@ -288,3 +288,32 @@ async def test_stopping_a_worker_parks_runs_blocked_in_memory_at_once(database_u
         async with flow.worker(concurrency=2):
             await flow.send_signal(run_id, "go", "resumed")
             assert await flow.result(run_id, timeout=10) == "resumed"
+
+
+async def test_a_signal_sent_in_the_waiters_process_is_handed_over_in_one_statement(
+    database_url: str,
+) -> None:
+    flow = make_flow(database_url, max_wait_in_memory=30)
+    outsider = make_flow(database_url)
+
+    @flow.workflow(name="handoff", version=1)
+    async def handoff(ctx: FlowContext) -> list[Any]:
+        return [await ctx.wait_for_signal("x"), await ctx.wait_for_signal("x")]
+
+    async with flow, outsider, flow.worker(concurrency=2):
+        run_id = await flow.start(handoff)
+        await outsider.send_signal(run_id, "x", "from the mailbox")  # before or during wait 0
+        await wait_for(lambda: _consumed(flow, run_id, 1), what="the first signal to be received")
+        await asyncio.sleep(0.1)  # the run is blocked in memory in wait 1
+        await flow.send_signal(run_id, "x", "handed over")
+        assert await flow.result(run_id, timeout=10) == ["from the mailbox", "handed over"]
+        first, second = await flow.signals(run_id)
+        assert (first.consumed_by_step, second.consumed_by_step) == (0, 1)
+        # Handed over: inserted already consumed, by the sender's statement (one
+        # transaction, one clock reading); the first was read from the mailbox later.
+        assert second.consumed_at == second.sent_at
+        assert first.consumed_at is not None and first.consumed_at > first.sent_at
+
+
+async def _consumed(flow: Flow, run_id: Any, count: int) -> bool:
+    return sum(s.state == "consumed" for s in await flow.signals(run_id)) >= count

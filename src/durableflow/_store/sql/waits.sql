@@ -296,3 +296,56 @@ RETURNING r.id;
 -- name: clock_now
 -- The schema clock, for code that must compare recorded wake-up times with it.
 SELECT {schema}.clock_now();
+
+-- name: deliver_signal
+-- send_signal to a run blocked in memory in the sender's own process, in wait step $7
+-- (checkpoint name $8) of its execution by owner $5 at epoch $6: the signal goes in
+-- already consumed by that wait, together with the wait's checkpoint, so the run need
+-- not read its mailbox (one round trip from send to the next step). Only while the
+-- run is still that execution's, holds no older unconsumed signal of that name, and
+-- the wait is not recorded; otherwise it is exactly send_signal. Same parameters as
+-- send_signal for $1..$4 and the NOTIFY channel $9.
+WITH target AS (
+    SELECT id, status, owner, lease_epoch FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE
+), handoff AS (
+    SELECT 1 FROM target
+    WHERE target.status = 'running' AND target.owner = $5 AND target.lease_epoch = $6
+      AND NOT EXISTS (SELECT 1 FROM {schema}.signals
+                      WHERE run_id = $1 AND name = $2 AND consumed_by_step IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $7)
+), inserted AS (
+    INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at,
+                                  consumed_by_step, consumed_at)
+    SELECT $1, $2, $3::jsonb, $4, (SELECT {schema}.clock_now()),
+           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN $7::int END,
+           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN (SELECT {schema}.clock_now()) END
+    FROM target
+    WHERE target.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    ON CONFLICT (run_id, idempotency_key) DO NOTHING
+    RETURNING id, payload, consumed_by_step
+), checkpoint AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
+                                finished_at)
+    SELECT $1, $7, $8, 'signal', jsonb_build_object('signal', i.id, 'payload', i.payload), 1,
+           now(), now()
+    FROM inserted AS i
+    WHERE i.consumed_by_step IS NOT NULL
+    RETURNING output
+), woken AS (
+    UPDATE {schema}.runs AS r
+    SET wake_seq = r.wake_seq + 1,
+        status = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                      THEN 'queued' ELSE r.status END,
+        waiting_for = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                           THEN NULL ELSE r.waiting_for END,
+        available_at = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
+    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM inserted WHERE consumed_by_step IS NULL)
+    RETURNING r.id
+), notified AS (
+    SELECT count(pg_notify($9, id::text)) AS sent FROM woken
+)
+SELECT (SELECT status FROM target) AS status,
+       (SELECT id FROM inserted) AS signal_id,
+       (SELECT output::text FROM checkpoint) AS output,
+       (SELECT sent FROM notified) AS notified;
