@@ -50,9 +50,17 @@ async def test_a_sleep_survives_kill_9_and_is_not_slept_again(
             )
         )
         assert (await client.status(run_id)).status == "running"  # held by A, in memory
+        # B is up before A dies, so its start-up time cannot eat into the sleep.
+        processes.worker("worker-b", APP, env)
+        await wait_until(
+            "SELECT count(*) = 2 FROM durableflow.workers",
+            db,
+            timeout=30,
+            message="worker B to start",
+        )
+        assert (await client.status(run_id)).status == "running"  # still A's
         worker_a.send(signal.SIGKILL)
         assert await worker_a.wait_exit(5) == -signal.SIGKILL
-        processes.worker("worker-b", APP, env)
         assert await client.result(run_id, timeout=30) == "after"
         finished = (await client.status(run_id)).finished_at
         assert finished is not None
@@ -107,10 +115,16 @@ async def test_a_deadline_is_enforced_after_its_worker_dies(
     env = {"DURABLEFLOW_DATABASE_URL": ledger_url, **FAST_WORKER_SETTINGS, "HOLD_STEPS": "1"}
     client = waits_app.build_flow(ledger_url)
     async with client:
-        started = time.monotonic()
-        run_id = await client.start(waits_app.RECEIVER, queue="default", timeout=4)
-        await client.send_signal(run_id, "go", "x")
         worker_a = processes.worker("worker-a", APP, env)
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM durableflow.workers)",
+            db,
+            timeout=30,
+            message="worker A to start",
+        )
+        started = time.monotonic()
+        run_id = await client.start(waits_app.RECEIVER, queue="default", timeout=5)
+        await client.send_signal(run_id, "go", "x")
         await wait_until(
             "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1)",
             db,
@@ -126,7 +140,7 @@ async def test_a_deadline_is_enforced_after_its_worker_dies(
             await client.result(run_id, timeout=30)
         assert failed.value.status == "cancelled"
         assert failed.value.error["reason"] == "timeout"
-        assert time.monotonic() - started < 12
+        assert time.monotonic() - started < 15
         status = await client.status(run_id)
         assert status.finished_at is not None and status.deadline is not None
         assert 0 <= (status.finished_at - status.deadline).total_seconds() < 3

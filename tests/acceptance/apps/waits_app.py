@@ -16,7 +16,7 @@ from durableflow import Flow, FlowContext
 
 SLEEPER = "waits.sleeper"
 RECEIVER = "waits.receiver"
-SLEEP_SECONDS = 4.0
+SLEEP_SECONDS = 8.0  # long enough for worker B to start and A to be killed
 
 
 def build_flow(database_url: str | None = None) -> Flow:
