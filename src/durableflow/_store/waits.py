@@ -192,10 +192,17 @@ class WaitStore:
         return Parked(row["status"], row["wake_in"])
 
     async def send_signal(
-        self, run_id: UUID, name: str, payload: str, idempotency_key: str | None
-    ) -> tuple[str | None, int | None]:
-        """Returns the target's status (None: no such run) and the new signal's id
-        (None: not stored, because the run is finished or the key was used)."""
+        self,
+        run_id: UUID,
+        name: str,
+        payload: str,
+        idempotency_key: str | None,
+        handoff: tuple[Fence, int, str] | None = None,
+    ) -> tuple[str | None, str | None]:
+        """Returns the target's status (None: no such run) and, when ``handoff`` (the
+        receiver's execution, its blocked wait's step id and name) took, the wait's
+        recorded output."""
+        fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
         with translate_errors(self.schema, "sending a signal"):
             row = await self._store.pool.fetchrow(
                 self._store.queries.send_signal,
@@ -203,33 +210,8 @@ class WaitStore:
                 name,
                 payload,
                 idempotency_key,
-                self.wake_channel,
-            )
-        assert row is not None
-        return row["status"], row["signal_id"]
-
-    async def deliver_signal(
-        self,
-        run_id: UUID,
-        name: str,
-        payload: str,
-        idempotency_key: str | None,
-        fence: Fence,
-        step_id: int,
-        step_name: str,
-    ) -> tuple[str | None, str | None]:
-        """``send_signal`` handing the signal straight to wait ``step_id`` of the run's
-        execution ``fence``; returns the target's status and, if it was handed over,
-        the wait's recorded output."""
-        with translate_errors(self.schema, "sending a signal"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.deliver_signal,
-                run_id,
-                name,
-                payload,
-                idempotency_key,
-                fence.owner,
-                fence.epoch,
+                fence.owner if fence is not None else None,
+                fence.epoch if fence is not None else None,
                 step_id,
                 step_name,
                 self.wake_channel,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from durableflow.engine.context import INHERIT_DEADLINE as INHERIT
+from durableflow.engine.ids import as_run_id
 from durableflow.engine.payloads import payload_json
 from durableflow.engine.registry import StepDefinition, _annotations
 from durableflow.engine.steps import make_step_callable
@@ -471,7 +472,7 @@ class RunWaits:
 
     def send_signal(self, run_id: UUID | str, name: str, payload: Any) -> Awaitable[None]:
         _check_name(name, "signal name")
-        target = _run_id(run_id)
+        target = as_run_id(run_id)
         what = f"payload of signal {name!r} to run {target}"
         text = payload_json(payload, what, max_bytes=self.max_payload_bytes)
         return self._send_signal(self.run.assign_step_id(), target, name, text)
@@ -502,7 +503,7 @@ class RunWaits:
 
     def get_event(self, run_id: UUID | str, key: str, timeout: float | None) -> Awaitable[Any]:
         _check_name(key, "event key")
-        target = _run_id(run_id)
+        target = as_run_id(run_id)
         if timeout is not None:
             timeout = _seconds(timeout, "get_event(timeout)")
         step_id = self.run.assign_step_id()
@@ -586,7 +587,7 @@ class RunWaits:
         return child
 
     def result(self, run_id: UUID | str) -> Awaitable[Any]:
-        return self._result(self.run.assign_step_id(), _run_id(run_id))
+        return self._result(self.run.assign_step_id(), as_run_id(run_id))
 
     async def _result(self, step_id: int, target: UUID) -> Any:
         name = "result"
@@ -627,7 +628,7 @@ class RunWaits:
         return start_then_wait()
 
     def wait_first(self, run_ids: Sequence[UUID | str]) -> Awaitable[UUID]:
-        targets = [_run_id(r) for r in run_ids]
+        targets = [as_run_id(r) for r in run_ids]
         if not targets:
             raise ValueError("wait_first() needs at least one run id")
         return self._wait_first(self.run.assign_step_id(), targets)
@@ -719,14 +720,3 @@ def _seconds(value: float, what: str) -> float:
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
         raise ValueError(f"a {what} must be a non-empty string of at most 200 characters")
-
-
-def _run_id(run_id: UUID | str) -> UUID:
-    from durableflow.errors import RunNotFound
-
-    if isinstance(run_id, UUID):
-        return run_id
-    try:
-        return UUID(str(run_id))
-    except ValueError:
-        raise RunNotFound(run_id) from None

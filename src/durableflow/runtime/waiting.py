@@ -35,11 +35,9 @@ from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.engine.waits import RunOutcome, RunWaits
 from durableflow.errors import (
-    ConfigurationError,
     DurableFlowError,
     RunFinished,
     RunNotFound,
-    WorkflowNotFound,
 )
 
 logger = logging.getLogger("durableflow.waits")
@@ -213,14 +211,12 @@ class WaitingRuns:
             return
         output: str | None = None
         try:
-            status, output = await self.waits_store.deliver_signal(
+            status, output = await self.waits_store.send_signal(
                 target,
                 name,
                 payload,
                 idempotency_key,
-                _fence(waits.run),
-                entry.step_id,
-                entry.step_name,
+                (_fence(waits.run), entry.step_id, entry.step_name),
             )
         finally:
             waits.finish_handoff(entry, output)
@@ -261,18 +257,7 @@ class WaitingRuns:
         return finished, complete, watch.wake_seq
 
     def workflow_name(self, workflow: Any) -> str:
-        return self._definition(workflow).name
-
-    def _definition(self, workflow: Any) -> WorkflowDefinition:
-        if isinstance(workflow, str):
-            return self._registry.workflow(workflow)
-        definition = getattr(workflow, "__durableflow_workflow__", None)
-        if not isinstance(definition, WorkflowDefinition):
-            raise ConfigurationError(
-                f"{workflow!r} is not a workflow: pass a function decorated with "
-                "@flow.workflow(...) or a workflow's name"
-            )
-        return self._registry.workflow(definition.name, definition.version)
+        return self._registry.definition_of(workflow).name
 
     async def start_child(
         self,
@@ -284,7 +269,7 @@ class WaitingRuns:
         queue: str | None,
         timeout: Any,
     ) -> UUID:
-        definition = self._definition(workflow)
+        definition = self._registry.definition_of(workflow)
         max_bytes = self._settings.max_payload_bytes
         input_json: str | None = None
         if definition.takes_input:
@@ -313,17 +298,9 @@ class WaitingRuns:
         return run_id
 
     def decode_output(self, workflow: str, version: int, output: str | None) -> Any:
-        if output is None:
-            return None
-        try:
-            definition = self._registry.workflow(workflow, version)
-        except WorkflowNotFound:  # not registered here: plain JSON is the best we can do
-            return json.loads(output)
-        return Codec(
-            definition.output_type,
-            f"output of workflow {definition.name!r}",
-            max_bytes=self._settings.max_payload_bytes,
-        ).loads(output)
+        return self._registry.decode_output(
+            workflow, version, output, max_bytes=self._settings.max_payload_bytes
+        )
 
     async def park(
         self,

@@ -16,7 +16,6 @@ from durableflow.errors import (
     ResultTimeout,
     RunNotFound,
     WorkflowFailed,
-    WorkflowNotFound,
 )
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
@@ -205,17 +204,9 @@ class RunsSurface(FlowCore):
         return row
 
     def _decode_output(self, workflow: str, version: int, output: str | None) -> Any:
-        if output is None:
-            return None
-        try:
-            definition = self.registry.workflow(workflow, version)
-        except WorkflowNotFound:  # started elsewhere: plain JSON is the best we can do
-            return json.loads(output)
-        return Codec(
-            definition.output_type,
-            f"output of workflow {definition.name!r}",
-            max_bytes=self.settings.max_payload_bytes,
-        ).loads(output)
+        return self.registry.decode_output(
+            workflow, version, output, max_bytes=self.settings.max_payload_bytes
+        )
 
     async def status(self, run_id: UUID | str) -> RunStatus:
         """A snapshot of a run: status, output or error, owner, timestamps."""

@@ -103,38 +103,6 @@ SELECT p.status,
        END AS wake_in
 FROM parked AS p, notified;
 
--- name: send_signal
--- Puts a signal in run $1's mailbox unless the run is finished. The run row is locked
--- first, so a park of the same run is either before (and the run is queued here) or
--- after (and sees wake_seq bumped). The same idempotency key ($4) for one run stores one
--- signal. NOTIFY on $5 carries the run id: the worker holding it in memory checks at once.
-WITH target AS (
-    SELECT id, status FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE
-), inserted AS (
-    INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at)
-    SELECT $1, $2, $3::jsonb, $4, (SELECT {schema}.clock_now())
-    FROM target
-    WHERE target.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
-    ON CONFLICT (run_id, idempotency_key) DO NOTHING
-    RETURNING id
-), woken AS (
-    UPDATE {schema}.runs AS r
-    SET wake_seq = r.wake_seq + 1,
-        status = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
-                      THEN 'queued' ELSE r.status END,
-        waiting_for = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
-                           THEN NULL ELSE r.waiting_for END,
-        available_at = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
-                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
-    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM inserted)
-    RETURNING r.id
-), notified AS (
-    SELECT count(pg_notify($5, id::text)) AS sent FROM woken
-)
-SELECT (SELECT status FROM target) AS status,
-       (SELECT id FROM inserted) AS signal_id,
-       (SELECT sent FROM notified) AS notified;
-
 -- name: list_signals
 -- flow.signals(): a run's mailbox, oldest first, with what consumed each signal.
 SELECT id, name, payload::text AS payload, idempotency_key, sent_at, consumed_by_step,
@@ -297,14 +265,17 @@ RETURNING r.id;
 -- The schema clock, for code that must compare recorded wake-up times with it.
 SELECT {schema}.clock_now();
 
--- name: deliver_signal
--- send_signal to a run blocked in memory in the sender's own process, in wait step $7
--- (checkpoint name $8) of its execution by owner $5 at epoch $6: the signal goes in
--- already consumed by that wait, together with the wait's checkpoint, so the run need
--- not read its mailbox (one round trip from send to the next step). Only while the
--- run is still that execution's, holds no older unconsumed signal of that name, and
--- the wait is not recorded; otherwise it is exactly send_signal. Same parameters as
--- send_signal for $1..$4 and the NOTIFY channel $9.
+-- name: send_signal
+-- Puts a signal in run $1's mailbox unless the run is finished. The run row is locked
+-- first, so a park of the same run is either before (and the run is queued here) or
+-- after (and sees wake_seq bumped). The same idempotency key ($4) for one run stores one
+-- signal. NOTIFY on $9 carries the run id: a worker holding the run in memory checks.
+-- Hand-over ($5..$8 set by a sender whose own process holds the run blocked in wait
+-- step $7, checkpoint name $8, of its execution by owner $5 at epoch $6): the signal
+-- goes in already consumed by that wait, together with the wait's checkpoint, so the
+-- run need not read its mailbox (one round trip from send to the next step). Only
+-- while the run is still that execution's, holds no older unconsumed signal of that
+-- name, and the wait is not recorded; otherwise (and with $5 NULL) a plain send.
 WITH target AS (
     SELECT id, status, owner, lease_epoch FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE
 ), handoff AS (
