@@ -38,6 +38,7 @@ class RunState:
     """
 
     __slots__ = (
+        "_flushing",
         "epoch",
         "fault",
         "history",
@@ -70,6 +71,7 @@ class RunState:
         self.waits: RunWaits | None = None
         # Recorded values (ctx.now() ...) not written yet: they go before any later write.
         self.pending: list[Checkpoint] = []
+        self._flushing: asyncio.Future[None] | None = None
 
     def assign_step_id(self) -> int:
         """Ids are handed out at call time, in program order (so gather is deterministic)."""
@@ -113,14 +115,29 @@ class RunState:
         )
 
     async def flush_values(self) -> None:
-        """Write the deferred values: whatever is written next may depend on them."""
-        while self.pending:
+        """Write the deferred values: whatever is written next may depend on them.
+
+        Also waits for a flush another task of the run started: a concurrent step of the
+        same ``gather`` must not commit before the values it may depend on.
+        """
+        while self.pending or self._flushing is not None:
+            if self._flushing is not None:
+                await asyncio.shield(self._flushing)
+                continue
             batch, self.pending = self.pending, []
+            flushing = self._flushing = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.gather(*(self.write(checkpoint) for checkpoint in batch))
-            except LeaseLost as exc:
-                self.fault = exc
+            except BaseException as exc:
+                if isinstance(exc, LeaseLost):
+                    self.fault = exc
+                # Not known to be written: whoever writes next writes them again (a
+                # checkpoint that did commit is simply found there).
+                self.pending[:0] = batch
                 raise
+            finally:
+                self._flushing = None
+                flushing.set_result(None)
 
     async def commit(
         self,
@@ -134,7 +151,7 @@ class RunState:
         kind: str = "step",
     ) -> None:
         self.check()
-        if self.pending:
+        if self.pending or self._flushing is not None:
             await self.flush_values()
         try:
             await self.write(
