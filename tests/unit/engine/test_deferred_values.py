@@ -7,6 +7,8 @@ the order in which one run's writes are issued and completed, not the database).
 import asyncio
 from uuid import uuid4
 
+import pytest
+
 from durableflow._store.records import Checkpoint
 from durableflow.engine.context import RunState
 
@@ -45,10 +47,8 @@ async def test_a_failed_flush_leaves_the_values_for_the_next_write() -> None:
 
     run = RunState(uuid4(), owner="w", epoch=1, history={}, write=write)
     run.defer(run.assign_step_id(), "uuid4", '"x"', kind="value")
-    try:
+    with pytest.raises(ConnectionError):
         await run.flush_values()
-    except ConnectionError:
-        pass
     await run.flush_values()
     assert attempts == ["uuid4", "uuid4"]
     assert run.pending == []
