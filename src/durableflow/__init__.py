@@ -41,12 +41,14 @@ from durableflow.errors import (
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
+    NotInWorkflow,
     PayloadTooLarge,
     PruneRefused,
     ReplayError,
     ResultTimeout,
     RunActionRefused,
     RunBlocked,
+    RunFinished,
     RunNotFound,
     ScheduleNotFound,
     SchemaError,
@@ -59,7 +61,7 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.flow import Flow, RunStatus, SchemaStatus, SignalRecord, StepRecord
 from durableflow.graph import Graph
 from durableflow.runtime.leader import LeaderInfo
 from durableflow.runtime.worker import Worker
@@ -87,6 +89,7 @@ __all__ = [
     "LineageNode",
     "MigrationLockTimeout",
     "NonDeterminismError",
+    "NotInWorkflow",
     "PayloadTooLarge",
     "PruneRefused",
     "PruneResult",
@@ -96,6 +99,7 @@ __all__ = [
     "RunActionRefused",
     "RunBlocked",
     "RunEvent",
+    "RunFinished",
     "RunNotFound",
     "RunStatus",
     "Schedule",
@@ -103,6 +107,7 @@ __all__ = [
     "SchemaError",
     "SchemaStatus",
     "SerializationError",
+    "SignalRecord",
     "StepFailed",
     "StepRecord",
     "StepTimeout",

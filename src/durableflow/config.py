@@ -61,6 +61,15 @@ class FlowSettings(BaseSettings):
     poll_interval: float = Field(
         default=1.0, gt=0, description="Seconds between claim polls when NOTIFY is quiet."
     )
+    max_wait_in_memory: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "Longest a run blocked in a durable wait keeps its worker slot in memory before "
+            "it parks (gives the slot back); 0 parks at once. A worker with no free slot "
+            "parks its blocked runs at once."
+        ),
+    )
     shutdown_grace: float = Field(
         default=30.0, ge=0, description="Seconds in-flight runs get to finish on shutdown."
     )

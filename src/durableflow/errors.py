@@ -15,6 +15,8 @@
     ├── RunBlocked                   flow.result() of a run blocked for an operator (code changed)
     ├── DuplicateRun                 flow.start(dedup_key=...) while that key's run is in progress
     ├── ScheduleNotFound             no schedule with that name in this schema
+    ├── RunFinished                  a signal was sent to a run that already finished
+    ├── NotInWorkflow                a workflow-only call (ctx.sleep, ...) outside a workflow body
     ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation
     ├── PayloadTooLarge              a serialised value is over the configured limit
     ├── WorkflowFailed               flow.result() of a run that failed; carries the recorded error
@@ -185,6 +187,35 @@ class ScheduleNotFound(DurableFlowError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no schedule named {name!r}")
         self.name = name
+
+
+class RunFinished(DurableFlowError):
+    """A signal was sent to a run that already finished: nothing will receive it.
+
+    ``status`` is the run's final status, ``signal`` the signal's name. Nothing was
+    stored. Check the run's status before sending, or treat this as "too late".
+    """
+
+    def __init__(self, run_id: object, status: str, *, signal: str) -> None:
+        super().__init__(f"run {run_id} already {status}: signal {signal!r} was not sent")
+        self.run_id = run_id
+        self.status = status
+        self.signal = signal
+
+
+class NotInWorkflow(DurableFlowError):
+    """A call that only a running workflow can make was made elsewhere.
+
+    Durable waits and recorded values (``ctx.sleep``, ``ctx.wait_for_signal``,
+    ``ctx.start_child``, ``ctx.now`` ...) belong to the workflow body: not to a step's
+    body, nor to a ``FlowContext`` built outside a run. ``call`` names the call.
+    """
+
+    def __init__(self, call: str) -> None:
+        super().__init__(
+            f"{call} can only be called in the body of a running workflow (not inside a step)"
+        )
+        self.call = call
 
 
 class SerializationError(DurableFlowError):

@@ -20,10 +20,11 @@ from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
+from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
 
-__all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
+__all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
 
 logger = logging.getLogger("durableflow")
 
@@ -44,7 +45,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
+class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,

@@ -42,6 +42,8 @@ TABLES = {
     "schedules",
     "queues",
     "queue_starts",
+    "signals",
+    "events",
 }
 
 

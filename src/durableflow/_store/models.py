@@ -7,7 +7,7 @@ can prove that ``alembic upgrade head`` on an empty database yields exactly this
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from durableflow._store.records import RUN_STATUSES
 
@@ -44,6 +44,11 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("started_at", timestamp),
         sa.Column("finished_at", timestamp),
         sa.Column("updated_at", timestamp, nullable=False),
+        # Durable waits (revision 0005_waits; see _store/waits.py).
+        sa.Column("deadline", timestamp),
+        sa.Column("wake_seq", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("waiting_for", ARRAY(sa.Text)),
+        sa.Column("result_waiters", ARRAY(UUID(as_uuid=True))),
         sa.CheckConstraint(f"status IN ({status_list})", name="runs_status_check"),
         # In the claim's exact order (claim_runs), so a claim reads LIMIT rows of its
         # queue however long the backlog is, instead of sorting all of it.
@@ -113,6 +118,50 @@ def metadata_for(schema: str) -> sa.MetaData:
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
+        # -- 0005_waits: parked runs by wake-up time, deadlines of runs nobody executes
+        sa.Index(
+            "runs_waiting_idx", "available_at", postgresql_where=sa.text("status = 'waiting'")
+        ),
+        sa.Index(
+            "runs_deadline_idx",
+            "deadline",
+            postgresql_where=sa.text("status IN ('queued', 'waiting') AND deadline IS NOT NULL"),
+        ),
+    )
+
+    sa.Table(
+        "signals",
+        metadata,
+        # A run's mailbox: consumed_by_step is set in the statement that records the
+        # consuming wait's checkpoint, so a signal is received exactly once.
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+        sa.Column("run_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("payload", JSONB),
+        sa.Column("idempotency_key", sa.Text),
+        sa.Column("sent_at", timestamp, nullable=False),
+        sa.Column("consumed_by_step", sa.Integer),
+        sa.Column("consumed_at", timestamp),
+        sa.UniqueConstraint("run_id", "idempotency_key", name="signals_run_id_idempotency_key_key"),
+        sa.Index(
+            "signals_mailbox_idx",
+            "run_id",
+            "name",
+            "id",
+            postgresql_where=sa.text("consumed_by_step IS NULL"),
+        ),
+    )
+
+    sa.Table(
+        "events",
+        metadata,
+        # Latest value per (run, key); set_at NULL: not set yet, the row only lists
+        # the runs waiting for it.
+        sa.Column("run_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("value", JSONB),
+        sa.Column("set_at", timestamp),
+        sa.Column("waiters", ARRAY(UUID(as_uuid=True))),
     )
 
     sa.Table(

@@ -109,6 +109,8 @@ class QueueStore:
                 self._store.channel,
                 run.config,
                 run.config_hash,
+                run.delay,
+                run.timeout,
             )
         return None if row is None else row["id"]
 

@@ -41,6 +41,9 @@ class NewRun:
     parent_id: UUID | None = None
     config: str | None = None  # canonical JSON (artefacts, issue #12)
     config_hash: str | None = None
+    delay: float = 0.0  # seconds before it is due; > 0 inserts it 'waiting'
+    timeout: float | None = None  # seconds from now to its deadline
+    inherit_deadline: bool = False  # a child without a timeout: the parent's deadline
 
 
 @dataclass(slots=True)
@@ -89,6 +92,7 @@ class ClaimedRun:
     waited: float | None = None  # seconds from due to claimed (fresh claims only)
     config: str | None = None
     config_hash: str | None = None
+    deadline_in: float | None = None  # seconds left until the run's deadline, if it has one
 
 
 @dataclass(slots=True)
@@ -119,4 +123,5 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         waited=row.get("waited"),
         config=row["config"],
         config_hash=row["config_hash"],
+        deadline_in=row.get("deadline_in"),
     )

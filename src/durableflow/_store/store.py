@@ -100,6 +100,9 @@ async def _insert_new_runs(
             channel,
             r.config,
             r.config_hash,
+            r.delay,
+            r.timeout,
+            r.inherit_deadline,
         )
     else:
         rows = await connection.fetch(
@@ -118,6 +121,9 @@ async def _insert_new_runs(
             channel,
             [r.config for r in runs],
             [r.config_hash for r in runs],
+            [r.delay for r in runs],  # delayed starts and deadlines (see _store/waits.py)
+            [r.timeout for r in runs],
+            [r.inherit_deadline for r in runs],
         )
     return {row["id"]: row["owner"] for row in rows}
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, WorkflowNotFound
 
 AsyncFunction = Callable[..., Awaitable[Any]]
@@ -139,6 +141,35 @@ class Registry:
         if not versions:
             raise WorkflowNotFound(name, known=self.names())
         return max(versions, key=lambda d: d.version)
+
+    def definition_of(self, workflow: str | Any) -> WorkflowDefinition:
+        """The definition of a workflow given by name (highest version) or by its function."""
+        if isinstance(workflow, str):
+            return self.workflow(workflow)
+        definition = getattr(workflow, "__durableflow_workflow__", None)
+        if not isinstance(definition, WorkflowDefinition):
+            raise ConfigurationError(
+                f"{workflow!r} is not a workflow: decorate it with @flow.workflow(...) or pass "
+                "the workflow's name"
+            )
+        return self.workflow(definition.name, definition.version)
+
+    def decode_output(
+        self, workflow: str, version: int, output: str | None, *, max_bytes: int
+    ) -> Any:
+        """A run's recorded output, typed by its workflow's return annotation when that
+        workflow is registered here, else as plain JSON."""
+        if output is None:
+            return None
+        try:
+            definition = self.workflow(workflow, version)
+        except WorkflowNotFound:  # started elsewhere: plain JSON is the best we can do
+            return json.loads(output)
+        return Codec(
+            definition.output_type,
+            f"output of workflow {definition.name!r}",
+            max_bytes=max_bytes,
+        ).loads(output)
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self._workflows})

@@ -52,7 +52,8 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
             # Outside a workflow, or a step calling a step: just run the body.
             return definition.fn(ctx, *args, **kwargs)
         step_id = run.assign_step_id()
-        return _run_step(definition, codec, ctx, run, step_id, args, kwargs)
+        # track: a run does not park while one of its steps executes (engine/waits.py)
+        return run.track(_run_step(definition, codec, ctx, run, step_id, args, kwargs))
 
     call_step.__durableflow_step__ = definition  # type: ignore[attr-defined]
     return call_step

@@ -15,8 +15,10 @@ from durableflow.config import FlowSettings
 from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
+from durableflow.engine.waits import ParkRun
 from durableflow.errors import LeaseLost
 from durableflow.observability import record_run_finished, run_scope, run_span
+from durableflow.runtime.waiting import WaitingRuns, deadline_error
 
 if TYPE_CHECKING:
     from durableflow.artefacts.service import ArtefactService
@@ -44,6 +46,8 @@ class RunExecutor:
         self._code_hash_of = code_hash_of
         self._on_outcome = on_outcome
         self._artefacts = artefacts
+        # Durable waits of the runs executed here; the worker wires it up (hooks).
+        self.waiting = WaitingRuns(store, registry, settings, code_hash_of)
 
     @property
     def artefacts(self) -> ArtefactService | None:
@@ -65,6 +69,9 @@ class RunExecutor:
         definition = self._registry.workflow(claimed.workflow, claimed.version)
         if not await self._code_matches(claimed, definition, owner, log_extra):
             return
+        if claimed.deadline_in is not None and claimed.deadline_in <= 0:
+            await self._finish_past_deadline(claimed, owner, log_extra)  # -- waits
+            return
         history = {} if claimed.fresh else await self._store.load_checkpoints(claimed.id)
         state = RunState(
             claimed.id,
@@ -77,6 +84,20 @@ class RunExecutor:
             claimed, definition, owner, state
         ):
             return
+        waits = self.waiting.begin(state, claimed.correlation_id)  # -- waits
+        try:
+            await self._run_workflow(claimed, owner, definition, state, log_extra)
+        finally:
+            self.waiting.end(waits)  # -- waits
+
+    async def _run_workflow(
+        self,
+        claimed: ClaimedRun,
+        owner: str,
+        definition: WorkflowDefinition,
+        state: RunState,
+        log_extra: dict[str, Any],
+    ) -> None:
         ctx = FlowContext(
             run_id=claimed.id,
             workflow=definition.name,
@@ -88,36 +109,57 @@ class RunExecutor:
         status: str
         output: str | None = None
         error: str | None = None
+        deadline = asyncio.timeout(claimed.deadline_in)  # -- waits: the run's deadline
         try:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
-                if definition.takes_input:
-                    value = Codec(
-                        definition.input_type,
-                        f"input of workflow {definition.name!r}",
-                        max_bytes=max_bytes,
-                    ).loads(claimed.input)
-                    result = await definition.fn(ctx, value)
-                else:
-                    result = await definition.fn(ctx)
-                state.check()  # a swallowed LeaseLost / NonDeterminismError still counts
+                async with deadline:
+                    if definition.takes_input:
+                        value = Codec(
+                            definition.input_type,
+                            f"input of workflow {definition.name!r}",
+                            max_bytes=max_bytes,
+                        ).loads(claimed.input)
+                        result = await definition.fn(ctx, value)
+                    else:
+                        result = await definition.fn(ctx)
+                state.check()  # a swallowed LeaseLost / NonDeterminismError / ParkRun counts
+                await state.flush_values()  # ctx.now() and friends not written yet
                 output = Codec(
                     definition.output_type,
                     f"output of workflow {definition.name!r}",
                     max_bytes=max_bytes,
                 ).dumps(result)
             status = "succeeded"
+        except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
+            if state.waits is not None and state.waits.park_error is not None:
+                if not isinstance(state.waits.park_error, LeaseLost):
+                    raise state.waits.park_error from None  # the worker releases the run
+                logger.warning(
+                    "run %s: lease lost while parking, abandoning it to its new owner",
+                    claimed.id,
+                    extra={"event": "run_abandoned", **log_extra},
+                )
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if isinstance(exc, LeaseLost) or isinstance(state.fault, LeaseLost):
+            if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
+                status, error = "cancelled", deadline_error()
+                logger.info(
+                    "run %s cancelled: its deadline passed",
+                    claimed.id,
+                    extra={"event": "run_deadline_exceeded", **log_extra},
+                )
+            elif isinstance(exc, LeaseLost) or isinstance(state.fault, LeaseLost):
                 logger.warning(
                     "run %s: lease lost, abandoning it to its new owner",
                     claimed.id,
                     extra={"event": "run_abandoned", **log_extra},
                 )
                 return
-            status = "failed"
-            error = error_json(state.fault or exc)
+            else:
+                status = "failed"
+                error = error_json(state.fault or exc)
         recorded = await self._store.finish_run(
             Outcome(claimed.id, status, output, error, owner, claimed.lease_epoch)
         )
@@ -167,6 +209,24 @@ class RunExecutor:
             record_run_finished(claimed.workflow, "failed")
             self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
         return False
+
+    async def _finish_past_deadline(
+        self, claimed: ClaimedRun, owner: str, log_extra: dict[str, Any]
+    ) -> None:
+        """A run claimed after its deadline: cancelled before any of it runs."""
+        error = deadline_error()
+        if await self._store.finish_run(
+            Outcome(claimed.id, "cancelled", None, error, owner, claimed.lease_epoch)
+        ):
+            logger.info(
+                "run %s cancelled: its deadline passed",
+                claimed.id,
+                extra={"event": "run_deadline_exceeded", **log_extra},
+            )
+            record_run_finished(claimed.workflow, "cancelled")
+            self._on_outcome(
+                claimed.id, claimed.workflow, claimed.version, "cancelled", None, error
+            )
 
     async def _code_matches(
         self,

@@ -70,6 +70,9 @@ class Worker:
         self.workflow_keys = [(d.name, d.version) for d in registry.workflows]
         self.leadership = leadership
         self._claimer = QueueClaimer(store, settings, self.id, queues, self.workflow_keys)
+        # -- waits: durable waits see our free slots and wake our claim loop
+        self.waiting = executor.waiting
+        self.waiting.attach(free_slots=self.free_slots, wake_claims=self._wake.set)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -93,6 +96,7 @@ class Worker:
         ]
         if self.leadership is not None:
             await self.leadership.start(self.id)
+        self.waiting.start()  # -- waits: wake_due_runs / expire_deadlines
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
@@ -123,6 +127,7 @@ class Worker:
         self._wake.set()
         if self.leadership is not None:
             await self.leadership.stop()  # first, so a standby takes the duties over now
+        self.waiting.drain()  # -- waits: blocked runs park rather than wait out the grace
         grace = self._settings.shutdown_grace if grace is None else grace
         tasks = [task for task, _ in self._active.values()]
         if tasks:
@@ -134,6 +139,7 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.waiting.stop()  # -- waits
         await self._release_pending()
         await self._claimer.close()
         if self._listener is not None:
@@ -169,6 +175,8 @@ class Worker:
             self._reserved -= 1
         task = asyncio.create_task(self._execute(claimed))
         self._active[claimed.id] = (task, claimed.lease_epoch)
+        if self.free_slots() <= 0:
+            self.waiting.on_full()  # -- waits: runs blocked in memory give their slots back
 
     async def _execute(self, claimed: ClaimedRun) -> None:
         try:
@@ -223,6 +231,7 @@ class Worker:
 
         try:
             self._listener = await self._store.connect_listener(on_notify)
+            await self.waiting.listen(self._listener)  # -- waits: wake-up hints per run
         except DurableFlowError as exc:
             self._listener = None
             logger.warning(

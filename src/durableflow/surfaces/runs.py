@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,6 @@ from durableflow.errors import (
     RunBlocked,
     RunNotFound,
     WorkflowFailed,
-    WorkflowNotFound,
 )
 from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
@@ -53,6 +53,10 @@ class RunStatus:
     config_hash: str | None = None
     replayed_from: UUID | None = None
     forked_from: UUID | None = None
+    parent_id: UUID | None = None  # the run that started this one as a child
+    deadline: datetime | None = None  # past it the run is cancelled (reason "timeout")
+    available_at: datetime | None = None  # when a queued or waiting run is (or becomes) due
+    waiting_for: tuple[str, ...] = ()  # a parked run: "signal:<name>", "run:<id>", ...
 
     @property
     def done(self) -> bool:
@@ -90,6 +94,8 @@ class RunsSurface(FlowCore):
         correlation_id: str | None = None,
         config: Any = None,
         dedup_key: str | None = None,
+        timeout: float | None = None,
+        delay: float = 0.0,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -103,11 +109,24 @@ class RunsSurface(FlowCore):
         the run and in every sidecar (``InvalidFieldValue`` if it is not plain JSON).
         With ``dedup_key`` (which needs ``queue``), ``DuplicateRun`` is raised while a run
         with the same key is queued, running or waiting on that queue.
+
+        ``timeout`` (seconds) gives the run a deadline, stored with it: past it the run
+        is cancelled with reason ``timeout`` wherever it is (queued, executing, waiting),
+        and its child runs with it. ``delay`` (seconds) makes it due only that much later.
         """
         if dedup_key is not None and queue is None:
             raise ConfigurationError(
                 "dedup_key needs queue=...: a dedup key is unique within one queue",
                 setting="dedup_key",
+            )
+        if timeout is not None and (isinstance(timeout, bool) or not 0 < timeout < math.inf):
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds > 0, not {timeout!r}",
+                setting="timeout",
+            )
+        if isinstance(delay, bool) or not 0 <= delay < math.inf:
+            raise ConfigurationError(
+                f"delay must be a finite number of seconds >= 0, not {delay!r}", setting="delay"
             )
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
@@ -123,6 +142,7 @@ class RunsSurface(FlowCore):
         worker = self._worker
         direct = (
             queue is None
+            and not delay
             and worker is not None
             and (definition.name, definition.version) in worker.workflow_keys
             and worker.reserve()
@@ -140,6 +160,8 @@ class RunsSurface(FlowCore):
             correlation_id=correlation_id,
             config=config_json,
             config_hash=config_hash,
+            delay=float(delay),
+            timeout=timeout,
         )
         if dedup_key is not None:
             run_id = await self._start_deduplicated(new_run, dedup_key)
@@ -167,11 +189,14 @@ class RunsSurface(FlowCore):
                         fresh=True,
                         config=config_json,
                         config_hash=config_hash,
+                        deadline_in=timeout,
                     ),
                     reserved=True,
                 )
             else:
                 worker.unreserve()
+        elif delay and created and worker is not None:
+            worker.waiting.note_wake(delay)  # our wake-up path looks when it is due
         return run_id
 
     async def _start_deduplicated(self, new_run: NewRun, dedup_key: str) -> UUID:
@@ -240,17 +265,9 @@ class RunsSurface(FlowCore):
         return row
 
     def _decode_output(self, workflow: str, version: int, output: str | None) -> Any:
-        if output is None:
-            return None
-        try:
-            definition = self.registry.workflow(workflow, version)
-        except WorkflowNotFound:  # started elsewhere: plain JSON is the best we can do
-            return json.loads(output)
-        return Codec(
-            definition.output_type,
-            f"output of workflow {definition.name!r}",
-            max_bytes=self.settings.max_payload_bytes,
-        ).loads(output)
+        return self.registry.decode_output(
+            workflow, version, output, max_bytes=self.settings.max_payload_bytes
+        )
 
     async def status(self, run_id: UUID | str) -> RunStatus:
         """A snapshot of a run: status, output or error, owner, timestamps."""
@@ -280,6 +297,10 @@ class RunsSurface(FlowCore):
             config_hash=row["config_hash"],
             replayed_from=row["replayed_from"],
             forked_from=row["forked_from"],
+            parent_id=row["parent_id"],
+            deadline=row["deadline"],
+            available_at=row["available_at"],
+            waiting_for=tuple(row["waiting_for"] or ()),
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
@@ -303,7 +324,8 @@ class RunsSurface(FlowCore):
         ]
 
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
-        """Cancel a run that has not finished; False if it already had."""
+        """Cancel a run that has not finished, and its unfinished descendants (child runs,
+        theirs, ...); False if it had already finished."""
         store = await self._connected()
         run_id = as_run_id(run_id)
         cancelled = await store.cancel_run(run_id, reason)

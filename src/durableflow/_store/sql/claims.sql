@@ -72,7 +72,8 @@ SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.
 WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
-          extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited;
+          extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
+          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in;
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
@@ -101,7 +102,8 @@ SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims, r.config::text AS config, r.config_hash;
+          r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
+          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).

@@ -100,7 +100,9 @@ WITH allowance AS MATERIALIZED (
     WHERE r.id = c.id
     RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
               r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
-              extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited
+              extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
+              extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8
+                  AS deadline_in
 ), logged AS (
     INSERT INTO {schema}.queue_starts (queue, started_at)
     SELECT c.queue, (SELECT {schema}.clock_now())
@@ -114,18 +116,22 @@ SELECT * FROM claimed;
 -- because a duplicate here is the caller's answer, not a failure of the batch. Skipped
 -- (no row back) when its idempotency key exists or when a run with the same dedup key
 -- is queued, running or waiting on the queue (the partial unique index runs_dedup_idx).
+-- $14 delays it (it starts 'waiting' until due), $15 (seconds, or NULL) is its timeout.
 WITH inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, lease_epoch, claims, idempotency_key,
                                correlation_id, dedup_key, config, config_hash, created_at,
-                               updated_at)
-    VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6, $7, (SELECT {schema}.clock_now()), 0, 0,
-            $8, $9, $10, $12::jsonb, $13, (SELECT {schema}.clock_now()),
-            (SELECT {schema}.clock_now()))
+                               updated_at, deadline)
+    SELECT $1, $2, $3, $4, CASE WHEN $14::float8 > 0 THEN 'waiting' ELSE 'queued' END,
+           $5::jsonb, $6, $7, clock.now + make_interval(secs => greatest($14::float8, 0)), 0, 0,
+           $8, $9, $10, $12::jsonb, $13, clock.now, clock.now,
+           clock.now + make_interval(secs => $15::float8)
+    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock
     ON CONFLICT DO NOTHING
-    RETURNING id, queue
+    RETURNING id, queue, status
 )
-SELECT i.id, pg_notify($11, i.queue) FROM inserted AS i;
+SELECT i.id, CASE WHEN i.status = 'queued' THEN pg_notify($11, i.queue) END AS notified
+FROM inserted AS i;
 
 -- name: run_by_dedup_key
 -- The run in progress that holds a dedup key on a queue (the one a DuplicateRun names).
