@@ -9,11 +9,17 @@
 -- means the lease moved on. The artefact's storage event ($14) is NOTIFYed on channel
 -- $13 by the same statement (none when $13 is NULL), so it costs no round trip of its
 -- own and is delivered when the row commits.
+-- The run is locked by primary key alone and the lease compared outside the lock:
+-- OFFSET 0 keeps the comparison from being pushed into the locking scan, where
+-- `status = 'running'` would let the planner reach the run through a partial index
+-- of every running run whenever statistics say few are running (see checkpoint_steps
+-- in steps.sql).
 WITH upserted AS (
     INSERT INTO {schema}.lineage (id, key, run_id, step_id, name, sha256, size, config_hash,
                                   code_hash, inputs, created_at)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], (SELECT {schema}.clock_now())
-    FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3 FOR SHARE) AS r
+    FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3
+          OFFSET 0 FOR SHARE) AS r
     WHERE r.owner = $11 AND r.lease_epoch = $12 AND r.status = 'running'
     ON CONFLICT (id) DO UPDATE
     SET key = excluded.key, step_id = excluded.step_id, name = excluded.name,
@@ -127,12 +133,17 @@ SELECT status FROM {schema}.runs WHERE id = $1 FOR UPDATE;
 -- name: prune_statuses
 -- Before pruning by id: each run's status, and whether an unfinished replay or fork
 -- still reads from it (its seeded history may point at this run's artefacts).
+-- One EXISTS per provenance column, each a probe of its own partial index: written
+-- as one EXISTS with `replayed_from = r.id OR forked_from = r.id`, a table whose
+-- statistics were never taken got a sequential scan of every run per pruned run.
 SELECT r.id, r.status,
-       EXISTS (
-           SELECT 1 FROM {schema}.runs AS d
-           WHERE (d.replayed_from = r.id OR d.forked_from = r.id)
-             AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
-       ) AS has_unfinished_dependents
+       EXISTS (SELECT 1 FROM {schema}.runs AS d
+               WHERE d.replayed_from = r.id
+                 AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+       OR EXISTS (SELECT 1 FROM {schema}.runs AS d
+                  WHERE d.forked_from = r.id
+                    AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+           AS has_unfinished_dependents
 FROM {schema}.runs AS r WHERE r.id = ANY($1::uuid[]);
 
 -- name: prune_candidates

@@ -56,9 +56,13 @@ FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
 
 -- name: run_owners
 -- After a checkpoint batch: who owns the runs whose rows were not inserted, to tell
--- a lost lease from a retried write that had in fact committed.
-SELECT id, owner, lease_epoch FROM {schema}.runs
-WHERE id = ANY($1::uuid[]) AND status = 'running';
+-- a lost lease from a retried write that had in fact committed. The runs are found
+-- by primary key and their status compared outside that scan (OFFSET 0), for the
+-- reason given at checkpoint_steps.
+SELECT r.id, r.owner, r.lease_epoch
+FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = ANY($1::uuid[])
+      OFFSET 0) AS r
+WHERE r.status = 'running';
 
 -- name: list_steps
 -- flow.steps(): a run's checkpoints with their timings, for people and dashboards.

@@ -8,7 +8,15 @@
 -- otherwise queues the run again at once.
 --
 -- Fenced statements check owner, lease_epoch and status = 'running' on the run row,
--- locked FOR SHARE, like every checkpoint (see steps.sql).
+-- locked FOR SHARE, like every checkpoint (see steps.sql), and the same way: the run
+-- is locked by primary key alone (`WHERE id = $1 OFFSET 0 FOR SHARE` in a subquery)
+-- and owner, epoch and status are compared on the locked row outside that scan.
+-- Written inside the locking scan, `status = 'running'` lets the planner reach the
+-- run through a partial index of every running run (runs_running_idx, or
+-- runs_executing_idx when the queue is known) whenever statistics say few runs are
+-- running, and read every run a worker owns to find one. OFFSET 0 keeps Postgres
+-- from pushing the outer comparison back into the subquery. An UPDATE compares
+-- with IS NOT DISTINCT FROM instead, which no index can serve (see finish_runs).
 
 -- name: record_sleep
 -- The first time a run reaches a sleep or a wait's timeout: the wake-up time is
@@ -16,9 +24,10 @@
 -- recorded as the checkpoint of step $4, so replay never restarts the timer. A retried
 -- write whose first attempt committed reads the recorded time back.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), wake AS (
     SELECT coalesce($6::timestamptz,
                     (SELECT {schema}.clock_now()) + make_interval(secs => $5::float8)) AS until
@@ -43,9 +52,10 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- A step already recorded (a retried write) consumes nothing and returns its record.
 -- wake_seq is read without a lock, from the same snapshot as the mailbox.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), recorded AS (
     SELECT output FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), picked AS (
@@ -81,6 +91,9 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- $5 lists what it waits for. If a wake-up arrived since its checks read wake_seq
 -- ($6; NULL when it only sleeps), it is queued again at once instead (and NOTIFY on $7
 -- tells the workers). Fenced: a run cancelled or taken over meanwhile is not touched.
+-- The UPDATE re-checks its WHERE on the latest row version, and the fence is written
+-- with IS NOT DISTINCT FROM so that only the primary key finds the row ($2 and $3
+-- are never NULL, so it means `=`).
 WITH parked AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN 'waiting'
@@ -92,7 +105,8 @@ WITH parked AS (
         waiting_for = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN $5::text[] END,
         owner = NULL,
         updated_at = (SELECT {schema}.clock_now())
-    WHERE r.id = $1 AND r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
+    WHERE r.id = $1
+      AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($2, $3, 'running')
     RETURNING r.status, r.queue, r.available_at
 ), notified AS (
     SELECT count(pg_notify($7, queue)) AS sent FROM parked WHERE status = 'queued'
@@ -114,9 +128,10 @@ FROM {schema}.signals WHERE run_id = $1 ORDER BY id;
 -- checkpoint of step $4, fenced. The runs listed as waiting for this event get their
 -- wake_seq bumped, and those parked on it are queued; NOTIFY on $8 tells the workers.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), recorded AS (
     SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), upserted AS (
