@@ -12,10 +12,10 @@
 -- The run is locked by primary key alone, and owner, epoch and status are compared
 -- on the locked (latest) row version outside that scan. OFFSET 0 is what keeps them
 -- outside: without it Postgres pushes the outer conditions into the locking
--- subquery, and `status = 'running'` there lets it pick runs_running_idx, every
--- running run, whenever statistics say few runs are running (a table not analysed
--- since a burst of starts): 10,000 runs running elsewhere made each step 5.6x
--- slower. With only `id = ...` in the scan, the primary key is the only index.
+-- subquery, and `status = 'running'` there lets it pick a partial index of every
+-- running run (runs_running_idx, now runs_executing_idx) whenever statistics say few
+-- runs are running (a table not analysed since a burst of starts): 10,000 runs
+-- running elsewhere made each step 5.6x slower. With only `id = ...` in the scan, the primary key is the only index.
 -- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at, artefact_key, artefact_sha256)

@@ -12,9 +12,8 @@
 -- is locked by primary key alone (`WHERE id = $1 OFFSET 0 FOR SHARE` in a subquery)
 -- and owner, epoch and status are compared on the locked row outside that scan.
 -- Written inside the locking scan, `status = 'running'` lets the planner reach the
--- run through a partial index of every running run (runs_running_idx, or
--- runs_executing_idx when the queue is known) whenever statistics say few runs are
--- running, and read every run a worker owns to find one. OFFSET 0 keeps Postgres
+-- run through runs_executing_idx, a partial index of every running run, whenever
+-- statistics say few runs are running, and read every running run to find one. OFFSET 0 keeps Postgres
 -- from pushing the outer comparison back into the subquery. An UPDATE compares
 -- with IS NOT DISTINCT FROM instead, which no index can serve (see finish_runs).
 
