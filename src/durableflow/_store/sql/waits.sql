@@ -227,7 +227,10 @@ WHERE t.id = ANY ($2::uuid[]);
 -- Moves up to $1 parked runs whose time has come (a sleep, a timeout, a delayed start, a
 -- deadline) to 'queued', so that queued always means due and claim_runs needs to know
 -- nothing about waits. NOTIFY on $2 per queue wakes idle workers. Also returns, in
--- seconds, when the next parked run is due: index runs_waiting_idx answers both.
+-- seconds, when the next parked run is due: index runs_waiting_idx answers both (a
+-- range scan that stops after $1 rows, and one probe). The UPDATE finds the due runs
+-- by `id = ANY(ARRAY(...))`, as claim_runs does: a join on the CTE can be planned as
+-- a hash join over every run when the generic plan guesses a large LIMIT.
 WITH due AS (
     SELECT id FROM {schema}.runs
     WHERE status = 'waiting' AND available_at <= (SELECT {schema}.clock_now())
@@ -237,8 +240,7 @@ WITH due AS (
 ), woken AS (
     UPDATE {schema}.runs AS r
     SET status = 'queued', waiting_for = NULL, updated_at = (SELECT {schema}.clock_now())
-    FROM due
-    WHERE r.id = due.id
+    WHERE r.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING r.queue
 ), notified AS (
     SELECT count(pg_notify($2, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM woken) AS q
@@ -255,6 +257,9 @@ SELECT (SELECT count(*) FROM woken) AS woken,
 -- Cancels, with reason 'timeout', up to $1 runs nobody is executing (queued or parked)
 -- whose deadline passed. Runs being executed are cancelled by their owner, and a run of
 -- a dead worker by whoever recovers it. Trigger runs_cancel_children cancels children.
+-- runs_deadline_idx holds exactly these runs in deadline order: a range scan that
+-- stops after $1 rows; the UPDATE finds them by `id = ANY(ARRAY(...))` (see
+-- wake_due_runs).
 WITH expired AS (
     SELECT id FROM {schema}.runs
     WHERE status IN ('queued', 'waiting') AND deadline IS NOT NULL
@@ -271,8 +276,7 @@ SET status = 'cancelled', waiting_for = NULL,
         'message', 'timeout: the run passed its deadline (' || r.deadline::text || ')',
         'traceback', '',
         'reason', 'timeout')
-FROM expired
-WHERE r.id = expired.id
+WHERE r.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING r.id;
 
 -- name: clock_now
