@@ -170,25 +170,44 @@ WHERE queue = $1 AND dedup_key = $2 AND status IN ('queued', 'running', 'waiting
 -- name: queue_overview
 -- flow.list_queues(): every configured queue and every queue with runs queued or
 -- executing, with its limits, counts and the age of its oldest due queued run.
-WITH names AS (
+-- Read through the partial indexes of queued runs (runs_claim_order_idx) and of
+-- executing runs (runs_executing_idx), so the cost follows the runs in progress, not
+-- the table: finished runs, however many, are never read. The queues with runs are
+-- found one index probe per queue (the next queue name after the previous one).
+WITH RECURSIVE queued_queues AS (
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r WHERE r.status = 'queued') AS queue
+    UNION ALL
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r
+            WHERE r.status = 'queued' AND r.queue > p.queue)
+    FROM queued_queues AS p
+    WHERE p.queue IS NOT NULL
+), executing_queues AS (
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r WHERE r.status = 'running') AS queue
+    UNION ALL
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r
+            WHERE r.status = 'running' AND r.queue > p.queue)
+    FROM executing_queues AS p
+    WHERE p.queue IS NOT NULL
+), names AS (
     SELECT name FROM {schema}.queues
     UNION
-    SELECT DISTINCT queue FROM {schema}.runs WHERE status IN ('queued', 'running')
-), counts AS (
-    SELECT r.queue,
-           count(*) FILTER (WHERE r.status = 'queued') AS queued,
-           count(*) FILTER (WHERE r.status = 'running') AS executing,
-           min(r.available_at) FILTER (
-               WHERE r.status = 'queued' AND r.available_at <= (SELECT {schema}.clock_now())
-           ) AS oldest_due
-    FROM {schema}.runs AS r
-    WHERE r.status IN ('queued', 'running')
-    GROUP BY r.queue
+    SELECT queue FROM queued_queues WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM executing_queues WHERE queue IS NOT NULL
 )
 SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit_count, q.rate_limit_seconds,
-       q.priority_aging, coalesce(c.queued, 0) AS queued, coalesce(c.executing, 0) AS executing,
-       extract(epoch FROM (SELECT {schema}.clock_now()) - c.oldest_due)::float8 AS oldest_age
+       q.priority_aging, queued.count AS queued,
+       (SELECT count(*) FROM {schema}.runs AS r
+        WHERE r.status = 'running' AND r.queue = n.name) AS executing,
+       extract(epoch FROM (SELECT {schema}.clock_now()) - queued.oldest_due)::float8
+           AS oldest_age
 FROM names AS n
 LEFT JOIN {schema}.queues AS q ON q.name = n.name
-LEFT JOIN counts AS c ON c.queue = n.name
+CROSS JOIN LATERAL (
+    SELECT count(*) AS count,
+           min(r.available_at) FILTER (
+               WHERE r.available_at <= (SELECT {schema}.clock_now())) AS oldest_due
+    FROM {schema}.runs AS r
+    WHERE r.status = 'queued' AND r.queue = n.name
+) AS queued
 ORDER BY n.name;
