@@ -58,15 +58,18 @@ async def waiting_section(flow: Any, run: RunDetail) -> SectionContent | None:
     if run.status != "waiting":
         return None
     rows = [describe_wait(key) for key in run.waiting_for] or [["time only", "", ""]]
-    wakes = run.wakes_at
-    notes = [
-        f"due again at {format_time(wakes)} (its wake-up time or its deadline)"
-        if wakes is not None
-        else "no wake-up time: only what it waits for ends the wait",
-    ]
-    if run.deadline is not None:
-        notes.append(f"deadline {format_time(run.deadline)}: cancelled (timeout) past it")
-    return SectionContent.table(["waits for", "name", "run"], rows, caption="; ".join(notes))
+    return SectionContent.table(["waits for", "name", "run"], rows, caption=wait_times(run))
+
+
+def wait_times(run: RunDetail) -> str:
+    """When a waiting run wakes by itself, and its deadline, in words."""
+    wakes, deadline = run.wakes_at, run.deadline
+    notes = []
+    if wakes is not None and (deadline is None or wakes < deadline):
+        notes.append(f"wakes at {format_time(wakes)} if nothing ends the wait first")
+    if deadline is not None:
+        notes.append(f"deadline {format_time(deadline)}: cancelled (reason timeout) past it")
+    return "; ".join(notes) or "no time limit: only what it waits for ends the wait"
 
 
 async def signals_section(flow: Any, run: RunDetail) -> SectionContent | None:
