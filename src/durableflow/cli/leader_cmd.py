@@ -14,6 +14,7 @@ from durableflow.cli.common import (
     EXIT_OK,
     add_connection_options,
     console,
+    facts_grid,
     fail,
     format_seconds,
     format_time,
@@ -58,17 +59,12 @@ async def leader_command(args: argparse.Namespace) -> int:
         print_json(answer)
         return EXIT_OK
 
-    from rich.table import Table
     from rich.text import Text
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("leader", Text(info.worker_id))
+    rows: list[tuple[str, Any]] = [("leader", Text(info.worker_id))]
     if worker is not None:
-        grid.add_row("host", Text(f"{worker.host} (pid {worker.pid})"))
-        grid.add_row("heartbeat", f"{format_seconds(worker.heartbeat_age)} ago")
-    grid.add_row("epoch", str(info.epoch))
-    grid.add_row("since", format_time(info.since))
-    console().print(grid)
+        rows.append(("host", Text(f"{worker.host} (pid {worker.pid})")))
+        rows.append(("heartbeat", f"{format_seconds(worker.heartbeat_age)} ago"))
+    rows += [("epoch", str(info.epoch)), ("since", format_time(info.since))]
+    console().print(facts_grid(rows))
     return EXIT_OK

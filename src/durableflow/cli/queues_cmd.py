@@ -19,6 +19,7 @@ from durableflow.cli.common import (
     add_connection_options,
     console,
     format_seconds,
+    listing_table,
     noun,
     open_flow,
     print_json,
@@ -89,21 +90,20 @@ def _limit(value: int | None) -> str:
 
 
 def queues_table(queues: list[Any]) -> Any:
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in (
-        "QUEUE",
-        "CONCURRENCY",
-        "PER WORKER",
-        "RATE LIMIT",
-        "AGING",
-        "QUEUED",
-        "EXECUTING",
-        "OLDEST WAIT",
-    ):
-        table.add_column(column, no_wrap=True)
+    table = listing_table(
+        (
+            "QUEUE",
+            "CONCURRENCY",
+            "PER WORKER",
+            "RATE LIMIT",
+            "AGING",
+            "QUEUED",
+            "EXECUTING",
+            "OLDEST WAIT",
+        )
+    )
     for queue in queues:
         rate = queue.rate_limit
         table.add_row(

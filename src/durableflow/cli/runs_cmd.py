@@ -23,6 +23,7 @@ from durableflow.cli.common import (
     EXIT_OK,
     add_connection_options,
     console,
+    facts_grid,
     fail,
     format_seconds,
     format_time,
@@ -327,12 +328,8 @@ def _render_section(content: SectionContent) -> RenderableType:
 
 
 def _run_header(run: RunDetail) -> RenderableType:
-    from rich.table import Table
     from rich.text import Text
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
     fields: list[tuple[str, Any]] = [
         ("run", str(run.id)),
         ("workflow", Text(f"{run.workflow} v{run.version}")),
@@ -360,9 +357,7 @@ def _run_header(run: RunDetail) -> RenderableType:
     ):
         if value is not None:
             fields.append((label, Text(str(value))))
-    for label, value in fields:
-        grid.add_row(label, value)
-    return grid
+    return facts_grid(fields)
 
 
 async def show_command(args: argparse.Namespace) -> int:

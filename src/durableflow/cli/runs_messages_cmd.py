@@ -24,6 +24,7 @@ from durableflow.cli.common import (
     console,
     fail,
     format_time,
+    listing_table,
     noun,
     open_flow,
     parse_json_argument,
@@ -84,23 +85,28 @@ async def signal_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def signals_command(args: argparse.Namespace) -> int:
+async def _read(args: argparse.Namespace, read: Any) -> Any:
+    """``read(flow)`` for the run of ``args``; None (after one line on stderr) if unknown."""
     async with open_flow(args) as flow:
         try:
-            signals = await flow.signals(args.run_id)
+            return await read(flow)
         except RunNotFound as exc:
             fail(str(exc))
-            return EXIT_NO
+            return None
+
+
+async def signals_command(args: argparse.Namespace) -> int:
+    signals = await _read(args, lambda flow: flow.signals(args.run_id))
+    if signals is None:
+        return EXIT_NO
     if args.json:
         print_json([{**asdict(signal), "state": signal.state} for signal in signals])
         return EXIT_OK
-
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("#", "NAME", "STATE", "SENT", "CONSUMED BY", "KEY", "PAYLOAD"):
-        table.add_column(column, no_wrap=column != "PAYLOAD")
+    table = listing_table(
+        ("#", "NAME", "STATE", "SENT", "CONSUMED BY", "KEY", "PAYLOAD"), wrap=("PAYLOAD",)
+    )
     for signal in signals:
         table.add_row(
             str(signal.id),
@@ -116,22 +122,15 @@ async def signals_command(args: argparse.Namespace) -> int:
 
 
 async def events_command(args: argparse.Namespace) -> int:
-    async with open_flow(args) as flow:
-        try:
-            events = await flow.get_events(args.run_id)
-        except RunNotFound as exc:
-            fail(str(exc))
-            return EXIT_NO
+    events = await _read(args, lambda flow: flow.get_events(args.run_id))
+    if events is None:
+        return EXIT_NO
     if args.json:
         print_json(events)
         return EXIT_OK
-
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    table.add_column("KEY", no_wrap=True)
-    table.add_column("LATEST VALUE")
+    table = listing_table(("KEY", "LATEST VALUE"), wrap=("LATEST VALUE",))
     for key, value in events.items():
         table.add_row(Text(key), Text(value_text(value)))
     console().print(table)

@@ -22,8 +22,10 @@ from durableflow.cli.common import (
     EXIT_OK,
     add_connection_options,
     console,
+    facts_grid,
     fail,
     format_time,
+    listing_table,
     noun,
     open_flow,
     parse_time,
@@ -72,12 +74,11 @@ def register(subparsers: Any) -> None:
 
 
 def schedules_table(schedules: list[Any]) -> Any:
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "WORKFLOW", "CRON", "TIMEZONE", "QUEUE", "STATE", "LAST TICK", "NEXT"):
-        table.add_column(column, no_wrap=True)
+    table = listing_table(
+        ("NAME", "WORKFLOW", "CRON", "TIMEZONE", "QUEUE", "STATE", "LAST TICK", "NEXT")
+    )
     for schedule in schedules:
         table.add_row(
             Text(schedule.name),
@@ -106,13 +107,9 @@ def _print_schedule(args: argparse.Namespace, schedule: Any) -> None:
     if args.json:
         print_json(schedule)
         return
-    from rich.table import Table
     from rich.text import Text
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    for label, value in (
+    rows: list[tuple[str, Any]] = [
         ("schedule", Text(schedule.name)),
         ("workflow", Text(f"{schedule.workflow} v{schedule.version}")),
         ("cron", Text(f"{schedule.cron} ({schedule.timezone})")),
@@ -125,9 +122,8 @@ def _print_schedule(args: argparse.Namespace, schedule: Any) -> None:
         ("declared", "@flow.scheduled" if schedule.declared else "create_schedule"),
         ("created", format_time(schedule.created_at)),
         ("updated", format_time(schedule.updated_at)),
-    ):
-        grid.add_row(label, value)
-    console().print(grid)
+    ]
+    console().print(facts_grid(rows))
 
 
 def _fired_by(epoch: int | None) -> str:

@@ -123,6 +123,9 @@ class AdminUI:
             access=access,
             csrf_field=CSRF_FIELD,
             title=self.title,
+            # What the last action said (see _answer), shown once by the page it lands on.
+            notice=request.query_params.get("notice"),
+            notice_failed=request.query_params.get("failed") == "1",
             **context,
         )
         return HTMLResponse(page, status_code=status_code)
@@ -178,8 +181,6 @@ class AdminUI:
             request,
             "run.html",
             view=view,
-            notice=request.query_params.get("notice"),
-            failed=request.query_params.get("failed") == "1",
             live_url=_path(request, "live_run", run_id=str(view.run.id))
             + "?"
             + urlencode({"seen": _digest(view.fingerprint)}),
@@ -196,13 +197,7 @@ class AdminUI:
 
     async def schedules_page(self, request: Request) -> Response:
         schedules = await self.flow.list_schedules()
-        return self._render(
-            request,
-            "schedules.html",
-            schedules=schedules,
-            notice=request.query_params.get("notice"),
-            failed=request.query_params.get("failed") == "1",
-        )
+        return self._render(request, "schedules.html", schedules=schedules)
 
     async def lineage_page(self, request: Request) -> Response:
         key = request.query_params.get("key", "")
