@@ -257,7 +257,7 @@ async def test_a_waiting_run_is_shown_signalled_and_finishes(
     assert [run["id"] for run in waiting["runs"]] == [run_id]
     run, sections = shown["run"], shown["sections"]
     assert run["status"] == "waiting" and run["waiting_for"] == ["signal:approve"]
-    assert run["deadline"] is not None
+    assert run["deadline"] is not None and run["wakes_at"] == run["deadline"]
     assert sections["waiting"]["rows"] == [["signal", "approve", ""]]
     assert "deadline" in sections["waiting"]["caption"]
     [child] = sections["children"]["rows"]

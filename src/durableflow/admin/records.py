@@ -147,6 +147,8 @@ def jsonable(value: Any) -> Any:
         data = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, RunSummary):
             data["duration"] = value.duration
+        if isinstance(value, RunDetail):
+            data["wakes_at"] = jsonable(value.wakes_at)
         return data
     if isinstance(value, datetime):
         return value.isoformat()
