@@ -101,6 +101,10 @@ async def test_action_input_is_validated_and_refusals_are_not_server_errors(
     async def tock(ctx: FlowContext, tick: dict[str, object]) -> None:
         return None
 
+    @flow.workflow(name="parent", version=1)
+    async def parent(ctx: FlowContext) -> object:
+        return await ctx.start_child("gated")
+
     token = {"Authorization": "Bearer t0ken"}
     async with flow, flow.worker(1), serve(flow.admin_app(token="t0ken")) as port:
         waiting = await flow.start("gated")
@@ -148,3 +152,16 @@ async def test_action_input_is_validated_and_refusals_are_not_server_errors(
         assert status == 400
         status, _, body = await request(port, "GET", "/schedules")
         assert status == 200 and "every-night" in body and 'data-paused="true"' in body
+
+        parent_id = await flow.start("parent")
+        child_id = await flow.result(parent_id, timeout=10)
+        status, _, body = await request(port, "GET", f"/runs/{parent_id}")
+        assert status == 200 and 'id="section-children"' in body
+        assert f'<a href="/runs/{child_id}" class="mono">{child_id}</a>' in body
+        for _ in range(200):
+            if (await flow.status(child_id)).status == "waiting":
+                break
+            await asyncio.sleep(0.05)
+        status, _, body = await request(port, "GET", f"/runs/{child_id}")
+        assert f'<dt>parent</dt><dd class="mono"><a href="/runs/{parent_id}">' in body
+        assert 'id="section-waiting"' in body and "signal:go" in body
