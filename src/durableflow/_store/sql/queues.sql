@@ -173,7 +173,8 @@ WHERE queue = $1 AND dedup_key = $2 AND status IN ('queued', 'running', 'waiting
 -- Read through the partial indexes of queued runs (runs_claim_order_idx) and of
 -- executing runs (runs_executing_idx), so the cost follows the runs in progress, not
 -- the table: finished runs, however many, are never read. The queues with runs are
--- found one index probe per queue (the next queue name after the previous one).
+-- found one index probe per queue (the next queue name after the previous one), in
+-- one walk per status: a partial index serves only a status written as a constant.
 WITH RECURSIVE queued_queues AS (
     SELECT (SELECT min(r.queue) FROM {schema}.runs AS r WHERE r.status = 'queued') AS queue
     UNION ALL
