@@ -59,7 +59,9 @@ async def orders(db: asyncpg.Connection, run_id: UUID | None = None) -> list[str
     if run_id is None:
         rows = await db.fetch("SELECT note FROM public.orders ORDER BY id")
     else:
-        rows = await db.fetch("SELECT note FROM public.orders WHERE run_id = $1 ORDER BY id", run_id)
+        rows = await db.fetch(
+            "SELECT note FROM public.orders WHERE run_id = $1 ORDER BY id", run_id
+        )
     return [row["note"] for row in rows]
 
 
@@ -77,7 +79,9 @@ async def test_the_body_writes_and_the_checkpoint_commit_together(
         )
         # Inside the transaction: the step is not recorded yet, from anyone's view.
         seen_in_body.append(
-            await db.fetchval("SELECT count(*) FROM durableflow.steps WHERE run_id = $1", ctx.run_id)
+            await db.fetchval(
+                "SELECT count(*) FROM durableflow.steps WHERE run_id = $1", ctx.run_id
+            )
             == 0
         )
         count = (await session.execute(text("SELECT count(*) FROM public.orders"))).scalar_one()
@@ -222,7 +226,9 @@ async def test_a_lost_lease_at_the_checkpoint_rolls_the_body_back(
 
     assert len(raised) == 1 and isinstance(raised[0], LeaseLost)
     assert await orders(db) == []
-    assert await db.fetchval("SELECT count(*) FROM durableflow.steps WHERE run_id = $1", run_id) == 0
+    assert (
+        await db.fetchval("SELECT count(*) FROM durableflow.steps WHERE run_id = $1", run_id) == 0
+    )
 
 
 async def test_a_serialization_failure_runs_the_transaction_again_without_counting(
