@@ -48,23 +48,32 @@ def retry_reason(exc: BaseException) -> str | None:
     """Why the transaction ``exc`` ended should simply run again, or None.
 
     Serialization failures and deadlocks (the database chose this transaction to
-    abort), and a connection lost mid-transaction (nothing of it committed, or its
-    commit's reply was lost: the fenced checkpoint tells which on the next attempt).
-    Looks through SQLAlchemy's wrapping to the driver's error.
+    abort), and the database connection lost mid-transaction (nothing of it committed,
+    or its commit's reply was lost: the fenced checkpoint tells which on the next
+    attempt). Looks through SQLAlchemy's and durableflow's wrapping to the driver's
+    error. An ``OSError`` counts only below a database error: a body's own call to
+    some other service failing is the body's failure, as is a step timeout.
     """
-    seen = 0
+    below_database_error = False
     current: BaseException | None = exc
-    while current is not None and seen < 8:
-        seen += 1
-        state = getattr(current, "sqlstate", None)
-        if isinstance(state, str):
+    for _ in range(8):
+        if current is None:
+            break
+        if isinstance(current, asyncpg.PostgresError):
+            state = current.sqlstate
             if state in _CONFLICTS:
                 return _CONFLICTS[state]
             if state.startswith("08") or state in _SERVER_GONE:
                 return _CONNECTION_LOST
-        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+        if isinstance(current, sa_exc.DBAPIError):
+            if current.connection_invalidated:
+                return _CONNECTION_LOST
+            below_database_error = True
+        elif isinstance(current, DatabaseError):
+            below_database_error = True
+        if isinstance(current, asyncpg.ConnectionDoesNotExistError):
             return _CONNECTION_LOST
-        if isinstance(current, (OSError, asyncpg.ConnectionDoesNotExistError)):
+        if below_database_error and isinstance(current, OSError):
             return _CONNECTION_LOST
         if isinstance(current, sa_exc.TimeoutError):
             return "no connection free in the transaction pool"
@@ -245,7 +254,8 @@ class StepTransaction:
         self.session: AsyncSession | None = None
 
     async def __aenter__(self) -> StepTransaction:
-        connection = await self._engine.connect()
+        with translate_wrapped_errors(self._store.schema, "opening a step's transaction"):
+            connection = await self._engine.connect()
         try:
             await connection.execution_options(isolation_level=self._isolation)
             self._transaction = await connection.begin()
@@ -273,27 +283,29 @@ class StepTransaction:
         an earlier attempt of the step had already committed it)."""
         assert self._connection is not None
         c = checkpoint
-        rows = await fetch_in_transaction(
-            self._connection,
-            self._store.queries.checkpoint_step,
-            c.run_id,
-            c.step_id,
-            c.name,
-            c.kind,
-            c.output,
-            c.error,
-            c.attempt,
-            c.started_at,
-            c.owner,
-            c.epoch,
-            c.artefact_key,
-            c.artefact_sha256,
-        )
+        with translate_wrapped_errors(self._store.schema, "writing a transactional checkpoint"):
+            rows = await fetch_in_transaction(
+                self._connection,
+                self._store.queries.checkpoint_step,
+                c.run_id,
+                c.step_id,
+                c.name,
+                c.kind,
+                c.output,
+                c.error,
+                c.attempt,
+                c.started_at,
+                c.owner,
+                c.epoch,
+                c.artefact_key,
+                c.artefact_sha256,
+            )
         return bool(rows)
 
     async def commit(self) -> None:
         assert self._transaction is not None
-        await self._transaction.commit()
+        with translate_wrapped_errors(self._store.schema, "committing a transactional step"):
+            await self._transaction.commit()
         self._committed = True
 
     async def rollback(self) -> None:

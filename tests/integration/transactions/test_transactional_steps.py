@@ -315,28 +315,6 @@ async def test_outside_a_workflow_the_body_runs_in_a_committed_transaction(
     assert await orders(db) == ["plain"]
 
 
-def test_declarations_are_checked_when_they_are_made() -> None:
-    flow = Flow(database_url="postgresql://nobody@127.0.0.1:1/none")
-
-    async def good(ctx: FlowContext, session: AsyncSession) -> None: ...
-
-    with pytest.raises(ConfigurationError) as bad_isolation:
-        flow.transaction(isolation="snapshot")(good)
-    assert bad_isolation.value.setting == "isolation"
-    with pytest.raises(ConfigurationError, match="async function"):
-        flow.transaction()(lambda ctx, session: None)  # type: ignore[arg-type,return-value]
-
-    async def no_session(ctx: FlowContext) -> None: ...
-
-    with pytest.raises(ConfigurationError, match=r"\(ctx, session, \*args\)"):
-        flow.transaction()(no_session)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError):
-        flow.transaction(retries=-1)(good)
-    with pytest.raises(ConfigurationError) as not_an_engine:
-        Flow(database_url="postgresql://nobody@127.0.0.1:1/none", sqlalchemy_engine="postgres://")
-    assert not_an_engine.value.setting == "sqlalchemy_engine"
-
-
 async def test_an_engine_on_another_database_is_refused_before_any_run(
     database_url: str, blank_database_url: str
 ) -> None:
@@ -360,3 +338,97 @@ async def test_an_engine_on_another_database_is_refused_before_any_run(
         await elsewhere.dispose()
     assert refused.value.setting == "sqlalchemy_engine"
     assert "durableflow_" in str(refused.value)  # names the databases involved
+
+
+async def test_when_an_earlier_attempt_had_committed_its_output_stands_and_this_one_rolls_back(
+    database_url: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit of an earlier attempt whose reply was lost: simulated by committing the
+    step's checkpoint from outside while the body runs."""
+    flow = make_flow(database_url)
+
+    @flow.transaction()
+    async def pay(ctx: FlowContext, session: AsyncSession) -> str:
+        await session.execute(
+            text("INSERT INTO public.orders (run_id, note) VALUES (:run, 'second payment')"),
+            {"run": ctx.run_id},
+        )
+        await db.execute(
+            "INSERT INTO durableflow.steps (run_id, step_id, name, kind, output, attempt, "
+            "finished_at) VALUES ($1, $2, 'pay', 'step', '\"first payment\"', 1, now())",
+            ctx.run_id,
+            ctx.step_id,
+        )
+        return "second payment"
+
+    @flow.workflow(name="pay", version=1)
+    async def run_pay(ctx: FlowContext) -> str:
+        return await pay(ctx)
+
+    caplog.set_level(logging.INFO, logger="durableflow.transactions")
+    async with flow, flow.worker(concurrency=1):
+        run_id = await flow.start(run_pay)
+        assert await flow.result(run_id, timeout=15) == "first payment"
+    assert await orders(db) == []
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "transaction_already_committed" in events
+
+
+async def test_a_connection_lost_mid_transaction_runs_it_again_on_a_fresh_connection(
+    database_url: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    flow = make_flow(database_url)
+    backends: list[int] = []
+
+    @flow.transaction()  # retries=0: only a rerun that does not count can save it
+    async def write(ctx: FlowContext, session: AsyncSession) -> int:
+        backend = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        backends.append(backend)
+        await session.execute(
+            text("INSERT INTO public.orders (run_id, note) VALUES (:run, :note)"),
+            {"run": ctx.run_id, "note": f"backend {len(backends)}"},
+        )
+        if len(backends) == 1:  # the first attempt's connection dies under it
+            await db.execute("SELECT pg_terminate_backend($1)", backend)
+            await asyncio.sleep(0.05)
+        return len(backends)
+
+    @flow.workflow(name="write", version=1)
+    async def run_write(ctx: FlowContext) -> int:
+        return await write(ctx)
+
+    caplog.set_level(logging.INFO, logger="durableflow.transactions")
+    async with flow, flow.worker(concurrency=1):
+        run_id = await flow.start(run_write)
+        assert await flow.result(run_id, timeout=20) == 2
+        steps = await flow.steps(run_id)
+    assert backends[0] != backends[1]
+    assert await orders(db) == ["backend 2"]
+    assert [s.attempt for s in steps] == [1]
+    reasons = [getattr(r, "reason", None) for r in caplog.records]
+    assert "connection lost" in reasons
+
+
+async def test_an_attempt_past_its_timeout_is_rolled_back_and_retried(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    flow = make_flow(database_url)
+
+    @flow.transaction(timeout=0.3, retries=1, backoff=0.01)
+    async def slow(ctx: FlowContext, session: AsyncSession) -> int:
+        await session.execute(
+            text("INSERT INTO public.orders (run_id, note) VALUES (:run, :note)"),
+            {"run": ctx.run_id, "note": f"attempt {ctx.attempt}"},
+        )
+        if ctx.attempt == 1:
+            await session.execute(text("SELECT pg_sleep(5)"))  # cancelled at the timeout
+        return ctx.attempt
+
+    @flow.workflow(name="slow", version=1)
+    async def run_slow(ctx: FlowContext) -> int:
+        return await slow(ctx)
+
+    async with flow, flow.worker(concurrency=1):
+        run_id = await flow.start(run_slow)
+        assert await flow.result(run_id, timeout=20) == 2
+    assert await orders(db) == ["attempt 2"]
