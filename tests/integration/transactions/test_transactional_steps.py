@@ -432,3 +432,51 @@ async def test_an_attempt_past_its_timeout_is_rolled_back_and_retried(
         run_id = await flow.start(run_slow)
         assert await flow.result(run_id, timeout=20) == 2
     assert await orders(db) == ["attempt 2"]
+
+
+async def test_savepoints_undo_part_of_the_body_and_a_rollback_of_the_session_fails_the_attempt(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    flow = make_flow(database_url)
+
+    async def add(session: AsyncSession, ctx: FlowContext, note: str) -> None:
+        await session.execute(
+            text("INSERT INTO public.orders (run_id, note) VALUES (:run, :note)"),
+            {"run": ctx.run_id, "note": note},
+        )
+
+    @flow.transaction()
+    async def partly(ctx: FlowContext, session: AsyncSession) -> str:
+        await add(session, ctx, "kept")
+        try:
+            async with session.begin_nested():
+                await add(session, ctx, "undone")
+                raise ValueError("undo this part")
+        except ValueError:
+            pass
+        await session.commit()  # only flushes: durableflow commits, with the checkpoint
+        await add(session, ctx, "also kept")
+        return "ok"
+
+    @flow.transaction()
+    async def rolls_back(ctx: FlowContext, session: AsyncSession) -> str:
+        await add(session, ctx, "rolled back by the body")
+        await session.rollback()
+        await add(session, ctx, "after the body's rollback")
+        return "never recorded"
+
+    @flow.workflow(name="savepoints", version=1)
+    async def savepoints(ctx: FlowContext) -> list[str]:
+        first = await partly(ctx)
+        try:
+            await rolls_back(ctx)
+        except StepFailed as exc:
+            return [first, exc.error["message"]]
+        return [first, "recorded"]
+
+    async with flow, flow.worker(concurrency=1):
+        run_id = await flow.start(savepoints)
+        first, error = await flow.result(run_id, timeout=15)
+    assert first == "ok"
+    assert "rolled back durableflow's transaction" in error
+    assert await orders(db) == ["kept", "also kept"]
