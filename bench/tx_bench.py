@@ -78,6 +78,12 @@ RATIOS: list[tuple[str, Any]] = [
         lambda r: r["durableflow"]["session_start_per_s"] / r["durableflow"]["plain_start_per_s"],
     ),
     (
+        "starts/s in a service transaction vs a start after its commit",
+        lambda r: (
+            r["durableflow"]["session_start_per_s"] / r["durableflow"]["start_after_commit_per_s"]
+        ),
+    ),
+    (
         "service transactions/s with a start riding along vs without",
         lambda r: r["durableflow"]["session_start_per_s"] / r["durableflow"]["service_tx_per_s"],
     ),
