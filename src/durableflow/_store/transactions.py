@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 
 from durableflow._store.errors import translate_errors
 from durableflow._store.records import Checkpoint, NewRun, RecordedStep
-from durableflow._store.store import Store, _insert_new_runs
+from durableflow._store.store import Store, _insert_new_runs, _write_checkpoints
 from durableflow._store.writers import SERVER_SETTINGS
 from durableflow.errors import ConfigurationError, DatabaseError
 
@@ -82,16 +82,34 @@ def retry_reason(exc: BaseException) -> str | None:
     return None
 
 
+def _driver_error(exc: sa_exc.DBAPIError) -> BaseException | None:
+    """The asyncpg (or socket) error under SQLAlchemy's wrapping, if there is one."""
+    underneath = exc.orig.__cause__ if exc.orig is not None else None
+    if isinstance(underneath, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        return underneath
+    return None
+
+
 async def fetch_in_transaction(
     connection: AsyncConnection, sql: str, *args: Any
 ) -> Sequence[Mapping[str, Any]]:
-    """Run ``sql`` in ``connection``'s transaction (opening it if it is not yet open)."""
+    """Run ``sql`` in ``connection``'s transaction (opening it if it is not yet open).
+
+    Errors are the driver's, as from an asyncpg connection: SQLAlchemy's wrapping of
+    ``exec_driver_sql`` is taken off, so the store's usual translation applies.
+    """
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     if isinstance(driver, asyncpg.Connection) and driver.is_in_transaction():
         rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
         return rows
-    result = await connection.exec_driver_sql(sql, args)
+    try:
+        result = await connection.exec_driver_sql(sql, args)
+    except sa_exc.DBAPIError as exc:
+        underneath = _driver_error(exc)
+        if underneath is not None:
+            raise underneath from None
+        raise
     if not result.returns_rows:
         return []
     return [{str(key): value for key, value in row.items()} for row in result.mappings()]
@@ -108,16 +126,17 @@ class translate_wrapped_errors(translate_errors):  # lower-case: used like a fun
         traceback: TracebackType | None,
     ) -> None:
         if isinstance(exc, sa_exc.DBAPIError):
-            driver = exc.orig.__cause__ if exc.orig is not None else None
-            if isinstance(driver, asyncpg.PostgresError | OSError | asyncpg.InterfaceError):
+            driver = _driver_error(exc)
+            if driver is not None:
                 super().__exit__(type(driver), driver, traceback)
             raise DatabaseError(f"{self.action}: {exc}") from exc
         super().__exit__(exc_type, exc, traceback)
 
 
-class _InTransaction:
-    """An asyncpg-like ``fetch`` that runs in a SQLAlchemy connection's transaction, so
-    the store's statement helpers can run there unchanged."""
+class InTransaction:
+    """An asyncpg-connection-like face (``fetch``, ``fetchrow``, ``fetchval``) of a
+    SQLAlchemy connection's transaction, so that the store's own statement code (the
+    fenced checkpoint, inserting runs, dedup starts, signals) runs there unchanged."""
 
     __slots__ = ("_connection",)
 
@@ -130,6 +149,10 @@ class _InTransaction:
     async def fetchrow(self, sql: str, *args: Any) -> Mapping[str, Any] | None:
         rows = await fetch_in_transaction(self._connection, sql, *args)
         return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        rows = await fetch_in_transaction(self._connection, sql, *args)
+        return next(iter(rows[0].values())) if rows else None
 
 
 def _check_driver(engine: Engine, setting: str) -> None:
@@ -282,23 +305,9 @@ class StepTransaction:
         """Write the fenced checkpoint in this transaction; False if it was fenced off (or
         an earlier attempt of the step had already committed it)."""
         assert self._connection is not None
-        c = checkpoint
-        with translate_wrapped_errors(self._store.schema, "writing a transactional checkpoint"):
-            rows = await fetch_in_transaction(
-                self._connection,
-                self._store.queries.checkpoint_step,
-                c.run_id,
-                c.step_id,
-                c.name,
-                c.kind,
-                c.output,
-                c.error,
-                c.attempt,
-                c.started_at,
-                c.owner,
-                c.epoch,
-                c.artefact_key,
-                c.artefact_sha256,
+        with translate_errors(self._store.schema, "writing a transactional checkpoint"):
+            rows = await _write_checkpoints(
+                InTransaction(self._connection), self._store.queries, [checkpoint]
             )
         return bool(rows)
 
@@ -397,22 +406,17 @@ class TransactionalEngine:
             await self.engine.dispose()
 
 
-def _run_id(row: Mapping[str, Any] | None) -> UUID | None:
-    value = None if row is None else row["id"]
-    return value if isinstance(value, UUID) else None
-
-
 class CallerTransaction:
-    """Statements durableflow runs in a caller's transaction: starts and signals.
+    """A caller's session or connection, in its transaction, for starts and signals.
 
-    Nothing is flushed or committed here: the run (or signal) exists if and only if the
-    caller commits, and the NOTIFY that wakes workers is sent at that commit.
+    ``connection`` runs the store's statements there (``InTransaction``). Nothing is
+    flushed or committed: a run (or signal) inserted through it exists if and only if
+    the caller commits, and the NOTIFY that wakes workers is sent at that commit.
     """
 
     def __init__(self, store: Store, connection: AsyncConnection) -> None:
         self._store = store
-        self._queries = store.queries
-        self._in_transaction = _InTransaction(connection)
+        self.connection = InTransaction(connection)
 
     @classmethod
     async def of(cls, store: Store, session: object, check: DatabaseCheck) -> CallerTransaction:
@@ -420,75 +424,10 @@ class CallerTransaction:
         await check.check(connection, "session")
         return cls(store, connection)
 
-    def _errors(self, action: str) -> translate_wrapped_errors:
-        return translate_wrapped_errors(self._store.schema, f"{action} in the caller's transaction")
-
     async def insert_run(self, run: NewRun) -> UUID | None:
         """Insert ``run`` queued; None when its idempotency key exists already."""
-        with self._errors("starting a run"):
+        with translate_errors(self._store.schema, "starting a run in the caller's transaction"):
             created = await _insert_new_runs(
-                self._in_transaction, self._queries, [run], self._store.channel
+                self.connection, self._store.queries, [run], self._store.channel
             )
         return run.id if run.id in created else None
-
-    # The three below have QueueStore's names and meaning, so that flow.start's dedup
-    # loop runs unchanged in the caller's transaction.
-
-    async def insert_dedup_run(self, run: NewRun, dedup_key: str) -> UUID | None:
-        with self._errors("starting a run with a dedup key"):
-            row = await self._in_transaction.fetchrow(
-                self._queries.insert_dedup_run,
-                run.id,
-                run.workflow,
-                run.version,
-                run.code_hash,
-                run.input,
-                run.queue,
-                run.priority,
-                run.idempotency_key,
-                run.correlation_id,
-                dedup_key,
-                self._store.channel,
-                run.config,
-                run.config_hash,
-                run.delay,
-                run.timeout,
-            )
-        return _run_id(row)
-
-    async def run_by_idempotency_key(self, key: str) -> UUID | None:
-        with self._errors("looking up an idempotency key"):
-            row = await self._in_transaction.fetchrow(self._queries.runs_by_idempotency_key, [key])
-        return _run_id(row)
-
-    async def run_by_dedup_key(self, queue: str, dedup_key: str) -> UUID | None:
-        with self._errors("looking up a dedup key"):
-            row = await self._in_transaction.fetchrow(
-                self._queries.run_by_dedup_key, queue, dedup_key
-            )
-        return _run_id(row)
-
-    async def send_signal(
-        self,
-        run_id: UUID,
-        name: str,
-        payload: str,
-        idempotency_key: str | None,
-        wake_channel: str,
-    ) -> str | None:
-        """Put a signal in ``run_id``'s mailbox; the target's status (None: no such run)."""
-        with self._errors("sending a signal"):
-            row = await self._in_transaction.fetchrow(
-                self._queries.send_signal,
-                run_id,
-                name,
-                payload,
-                idempotency_key,
-                None,  # no hand-over: the receiver may see the signal only after the commit
-                None,
-                None,
-                None,
-                wake_channel,
-            )
-        status = None if row is None else row["status"]
-        return status if isinstance(status, str) else None

@@ -15,7 +15,7 @@ from durableflow.engine.payloads import payload_json
 from durableflow.errors import RunNotFound
 from durableflow.runtime.waiting import send_signal
 from durableflow.surfaces.base import FlowCore, as_run_id
-from durableflow.surfaces.transactions import send_signal_in_transaction
+from durableflow.surfaces.transactions import caller_connection
 
 # flow.get_event polls, backing off between these bounds while nothing changes.
 _EVENT_POLL_MIN = 0.01
@@ -78,10 +78,10 @@ class MessagesSurface(FlowCore):
             f"payload of signal {name!r} to run {target}",
             max_bytes=self.settings.max_payload_bytes,
         )
-        if session is not None:  # -- transactions (surfaces/transactions.py)
-            store = await self._wait_store()
-            await send_signal_in_transaction(
-                self, session, target, name, text, idempotency_key, store.wake_channel
+        if session is not None:  # -- transactions: stored in the caller's transaction
+            connection = await caller_connection(self, session)
+            await send_signal(
+                await self._wait_store(), target, name, text, idempotency_key, connection=connection
             )
             return
         if self._worker is not None:  # the run may be blocked right here: hand it over

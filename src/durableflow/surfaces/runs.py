@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from durableflow._store.queues import QueueStore
@@ -27,9 +27,6 @@ from durableflow.observability import metrics_enabled, record_run_finished, reco
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
 from durableflow.surfaces.transactions import start_in_transaction
-
-if TYPE_CHECKING:
-    from durableflow._store.transactions import CallerTransaction
 
 
 @dataclass(frozen=True)
@@ -219,22 +216,24 @@ class RunsSurface(FlowCore):
         return run_id
 
     async def _start_deduplicated(
-        self, new_run: NewRun, dedup_key: str, queues: QueueStore | CallerTransaction | None = None
+        self, new_run: NewRun, dedup_key: str, connection: Any = None
     ) -> UUID:
         """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``).
 
-        ``queues`` runs the statements: the store, or the caller's transaction (same names).
+        ``connection``: a caller's transaction to run the statements in (transactions).
         """
-        queues = queues or QueueStore(await self._connected())
+        queues = QueueStore(await self._connected())
         for _ in range(3):  # the holder may finish between the insert and the look-up
-            run_id = await queues.insert_dedup_run(new_run, dedup_key)
+            run_id = await queues.insert_dedup_run(new_run, dedup_key, connection=connection)
             if run_id is not None:
                 return run_id
             if new_run.idempotency_key is not None:
-                existing = await queues.run_by_idempotency_key(new_run.idempotency_key)
+                existing = await queues.run_by_idempotency_key(
+                    new_run.idempotency_key, connection=connection
+                )
                 if existing is not None:
                     return existing  # the same start again: the idempotency key wins
-            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key)
+            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key, connection=connection)
             if holder is not None:
                 raise DuplicateRun(new_run.queue, dedup_key, holder)
         raise DuplicateRun(new_run.queue, dedup_key, None)

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 from uuid import UUID
 
-from durableflow._store.records import FINAL_STATUSES, NewRun
+from durableflow._store.queues import QueueStore
+from durableflow._store.records import NewRun
 from durableflow.engine.context import FlowContext
 from durableflow.engine.payloads import check_faithful
 from durableflow.engine.transactions import (
@@ -20,7 +21,6 @@ from durableflow.engine.transactions import (
     TransactionDefinition,
     make_transaction_callable,
 )
-from durableflow.errors import RunFinished, RunNotFound
 from durableflow.observability import record_run_started
 from durableflow.surfaces.base import FlowCore
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from durableflow._store.transactions import (
         CallerTransaction,
         DatabaseCheck,
+        InTransaction,
         TransactionalEngine,
     )
 
@@ -178,7 +179,7 @@ async def start_in_transaction(
     check_faithful(input_value, f"input of workflow {new_run.workflow!r}")
     caller = await _caller_transaction(flow, session)
     if dedup_key is not None:
-        run_id = await deduplicated(new_run, dedup_key, caller)
+        run_id = await deduplicated(new_run, dedup_key, caller.connection)
         record_run_started(new_run.workflow)
         return run_id
     inserted = await caller.insert_run(new_run)
@@ -186,29 +187,18 @@ async def start_in_transaction(
         record_run_started(new_run.workflow)
         return inserted
     assert new_run.idempotency_key is not None
-    existing = await caller.run_by_idempotency_key(new_run.idempotency_key)
+    queues = QueueStore(await flow._connected())
+    existing = await queues.run_by_idempotency_key(
+        new_run.idempotency_key, connection=caller.connection
+    )
     assert existing is not None  # the key that made the insert skip is visible here
     return existing
 
 
-async def send_signal_in_transaction(
-    flow: FlowCore,
-    session: object,
-    run_id: UUID,
-    name: str,
-    payload: str,
-    idempotency_key: str | None,
-    wake_channel: str,
-) -> None:
-    """``flow.send_signal(..., session=)``: the signal is stored in the caller's
-    transaction. ``RunNotFound`` / ``RunFinished`` as for any signal (the statement
-    itself succeeded: the caller's transaction goes on)."""
-    caller = await _caller_transaction(flow, session)
-    status = await caller.send_signal(run_id, name, payload, idempotency_key, wake_channel)
-    if status is None:
-        raise RunNotFound(run_id)
-    if status in FINAL_STATUSES:
-        raise RunFinished(run_id, status, signal=name)
+async def caller_connection(flow: FlowCore, session: object) -> InTransaction:
+    """The caller's transaction, for the store's statements (``connection=``), once its
+    session was checked to reach the schema's database (``ConfigurationError`` if not)."""
+    return (await _caller_transaction(flow, session)).connection
 
 
 async def _caller_transaction(flow: FlowCore, session: object) -> CallerTransaction:
