@@ -87,7 +87,7 @@ async def test_a_transactional_write_happens_exactly_once_across_repeated_kill_9
             await wait_until(
                 "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE state <> 'idle'"
                 " AND datname = current_database() AND pid <> pg_backend_pid()"
-                " AND application_name = 'durableflow')",
+                " AND application_name LIKE 'durableflow%')",
                 db,
                 timeout=10,
                 message="the killed worker's transactions to end",

@@ -37,6 +37,10 @@ from durableflow._store.store import Store, _insert_new_runs, _write_checkpoints
 from durableflow._store.writers import SERVER_SETTINGS
 from durableflow.errors import ConfigurationError, DatabaseError
 
+# Named apart in pg_stat_activity: an 'idle in transaction' backend of these is a
+# transactional step's body at work.
+TRANSACTION_SETTINGS = {**SERVER_SETTINGS, "application_name": "durableflow-transactions"}
+
 # SQLSTATEs after which running the whole transaction again is the answer.
 _CONFLICTS = {"40001": "serialization failure", "40P01": "deadlock detected"}
 # The server went away or is going away: admin shutdown, crash shutdown, cannot connect now.
@@ -181,7 +185,7 @@ def engine_for(database_url: str, *, pool_size: int) -> AsyncEngine:
     """A SQLAlchemy engine for transactional steps, connecting exactly as the store does."""
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(database_url, server_settings=SERVER_SETTINGS)
+        return await asyncpg.connect(database_url, server_settings=TRANSACTION_SETTINGS)
 
     # The URL only names the dialect: the connection comes from the same DSN the pool
     # uses, so every option asyncpg understands there works here too.
