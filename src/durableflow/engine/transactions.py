@@ -32,6 +32,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from math import inf
 from types import TracebackType
 from typing import Any, Protocol
 from uuid import UUID
@@ -135,6 +136,7 @@ class TransactionDefinition(StepDefinition):
                 f"transactional step {where} must take (ctx, session, *args): the session "
                 "is the second argument"
             )
+        _check_options(where, name, retries, backoff, max_backoff, timeout)
         if not isinstance(isolation, str) or isolation.lower() not in ISOLATION_LEVELS:
             raise ConfigurationError(
                 f"transactional step {where}: isolation must be one of "
@@ -152,6 +154,39 @@ class TransactionDefinition(StepDefinition):
         )
         values = {f.name: getattr(step, f.name) for f in fields(step)}
         return cls(**values, isolation=isolation.lower())
+
+
+def _check_options(
+    where: str,
+    name: object,
+    retries: object,
+    backoff: object,
+    max_backoff: object,
+    timeout: object,
+) -> None:
+    """Refuse what no step could run with, naming the option (``ConfigurationError``)."""
+    if name is not None and (
+        not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name
+    ):
+        raise ConfigurationError(
+            f"transactional step {where}: name must be 1 to 200 characters without U+0000, "
+            f"not {name!r}",
+            setting="name",
+        )
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigurationError(
+            f"transactional step {where}: retries must be an integer >= 0, not {retries!r}",
+            setting="retries",
+        )
+    for option, value in (("backoff", backoff), ("max_backoff", max_backoff), ("timeout", timeout)):
+        if option == "timeout" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < inf:
+            raise ConfigurationError(
+                f"transactional step {where}: {option} must be a finite number of seconds "
+                f"> 0, not {value!r}",
+                setting=option,
+            )
 
 
 def make_transaction_callable(

@@ -34,8 +34,19 @@ def test_declarations_are_checked_when_they_are_made() -> None:
 
     with pytest.raises(ConfigurationError, match=r"\(ctx, session, \*args\)"):
         flow.transaction()(no_session)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError):
-        flow.transaction(retries=-1)(good)
+    for options, setting in (
+        ({"retries": -1}, "retries"),
+        ({"retries": "3"}, "retries"),
+        ({"retries": True}, "retries"),
+        ({"backoff": float("nan")}, "backoff"),
+        ({"max_backoff": 0}, "max_backoff"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"name": "bad\x00name"}, "name"),
+        ({"isolation": 3}, "isolation"),
+    ):
+        with pytest.raises(ConfigurationError) as refused:
+            flow.transaction(**options)(good)  # type: ignore[call-overload]
+        assert refused.value.setting == setting, options
     with pytest.raises(ConfigurationError) as not_an_engine:
         Flow(database_url=NOWHERE, sqlalchemy_engine="postgresql://")
     assert not_an_engine.value.setting == "sqlalchemy_engine"
