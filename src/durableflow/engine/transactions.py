@@ -143,7 +143,7 @@ class TransactionDefinition(StepDefinition):
                 f"{', '.join(repr(level) for level in ISOLATION_LEVELS)}, not {isolation!r}",
                 setting="isolation",
             )
-        # Everything a step checks (name, retries, backoff, timeout) is checked as for one.
+        # Then whatever else a step's definition checks, exactly as for a step.
         step = StepDefinition.from_function(
             fn,
             name=name,
