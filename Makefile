@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: deps test lint typecheck bench bench-graphs acceptance-leader-full docs clean vendor-mermaid
+.PHONY: deps test lint typecheck bench bench-graphs acceptance-leader-full acceptance-tx-full docs clean vendor-mermaid
 
 deps:  ## create .venv and install durableflow with every extra needed for tests
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -e '.[dev,embedded,s3]'
@@ -27,6 +27,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres;
 	$(BIN)/python bench/admin_bench.py
 	$(BIN)/python bench/run_queue_bench.py
 	$(BIN)/python bench/waits_bench.py
+	$(BIN)/python bench/tx_bench.py
 
 bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run
 	bash bench/setup_langgraph.sh
@@ -35,6 +36,10 @@ bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgre
 acceptance-leader-full:  ## the leader/schedule/queue acceptance tests at the issue's full size
 	DURABLEFLOW_LEADER_ROUNDS=20 DURABLEFLOW_QUEUE_RUNS=200 $(BIN)/pytest \
 		tests/acceptance/test_leader_failover.py tests/acceptance/test_queue_limits.py
+
+acceptance-tx-full:  ## exactly-once transactional steps at the issue's size: 200 runs, 10 kill -9s
+	DURABLEFLOW_TX_RUNS=200 DURABLEFLOW_TX_KILLS=10 $(BIN)/pytest -s \
+		tests/acceptance/test_transactions_kill.py
 
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"

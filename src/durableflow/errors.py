@@ -3,7 +3,7 @@
 ::
 
     DurableFlowError                 base of everything below; catch this to catch us all
-    ├── ConfigurationError           a setting is missing or malformed (bad schema name, URL)
+    ├── ConfigurationError           a setting is missing or malformed (schema name, URL, session)
     ├── DatabaseError                Postgres did not answer or refused (driver error attached)
     │   ├── EmbeddedPostgresError    the embedded Postgres (no URL configured) would not start
     │   └── SchemaError              the schema is missing or behind: run `durableflow db upgrade`
@@ -52,7 +52,9 @@ class DurableFlowError(Exception):
 class ConfigurationError(DurableFlowError):
     """A setting is missing or malformed.
 
-    Raised at construction time (``Flow(...)``, ``FlowSettings(...)``), never mid-run.
+    Raised at construction time (``Flow(...)``, ``FlowSettings(...)``), never mid-run;
+    also when a worker starts or a call is given a ``session`` whose database is not the
+    schema's (``setting="sqlalchemy_engine"`` / ``"session"``, see docs/transactions.md).
     Fix the named setting; nothing has been written.
     """
 

@@ -23,6 +23,7 @@ from durableflow.surfaces.artefacts import ArtefactsSurface
 from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
+from durableflow.surfaces.transactions import TransactionsSurface
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
 
@@ -45,13 +46,22 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
+class Flow(
+    RunsSurface,
+    MessagesSurface,
+    AdminSurface,
+    ArtefactsSurface,
+    SchedulingSurface,
+    TransactionsSurface,
+):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
     ``start``, ``worker``...). Settings come from ``settings=``, else the keyword
     arguments, else ``DURABLEFLOW_*`` environment variables. With no database URL at all,
-    an embedded Postgres is started in ``.durableflow/pgdata``.
+    an embedded Postgres is started in ``.durableflow/pgdata``. ``sqlalchemy_engine``
+    (a SQLAlchemy ``AsyncEngine`` on the same database, asyncpg driver) is what
+    ``@flow.transaction`` steps run on; without it one is made from the database URL.
 
     Example::
 
@@ -81,6 +91,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
         settings: FlowSettings | None = None,
         schema: str | None = None,
         storage: str | StorageProtocol | None = None,
+        sqlalchemy_engine: Any = None,
         **overrides: Any,
     ) -> None:
         if isinstance(storage, str):  # a URL is a setting; a provider object is kept as is
@@ -107,6 +118,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
         self._code_hashes = {}
         self._artefact_service = ArtefactService(lambda: self.settings, storage)
         self._declared_schedules = {}
+        self._init_transactions(sqlalchemy_engine)  # -- transactions: an AsyncEngine or None
 
     def __repr__(self) -> str:
         return (
@@ -232,6 +244,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
             await self._results.close()
             self._results = None
         await self._close_artefacts()
+        await self._close_transactions()  # -- transactions
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -277,6 +290,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
         store = await self._connected()
         for definition in self.registry.workflows:
             self.code_hash(definition)
+        await self._prepare_transactions()  # -- transactions: an engine elsewhere stops us here
         artefacts = await self._artefacts()
         executor = RunExecutor(
             store,

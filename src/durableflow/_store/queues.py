@@ -91,10 +91,15 @@ class QueueStore:
             )
         return [(claimed_from_row(row), row["queue"]) for row in rows]
 
-    async def insert_dedup_run(self, run: NewRun, dedup_key: str) -> UUID | None:
+    # The dedup start's statements take ``connection``: a caller's transaction (issue #13,
+    # ``flow.start(..., session=)``) runs them there instead of on the pool.
+
+    async def insert_dedup_run(
+        self, run: NewRun, dedup_key: str, *, connection: Any = None
+    ) -> UUID | None:
         """Insert ``run`` queued with ``dedup_key``; None when a key made it a duplicate."""
         with translate_errors(self._store.schema, "starting a run with a dedup key"):
-            row = await self._store.pool.fetchrow(
+            row = await (connection or self._store.pool).fetchrow(
                 self._queries.insert_dedup_run,
                 run.id,
                 run.workflow,
@@ -114,14 +119,18 @@ class QueueStore:
             )
         return None if row is None else row["id"]
 
-    async def run_by_idempotency_key(self, key: str) -> UUID | None:
+    async def run_by_idempotency_key(self, key: str, *, connection: Any = None) -> UUID | None:
         with translate_errors(self._store.schema, "looking up an idempotency key"):
-            rows = await self._store.pool.fetch(self._queries.runs_by_idempotency_key, [key])
+            rows = await (connection or self._store.pool).fetch(
+                self._queries.runs_by_idempotency_key, [key]
+            )
         return rows[0]["id"] if rows else None
 
-    async def run_by_dedup_key(self, queue: str, dedup_key: str) -> UUID | None:
+    async def run_by_dedup_key(
+        self, queue: str, dedup_key: str, *, connection: Any = None
+    ) -> UUID | None:
         with translate_errors(self._store.schema, "looking up a dedup key"):
-            value = await self._store.pool.fetchval(
+            value = await (connection or self._store.pool).fetchval(
                 self._queries.run_by_dedup_key, queue, dedup_key
             )
         return value if isinstance(value, UUID) else None

@@ -198,13 +198,16 @@ class WaitStore:
         payload: str,
         idempotency_key: str | None,
         handoff: tuple[Fence, int, str] | None = None,
+        *,
+        connection: Any = None,
     ) -> tuple[str | None, str | None]:
         """Returns the target's status (None: no such run) and, when ``handoff`` (the
         receiver's execution, its blocked wait's step id and name) took, the wait's
-        recorded output."""
+        recorded output. ``connection``: a caller's transaction to send it in (issue #13)
+        instead of the pool."""
         fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
         with translate_errors(self.schema, "sending a signal"):
-            row = await self._store.pool.fetchrow(
+            row = await (connection or self._store.pool).fetchrow(
                 self._store.queries.send_signal,
                 run_id,
                 name,

@@ -22,14 +22,25 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 def payload_json(value: Any, what: str, *, max_bytes: int) -> str:
     """``value`` as JSON text, or ``SerializationError`` / ``PayloadTooLarge`` naming ``what``."""
     text = Codec(Any, what, max_bytes=max_bytes).dumps(value)
+    check_faithful(value, what, verb="send")
+    return text
+
+
+def check_faithful(value: Any, what: str, *, verb: str = "store") -> None:
+    """``SerializationError`` naming ``what`` if JSON would change ``value`` or Postgres
+    would refuse it (NUL, NaN, infinities, keys that are not strings).
+
+    Also used where a refused statement would cost more than one run: a start inside
+    a caller's transaction (the caller's whole transaction would abort) and a
+    transactional step's output (its whole transaction would roll back).
+    """
     problem = _unfaithful(_ANY.dump_python(value, mode="python"))
     if problem is not None:
         raise SerializationError(
-            f"cannot send the {what}: {problem}; JSON cannot carry it faithfully",
+            f"cannot {verb} the {what}: {problem}; JSON cannot carry it faithfully",
             what=what,
             type_name=type(value).__qualname__,
         )
-    return text
 
 
 def _unfaithful(value: Any) -> str | None:

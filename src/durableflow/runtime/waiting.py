@@ -369,10 +369,21 @@ class WaitingRuns:
 
 
 async def send_signal(
-    store: WaitStore, run_id: UUID, name: str, payload: str, idempotency_key: str | None
+    store: WaitStore,
+    run_id: UUID,
+    name: str,
+    payload: str,
+    idempotency_key: str | None,
+    *,
+    connection: Any = None,
 ) -> None:
-    """Store a signal for ``run_id``; ``RunNotFound`` / ``RunFinished`` when it cannot be."""
-    status, _ = await store.send_signal(run_id, name, payload, idempotency_key)
+    """Store a signal for ``run_id``; ``RunNotFound`` / ``RunFinished`` when it cannot be.
+
+    ``connection``: a caller's transaction to store it in (``send_signal(session=)``).
+    """
+    status, _ = await store.send_signal(
+        run_id, name, payload, idempotency_key, connection=connection
+    )
     _raise_for_status(status, run_id, name)
 
 

@@ -15,6 +15,7 @@ from durableflow.engine.payloads import payload_json
 from durableflow.errors import RunNotFound
 from durableflow.runtime.waiting import send_signal
 from durableflow.surfaces.base import FlowCore, as_run_id
+from durableflow.surfaces.transactions import caller_connection
 
 # flow.get_event polls, backing off between these bounds while nothing changes.
 _EVENT_POLL_MIN = 0.01
@@ -53,6 +54,7 @@ class MessagesSurface(FlowCore):
         payload: Any = None,
         *,
         idempotency_key: str | None = None,
+        session: Any = None,
     ) -> None:
         """Send signal ``name`` (with a JSON ``payload``) to a run's mailbox.
 
@@ -61,7 +63,10 @@ class MessagesSurface(FlowCore):
         ``idempotency_key`` twice for one run stores one signal. Raises
         ``RunNotFound``, ``RunFinished`` (nothing will receive it), or
         ``SerializationError`` naming the signal when the payload is not faithful JSON
-        or is too large. Example::
+        or is too large. With ``session`` (a SQLAlchemy ``AsyncSession`` or
+        ``AsyncConnection`` on the schema's database), the signal is stored in the
+        caller's transaction: it exists, and wakes the run, only once the caller commits.
+        Example::
 
             await flow.send_signal(run_id, "approve", {"by": "ops"})
         """
@@ -73,6 +78,12 @@ class MessagesSurface(FlowCore):
             f"payload of signal {name!r} to run {target}",
             max_bytes=self.settings.max_payload_bytes,
         )
+        if session is not None:  # -- transactions: stored in the caller's transaction
+            connection = await caller_connection(self, session)
+            await send_signal(
+                await self._wait_store(), target, name, text, idempotency_key, connection=connection
+            )
+            return
         if self._worker is not None:  # the run may be blocked right here: hand it over
             await self._worker.waiting.send_signal(target, name, text, idempotency_key)
         else:

@@ -26,6 +26,7 @@ from durableflow.errors import (
 from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
+from durableflow.surfaces.transactions import start_in_transaction
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class RunsSurface(FlowCore):
         dedup_key: str | None = None,
         timeout: float | None = None,
         delay: float = 0.0,
+        session: Any = None,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -113,6 +115,12 @@ class RunsSurface(FlowCore):
         ``timeout`` (seconds) gives the run a deadline, stored with it: past it the run
         is cancelled with reason ``timeout`` wherever it is (queued, executing, waiting),
         and its child runs with it. ``delay`` (seconds) makes it due only that much later.
+
+        With ``session`` (a SQLAlchemy ``AsyncSession`` or ``AsyncConnection`` on the
+        schema's database, asyncpg driver) the run is inserted in the caller's
+        transaction: it exists if and only if the caller commits, and workers see it
+        after the commit. The session is neither flushed nor committed; a session on
+        another database raises ``ConfigurationError`` (docs/transactions.md).
         """
         if dedup_key is not None and queue is None:
             raise ConfigurationError(
@@ -141,7 +149,8 @@ class RunsSurface(FlowCore):
         store = await self._connected()
         worker = self._worker
         direct = (
-            queue is None
+            session is None  # -- transactions: the run exists only once the caller commits
+            and queue is None
             and not delay
             and worker is not None
             and (definition.name, definition.version) in worker.workflow_keys
@@ -163,6 +172,13 @@ class RunsSurface(FlowCore):
             delay=float(delay),
             timeout=timeout,
         )
+        if session is not None:  # -- transactions (surfaces/transactions.py)
+            run_id = await start_in_transaction(
+                self, session, new_run, dedup_key, input, self._start_deduplicated
+            )
+            if delay and worker is not None:
+                worker.waiting.note_wake(delay)
+            return run_id
         if dedup_key is not None:
             run_id = await self._start_deduplicated(new_run, dedup_key)
             record_run_started(definition.name)
@@ -199,18 +215,25 @@ class RunsSurface(FlowCore):
             worker.waiting.note_wake(delay)  # our wake-up path looks when it is due
         return run_id
 
-    async def _start_deduplicated(self, new_run: NewRun, dedup_key: str) -> UUID:
-        """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``)."""
+    async def _start_deduplicated(
+        self, new_run: NewRun, dedup_key: str, connection: Any = None
+    ) -> UUID:
+        """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``).
+
+        ``connection``: a caller's transaction to run the statements in (transactions).
+        """
         queues = QueueStore(await self._connected())
         for _ in range(3):  # the holder may finish between the insert and the look-up
-            run_id = await queues.insert_dedup_run(new_run, dedup_key)
+            run_id = await queues.insert_dedup_run(new_run, dedup_key, connection=connection)
             if run_id is not None:
                 return run_id
             if new_run.idempotency_key is not None:
-                existing = await queues.run_by_idempotency_key(new_run.idempotency_key)
+                existing = await queues.run_by_idempotency_key(
+                    new_run.idempotency_key, connection=connection
+                )
                 if existing is not None:
                     return existing  # the same start again: the idempotency key wins
-            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key)
+            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key, connection=connection)
             if holder is not None:
                 raise DuplicateRun(new_run.queue, dedup_key, holder)
         raise DuplicateRun(new_run.queue, dedup_key, None)
