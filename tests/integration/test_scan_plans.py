@@ -225,8 +225,11 @@ async def test_a_limited_claim_reads_its_allowance_even_with_priority_aging(
             most_sorted=5 * LIMIT,
             what=f"claim_managed_runs of {queue!r}",
         )
-        expected = await ids(connection, reference[queue], LIMIT)
-        claimed = await connection.fetch(queries.claim_managed_runs, *args)
+        # One transaction, so both see the same clock_now(): aging moves a run up a level
+        # every 10 s, and a boundary crossed between the two would change the answer.
+        async with connection.transaction():
+            expected = await ids(connection, reference[queue], LIMIT)
+            claimed = await connection.fetch(queries.claim_managed_runs, *args)
         assert sorted(row["id"] for row in claimed) == sorted(expected), queue
 
 
