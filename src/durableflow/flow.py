@@ -20,11 +20,20 @@ from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
+from durableflow.surfaces.graphs import GraphsSurface, GraphVisit, PublishedGraph
 from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
 
-__all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
+__all__ = [
+    "Flow",
+    "GraphVisit",
+    "PublishedGraph",
+    "RunStatus",
+    "SchemaStatus",
+    "SignalRecord",
+    "StepRecord",
+]
 
 logger = logging.getLogger("durableflow")
 
@@ -45,7 +54,9 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
+class Flow(
+    RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, SchedulingSurface, GraphsSurface
+):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -107,6 +118,9 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
         self._code_hashes = {}
         self._artefact_service = ArtefactService(lambda: self.settings, storage)
         self._declared_schedules = {}
+        self._actions = {}  # -- graphs
+        self._published = None
+        self._pictures = {}
 
     def __repr__(self) -> str:
         return (
@@ -272,9 +286,13 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
         """Start a worker in the background; stop it with ``await worker.stop()``."""
         if self._worker is not None and self._worker.running:
             raise ConfigurationError("this Flow already runs a worker; stop it first")
-        if not self.registry.workflows:
-            raise ConfigurationError("no workflow is registered on this Flow; nothing to run")
+        if not self.registry.workflows and not self._actions:
+            raise ConfigurationError(
+                "no workflow, graph or action is registered on this Flow; nothing to run"
+            )
         store = await self._connected()
+        graphs = await self._published_graphs()  # -- graphs: published ones run here too
+        await graphs.refresh()
         for definition in self.registry.workflows:
             self.code_hash(definition)
         artefacts = await self._artefacts()
@@ -285,6 +303,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
             self.code_hash,
             self._resolve_outcome,
             artefacts=artefacts,
+            load_definition=graphs.load,
         )
         worker = Worker(
             store,
@@ -305,6 +324,7 @@ class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, Schedul
                 if self.settings.leader_election
                 else None
             ),
+            graphs=graphs,
         )
         await worker.start()
         self._worker = worker

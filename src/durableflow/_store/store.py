@@ -77,6 +77,10 @@ async def _write_checkpoints(
     return rows
 
 
+def _any_companions(batch: Sequence[Checkpoint]) -> bool:
+    return any(c.companions for c in batch)
+
+
 async def _insert_new_runs(
     connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
 ) -> dict[UUID, str | None]:
@@ -286,11 +290,15 @@ class Store:
         await self._checkpoints.submit(checkpoint)
 
     async def _flush_checkpoints(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
+        # -- graphs: a checkpoint's companions go in the same statement (all or none)
+        flat = (
+            [row for c in batch for row in (c, *c.companions)] if _any_companions(batch) else batch
+        )
         with translate_errors(self.schema, "writing checkpoints"):
             rows = await self._writers.run(
-                lambda connection: _write_checkpoints(connection, self.queries, batch)
+                lambda connection: _write_checkpoints(connection, self.queries, flat)
             )
-        if len(rows) == len(batch):  # the usual case: every row went in
+        if len(rows) == len(flat):  # the usual case: every row went in
             return [None] * len(batch)
         written = {(row["run_id"], row["step_id"]) for row in rows}
         missing = [c for c in batch if (c.run_id, c.step_id) not in written]

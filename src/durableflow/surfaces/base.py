@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from durableflow.config import FlowSettings
 from durableflow.engine.ids import as_run_id
@@ -75,6 +76,16 @@ class FlowCore:
     def _definition(self, workflow: str | Any) -> WorkflowDefinition:
         """The registered definition of a workflow given by name or by its function."""
         return self.registry.definition_of(workflow)
+
+    # -- graphs: GraphsSurface (surfaces/graphs.py) overrides these two --------------------
+
+    async def _resolve_definition(self, workflow: str | Any) -> WorkflowDefinition:
+        """What ``flow.start`` runs for ``workflow``; graphs add published ones."""
+        return self._definition(workflow)
+
+    async def _graph_state(self, run_id: UUID, workflow: str, version: int) -> str | None:
+        """The current state of a graph run; None for a workflow's run."""
+        return None
 
 
 __all__ = ["FlowCore", "as_run_id"]
