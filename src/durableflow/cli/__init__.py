@@ -24,7 +24,7 @@ from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
 # add theirs here: runs fork / replay / prune / signal (a verb module each, next to
-# runs_actions_cmd), queues, schedules, leader, graph show.
+# runs_actions_cmd), queues, schedules, leader.
 COMMAND_MODULES = (
     "worker_cmd",
     "runs_cmd",
@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "demo",
     "audit_cmd",
     "storage_cmd",
+    "graph_cmd",
 )
 
 
