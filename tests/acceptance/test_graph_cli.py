@@ -56,7 +56,7 @@ async def test_graph_show_prints_mermaid_with_the_current_state_and_runs_show_dr
     picture = sections["graph"]
     assert picture["kind"] == "diagram" and picture["value"] == highlighted["mermaid"]
     history = sections["graph_history"]["rows"]
-    assert [(row[0], row[4]) for row in history] == [("first", "hold"), ("hold", None)]
+    assert [(row[0], row[4]) for row in history] == [("first", "hold"), ("hold", "-")]
     assert [(g["name"], g["version"]) for g in json.loads(listed.stdout)] == [
         (graph_app.PUBLISHED, 1)
     ]

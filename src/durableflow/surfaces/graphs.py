@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from durableflow.admin import RunSection, SectionContent, register_run_section
+from durableflow.admin.formatting import format_time
 from durableflow.audit.graphs import GRAPH_KIND
 from durableflow.engine.graphs import (
     PUBLISHED_KEY,
@@ -515,7 +516,13 @@ async def _graph_history_section(flow: Any, run: RunDetail) -> SectionContent | 
     return SectionContent.table(
         ["state", "entered", "left", "signal", "next state"],
         [
-            [visit.state, visit.entered_at, visit.left_at, visit.signal, visit.next_state]
+            [
+                visit.state,
+                format_time(visit.entered_at),
+                format_time(visit.left_at),
+                visit.signal or "-",
+                visit.next_state or "-",
+            ]
             for visit in visits
         ],
     )
