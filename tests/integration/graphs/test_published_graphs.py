@@ -266,3 +266,30 @@ async def test_actions_are_checked_and_are_steps_too(database_url: str) -> None:
         run_id = await flow.start("uses.action", input={"n": 1})
         assert await flow.result(run_id, timeout=10) == {"n": 1, "shout": True}
         assert [(s.name, s.kind) for s in await flow.steps(run_id)] == [("shout", "step")]
+
+
+async def test_the_audit_leaves_runs_of_published_graphs_to_the_graphs_table(
+    database_url: str, tmp_path: Any
+) -> None:
+    from durableflow.audit import MANIFEST_FILENAME, run_audit
+
+    flow = make_flow(database_url)
+    async with flow:
+        await flow.publish_graph(SPEC)
+        await flow.start("tenant.onboarding", input={})  # queued: no worker
+        unknown = Flow(database_url=database_url)
+
+        @unknown.workflow(name="gone", version=1)
+        async def gone(ctx: FlowContext) -> None:
+            return None
+
+        async with unknown:
+            await unknown.start("gone")  # then "deployed away": not in the audited registry
+    audited = Flow(database_url=database_url)
+    report = await run_audit(
+        audited.registry,
+        manifest_path=tmp_path / MANIFEST_FILENAME,
+        database=(database_url, "durableflow"),
+    )
+    assert report.in_flight is not None
+    assert [(f.code, f.workflow) for f in report.in_flight] == [("in_flight_unregistered", "gone")]
