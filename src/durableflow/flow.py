@@ -246,6 +246,7 @@ class Flow(
             await self._results.close()
             self._results = None
         await self._close_artefacts()
+        self._published = None  # -- graphs: it reads through the store closed below
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
