@@ -293,7 +293,6 @@ class Flow(
             )
         store = await self._connected()
         graphs = await self._published_graphs()  # -- graphs: published ones run here too
-        await graphs.refresh()
         for definition in self.registry.workflows:
             self.code_hash(definition)
         artefacts = await self._artefacts()

@@ -88,6 +88,8 @@ class Worker:
 
     async def start(self) -> None:
         await self._store.ensure_schema_current()
+        if self.graphs is not None:
+            await self.graphs.refresh()  # -- graphs: every published version, before claiming
         await self._store.open_writers()  # else the first runs wait for connections
         await self._register()
         await self._listen()

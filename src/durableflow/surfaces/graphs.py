@@ -365,12 +365,14 @@ class GraphsSurface(FlowCore):
 
     def _build_published(self, row: GraphRow) -> WorkflowDefinition:
         graph = Graph.from_spec(json.loads(row.spec), actions=self._action_handlers())
-        return graph_definition(
+        definition = graph_definition(
             graph,
             max_payload_bytes=self.settings.max_payload_bytes,
             artefact_of=self._artefact_of,
             published=True,
         )
+        self.code_hash(definition)  # now, like every definition a worker serves
+        return definition
 
     def _action_handlers(self) -> dict[str, Callable[..., Any]]:
         return {name: definition.fn for name, definition in self._actions.items()}
