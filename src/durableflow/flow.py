@@ -11,8 +11,7 @@ from typing import Any, TypeVar, overload
 from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
-from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
-from durableflow.engine.steps import make_step_callable
+from durableflow.engine.registry import AsyncFunction, Registry, WorkflowDefinition
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
@@ -167,18 +166,14 @@ class Flow(
         """
 
         def decorate(function: F) -> F:
-            definition = StepDefinition.from_function(
+            _, wrapped = self._declare_step(
                 function,
                 name=name,
                 retries=retries,
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
-                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
-            )
-            self.registry.add_step(definition)
-            wrapped = make_step_callable(
-                definition, max_payload_bytes=self.settings.max_payload_bytes
+                artefact=artefact,
             )
             return wrapped  # type: ignore[return-value]
 

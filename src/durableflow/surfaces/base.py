@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from durableflow.config import FlowSettings
 from durableflow.engine.ids import as_run_id
-from durableflow.engine.registry import Registry, WorkflowDefinition
+from durableflow.engine.registry import Registry, StepDefinition, WorkflowDefinition
+from durableflow.engine.steps import make_step_callable
 
 if TYPE_CHECKING:
     from durableflow._store.store import Store
@@ -72,6 +74,33 @@ class FlowCore:
             definition.code_hash = cached
             self._code_hashes[key] = cached
         return cached
+
+    def _declare_step(
+        self,
+        function: Any,
+        *,
+        name: str | None,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+        timeout: float | None,
+        artefact: bool | None,
+    ) -> tuple[StepDefinition, Callable[..., Any]]:
+        """Register ``function`` as a step; its definition and its checkpointed callable
+        (``@flow.step``, and ``@flow.action`` for graphs)."""
+        definition = StepDefinition.from_function(
+            function,
+            name=name,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            artefact=self.settings.artefacts == "all" if artefact is None else artefact,
+        )
+        self.registry.add_step(definition)
+        return definition, make_step_callable(
+            definition, max_payload_bytes=self.settings.max_payload_bytes
+        )
 
     def _definition(self, workflow: str | Any) -> WorkflowDefinition:
         """The registered definition of a workflow given by name or by its function."""

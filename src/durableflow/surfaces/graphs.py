@@ -27,7 +27,6 @@ from durableflow.engine.registry import (
     StepDefinition,
     WorkflowDefinition,
 )
-from durableflow.engine.steps import make_step_callable
 from durableflow.errors import (
     ConfigurationError,
     GraphError,
@@ -171,20 +170,16 @@ class GraphsSurface(FlowCore):
             existing = self._actions.get(action_name)
             if existing is not None and existing.fn is not function:
                 raise ConfigurationError(f"action {action_name!r} is declared twice")
-            definition = StepDefinition.from_function(
+            definition, wrapped = self._declare_step(
                 function,
                 name=action_name,
                 retries=retries,
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
-                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
+                artefact=artefact,
             )
-            self.registry.add_step(definition)
             self._actions[action_name] = definition
-            wrapped = make_step_callable(
-                definition, max_payload_bytes=self.settings.max_payload_bytes
-            )
             return wrapped  # type: ignore[return-value]
 
         return decorate
