@@ -36,7 +36,7 @@ from typing import Any
 from uuid import UUID
 
 from durableflow._store.records import Checkpoint
-from durableflow.audit.graphs import GRAPH_KIND, graph_hash_extra
+from durableflow.audit.graphs import GRAPH_KIND, PUBLISHED_KEY, graph_hash_extra
 from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import StepDefinition, WorkflowDefinition
 from durableflow.engine.steps import make_step_callable
@@ -54,9 +54,6 @@ logger = logging.getLogger("durableflow.graphs")
 
 GRAPH_KEY = "graph"
 """Key of a graph definition's ``WorkflowDefinition.extra`` holding its ``Graph``."""
-
-PUBLISHED_KEY = "published"
-"""Key of ``WorkflowDefinition.extra``: True for a graph loaded from the graphs table."""
 
 STATE_KIND = "state"
 TRANSITION_KIND = "transition"

@@ -15,9 +15,8 @@ from uuid import UUID
 
 from durableflow.admin import RunSection, SectionContent, register_run_section
 from durableflow.admin.formatting import format_time
-from durableflow.audit.graphs import GRAPH_KIND
+from durableflow.audit.graphs import GRAPH_KIND, PUBLISHED_KEY
 from durableflow.engine.graphs import (
-    PUBLISHED_KEY,
     STATE_STEP_PREFIX,
     graph_definition,
     graph_of,

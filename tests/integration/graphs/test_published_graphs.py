@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from durableflow import ConfigurationError, Flow, FlowContext, Graph, GraphError
+from durableflow.audit import manifest_from_registry
 
 SPEC: dict[str, Any] = {
     "name": "tenant.onboarding",
@@ -198,6 +199,8 @@ async def test_a_running_worker_runs_graphs_published_after_it_started(
             "visits": 1,
         }
         assert ("tenant.onboarding", 1) in worker.workflow_keys
+        # Loaded, but data: the code manifest of the worker's Flow leaves it out.
+        assert "tenant.onboarding" not in manifest_from_registry(worker_flow.registry).workflows
         status = await client.status(run_id)
         assert status.owner == worker.id and status.state == "approved"
         assert status.code_hash == worker_flow.code_hash(
