@@ -20,6 +20,10 @@ with its own worker (concurrency 600) in this process:
 
 Usage: python bench/flat_cost_bench.py DSN [--quick]   (an empty database)
 Prints one JSON line: each side's median and their ratio (loaded / base).
+
+``--scans``: instead, the background scans (recovery, wake-ups, deadlines, aged claims,
+retention, the queue overview) at 10,000 vs 1,000,000 runs (100,000 with ``--quick``);
+see ``scan_cost_bench.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import scan_cost_bench
 from durableflow_bench import build_flow
 
 from durableflow import Flow
@@ -246,8 +251,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dsn", help="an empty database")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (100k finished)")
+    parser.add_argument("--scans", action="store_true", help="the background scans instead")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.dsn, QUICK if args.quick else FULL))))
+    if args.scans:
+        large = QUICK.finished if args.quick else FULL.finished
+        result = asyncio.run(scan_cost_bench.run(args.dsn, 10_000, large, 50))
+    else:
+        result = asyncio.run(run(args.dsn, QUICK if args.quick else FULL))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -229,3 +229,151 @@ async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
     assert "<h1>Workers</h1>" in response and "read-only" in response
     ui.send(signal.SIGINT)
     assert await ui.wait_exit(20) in (0, 130), ui.describe()
+
+
+async def test_a_waiting_run_is_shown_signalled_and_finishes(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    worker = cli.worker("worker")
+    started = await cli.json(
+        "runs", "start", "ops.approval", "-a", APP, "--input", '"order-7"', "--deadline", "600"
+    )
+    run_id = started["run_id"]
+    await wait_until(
+        "SELECT status = 'waiting' AND waiting_for = '{signal:approve}' "
+        "FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+        message="the run parks, waiting for its signal",
+    )
+    waiting, shown, text, bad_json, missing = await asyncio.gather(
+        cli.json("runs", "list", "--status", "waiting"),
+        cli.json("runs", "show", run_id),
+        cli.run("runs", "show", run_id),
+        cli.run("runs", "signal", run_id, "approve", "--payload", "{not json"),
+        cli.run("runs", "signal", str(uuid.uuid4()), "approve"),
+    )
+    assert [run["id"] for run in waiting["runs"]] == [run_id]
+    run, sections = shown["run"], shown["sections"]
+    assert run["status"] == "waiting" and run["waiting_for"] == ["signal:approve"]
+    assert run["deadline"] is not None and run["wakes_at"] == run["deadline"]
+    assert sections["waiting"]["rows"] == [["signal", "approve", ""]]
+    assert "deadline" in sections["waiting"]["caption"]
+    [child] = sections["children"]["rows"]
+    child_id = child[0]
+    assert child[1:3] == ["ops.greet v1", "succeeded"]
+    assert sections["events"]["rows"] == [
+        ["stage", '{"order": "order-7", "stage": "awaiting approval"}']
+    ]
+    assert "signals" not in sections  # nothing sent yet
+    assert text.returncode == 0, text
+    for expected in ("waiting for", "signal:approve", "deadline", "Children", child_id, "Events"):
+        assert expected in text.stdout, (expected, text.stdout)
+    assert bad_json.returncode == 2 and "--payload is not valid JSON" in bad_json.stderr, bad_json
+    assert missing.returncode == 1 and "no run with id" in missing.stderr, missing
+    children = await cli.json("runs", "list", "--parent", run_id)
+    assert [c["id"] for c in children["runs"]] == [child_id]
+
+    payload = '{"by": "<b>ops</b>", "ok": true}'
+    sent = await cli.json(
+        "runs", "signal", run_id, "approve", "--payload", payload, "--idempotency-key", "k1"
+    )
+    assert sent == {"run_id": run_id, "signal": "approve", "sent": True}
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+    )
+    signals, events, shown, late = await asyncio.gather(
+        cli.json("runs", "signals", run_id),
+        cli.json("runs", "events", run_id),
+        cli.json("runs", "show", run_id),
+        cli.run("runs", "signal", run_id, "approve"),
+    )
+    [signal] = signals
+    assert signal["name"] == "approve" and signal["state"] == "consumed"
+    assert signal["payload"] == {"by": "<b>ops</b>", "ok": True}
+    assert signal["idempotency_key"] == "k1" and signal["consumed_by_step"] is not None
+    assert events == {"stage": {"order": "order-7", "stage": "awaiting approval"}}
+    assert shown["run"]["output"] == {
+        "greeting": "hello order-7",
+        "decision": {"by": "<b>ops</b>", "ok": True},
+    }
+    assert "waiting" not in shown["sections"]
+    assert shown["sections"]["signals"]["rows"][0][1:3] == ["approve", "consumed"]
+    assert late.returncode == 1 and "already succeeded" in late.stderr, late
+    worker.kill()
+
+
+async def test_queues_schedules_and_the_leader(cli: Cli, db: asyncpg.Connection) -> None:
+    worker = cli.worker("worker")
+    await wait_until(
+        "SELECT count(*) = 1 FROM durableflow.schedules WHERE name = 'ops.nightly'",
+        db,
+        timeout=30,
+        message="the leader saves the declared schedule",
+    )
+    configured, bad_rate, leader, workers, schedules = await asyncio.gather(
+        cli.json("queues", "configure", "emails", "--concurrency", "3", "--rate-limit", "10/1m"),
+        cli.run("queues", "configure", "emails", "--rate-limit", "ten"),
+        cli.json("leader"),
+        cli.json("workers", "list"),
+        cli.json("schedules", "list"),
+    )
+    assert configured["name"] == "emails" and configured["concurrency"] == 3
+    assert configured["rate_limit"] == {"count": 10, "seconds": 60.0}
+    assert bad_rate.returncode == 2 and "--rate-limit" in bad_rate.stderr, bad_rate
+    [alive] = [w for w in workers if w["alive"]]
+    assert leader["leader"]["worker_id"] == alive["id"]
+    assert leader["leader"]["pid"] == worker.pid and leader["leader"]["epoch"] >= 1
+    [nightly] = schedules
+    assert (nightly["name"], nightly["cron"], nightly["paused"]) == (
+        "ops.nightly",
+        "0 3 * * *",
+        False,
+    )
+    assert nightly["next_tick"] is not None
+
+    queues, paused, text = await asyncio.gather(
+        cli.json("queues", "list"),
+        cli.json("schedules", "pause", "ops.nightly"),
+        cli.run("queues", "list"),
+    )
+    [emails] = [q for q in queues if q["name"] == "emails"]
+    assert (emails["concurrency"], emails["worker_concurrency"]) == (3, None)
+    assert emails["queued"] == 0 and emails["executing"] == 0
+    assert "emails" in text.stdout and "10 / 1m00s" in text.stdout, text
+    assert paused["paused"] is True and paused["next_tick"] is None
+
+    resumed, triggered, backfilled, unknown = await asyncio.gather(
+        cli.json("schedules", "resume", "ops.nightly"),
+        cli.json("schedules", "trigger", "ops.nightly"),
+        cli.json("schedules", "backfill", "ops.nightly", "--start", "3d"),
+        cli.run("schedules", "pause", "no.such.schedule"),
+    )
+    assert resumed["paused"] is False and resumed["next_tick"] is not None
+    assert len(backfilled["runs"]) == 3  # one 03:00 tick a day in the last three days
+    assert unknown.returncode == 1 and "no schedule named" in unknown.stderr, unknown
+    await wait_until(
+        "SELECT count(*) = 4 FROM durableflow.runs "
+        "WHERE workflow = 'ops.nightly' AND status = 'succeeded'",
+        db,
+        timeout=30,
+        message="the worker runs the triggered and backfilled ticks",
+    )
+    again = await cli.json("schedules", "backfill", "ops.nightly", "--start", "3d")
+    assert again["runs"] == []  # those ticks have their runs already
+    assert triggered["run_id"] not in backfilled["runs"]
+
+    assert (await cli.run("schedules", "delete", "ops.nightly")).returncode == 2  # --yes
+    deleted = await cli.json("schedules", "delete", "ops.nightly", "--yes")
+    assert deleted == {"schedule": "ops.nightly", "deleted": True}
+    gone = await cli.run("schedules", "show", "ops.nightly")
+    assert gone.returncode == 1, gone
+
+    worker.send(signal.SIGTERM)
+    assert await worker.wait_exit(20) == 0, worker.describe()
+    nobody = await cli.run("leader", "--json")
+    assert nobody.returncode == 1 and json.loads(nobody.stdout) == {"leader": None}

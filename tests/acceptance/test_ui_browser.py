@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -57,10 +58,16 @@ class UI:
     gate: asyncio.Event
 
 
-def build_flow(database_url: str, gate: asyncio.Event) -> Flow:
-    flow = Flow(database_url=database_url, poll_interval=0.05, shutdown_grace=0.0)
+def build_flow(database_url: str, gate: asyncio.Event, artefacts: Path) -> Flow:
+    flow = Flow(
+        database_url=database_url,
+        poll_interval=0.05,
+        shutdown_grace=0.0,
+        max_wait_in_memory=0.0,  # a waiting run parks at once: status "waiting"
+        storage=artefacts.as_uri(),
+    )
 
-    @flow.step()
+    @flow.step(artefact=True)  # replayable from storage
     async def fetch(ctx: FlowContext, n: int) -> int:
         await asyncio.sleep(0.05)
         return n + 1
@@ -95,6 +102,16 @@ def build_flow(database_url: str, gate: asyncio.Event) -> Flow:
     review.transition("submitted", "in review")
     review.transition("in review", "approved")
     flow.register_graph(review)
+
+    @flow.workflow(name="ui.approval", version=1)
+    async def approval(ctx: FlowContext, order: str) -> Any:
+        await ctx.set_event("stage", "awaiting approval")
+        return {"order": order, "decision": await ctx.wait_for_signal("approve")}
+
+    @flow.workflow(name="ui.report", version=1)
+    async def report(ctx: FlowContext, tick: dict[str, Any]) -> str:
+        return str(tick["scheduled_at"])
+
     return flow
 
 
@@ -105,9 +122,9 @@ async def serve_url(app: Any) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture
-async def ui(database_url: str) -> AsyncIterator[UI]:
+async def ui(database_url: str, tmp_path: Path) -> AsyncIterator[UI]:
     gate = asyncio.Event()
-    flow = build_flow(database_url, gate)
+    flow = build_flow(database_url, gate, tmp_path / "artefacts")
     async with flow, flow.worker(4), serve_url(flow.admin_app(token=TOKEN)) as url:
         yield UI(flow, url, gate)
         gate.set()
@@ -131,6 +148,26 @@ def shots(tmp_path: Path) -> Path:
     directory = (REPO_ROOT / target) if target else tmp_path
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+async def eventually(check: Any, message: str, timeout: float = 15.0) -> Any:
+    """Poll ``check()`` until it returns something truthy; return it."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while not (value := await check()):
+        if loop.time() > give_up:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def log_in(page: Any) -> None:
+    """Log in with the UI token from the current page; back on it afterwards."""
+    here = page.url
+    await page.click("text=log in to act")
+    await page.fill("input[name=token]", TOKEN)
+    await page.click("button[type=submit]")
+    await playwright_api.expect(page).to_have_url(here)
 
 
 async def new_page(browser: Any) -> tuple[Any, Any, list[str]]:
@@ -178,8 +215,11 @@ async def test_runs_update_live_and_the_detail_shows_steps_escaped(
     assert await page.evaluate("window.__pwned") is None
     await page.screenshot(path=str(shots / "ui-run.png"), full_page=True)
 
+    leader = await eventually(ui.flow.leader, "the worker is elected leader")
     await page.goto(ui.url + "/workers")
     await expect(page.locator("tr.worker[data-alive=true]")).to_have_count(1)
+    await expect(page.locator("#leader-worker")).to_have_text(leader.worker_id)
+    await expect(page.locator("#leader-epoch")).to_have_text(str(leader.epoch))
     await page.screenshot(path=str(shots / "ui-workers.png"), full_page=True)
     assert problems == []
     await context.close()
@@ -281,3 +321,163 @@ def css_rgb(style: str) -> str:
     colour = dict(part.split(":") for part in style.split(","))["fill"].lstrip("#")
     red, green, blue = (int(colour[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgb({red}, {green}, {blue})"
+
+
+async def test_a_signal_sent_from_the_ui_reaches_the_waiting_run(
+    ui: UI, browser: Any, shots: Path
+) -> None:
+    expect = playwright_api.expect
+    run_id = await ui.flow.start("ui.approval", input="order-9", timeout=3600)
+    context, page, problems = await new_page(browser)
+    await page.goto(f"{ui.url}/runs/{run_id}")
+    await expect(page.locator("#run-status")).to_have_text("waiting", timeout=10_000)
+    await expect(page.locator("#run-waiting-for")).to_have_text("signal:approve")
+    await expect(page.locator("#run-deadline")).not_to_be_empty()
+    waiting = page.locator("#section-waiting")
+    await expect(waiting).to_contain_text("approve")
+    await expect(waiting).to_contain_text("deadline")
+    await expect(page.locator("#section-events")).to_contain_text("awaiting approval")
+    assert await page.locator("button[data-action=signal]").is_disabled()
+    refused = await page.request.post(
+        f"{ui.url}/runs/{run_id}/actions/signal", form={"name": "approve"}
+    )
+    assert refused.status == 403
+
+    await log_in(page)
+    form = page.locator("form[data-form=signal]")
+    await form.locator("input[name=name]").fill("approve")
+    await form.locator("textarea[name=payload]").fill('{"by": "ops", oops')
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice.failed")).to_contain_text("payload is not valid JSON")
+    await expect(page.locator("#run-status")).to_have_text("waiting")
+    assert await ui.flow.signals(run_id) == []
+
+    form = page.locator("form[data-form=signal]")
+    await form.locator("input[name=name]").fill("approve")
+    await form.locator("textarea[name=payload]").fill('{"by": "ops"}')
+    await page.screenshot(path=str(shots / "ui-run-waiting.png"), full_page=True)
+    hostile = {"by": "<script>window.__pwned = true</script>"}
+    await form.locator("textarea[name=payload]").fill(json.dumps(hostile))
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice")).to_have_text("signal 'approve' sent")
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+    assert await ui.flow.result(run_id, timeout=10) == {"order": "order-9", "decision": hostile}
+    signals = page.locator("#section-signals")
+    await expect(signals).to_contain_text("consumed")
+    await expect(signals).to_contain_text(hostile["by"])  # shown as text...
+    assert await page.evaluate("window.__pwned") is None  # ...never run
+    assert await page.locator("#run-body script").count() == 0
+    assert problems == []
+    await context.close()
+
+
+async def test_queues_and_schedules_pages_with_actions_behind_the_token(
+    ui: UI, browser: Any, shots: Path
+) -> None:
+    expect = playwright_api.expect
+    await ui.flow.configure_queue("emails", concurrency=3, rate_limit=(10, 60))
+    await ui.flow.start("ui.pipeline", input=1, queue="emails")  # no worker serves it: queued
+    await ui.flow.create_schedule("nightly-report", "ui.report", "0 3 * * *")
+    context, page, problems = await new_page(browser)
+
+    await page.goto(ui.url + "/queues")
+    emails = page.locator('tr.queue[data-queue="emails"]')
+    await expect(emails.locator("[data-limit=concurrency]")).to_have_text("3")
+    await expect(emails.locator("[data-limit=rate_limit]")).to_have_text("10 per 1m00s")
+    await expect(emails.locator("[data-count=queued]")).to_have_text("1")
+    await page.screenshot(path=str(shots / "ui-queues.png"), full_page=True)
+
+    await page.goto(ui.url + "/schedules")
+    row = page.locator('tr.schedule[data-schedule="nightly-report"]')
+    await expect(row).to_have_attribute("data-paused", "false")
+    assert await row.locator("button[data-action=pause]").is_disabled()
+    pause_url = f"{ui.url}/schedules/actions/pause"
+    refused = await page.request.post(pause_url, form={"name": "nightly-report"})
+    assert refused.status == 403
+    assert not (await ui.flow.get_schedule("nightly-report")).paused
+
+    await log_in(page)
+    csrf = await row.locator("input[name=csrf_token]").first.input_value()
+    cross_site = await page.request.post(
+        pause_url,
+        form={"name": "nightly-report", "csrf_token": csrf},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert cross_site.status == 403
+    assert not (await ui.flow.get_schedule("nightly-report")).paused
+
+    await row.locator("button[data-action=pause]").click()
+    await expect(page.locator("p.notice")).to_have_text("schedule 'nightly-report' paused")
+    await expect(row).to_have_attribute("data-paused", "true")
+    assert (await ui.flow.get_schedule("nightly-report")).paused
+    await row.locator("button[data-action=resume]").click()
+    await expect(row).to_have_attribute("data-paused", "false")
+    assert not (await ui.flow.get_schedule("nightly-report")).paused
+
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await row.locator("button[data-action=trigger]").click()
+    await expect(page.locator("p.notice")).to_contain_text("triggered: run ")
+    triggered = await ui.flow.list_runs(workflow="ui.report")
+    assert len(triggered) == 1
+    await page.screenshot(path=str(shots / "ui-schedules.png"), full_page=True)
+
+    unknown = await page.request.post(
+        pause_url, form={"name": "nope"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert unknown.status == 404 and "no schedule named" in (await unknown.json())["message"]
+    assert problems == []
+    await context.close()
+
+
+async def test_fork_and_replay_from_the_run_page_and_lineage_links(
+    ui: UI, browser: Any, shots: Path
+) -> None:
+    expect = playwright_api.expect
+    ui.gate.set()
+    run_id = await ui.flow.start("ui.pipeline", input=1)
+    await ui.flow.result(run_id, timeout=10)
+    context, page, problems = await new_page(browser)
+    await page.goto(f"{ui.url}/runs/{run_id}")
+    await log_in(page)
+
+    form = page.locator("form[data-form=replay]")
+    await form.locator("input[name=from_stage]").fill("wait_for_gate")
+    await form.locator("textarea[name=config]").fill("{not json")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice.failed")).to_contain_text("configuration is not valid JSON")
+
+    form = page.locator("form[data-form=replay]")
+    await form.locator("input[name=from_stage]").fill("wait_for_gate")
+    await form.locator("textarea[name=config]").fill('{"model": "v2"}')
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice")).to_have_text(
+        f"replayed run {run_id} from stage 'wait_for_gate'"
+    )
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+    replayed = (await ui.flow.list_runs(workflow="ui.pipeline", descending=True, limit=1)).runs[0]
+    assert str(replayed.id) in page.url
+    assert (await ui.flow.status(replayed.id)).replayed_from == run_id
+
+    await page.click(f'a[href$="/runs/{run_id}"]')  # "replayed from" links back
+    form = page.locator("form[data-form=fork]")
+    await form.locator("input[name=from_step]").fill("no_such_step")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice.failed")).to_contain_text("no step named 'no_such_step'")
+    form = page.locator("form[data-form=fork]")
+    await form.locator("input[name=from_step]").fill("1")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("p.notice")).to_have_text(f"forked from run {run_id} at step 1")
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=10_000)
+
+    await page.goto(f"{ui.url}/runs/{run_id}")
+    key = page.locator("#section-artefacts a").first
+    key_text = await key.inner_text()
+    await key.click()
+    await expect(page.locator("#lineage-key")).to_have_text(key_text)
+    await expect(page.locator("#lineage-up tr.node")).to_have_count(1)
+    await page.screenshot(path=str(shots / "ui-lineage.png"), full_page=True)
+    missing = await page.goto(f"{ui.url}/lineage?key=executions/none.json")
+    assert missing is not None and missing.status == 404
+    await expect(page.locator("p.error")).to_contain_text("no artefact stored under")
+    assert [p for p in problems if "status of 404" not in p] == []
+    await context.close()

@@ -1,11 +1,17 @@
 """Cost stays flat as the work grows: the plans of the hot statements, on real tables.
 
-* Every statement that locks a run by id (the fenced checkpoint, single and batched,
-  finish_runs, release_runs) reaches the run through the primary key, with 10,000
-  runs running elsewhere, whatever the statistics say: never analysed, analysed
-  while none was running (the plan that scanned every running run), and analysed.
+* Every statement that finds a run by id (the fenced ones: checkpoints, finish,
+  release, the waits' sleep, mailbox, park and events, lineage writes; and the
+  others: status reads, cancel, signals, watches, prune, operators' lock, resume and
+  delete) reaches ``runs`` through the primary key, with 10,000 runs running
+  elsewhere, whatever the statistics say: never analysed, analysed while none was
+  running (the plan that scanned every running run), analysed, and analysed while all
+  were running before they all finished. No table is read without an index.
 * A claim at 100,000 queued reads about LIMIT rows of the claim index and sorts at
   most LIMIT rows per queue, never the backlog.
+
+The background scans (recovery, wake-ups, deadlines, limited claims, retention, the
+queue overview) are in ``test_scan_plans.py``.
 
 Both the generic plan (what a prepared statement settles on after five executions)
 and a custom plan are checked. Autovacuum is off for ``runs`` so that the statistics
@@ -15,7 +21,7 @@ are exactly the ones each case sets up.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,6 +30,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from _plans import accesses, explain, index_tables, nodes
 from durableflow._store.queries import Queries
 
 ME = "worker-me"
@@ -31,8 +38,25 @@ ELSEWHERE = "worker-elsewhere"
 MINE = UUID("00000000-0000-7000-8000-000000000001")
 RUNNING_ELSEWHERE = 10_000
 BACKLOG = 100_000
-# Scans of a table that use no index (a Bitmap Heap Scan's child names its index).
-PLAIN_SCANS = {"Seq Scan", "Tid Scan", "Tid Range Scan", "Sample Scan"}
+# Besides the primary key, the indexes a statement may use on runs: not to find the
+# run, but the runs that point at it.
+DEPENDENTS = {"runs_replayed_from_idx", "runs_forked_from_idx"}
+ALSO_ALLOWED = {"prune_statuses": DEPENDENTS}
+# A run's rows in other tables, read by run id: checked only for reading by index.
+NO_RUNS = {
+    "list_signals",
+    "load_checkpoints",
+    "list_steps",
+    "get_events",
+    "run_artefacts",
+    "first_step_named",
+    "source_steps",
+    "fork_steps",
+    "watch_steps",
+    "watch_lineage",
+    "list_step_attempts",
+    "set_aside_step_errors",
+}
 
 
 @pytest_asyncio.fixture
@@ -50,52 +74,19 @@ def queries(database_schema: str) -> Queries:
     return Queries(database_schema)
 
 
-async def explain(
-    conn: asyncpg.Connection, sql: str, args: Sequence[Any], *, generic: bool, analyze: bool
-) -> dict[str, Any]:
-    """The plan of ``sql`` with ``args``, prepared as a client would prepare it."""
-    mode = "force_generic_plan" if generic else "force_custom_plan"
-    await conn.execute(f"SET plan_cache_mode = {mode}")
-    await conn.execute(f"PREPARE hot AS {sql}")
-    try:
-        types = await conn.fetchval(
-            "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'hot'"
-        )
-        literals = [
-            await conn.fetchval(f"SELECT quote_nullable($1::{type_})", arg)
-            for type_, arg in zip(types, args, strict=True)
-        ]
-        options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
-        transaction = conn.transaction()  # EXPLAIN ANALYZE executes: leave nothing behind
-        await transaction.start()
-        try:
-            plan = await conn.fetchval(f"EXPLAIN ({options}) EXECUTE hot({', '.join(literals)})")
-        finally:
-            await transaction.rollback()
-        return dict(json.loads(plan)[0]["Plan"])
-    finally:
-        await conn.execute("DEALLOCATE hot")
-        await conn.execute("RESET plan_cache_mode")
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
-
-
 def runs_accesses(plan: dict[str, Any]) -> list[str]:
-    """How each scan reaches ``runs``: an index name, or the node type of a plain scan."""
-    accesses = []
+    """How each scan reaches ``runs``: an index name, or the node type of a plain scan
+    (the claim's plan; the statements by id are checked table by table)."""
+    found = []
     for node in nodes(plan):
         if "Index Name" in node:
-            accesses.append(node["Index Name"])
-        elif node.get("Relation Name") == "runs" and node["Node Type"] in PLAIN_SCANS:
-            accesses.append(node["Node Type"])
-    return accesses
+            found.append(node["Index Name"])
+        elif node.get("Relation Name") == "runs" and node["Node Type"] == "Seq Scan":
+            found.append(node["Node Type"])
+    return found
 
 
-# -- fenced statements ---------------------------------------------------------------------
+# -- statements that find a run by id -----------------------------------------------------
 
 
 async def insert_running_runs(conn: asyncpg.Connection, status: str) -> None:
@@ -118,11 +109,13 @@ async def insert_running_runs(conn: asyncpg.Connection, status: str) -> None:
 
 
 def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
-    """Arguments of each fenced statement: one row per run, written as ME at epoch 1."""
+    """Arguments of each fenced statement, written as ME at epoch 1: one row per run for
+    the batched ones, ``runs[0]`` for those of one run."""
     now = datetime.now(UTC)
     count = len(runs)
+    run = runs[0]
     return {
-        "checkpoint_step": [runs[0], 0, "step", "step", "1", None, 1, now, ME, 1, None, None],
+        "checkpoint_step": [run, 0, "step", "step", "1", None, 1, now, ME, 1, None, None],
         "checkpoint_steps": [
             runs,
             [0] * count,
@@ -146,41 +139,117 @@ def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
             [1] * count,
         ],
         "release_runs": [ME, runs, [1] * count],
+        # waits.sql: (run, owner, epoch, step id, ...)
+        "record_sleep": [run, ME, 1, 1, 60.0, None, "sleep"],
+        "consume_signal": [run, ME, 1, 2, "go", "wait"],
+        "set_event": [run, ME, 1, 3, "progress", "1", "event", "wake"],
+        "park_run": [run, ME, 1, now, ["signal:go"], 0, "runs"],
+        # send_signal handing the signal over to a wait of ME's execution (fenced too)
+        "send_signal": [run, "go", "1", None, ME, 1, 2, "wait", "wake"],
+        # artefacts.sql
+        "upsert_lineage": [
+            uuid4(),
+            "key",
+            run,
+            1,
+            "step",
+            "sha",
+            1,
+            None,
+            None,
+            [],
+            ME,
+            1,
+            None,
+            None,
+        ],
     }
 
 
-def fenced_statements(queries: Queries) -> dict[str, tuple[str, list[Any]]]:
-    arguments = fenced_arguments([MINE, uuid4()])
+def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
+    """Arguments of the statements that read or write a run's rows by its id, unfenced."""
+    run = runs[0]
+    now = datetime.now(UTC)
+    return {
+        "run_owners": [runs],
+        "get_run": [run],
+        "run_outcomes": [runs],
+        "cancel_run": [run, "{}"],
+        "await_event": [run, "progress", runs[-1]],
+        "get_event": [run, "progress"],
+        "watch_runs": [run, runs],
+        "list_signals": [run],
+        "load_checkpoints": [run],
+        "list_steps": [run],
+        "get_events": [run],
+        "run_artefacts": [run],
+        "first_step_named": [run, "step"],
+        "source_steps": [run, 10],
+        "fork_steps": [run, runs[-1], 10],
+        "watch_steps": [run, now],
+        "watch_lineage": [run, now],
+        "list_step_attempts": [run],
+        "set_aside_step_errors": [run],
+        "source_run": [run],
+        "watch_run": [run],
+        "prune_lock_run": [run],
+        "prune_statuses": [runs],
+        "delete_pruned_run": [run],
+        "describe_run": [run],
+        "lock_run": [run],
+        "requeue_run": [run, False, "runs"],
+        "delete_run": [run],
+    }
+
+
+def statements_by_id(queries: Queries) -> dict[str, tuple[str, list[Any]]]:
+    runs = [MINE, uuid4()]
+    arguments = fenced_arguments(runs) | by_id_arguments(runs)
     return {name: (getattr(queries, name), args) for name, args in arguments.items()}
 
 
-async def assert_fenced_statements_use_the_primary_key(
+async def assert_runs_are_found_by_primary_key(
     conn: asyncpg.Connection, queries: Queries, statistics: str
 ) -> None:
-    for name, (sql, args) in fenced_statements(queries).items():
+    tables = await index_tables(conn, "durableflow")
+    for name, (sql, args) in statements_by_id(queries).items():
         for generic in (True, False):
             plan = await explain(conn, sql, args, generic=generic, analyze=False)
-            accesses = runs_accesses(plan)
             what = f"{name}, {'generic' if generic else 'custom'} plan, {statistics}"
-            assert accesses, f"{what}: no scan of runs in {plan}"
-            assert set(accesses) == {"runs_pkey"}, f"{what}: reaches runs through {accesses}"
+            reached = accesses(plan, tables)
+            allowed = {"runs_pkey"} | ALSO_ALLOWED.get(name, set())
+            if name not in NO_RUNS:
+                assert "runs_pkey" in reached.get("runs", set()), f"{what}: {reached}"
+                assert reached["runs"] <= allowed, f"{what}: reaches runs via {reached['runs']}"
+            for table, ways in reached.items():
+                assert not ways & {"Seq Scan"}, f"{what}: reads all of {table}"
+            for node in nodes(plan):  # an index read from end to end finds nothing by key
+                if "Index Name" in node:
+                    assert "Index Cond" in node, f"{what}: reads all of {node['Index Name']}"
 
 
-async def test_fenced_statements_lock_the_run_by_primary_key_whatever_the_statistics(
+async def test_statements_by_id_reach_the_run_by_primary_key_whatever_the_statistics(
     connection: asyncpg.Connection, queries: Queries
 ) -> None:
     await insert_running_runs(connection, "running")
-    await assert_fenced_statements_use_the_primary_key(connection, queries, "never analysed")
+    await assert_runs_are_found_by_primary_key(connection, queries, "never analysed")
 
     # Statistics taken while no run was running, then 10,001 runs start: the planner
-    # believes runs_running_idx holds next to nothing.
+    # believes the partial indexes of running runs hold next to nothing.
     await connection.execute("UPDATE durableflow.runs SET status = 'succeeded'")
     await connection.execute("VACUUM ANALYZE durableflow.runs")
     await connection.execute("UPDATE durableflow.runs SET status = 'running'")
-    await assert_fenced_statements_use_the_primary_key(connection, queries, "stale statistics")
+    await assert_runs_are_found_by_primary_key(connection, queries, "stale statistics")
 
     await connection.execute("ANALYZE durableflow.runs")
-    await assert_fenced_statements_use_the_primary_key(connection, queries, "analysed")
+    await assert_runs_are_found_by_primary_key(connection, queries, "analysed")
+
+    # And the other way round: statistics say every run is running, then all finish
+    # (statements that filter on final statuses: cancel, prune, delete).
+    await connection.execute(
+        "UPDATE durableflow.runs SET status = 'succeeded', finished_at = now(), owner = NULL"
+    )
+    await assert_runs_are_found_by_primary_key(connection, queries, "stale, all finished")
 
 
 async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
@@ -199,6 +268,48 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
     assert status == "running"
     finished = await connection.fetch(queries.finish_runs, *arguments["finish_runs"])
     assert finished == []  # MINE was released (queued, no owner): nothing is ours now
+
+
+async def test_the_waits_and_lineage_fences_admit_the_owner_and_refuse_anyone_else(
+    connection: asyncpg.Connection, queries: Queries
+) -> None:
+    await insert_running_runs(connection, "running")
+    other = await connection.fetchval(
+        "SELECT id FROM durableflow.runs WHERE owner = $1 LIMIT 1", ELSEWHERE
+    )
+    await connection.execute(
+        "INSERT INTO durableflow.signals (run_id, name, payload, sent_at) VALUES "
+        "($1, 'go', '1', now()), ($2, 'go', '1', now())",
+        MINE,
+        other,
+    )
+    for run, ours in ((other, False), (MINE, True)):
+        arguments = fenced_arguments([run])
+        steps = "SELECT kind FROM durableflow.steps WHERE run_id = $1 ORDER BY step_id"
+
+        sleep = await connection.fetchrow(queries.record_sleep, *arguments["record_sleep"])
+        signal = await connection.fetchrow(queries.consume_signal, *arguments["consume_signal"])
+        event = await connection.fetchrow(queries.set_event, *arguments["set_event"])
+        lineage = await connection.fetchval(queries.upsert_lineage, *arguments["upsert_lineage"])
+        assert (sleep["owned"], signal["owned"], event["owned"]) == (ours, ours, ours)
+        assert (lineage is not None) == ours
+        if ours:
+            assert json.loads(signal["output"])["payload"] == 1
+            assert [row["kind"] for row in await connection.fetch(steps, run)] == [
+                "sleep",
+                "signal",
+                "event",
+            ]
+        else:
+            assert await connection.fetch(steps, run) == []
+            consumed = await connection.fetchval(
+                "SELECT consumed_by_step FROM durableflow.signals WHERE run_id = $1", run
+            )
+            assert consumed is None
+
+        parked = await connection.fetchrow(queries.park_run, *arguments["park_run"])
+        status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", run)
+        assert (parked is not None, status) == ((True, "waiting") if ours else (False, "running"))
 
 
 # -- claims --------------------------------------------------------------------------------

@@ -60,7 +60,6 @@ def metadata_for(schema: str) -> sa.MetaData:
             "id",
             postgresql_where=sa.text("status = 'queued'"),
         ),
-        sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
         # Operators' listings (flow.list_runs): one index per filter, keyed by
         # (created_at, id) so that a page is a range scan that stops after `limit` rows.
         sa.Index("runs_created_idx", "created_at", "id"),
@@ -94,8 +93,13 @@ def metadata_for(schema: str) -> sa.MetaData:
             "forked_from",
             postgresql_where=sa.text("forked_from IS NOT NULL"),
         ),
+        # -- 0012_plans: retention reads the oldest finished runs of one workflow at a time.
         sa.Index(
-            "runs_finished_idx", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")
+            "runs_finished_idx",
+            "workflow",
+            "finished_at",
+            "id",
+            postgresql_where=sa.text("finished_at IS NOT NULL"),
         ),
         # -- 0007_leader_queues: dedup keys, executing runs per queue and owner
         sa.Index(
@@ -107,8 +111,13 @@ def metadata_for(schema: str) -> sa.MetaData:
                 "dedup_key IS NOT NULL AND status IN ('queued', 'running', 'waiting')"
             ),
         ),
+        # 0012_plans added updated_at: recovery reads a dead owner's runs oldest first.
         sa.Index(
-            "runs_executing_idx", "queue", "owner", postgresql_where=sa.text("status = 'running'")
+            "runs_executing_idx",
+            "queue",
+            "owner",
+            "updated_at",
+            postgresql_where=sa.text("status = 'running'"),
         ),
         # -- 0004_claim_order. Only runs that have a key: every version of a run without
         # one (its start, claim and finish) would otherwise add a NULL entry to this index.

@@ -26,6 +26,8 @@ import asyncpg
 T = TypeVar("T")
 
 SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
+# Writers name themselves apart from the pool, so pg_stat_activity tells them apart.
+WRITER_SETTINGS = {**SERVER_SETTINGS, "application_name": "durableflow-writer"}
 
 
 class WriterConnections:
@@ -71,7 +73,7 @@ class WriterConnections:
                 self._slots.put_nowait(connection)
 
     async def _connect(self, *, prepare: bool = False) -> asyncpg.Connection:
-        connection = await asyncpg.connect(self._database_url, server_settings=SERVER_SETTINGS)
+        connection = await asyncpg.connect(self._database_url, server_settings=WRITER_SETTINGS)
         try:
             for statement in self._statements if prepare else ():
                 await connection.prepare(statement)

@@ -66,7 +66,12 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class RunDetail(RunSummary):
-    """One run in full, as ``flow.describe_run()`` returns it."""
+    """One run in full, as ``flow.describe_run()`` returns it.
+
+    A ``waiting`` run says what it waits for in ``waiting_for`` (``"signal:<name>"``,
+    ``"run:<id>"``, ``"event:<run id>:<key>"``; empty for a sleep) and when it is due
+    again in ``available_at`` (its wake-up or its deadline, whichever comes first).
+    """
 
     code_hash: str
     lease_epoch: int
@@ -74,6 +79,17 @@ class RunDetail(RunSummary):
     input: Any
     output: Any
     error: dict[str, Any] | None
+    deadline: datetime | None = None  # past it the run is cancelled (reason "timeout")
+    waiting_for: tuple[str, ...] = ()
+    replayed_from: UUID | None = None
+    forked_from: UUID | None = None
+
+    @property
+    def wakes_at(self) -> datetime | None:
+        """When a waiting run is due again by time alone (None: only a message wakes it)."""
+        if self.status != "waiting" or self.available_at.year >= 9999:  # 'infinity'
+            return None
+        return self.available_at
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,8 @@ def jsonable(value: Any) -> Any:
         data = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, RunSummary):
             data["duration"] = value.duration
+        if isinstance(value, RunDetail):
+            data["wakes_at"] = jsonable(value.wakes_at)
         return data
     if isinstance(value, datetime):
         return value.isoformat()

@@ -39,6 +39,44 @@ if TYPE_CHECKING:
 logger = logging.getLogger("durableflow.admin")
 
 SectionKind = Literal["table", "json", "text", "diagram"]
+LinkKind = Literal["run", "lineage"]
+
+
+class SectionLink(str):
+    """A table cell that is also a link in the web UI: to a run, or to an artefact's lineage.
+
+    It *is* its text (a ``str``), so ``durableflow runs show`` and ``--json`` print it
+    like any other cell; the UI makes it a link to the run's page or the lineage page.
+    Build one with :meth:`run` or :meth:`lineage`::
+
+        SectionContent.table(["child", "status"], [[SectionLink.run(child.id), child.status]])
+    """
+
+    kind: LinkKind
+    target: str
+
+    def __new__(cls, text: str, *, kind: LinkKind, target: str) -> SectionLink:
+        cell = super().__new__(cls, text)
+        cell.kind = kind
+        cell.target = target
+        return cell
+
+    def __reduce__(self) -> Any:  # copies and pickles keep the link
+        return (_make_link, (str(self), self.kind, self.target))
+
+    @classmethod
+    def run(cls, run_id: object, text: str | None = None) -> SectionLink:
+        """A link to run ``run_id``'s page, showing ``text`` (default: the id)."""
+        return cls(text if text is not None else str(run_id), kind="run", target=str(run_id))
+
+    @classmethod
+    def lineage(cls, key: str, text: str | None = None) -> SectionLink:
+        """A link to the lineage of the artefact under ``key``, showing ``text`` (default: key)."""
+        return cls(text if text is not None else key, kind="lineage", target=key)
+
+
+def _make_link(text: str, kind: LinkKind, target: str) -> SectionLink:
+    return SectionLink(text, kind=kind, target=target)
 
 
 @dataclass(frozen=True)

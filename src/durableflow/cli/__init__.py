@@ -23,14 +23,17 @@ from durableflow.errors import ConfigurationError, DurableFlowError
 from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
-# add theirs here: runs fork / replay / prune / signal (a verb module each, next to
-# runs_actions_cmd), queues, schedules, leader.
+# add theirs here.
 COMMAND_MODULES = (
     "worker_cmd",
     "runs_cmd",
     "runs_actions_cmd",
+    "runs_messages_cmd",
     "artefacts_cmd",
     "workers_cmd",
+    "leader_cmd",
+    "queues_cmd",
+    "schedules_cmd",
     "ui_cmd",
     "db_cmd",
     "demo",

@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,8 @@ from durableflow.config import build_settings
 from durableflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
+    from rich.table import Table
 
     from durableflow.flow import Flow
 
@@ -36,9 +37,11 @@ __all__ = [
     "EXIT_OK",
     "add_connection_options",
     "console",
+    "facts_grid",
     "fail",
     "format_seconds",
     "format_time",
+    "listing_table",
     "make_flow",
     "noun",
     "open_flow",
@@ -181,6 +184,29 @@ def parse_json_argument(text: str, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{option} is not valid JSON: {exc}") from None
+
+
+def listing_table(columns: Sequence[str], *, wrap: Sequence[str] = ()) -> Table:
+    """A borderless table with bold headers, as every listing prints; only the columns
+    named in ``wrap`` may wrap, the others stay on one line."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column not in wrap)
+    return table
+
+
+def facts_grid(rows: Sequence[tuple[str, RenderableType]]) -> RenderableType:
+    """``label  value`` lines, labels in bold, as ``runs show`` and ``leader`` print."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in rows:
+        grid.add_row(label, value)
+    return grid
 
 
 STATUS_STYLES = {

@@ -36,6 +36,16 @@ def register(subparsers: Any) -> None:
     start.add_argument("--idempotency-key", help="the same key always returns the same run")
     start.add_argument("--correlation-id", help="recorded on the run and its log records")
     start.add_argument("--priority", type=int, default=0, help="higher is claimed first")
+    start.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cancel the run (reason timeout) if it has not finished this many seconds from now",
+    )
+    start.add_argument(
+        "--delay", type=float, default=0.0, metavar="SECONDS", help="due only this much later"
+    )
     start.add_argument("--wait", action="store_true", help="wait for the run's result")
     start.add_argument(
         "--timeout", type=float, default=None, help="with --wait: give up after this many seconds"
@@ -73,6 +83,8 @@ async def start_command(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             correlation_id=args.correlation_id,
             priority=args.priority,
+            timeout=args.deadline,
+            delay=args.delay,
         )
         if not args.wait:
             if args.json:

@@ -23,6 +23,7 @@ from durableflow.cli.common import (
     EXIT_OK,
     add_connection_options,
     console,
+    facts_grid,
     fail,
     format_seconds,
     format_time,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
     from durableflow.flow import Flow, StepRecord
 
-RUNS_HELP = "list, inspect, start, cancel and resume runs"
+RUNS_HELP = "list, inspect, start, cancel, resume and signal runs"
 
 
 def register(subparsers: Any) -> None:
@@ -301,31 +302,34 @@ def _section_json(content: SectionContent) -> dict[str, Any]:
 
 
 def _render_section(content: SectionContent) -> RenderableType:
+    from rich.console import Group
     from rich.json import JSON
     from rich.table import Table
     from rich.text import Text
 
+    body: RenderableType
     if content.kind == "table":
-        table = Table(box=None, header_style="bold", pad_edge=False, caption=content.caption)
+        table = Table(box=None, header_style="bold", pad_edge=False)
         for column in content.columns:
             table.add_column(Text(column))
         for row in content.rows:
             table.add_row(
                 *(Text(preview(cell, 80) if not isinstance(cell, str) else cell) for cell in row)
             )
-        return table
-    if content.kind == "json":
-        return JSON.from_data(content.value, default=str)
-    return Text(str(content.value))  # text, and a diagram's Mermaid source
+        body = table
+    elif content.kind == "json":
+        body = JSON.from_data(content.value, default=str)
+    else:
+        body = Text(str(content.value))  # text, and a diagram's Mermaid source
+    if not content.caption:
+        return body
+    # Under the section, not as the table's caption: rich would wrap it to the table's width.
+    return Group(body, Text(content.caption, style="dim"))
 
 
 def _run_header(run: RunDetail) -> RenderableType:
-    from rich.table import Table
     from rich.text import Text
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
     fields: list[tuple[str, Any]] = [
         ("run", str(run.id)),
         ("workflow", Text(f"{run.workflow} v{run.version}")),
@@ -338,16 +342,22 @@ def _run_header(run: RunDetail) -> RenderableType:
         ("claims", f"{run.claims} (lease epoch {run.lease_epoch}, owner {run.owner or '-'})"),
         ("code hash", run.code_hash or "-"),
     ]
+    if run.status == "waiting":
+        fields.append(("waiting for", Text(", ".join(run.waiting_for) or "time")))
+        wakes = run.wakes_at
+        if wakes is not None and (run.deadline is None or wakes < run.deadline):
+            fields.append(("wakes", format_time(wakes)))
     for label, value in (
+        ("deadline", format_time(run.deadline) if run.deadline else None),
         ("correlation id", run.correlation_id),
         ("idempotency key", run.idempotency_key),
         ("parent", run.parent_id),
+        ("replayed from", run.replayed_from),
+        ("forked from", run.forked_from),
     ):
         if value is not None:
             fields.append((label, Text(str(value))))
-    for label, value in fields:
-        grid.add_row(label, value)
-    return grid
+    return facts_grid(fields)
 
 
 async def show_command(args: argparse.Namespace) -> int:

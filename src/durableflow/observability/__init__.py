@@ -41,6 +41,7 @@ from durableflow.observability.logging import (
 from durableflow.observability.metrics import (
     metrics_enabled,
     record_claims,
+    record_leader_change,
     record_queue_stats,
     record_run_finished,
     record_run_started,
@@ -61,6 +62,7 @@ __all__ = [
     "install_log_context",
     "metrics_enabled",
     "record_claims",
+    "record_leader_change",
     "record_queue_stats",
     "record_run_finished",
     "record_run_started",

@@ -8,16 +8,17 @@ check, and :func:`step_timer` returns a shared do-nothing context manager.
 
 Instruments (meter ``durableflow``):
 
-===================================  =========  ======  =========================================
-name                                 kind       unit    attributes
-===================================  =========  ======  =========================================
-``durableflow.runs.started``         counter    {run}   ``workflow``
-``durableflow.runs.finished``        counter    {run}   ``workflow``, ``status``
-``durableflow.step.duration``        histogram  s       ``workflow``, ``step``, ``outcome``
-``durableflow.runs.claim_latency``   histogram  s       ``workflow``, ``queue``
-``durableflow.queue.depth``          gauge      {run}   ``queue``
-``durableflow.queue.oldest_age``     gauge      s       ``queue``
-===================================  =========  ======  =========================================
+==================================  =========  ========  =====================================
+name                                kind       unit      attributes
+==================================  =========  ========  =====================================
+``durableflow.runs.started``        counter    {run}     ``workflow``
+``durableflow.runs.finished``       counter    {run}     ``workflow``, ``status``
+``durableflow.step.duration``       histogram  s         ``workflow``, ``step``, ``outcome``
+``durableflow.runs.claim_latency``  histogram  s         ``workflow``, ``queue``
+``durableflow.queue.depth``         gauge      {run}     ``queue``
+``durableflow.queue.oldest_age``    gauge      s         ``queue``
+``durableflow.leader.changes``      counter    {change}  ``change`` (elected, lost, resigned)
+==================================  =========  ========  =====================================
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class _Instruments:
             "durableflow.runs.claim_latency",
             unit="s",
             description="Time from a run becoming due to a worker claiming it.",
+        )
+        self.leader_changes = meter.create_counter(
+            "durableflow.leader.changes",
+            unit="{change}",
+            description="This process winning the leader lock (elected), losing it (lost) or "
+            "giving it back on shutdown (resigned).",
         )
         meter.create_observable_gauge(
             "durableflow.queue.depth",
@@ -137,6 +144,14 @@ def record_run_finished(workflow: str, status: str) -> None:
     instruments = _active()
     if instruments is not None:
         instruments.runs_finished.add(1, {"workflow": workflow, "status": status})
+
+
+def record_leader_change(change: str) -> None:
+    """This process became the leader (``"elected"``), lost the office (``"lost"``) or
+    gave it back while stopping (``"resigned"``)."""
+    instruments = _active()
+    if instruments is not None:
+        instruments.leader_changes.add(1, {"change": change})
 
 
 def record_claims(claims: Iterable[tuple[str, str, float | None]]) -> None:

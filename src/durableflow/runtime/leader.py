@@ -39,6 +39,7 @@ from durableflow._store.leader import LeaderSession, LeaderStore
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.errors import DurableFlowError
+from durableflow.observability import record_leader_change
 
 logger = logging.getLogger("durableflow.leader")
 
@@ -156,6 +157,7 @@ class Leadership:
                     "epoch": was_leading,
                 },
             )
+            record_leader_change("resigned")
 
     # -- election -------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class Leadership:
             epoch,
             extra={"event": "leader_elected", "worker_id": self.worker_id, "epoch": epoch},
         )
+        record_leader_change("elected")
         self._duty_tasks = [self._spawn_duty(duty, epoch) for duty in self._duties]
         try:
             await self._check_until_lost(epoch)
@@ -217,6 +220,7 @@ class Leadership:
                 "reason": self._lost_reason,
             },
         )
+        record_leader_change("lost")
 
     async def _check_until_lost(self, epoch: int) -> None:
         interval = self._settings.effective_leader_check_interval

@@ -187,6 +187,10 @@ class AdminSurface(FlowCore):
             input=_loads(row["input"]),
             output=_loads(row["output"]),
             error=error,
+            deadline=row["deadline"],
+            waiting_for=tuple(row["waiting_for"] or ()),
+            replayed_from=row["replayed_from"],
+            forked_from=row["forked_from"],
         )
 
     async def step_attempts(self, run_id: UUID | str) -> list[StepAttempt]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from durableflow.admin import RunSection, SectionContent, register_run_section
+from durableflow.admin import RunSection, SectionContent, SectionLink, register_run_section
 from durableflow.artefacts import prune as pruning
 from durableflow.artefacts import replay as replays
 from durableflow.artefacts.naming import lineage_id_for
@@ -219,7 +219,14 @@ async def _artefacts_section(flow: Any, run: RunDetail) -> SectionContent | None
     return SectionContent.table(
         ["step", "name", "key", "sha256", "size", "inputs"],
         [
-            [node.step_id, node.name, node.key, node.sha256[:16], node.size, len(node.inputs)]
+            [
+                node.step_id,
+                node.name,
+                SectionLink.lineage(node.key),  # the UI links it to the lineage page
+                node.sha256[:16],
+                node.size,
+                len(node.inputs),
+            ]
             for node in nodes
         ],
         caption=caption,

@@ -2,12 +2,26 @@
 
 - :func:`create_app`: the Starlette app for one Flow.
 - :mod:`~durableflow.web.actions`: :class:`RunAction` and :func:`register_run_action`,
-  how a feature adds a button (fork, replay, send a signal) to the run pages.
+  how a feature adds a button to the run pages (cancel, resume, send a signal, fork
+  and replay are built in); :class:`ActionResult`, :class:`ActionInputError`.
 - Sections of the run page (signals, events, artefacts, the graph picture) are
   registered once for the CLI and the UI alike: see :mod:`durableflow.admin.sections`.
 """
 
-from durableflow.web.actions import ActionField, RunAction, register_run_action
+from durableflow.web.actions import (
+    ActionField,
+    ActionInputError,
+    ActionResult,
+    RunAction,
+    register_run_action,
+)
 from durableflow.web.app import create_app
 
-__all__ = ["ActionField", "RunAction", "create_app", "register_run_action"]
+__all__ = [
+    "ActionField",
+    "ActionInputError",
+    "ActionResult",
+    "RunAction",
+    "create_app",
+    "register_run_action",
+]

@@ -9,12 +9,14 @@ in. No JavaScript comes from outside the app: Mermaid (for diagrams) is vendored
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
+from uuid import UUID
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -35,12 +37,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from durableflow.admin.formatting import format_seconds, format_time
 from durableflow.admin.records import RUN_STATUSES
 from durableflow.errors import (
+    ArtefactNotFound,
     ConfigurationError,
     DurableFlowError,
     RunActionRefused,
+    RunFinished,
     RunNotFound,
+    ScheduleNotFound,
 )
-from durableflow.web.actions import run_action
+from durableflow.web.actions import SCHEDULE_ACTIONS, ActionResult, run_action
 from durableflow.web.security import (
     COOKIE,
     CSRF_FIELD,
@@ -48,7 +53,13 @@ from durableflow.web.security import (
     Access,
     Guard,
 )
-from durableflow.web.views import RunFilters, load_run_view, load_runs_view
+from durableflow.web.views import (
+    RunFilters,
+    link_target,
+    load_lineage_view,
+    load_run_view,
+    load_runs_view,
+)
 
 logger = logging.getLogger("durableflow.web")
 
@@ -108,9 +119,13 @@ class AdminUI:
         page = self.templates.get_template(template).render(
             request=request,
             url=lambda name, **params: _path(request, name, **params),
+            link=lambda cell: _link(request, cell),
             access=access,
             csrf_field=CSRF_FIELD,
             title=self.title,
+            # What the last action said (see _answer), shown once by the page it lands on.
+            notice=request.query_params.get("notice"),
+            notice_failed=request.query_params.get("failed") == "1",
             **context,
         )
         return HTMLResponse(page, status_code=status_code)
@@ -119,6 +134,7 @@ class AdminUI:
         return self.templates.get_template(template).render(
             request=request,
             url=lambda name, **params: _path(request, name, **params),
+            link=lambda cell: _link(request, cell),
             access=self.guard.access(request),
             csrf_field=CSRF_FIELD,
             **context,
@@ -140,7 +156,11 @@ class AdminUI:
                 error=exc,
                 statuses=RUN_STATUSES,
             )
-        live = _path(request, "live_runs") + "?" + urlencode(filters.query())
+        live = (
+            _path(request, "live_runs")
+            + "?"
+            + urlencode([*filters.query(), ("seen", _digest(view.fingerprint))])
+        )
         return self._render(
             request,
             "runs.html",
@@ -161,13 +181,33 @@ class AdminUI:
             request,
             "run.html",
             view=view,
-            notice=request.query_params.get("notice"),
-            live_url=_path(request, "live_run", run_id=str(view.run.id)),
+            live_url=_path(request, "live_run", run_id=str(view.run.id))
+            + "?"
+            + urlencode({"seen": _digest(view.fingerprint)}),
         )
 
     async def workers_page(self, request: Request) -> Response:
         workers = await self.flow.list_workers()
-        return self._render(request, "workers.html", workers=workers)
+        leader = await self.flow.leader()
+        return self._render(request, "workers.html", workers=workers, leader=leader)
+
+    async def queues_page(self, request: Request) -> Response:
+        queues = await self.flow.list_queues()
+        return self._render(request, "queues.html", queues=queues)
+
+    async def schedules_page(self, request: Request) -> Response:
+        schedules = await self.flow.list_schedules()
+        return self._render(request, "schedules.html", schedules=schedules)
+
+    async def lineage_page(self, request: Request) -> Response:
+        key = request.query_params.get("key", "")
+        try:
+            view = await load_lineage_view(self.flow, key)
+        except ArtefactNotFound as exc:
+            return self._render(request, "error.html", 404, message=str(exc))
+        except DurableFlowError as exc:  # not a valid key
+            return self._render(request, "error.html", 400, message=str(exc))
+        return self._render(request, "lineage.html", view=view)
 
     # -- live updates ------------------------------------------------------------------
 
@@ -178,7 +218,7 @@ class AdminUI:
             view = await load_runs_view(self.flow, filters)
             return view.fingerprint, self._fragment("_runs_rows.html", request, view=view)
 
-        return self._stream(produce)
+        return self._stream(produce, request.query_params.get("seen"))
 
     async def live_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -187,15 +227,24 @@ class AdminUI:
             view = await load_run_view(self.flow, run_id)
             return view.fingerprint, self._fragment("_run_body.html", request, view=view)
 
-        return self._stream(produce)
+        return self._stream(produce, request.query_params.get("seen"))
 
-    def _stream(self, produce: Callable[[], Awaitable[tuple[Any, str]]]) -> Response:
+    def _stream(
+        self, produce: Callable[[], Awaitable[tuple[Any, str]]], seen: str | None
+    ) -> Response:
+        """Server-sent events: the page part again each time its fingerprint changes.
+
+        ``seen`` is the digest of the fingerprint the page was rendered with: until the
+        part changes, nothing is sent (a swap would only wipe what the operator types).
+        """
+
         async def events() -> AsyncIterator[str]:
-            last: Any = None
+            last: Any = seen
             quiet = 0
             while True:
                 try:
                     fingerprint, html = await produce()
+                    fingerprint = _digest(fingerprint)
                 except RunNotFound:
                     yield _event("gone", "this run no longer exists")
                     return
@@ -230,7 +279,8 @@ class AdminUI:
             )
         return PlainTextResponse(reason, status_code=403)
 
-    async def act(self, request: Request) -> Response:
+    async def _authorized_form(self, request: Request) -> tuple[Access, dict[str, str]] | Response:
+        """The POSTed form of an operator who may act, or the 403 that refuses the request."""
         access = self.guard.access(request)
         if not self.guard.same_origin(request):
             return self._refuse(access, "cross-origin request refused")
@@ -240,33 +290,73 @@ class AdminUI:
         values = {key: str(value) for key, value in form.items()}
         if not self.guard.csrf_valid(access, values.get(CSRF_FIELD)):
             return self._refuse(access, "missing or wrong CSRF token: reload the page")
+        return access, values
+
+    async def act(self, request: Request) -> Response:
+        checked = await self._authorized_form(request)
+        if isinstance(checked, Response):
+            return checked
+        access, values = checked
         action = run_action(request.path_params["action"])
         if action is None:
             return PlainTextResponse("no such action", status_code=404)
         run_id = request.path_params["run_id"]
+        back = _path(request, "run", run_id=run_id) if _is_uuid(run_id) else _path(request, "runs")
         try:
             run = await self.flow.describe_run(run_id)
-            message = await action.perform(self.flow, run, values)
+            outcome = await action.perform(self.flow, run, values)
         except RunNotFound as exc:
-            return self._answer(request, access, run_id, str(exc), 404)
-        except RunActionRefused as exc:
-            return self._answer(request, access, run_id, str(exc), 409)
+            return self._answer(access, back, str(exc), 404)
+        except (RunActionRefused, RunFinished) as exc:
+            return self._answer(access, back, str(exc), 409)
+        except (DurableFlowError, ValueError) as exc:  # a value the operator typed
+            return self._answer(access, back, str(exc), 400)
+        result = outcome if isinstance(outcome, ActionResult) else ActionResult(outcome)
         logger.info(
             "run %s: %s from the web UI: %s",
             run_id,
             action.name,
-            message,
+            result.message,
             extra={"event": "ui_action", "run_id": str(run_id), "action": action.name},
         )
-        return self._answer(request, access, run_id, message, 200)
+        if result.run_id is not None:  # a new run (fork, replay): show it
+            back = _path(request, "run", run_id=str(result.run_id))
+        return self._answer(access, back, result.message, 200, run_id=result.run_id)
+
+    async def act_on_schedule(self, request: Request) -> Response:
+        checked = await self._authorized_form(request)
+        if isinstance(checked, Response):
+            return checked
+        access, values = checked
+        perform = SCHEDULE_ACTIONS.get(request.path_params["action"])
+        if perform is None:
+            return PlainTextResponse("no such action", status_code=404)
+        name = values.get("name", "")
+        back = _path(request, "schedules")
+        try:
+            message = await perform(self.flow, name)
+        except ScheduleNotFound as exc:
+            return self._answer(access, back, str(exc), 404)
+        except DurableFlowError as exc:
+            return self._answer(access, back, str(exc), 400)
+        logger.info(
+            "schedule %s: %s from the web UI",
+            name,
+            request.path_params["action"],
+            extra={"event": "ui_action", "schedule": name, "action": request.path_params["action"]},
+        )
+        return self._answer(access, back, message, 200)
 
     def _answer(
-        self, request: Request, access: Access, run_id: str, message: str, status: int
+        self, access: Access, back: str, message: str, status: int, *, run_id: Any = None
     ) -> Response:
         if access.via_header:  # an API client: say it in JSON
-            return JSONResponse({"ok": status == 200, "message": message}, status_code=status)
-        target = _path(request, "run", run_id=run_id) + "?" + urlencode({"notice": message})
-        return RedirectResponse(target, status_code=303)
+            body: dict[str, Any] = {"ok": status == 200, "message": message}
+            if run_id is not None:
+                body["run_id"] = str(run_id)
+            return JSONResponse(body, status_code=status)
+        query = {"notice": message, **({} if status == 200 else {"failed": "1"})}
+        return RedirectResponse(back + "?" + urlencode(query), status_code=303)
 
     # -- login -------------------------------------------------------------------------
 
@@ -303,6 +393,30 @@ def _path(request: Request, name: str, **params: Any) -> str:
     return request.url_for(name, **params).path
 
 
+def _digest(fingerprint: Any) -> str:
+    """A short stable digest of a view's fingerprint, to carry in a URL."""
+    return hashlib.sha256(repr(fingerprint).encode()).hexdigest()[:24]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _link(request: Request, cell: Any) -> str | None:
+    """The href of a section cell that is a :class:`SectionLink`, else None."""
+    target = link_target(cell)
+    if target is None:
+        return None
+    kind, value = target
+    if kind == "run":
+        return _path(request, "run", run_id=value)
+    return _path(request, "lineage") + "?" + urlencode({"key": value})
+
+
 def _json_text(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
 
@@ -334,9 +448,18 @@ def create_app(flow: Any, *, token: str | None = None, title: str = "durableflow
         Route("/", ui.runs_page, name="runs"),
         Route("/runs/{run_id}", ui.run_page, name="run"),
         Route("/workers", ui.workers_page, name="workers"),
+        Route("/queues", ui.queues_page, name="queues"),
+        Route("/schedules", ui.schedules_page, name="schedules"),
+        Route("/lineage", ui.lineage_page, name="lineage"),
         Route("/live/runs", ui.live_runs, name="live_runs"),
         Route("/live/runs/{run_id}", ui.live_run, name="live_run"),
         Route("/runs/{run_id}/actions/{action}", ui.act, methods=["POST"], name="run_action"),
+        Route(
+            "/schedules/actions/{action}",
+            ui.act_on_schedule,
+            methods=["POST"],
+            name="schedule_action",
+        ),
         Route("/login", ui.login, methods=["GET", "POST"], name="login"),
         Route("/logout", ui.logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(packages=[("durableflow.web", "static")]), name="static"),

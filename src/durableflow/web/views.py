@@ -17,6 +17,7 @@ from durableflow.admin import (
     RunPage,
     RunSection,
     SectionContent,
+    SectionLink,
     StepAttempt,
     load_run_sections,
 )
@@ -130,7 +131,14 @@ class RunView:
 
     @property
     def fingerprint(self) -> Any:
-        return (self.run.status, self.run.updated_at, len(self.steps), len(self.attempts))
+        # The sections too: a signal that no wait takes yet changes no run column.
+        return (
+            self.run.status,
+            self.run.updated_at,
+            len(self.steps),
+            len(self.attempts),
+            repr([(section.name, content) for section, content in self.sections]),
+        )
 
 
 def _timeline(run: RunDetail, steps: list[StepView]) -> None:
@@ -198,3 +206,31 @@ async def load_run_view(flow: Any, run_id: Any) -> RunView:
         sections=await load_run_sections(flow, run),
         actions=[action for action in run_actions() if action.applies(run)],
     )
+
+
+def link_target(cell: Any) -> tuple[str, str] | None:
+    """``(kind, target)`` of a section cell that links somewhere, else None.
+
+    A run link's target must be a run id: anything else is shown as plain text.
+    """
+    if not isinstance(cell, SectionLink):
+        return None
+    if cell.kind == "run":
+        try:
+            return "run", str(UUID(cell.target))
+        except ValueError:
+            return None
+    return cell.kind, cell.target
+
+
+@dataclass
+class LineageView:
+    key: str
+    up: list[Any]  # LineageNode: the artefact itself (depth 0), then what it was made from
+    down: list[Any]  # what was made from it (depth >= 1)
+
+
+async def load_lineage_view(flow: Any, key: str) -> LineageView:
+    up = await flow.lineage(key, "up")
+    down = await flow.lineage(key, "down")
+    return LineageView(key=key, up=up, down=[node for node in down if node.depth > 0])

@@ -4,6 +4,10 @@
 change without a version bump), so a run started by the old code is blocked by a
 worker of the new one. ``OPS_APP_FLAGS`` is a directory of flag files the tests use to
 steer steps: ``gate`` waits until ``open`` exists, ``flaky`` fails while ``broken`` exists.
+
+``ops.approval`` publishes events, runs a child (``ops.greet``) and then waits for the
+signal ``approve``; ``ops.nightly`` is scheduled (``ops.nightly``, 03:00 UTC daily),
+saved by whichever worker leads.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from durableflow import Flow, FlowContext
 
@@ -63,3 +68,18 @@ else:
     @flow.workflow(name="ops.evolving", version=1)
     async def evolving(ctx: FlowContext, value: int) -> int:
         return await gate(ctx, await first(ctx, value)) + 1000
+
+
+@flow.workflow(name="ops.approval", version=1)
+async def approval(ctx: FlowContext, order: str) -> dict[str, Any]:
+    await ctx.set_event("stage", {"order": order, "stage": "greeting"})
+    greeting = await ctx.run_child("ops.greet", input=order)
+    await ctx.set_event("stage", {"order": order, "stage": "awaiting approval"})
+    decision = await ctx.wait_for_signal("approve")
+    return {"greeting": greeting, "decision": decision}
+
+
+@flow.scheduled("0 3 * * *", name="ops.nightly")
+@flow.workflow(name="ops.nightly", version=1)
+async def nightly(ctx: FlowContext, tick: dict[str, Any]) -> str:
+    return str(tick["scheduled_at"])

@@ -272,3 +272,35 @@ async def test_delete_removes_the_run_and_its_rows(database_url: str) -> None:
             await flow.describe_run(run_id)
         assert await flow.steps(run_id) == []
         assert await flow.step_attempts(run_id) == []
+
+
+async def test_a_sleeping_run_says_when_it_wakes_and_its_deadline(database_url: str) -> None:
+    from durableflow.admin import load_run_sections
+
+    flow = make_flow(database_url, max_wait_in_memory=0.0)
+
+    @flow.workflow(name="napper", version=1)
+    async def napper(ctx: FlowContext) -> None:
+        await ctx.sleep(3600)
+
+    async with flow, flow.worker(1):
+        run_id = await flow.start("napper", timeout=7200)
+        for _ in range(200):
+            run = await flow.describe_run(run_id)
+            if run.status == "waiting":
+                break
+            await asyncio.sleep(0.05)
+        assert run.status == "waiting" and run.waiting_for == ()
+        assert run.deadline is not None and run.wakes_at is not None
+        assert timedelta(minutes=59) < run.deadline - run.wakes_at < timedelta(minutes=61)
+        sections = {
+            section.name: content for section, content in await load_run_sections(flow, run)
+        }
+        assert sections["waiting"].rows == [["time only", "", ""]]
+        caption = sections["waiting"].caption or ""
+        assert "wakes at" in caption and "deadline" in caption
+        assert {"signals", "events", "children"}.isdisjoint(sections)  # nothing to show
+        await flow.cancel(run_id)
+        cancelled = await flow.describe_run(run_id)
+        assert cancelled.wakes_at is None
+        assert "waiting" not in {s.name for s, _ in await load_run_sections(flow, cancelled)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -15,15 +17,21 @@ starlette_applications = pytest.importorskip("starlette.applications")
 
 
 async def request(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
     """One HTTP/1.1 request on a fresh connection; the status, headers and body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    body = urlencode(form or {}).encode()
     if method == "POST":
-        lines.append("Content-Length: 0")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        lines.append("Content-Type: application/x-www-form-urlencoded")
+        lines.append(f"Content-Length: {len(body)}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     await writer.drain()
     raw = await reader.read()
     writer.close()
@@ -78,3 +86,82 @@ async def test_mounted_under_a_path_with_escaped_output_and_refused_actions(
         assert status == 409 and "succeeded" in body  # the token works; the run refuses
         status, _, body = await request(port, "GET", "/ops/static/vendor/mermaid/mermaid.min.js")
         assert status == 200 and len(body) > 1_000_000
+
+
+async def test_action_input_is_validated_and_refusals_are_not_server_errors(
+    database_url: str,
+) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05, max_wait_in_memory=0.0)
+
+    @flow.workflow(name="gated", version=1)
+    async def gated(ctx: FlowContext) -> object:
+        return await ctx.wait_for_signal("go")
+
+    @flow.workflow(name="tock", version=1)
+    async def tock(ctx: FlowContext, tick: dict[str, object]) -> None:
+        return None
+
+    @flow.workflow(name="parent", version=1)
+    async def parent(ctx: FlowContext) -> object:
+        return await ctx.start_child("gated")
+
+    token = {"Authorization": "Bearer t0ken"}
+    async with flow, flow.worker(1), serve(flow.admin_app(token="t0ken")) as port:
+        waiting = await flow.start("gated")
+        finished = await flow.start("gated")
+        await flow.cancel(finished)
+
+        async def act(run_id: object, action: str, **form: str) -> tuple[int, dict[str, object]]:
+            status, _, body = await request(
+                port, "POST", f"/runs/{run_id}/actions/{action}", token, form
+            )
+            return status, json.loads(body)
+
+        status, answer = await act(waiting, "signal", name="go", payload="{oops")
+        assert status == 400 and "payload is not valid JSON" in str(answer["message"])
+        status, answer = await act(waiting, "signal", name="", payload="1")
+        assert status == 400 and "give the signal's name" in str(answer["message"])
+        status, answer = await act(waiting, "signal", name="go", payload='"\\u0000"')
+        assert status == 400 and answer["ok"] is False  # NUL refused by the payload check
+        status, answer = await act(finished, "signal", name="go", payload="1")
+        assert status == 409 and "cancelled" in str(answer["message"])
+        status, answer = await act(finished, "fork", from_step="nope")
+        assert status == 400 and "no step named 'nope'" in str(answer["message"])
+        status, answer = await act(finished, "replay", from_stage="nope", config="[")
+        assert status == 400 and "configuration is not valid JSON" in str(answer["message"])
+        status, answer = await act("not-a-run", "signal", name="go")
+        assert status == 404
+        assert await flow.signals(waiting) == []
+
+        status, answer = await act(waiting, "signal", name="go", payload='{"n": 1}')
+        assert (status, answer) == (200, {"ok": True, "message": "signal 'go' sent"})
+        assert await flow.result(waiting, timeout=10) == {"n": 1}
+
+        await flow.create_schedule("every-night", "tock", "0 3 * * *")
+        status, _, body = await request(
+            port, "POST", "/schedules/actions/pause", token, {"name": "every-night"}
+        )
+        assert status == 200 and json.loads(body)["message"] == "schedule 'every-night' paused"
+        status, _, body = await request(
+            port, "POST", "/schedules/actions/explode", token, {"name": "every-night"}
+        )
+        assert status == 404
+        status, _, body = await request(port, "GET", "/lineage?key=../../etc/passwd")
+        assert status == 400
+        status, _, body = await request(port, "GET", "/lineage")
+        assert status == 400
+        status, _, body = await request(port, "GET", "/schedules")
+        assert status == 200 and "every-night" in body and 'data-paused="true"' in body
+
+        parent_id = await flow.start("parent")
+        child_id = await flow.result(parent_id, timeout=10)
+        status, _, body = await request(port, "GET", f"/runs/{parent_id}")
+        assert status == 200 and 'id="section-children"' in body
+        assert f'<a href="/runs/{child_id}" class="mono">{child_id}</a>' in body
+        for _ in range(200):
+            if (await flow.status(child_id)).status == "waiting":
+                break
+            await asyncio.sleep(0.05)
+        status, _, body = await request(port, "GET", f"/runs/{child_id}")
+        assert f'<dt>parent</dt><dd class="mono"><a href="/runs/{parent_id}">' in body
+        assert 'id="section-waiting"' in body and "signal:go" in body

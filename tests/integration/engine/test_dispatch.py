@@ -93,7 +93,7 @@ async def test_a_worker_opens_its_writer_connections_when_it_starts(database_url
             return int(
                 await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = 'durableflow'"
+                    "WHERE datname = current_database() AND application_name = 'durableflow-writer'"
                 )
             )
         finally:
@@ -102,5 +102,5 @@ async def test_a_worker_opens_its_writer_connections_when_it_starts(database_url
     async with flow:
         before = await backends()
         async with flow.worker(concurrency=4):
-            # The pool's one connection, and four writers opened before any run needs them.
+            # Four writers, opened before any run needs them (the pool is counted apart).
             assert await backends() == before + 4

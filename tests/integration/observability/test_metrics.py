@@ -120,6 +120,33 @@ async def test_runs_steps_claims_and_queues_are_measured(database_url: str, read
     assert value(found, "durableflow.queue.oldest_age", queue="parked").value >= 0
 
 
+async def test_leader_changes_are_counted(database_url: str, reader: Any) -> None:
+    flow = Flow(
+        database_url=database_url,
+        heartbeat_interval=0.1,
+        leader_check_interval=0.1,
+        leader_retry_interval=0.1,
+        shutdown_grace=0,
+    )
+
+    @flow.workflow(name="idle", version=1)
+    async def idle(ctx: FlowContext) -> None:
+        return None
+
+    async with flow:
+        worker = await flow.start_worker(1)
+        for _ in range(200):
+            if await flow.leader() is not None:
+                break
+            await asyncio.sleep(0.05)
+        found = points(reader)
+        assert value(found, "durableflow.leader.changes", change="elected").value == 1
+        changes = found["durableflow.leader.changes"]
+        assert [p.attributes["change"] for p in changes] == ["elected"]
+        await worker.stop()  # a worker that stops gives the office back
+    assert value(points(reader), "durableflow.leader.changes", change="resigned").value == 1
+
+
 async def test_nothing_is_measured_without_a_meter_provider(database_url: str) -> None:
     from durableflow.observability import metrics_enabled
     from durableflow.observability.tracing import _NO_SPAN, step_span

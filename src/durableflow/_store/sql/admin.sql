@@ -7,7 +7,8 @@
 SELECT id, workflow, version, code_hash, status, queue, priority, parent_id, correlation_id,
        idempotency_key, owner, lease_epoch, claims, config_hash,
        input::text AS input, output::text AS output, error::text AS error,
-       created_at, started_at, finished_at, updated_at, available_at
+       created_at, started_at, finished_at, updated_at, available_at,
+       deadline, waiting_for, replayed_from, forked_from
 FROM {schema}.runs WHERE id = $1;
 
 -- name: list_step_attempts

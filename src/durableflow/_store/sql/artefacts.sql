@@ -9,11 +9,17 @@
 -- means the lease moved on. The artefact's storage event ($14) is NOTIFYed on channel
 -- $13 by the same statement (none when $13 is NULL), so it costs no round trip of its
 -- own and is delivered when the row commits.
+-- The run is locked by primary key alone and the lease compared outside the lock:
+-- OFFSET 0 keeps the comparison from being pushed into the locking scan, where
+-- `status = 'running'` would let the planner reach the run through a partial index
+-- of every running run whenever statistics say few are running (see checkpoint_steps
+-- in steps.sql).
 WITH upserted AS (
     INSERT INTO {schema}.lineage (id, key, run_id, step_id, name, sha256, size, config_hash,
                                   code_hash, inputs, created_at)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], (SELECT {schema}.clock_now())
-    FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3 FOR SHARE) AS r
+    FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3
+          OFFSET 0 FOR SHARE) AS r
     WHERE r.owner = $11 AND r.lease_epoch = $12 AND r.status = 'running'
     ON CONFLICT (id) DO UPDATE
     SET key = excluded.key, step_id = excluded.step_id, name = excluded.name,
@@ -127,12 +133,17 @@ SELECT status FROM {schema}.runs WHERE id = $1 FOR UPDATE;
 -- name: prune_statuses
 -- Before pruning by id: each run's status, and whether an unfinished replay or fork
 -- still reads from it (its seeded history may point at this run's artefacts).
+-- One EXISTS per provenance column, each a probe of its own partial index: written
+-- as one EXISTS with `replayed_from = r.id OR forked_from = r.id`, a table whose
+-- statistics were never taken got a sequential scan of every run per pruned run.
 SELECT r.id, r.status,
-       EXISTS (
-           SELECT 1 FROM {schema}.runs AS d
-           WHERE (d.replayed_from = r.id OR d.forked_from = r.id)
-             AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
-       ) AS has_unfinished_dependents
+       EXISTS (SELECT 1 FROM {schema}.runs AS d
+               WHERE d.replayed_from = r.id
+                 AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+       OR EXISTS (SELECT 1 FROM {schema}.runs AS d
+                  WHERE d.forked_from = r.id
+                    AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+           AS has_unfinished_dependents
 FROM {schema}.runs AS r WHERE r.id = ANY($1::uuid[]);
 
 -- name: prune_candidates
@@ -140,18 +151,50 @@ FROM {schema}.runs AS r WHERE r.id = ANY($1::uuid[]);
 -- the workflows $4 (those with a retention policy of their own), oldest first, $5 at a
 -- time, leaving out $6 (runs this prune already could not delete). Runs an unfinished
 -- replay or fork still reads from are left for later.
-SELECT r.id
-FROM {schema}.runs AS r
-WHERE r.finished_at IS NOT NULL AND r.finished_at < $1
-  AND r.status = ANY($2::text[])
-  AND ($3::text IS NULL OR r.workflow = $3)
-  AND r.workflow <> ALL($4::text[])
-  AND r.id <> ALL($6::uuid[])
-  AND NOT EXISTS (
-      SELECT 1 FROM {schema}.runs AS d
-      WHERE (d.replayed_from = r.id OR d.forked_from = r.id)
-        AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
-ORDER BY r.finished_at, r.id
+--
+-- Retention runs this batch after batch, so it must read about $5 rows, not sort
+-- every finished run older than the cutoff (50-150 ms at 100,000). runs_finished_idx
+-- is (workflow, finished_at, id) WHERE finished_at IS NOT NULL: for one workflow
+-- ($3) it is a range scan in the wanted order; for any workflow, `workflows` walks
+-- the distinct workflows with finished runs (one probe each, the next name after the
+-- previous one; ORDER BY ... LIMIT 1 rather than min() so that only this index can
+-- answer), the oldest $5 of each are read in index order, and those are merged. A
+-- workflow in $4 costs one probe and none of its runs is read. Rows of other
+-- statuses than $2 (an operator's prune of some statuses) are read and skipped.
+-- The dependents check is one EXISTS per provenance column (see prune_statuses).
+WITH RECURSIVE workflows AS (
+    SELECT coalesce($3::text, (SELECT r.workflow FROM {schema}.runs AS r
+                               WHERE r.finished_at IS NOT NULL
+                               ORDER BY r.workflow, r.finished_at LIMIT 1)) AS workflow
+    UNION ALL
+    SELECT (SELECT r.workflow FROM {schema}.runs AS r
+            WHERE r.finished_at IS NOT NULL AND r.workflow > w.workflow
+            ORDER BY r.workflow, r.finished_at LIMIT 1)
+    FROM workflows AS w
+    WHERE w.workflow IS NOT NULL AND $3::text IS NULL
+)
+SELECT c.id
+FROM workflows AS w
+CROSS JOIN LATERAL (
+    SELECT r.id, r.finished_at
+    FROM {schema}.runs AS r
+    WHERE r.workflow = w.workflow
+      AND r.finished_at IS NOT NULL AND r.finished_at < $1
+      AND r.status = ANY($2::text[])
+      AND r.id <> ALL($6::uuid[])
+      AND NOT EXISTS (
+          SELECT 1 FROM {schema}.runs AS d
+          WHERE d.replayed_from = r.id
+            AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+      AND NOT EXISTS (
+          SELECT 1 FROM {schema}.runs AS d
+          WHERE d.forked_from = r.id
+            AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+    ORDER BY r.finished_at, r.id
+    LIMIT $5
+) AS c
+WHERE w.workflow IS NOT NULL AND w.workflow <> ALL($4::text[])
+ORDER BY c.finished_at, c.id
 LIMIT $5;
 
 -- name: delete_pruned_run

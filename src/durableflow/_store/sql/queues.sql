@@ -46,17 +46,63 @@ ORDER BY name;
 -- now under its concurrency, worker_concurrency and (when $7, i.e. not kept in Redis)
 -- rate limit; the lateral claim then takes that many in the same order as claim_runs
 -- (priority DESC, available_at, id: an index range scan per queue, so it stays
--- O(log n + k) like the unlimited claim), or by aged priority for queues with
--- priority_aging (those sort their due runs). Starts of rate-limited queues are logged
+-- O(log n + k) like the unlimited claim). Starts of rate-limited queues are logged
 -- in queue_starts in the same statement.
 -- The allowances are computed over the unnest itself, a function scan that yields
 -- the queues in the given order, so the locks are taken in that order.
-WITH allowance AS MATERIALIZED (
+--
+-- Queues with priority_aging order by aged priority, priority + one level per
+-- priority_aging seconds waited. No index holds that order (it moves with the
+-- clock), and sorting a queue's whole backlog by it cost 140 ms per claim at 100,000
+-- queued. But within one priority level the oldest run is also the most aged, so
+-- the best `allowance` runs of the queue are among the `allowance` oldest of each
+-- level: `levels` lists the queue's distinct priorities (one probe of
+-- runs_claim_order_idx each), `aged` takes the oldest of each level in index order,
+-- and only those (levels x allowance rows) are ranked by aged priority.
+--
+-- The UPDATE finds the candidates by `id = ANY(ARRAY(...))`: joined to the CTE, the
+-- generic plan hashed every run (a sequential scan), as claim_runs explains.
+WITH RECURSIVE allowance AS MATERIALIZED (
     SELECT x.name, {schema}.queue_allowance(x.name, $1, x.cap, $7) AS allowance
     FROM unnest($2::text[], $6::int[]) AS x(name, cap)
 ), quota AS (
     SELECT a.name, a.allowance, q.priority_aging, q.rate_limit_count
     FROM allowance AS a JOIN {schema}.queues AS q ON q.name = a.name
+), levels AS (
+    SELECT q.name, q.allowance, q.priority_aging,
+           (SELECT max(r.priority) FROM {schema}.runs AS r
+            WHERE r.status = 'queued' AND r.queue = q.name) AS priority
+    FROM quota AS q
+    WHERE q.priority_aging IS NOT NULL AND q.allowance > 0
+    UNION ALL
+    SELECT l.name, l.allowance, l.priority_aging,
+           (SELECT max(r.priority) FROM {schema}.runs AS r
+            WHERE r.status = 'queued' AND r.queue = l.name AND r.priority < l.priority)
+    FROM levels AS l
+    WHERE l.priority IS NOT NULL
+), aged AS (
+    SELECT c.id, l.allowance,
+           row_number() OVER (
+               PARTITION BY l.name
+               -- one priority level more for every priority_aging seconds spent waiting
+               ORDER BY c.priority + floor(extract(epoch FROM (SELECT {schema}.clock_now())
+                                                              - c.available_at)
+                                           / l.priority_aging) DESC,
+                        c.available_at, c.id) AS place
+    FROM levels AS l
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.priority, r.available_at
+        FROM {schema}.runs AS r
+        WHERE r.status = 'queued'
+          AND r.queue = l.name
+          AND r.priority = l.priority
+          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
+        ORDER BY r.available_at, r.id
+        LIMIT l.allowance
+        FOR UPDATE OF r SKIP LOCKED
+    ) AS c
+    WHERE l.priority IS NOT NULL
 ), candidates AS (
     SELECT c.id
     FROM quota
@@ -73,31 +119,14 @@ WITH allowance AS MATERIALIZED (
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
     UNION ALL
-    SELECT c.id
-    FROM quota
-    CROSS JOIN LATERAL (
-        SELECT r.id
-        FROM {schema}.runs AS r
-        WHERE quota.priority_aging IS NOT NULL
-          AND r.status = 'queued'
-          AND r.queue = quota.name
-          AND r.available_at <= (SELECT {schema}.clock_now())
-          AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
-        -- one priority level more for every priority_aging seconds spent waiting
-        ORDER BY r.priority + floor(extract(epoch FROM (SELECT {schema}.clock_now()) - r.available_at)
-                                    / quota.priority_aging) DESC,
-                 r.available_at, r.id
-        LIMIT quota.allowance
-        FOR UPDATE OF r SKIP LOCKED
-    ) AS c
+    SELECT aged.id FROM aged WHERE aged.place <= aged.allowance
     LIMIT $5
 ), claimed AS (
     UPDATE {schema}.runs AS r
     SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
         started_at = coalesce(r.started_at, (SELECT {schema}.clock_now())),
         updated_at = (SELECT {schema}.clock_now())
-    FROM candidates AS c
-    WHERE r.id = c.id
+    WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
     RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
               r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
               extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
@@ -141,25 +170,45 @@ WHERE queue = $1 AND dedup_key = $2 AND status IN ('queued', 'running', 'waiting
 -- name: queue_overview
 -- flow.list_queues(): every configured queue and every queue with runs queued or
 -- executing, with its limits, counts and the age of its oldest due queued run.
-WITH names AS (
+-- Read through the partial indexes of queued runs (runs_claim_order_idx) and of
+-- executing runs (runs_executing_idx), so the cost follows the runs in progress, not
+-- the table: finished runs, however many, are never read. The queues with runs are
+-- found one index probe per queue (the next queue name after the previous one), in
+-- one walk per status: a partial index serves only a status written as a constant.
+WITH RECURSIVE queued_queues AS (
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r WHERE r.status = 'queued') AS queue
+    UNION ALL
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r
+            WHERE r.status = 'queued' AND r.queue > p.queue)
+    FROM queued_queues AS p
+    WHERE p.queue IS NOT NULL
+), executing_queues AS (
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r WHERE r.status = 'running') AS queue
+    UNION ALL
+    SELECT (SELECT min(r.queue) FROM {schema}.runs AS r
+            WHERE r.status = 'running' AND r.queue > p.queue)
+    FROM executing_queues AS p
+    WHERE p.queue IS NOT NULL
+), names AS (
     SELECT name FROM {schema}.queues
     UNION
-    SELECT DISTINCT queue FROM {schema}.runs WHERE status IN ('queued', 'running')
-), counts AS (
-    SELECT r.queue,
-           count(*) FILTER (WHERE r.status = 'queued') AS queued,
-           count(*) FILTER (WHERE r.status = 'running') AS executing,
-           min(r.available_at) FILTER (
-               WHERE r.status = 'queued' AND r.available_at <= (SELECT {schema}.clock_now())
-           ) AS oldest_due
-    FROM {schema}.runs AS r
-    WHERE r.status IN ('queued', 'running')
-    GROUP BY r.queue
+    SELECT queue FROM queued_queues WHERE queue IS NOT NULL
+    UNION
+    SELECT queue FROM executing_queues WHERE queue IS NOT NULL
 )
 SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit_count, q.rate_limit_seconds,
-       q.priority_aging, coalesce(c.queued, 0) AS queued, coalesce(c.executing, 0) AS executing,
-       extract(epoch FROM (SELECT {schema}.clock_now()) - c.oldest_due)::float8 AS oldest_age
+       q.priority_aging, queued.count AS queued,
+       (SELECT count(*) FROM {schema}.runs AS r
+        WHERE r.status = 'running' AND r.queue = n.name) AS executing,
+       extract(epoch FROM (SELECT {schema}.clock_now()) - queued.oldest_due)::float8
+           AS oldest_age
 FROM names AS n
 LEFT JOIN {schema}.queues AS q ON q.name = n.name
-LEFT JOIN counts AS c ON c.queue = n.name
+CROSS JOIN LATERAL (
+    SELECT count(*) AS count,
+           min(r.available_at) FILTER (
+               WHERE r.available_at <= (SELECT {schema}.clock_now())) AS oldest_due
+    FROM {schema}.runs AS r
+    WHERE r.status = 'queued' AND r.queue = n.name
+) AS queued
 ORDER BY n.name;

@@ -110,8 +110,8 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- finish a run; others update nothing. The UPDATE locks the row and re-checks its
 -- WHERE on the latest row version, so the comparison may stay in the WHERE; but it
 -- is written with IS NOT DISTINCT FROM, which no index can serve: with `r.status =
--- 'running'` the planner may reach the rows through runs_running_idx, every running
--- run, whenever statistics say few are running (see checkpoint_steps). Only the
+-- 'running'` the planner may reach the rows through a partial index of every running
+-- run whenever statistics say few are running (see checkpoint_steps). Only the
 -- primary key finds the row. None of the compared values is ever NULL on our side,
 -- so IS NOT DISTINCT FROM means `=` here.
 UPDATE {schema}.runs AS r

@@ -12,10 +12,10 @@
 -- The run is locked by primary key alone, and owner, epoch and status are compared
 -- on the locked (latest) row version outside that scan. OFFSET 0 is what keeps them
 -- outside: without it Postgres pushes the outer conditions into the locking
--- subquery, and `status = 'running'` there lets it pick runs_running_idx, every
--- running run, whenever statistics say few runs are running (a table not analysed
--- since a burst of starts): 10,000 runs running elsewhere made each step 5.6x
--- slower. With only `id = ...` in the scan, the primary key is the only index.
+-- subquery, and `status = 'running'` there lets it pick a partial index of every
+-- running run (runs_running_idx, now runs_executing_idx) whenever statistics say few
+-- runs are running (a table not analysed since a burst of starts): 10,000 runs
+-- running elsewhere made each step 5.6x slower. With only `id = ...` in the scan, the primary key is the only index.
 -- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at, artefact_key, artefact_sha256)
@@ -79,9 +79,13 @@ FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
 
 -- name: run_owners
 -- After a checkpoint batch: who owns the runs whose rows were not inserted, to tell
--- a lost lease from a retried write that had in fact committed.
-SELECT id, owner, lease_epoch FROM {schema}.runs
-WHERE id = ANY($1::uuid[]) AND status = 'running';
+-- a lost lease from a retried write that had in fact committed. The runs are found
+-- by primary key and their status compared outside that scan (OFFSET 0), for the
+-- reason given at checkpoint_steps.
+SELECT r.id, r.owner, r.lease_epoch
+FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = ANY($1::uuid[])
+      OFFSET 0) AS r
+WHERE r.status = 'running';
 
 -- name: list_steps
 -- flow.steps(): a run's checkpoints with their timings, for people and dashboards.

@@ -8,7 +8,14 @@
 -- otherwise queues the run again at once.
 --
 -- Fenced statements check owner, lease_epoch and status = 'running' on the run row,
--- locked FOR SHARE, like every checkpoint (see steps.sql).
+-- locked FOR SHARE, like every checkpoint (see steps.sql), and the same way: the run
+-- is locked by primary key alone (`WHERE id = $1 OFFSET 0 FOR SHARE` in a subquery)
+-- and owner, epoch and status are compared on the locked row outside that scan.
+-- Written inside the locking scan, `status = 'running'` lets the planner reach the
+-- run through runs_executing_idx, a partial index of every running run, whenever
+-- statistics say few runs are running, and read every running run to find one. OFFSET 0 keeps Postgres
+-- from pushing the outer comparison back into the subquery. An UPDATE compares
+-- with IS NOT DISTINCT FROM instead, which no index can serve (see finish_runs).
 
 -- name: record_sleep
 -- The first time a run reaches a sleep or a wait's timeout: the wake-up time is
@@ -16,9 +23,10 @@
 -- recorded as the checkpoint of step $4, so replay never restarts the timer. A retried
 -- write whose first attempt committed reads the recorded time back.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), wake AS (
     SELECT coalesce($6::timestamptz,
                     (SELECT {schema}.clock_now()) + make_interval(secs => $5::float8)) AS until
@@ -43,9 +51,10 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- A step already recorded (a retried write) consumes nothing and returns its record.
 -- wake_seq is read without a lock, from the same snapshot as the mailbox.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), recorded AS (
     SELECT output FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), picked AS (
@@ -81,6 +90,9 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- $5 lists what it waits for. If a wake-up arrived since its checks read wake_seq
 -- ($6; NULL when it only sleeps), it is queued again at once instead (and NOTIFY on $7
 -- tells the workers). Fenced: a run cancelled or taken over meanwhile is not touched.
+-- The UPDATE re-checks its WHERE on the latest row version, and the fence is written
+-- with IS NOT DISTINCT FROM so that only the primary key finds the row ($2 and $3
+-- are never NULL, so it means `=`).
 WITH parked AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN 'waiting'
@@ -92,7 +104,8 @@ WITH parked AS (
         waiting_for = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN $5::text[] END,
         owner = NULL,
         updated_at = (SELECT {schema}.clock_now())
-    WHERE r.id = $1 AND r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
+    WHERE r.id = $1
+      AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($2, $3, 'running')
     RETURNING r.status, r.queue, r.available_at
 ), notified AS (
     SELECT count(pg_notify($7, queue)) AS sent FROM parked WHERE status = 'queued'
@@ -114,9 +127,10 @@ FROM {schema}.signals WHERE run_id = $1 ORDER BY id;
 -- checkpoint of step $4, fenced. The runs listed as waiting for this event get their
 -- wake_seq bumped, and those parked on it are queued; NOTIFY on $8 tells the workers.
 WITH owned AS (
-    SELECT id FROM {schema}.runs
-    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
-    FOR SHARE
+    SELECT r.id
+    FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
+          OFFSET 0 FOR SHARE) AS r
+    WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), recorded AS (
     SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), upserted AS (
@@ -213,7 +227,10 @@ WHERE t.id = ANY ($2::uuid[]);
 -- Moves up to $1 parked runs whose time has come (a sleep, a timeout, a delayed start, a
 -- deadline) to 'queued', so that queued always means due and claim_runs needs to know
 -- nothing about waits. NOTIFY on $2 per queue wakes idle workers. Also returns, in
--- seconds, when the next parked run is due: index runs_waiting_idx answers both.
+-- seconds, when the next parked run is due: index runs_waiting_idx answers both (a
+-- range scan that stops after $1 rows, and one probe). The UPDATE finds the due runs
+-- by `id = ANY(ARRAY(...))`, as claim_runs does: a join on the CTE can be planned as
+-- a hash join over every run when the generic plan guesses a large LIMIT.
 WITH due AS (
     SELECT id FROM {schema}.runs
     WHERE status = 'waiting' AND available_at <= (SELECT {schema}.clock_now())
@@ -223,8 +240,7 @@ WITH due AS (
 ), woken AS (
     UPDATE {schema}.runs AS r
     SET status = 'queued', waiting_for = NULL, updated_at = (SELECT {schema}.clock_now())
-    FROM due
-    WHERE r.id = due.id
+    WHERE r.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING r.queue
 ), notified AS (
     SELECT count(pg_notify($2, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM woken) AS q
@@ -241,6 +257,9 @@ SELECT (SELECT count(*) FROM woken) AS woken,
 -- Cancels, with reason 'timeout', up to $1 runs nobody is executing (queued or parked)
 -- whose deadline passed. Runs being executed are cancelled by their owner, and a run of
 -- a dead worker by whoever recovers it. Trigger runs_cancel_children cancels children.
+-- runs_deadline_idx holds exactly these runs in deadline order: a range scan that
+-- stops after $1 rows; the UPDATE finds them by `id = ANY(ARRAY(...))` (see
+-- wake_due_runs).
 WITH expired AS (
     SELECT id FROM {schema}.runs
     WHERE status IN ('queued', 'waiting') AND deadline IS NOT NULL
@@ -257,8 +276,7 @@ SET status = 'cancelled', waiting_for = NULL,
         'message', 'timeout: the run passed its deadline (' || r.deadline::text || ')',
         'traceback', '',
         'reason', 'timeout')
-FROM expired
-WHERE r.id = expired.id
+WHERE r.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING r.id;
 
 -- name: clock_now

@@ -34,11 +34,39 @@
     });
   }
 
+  // What an operator typed into the action forms of a live part of the page, so that a
+  // live update (which replaces that part) does not wipe it, nor the focus.
+  function typedValues(element) {
+    const typed = [];
+    element.querySelectorAll("form[data-form] input:not([type=hidden]), form[data-form] textarea")
+      .forEach(function (field) {
+        typed.push({
+          form: field.form.dataset.form,
+          name: field.name,
+          value: field.type === "checkbox" ? field.checked : field.value,
+          focused: field === document.activeElement,
+        });
+      });
+    return typed;
+  }
+
+  function restoreValues(element, typed) {
+    typed.forEach(function (entry) {
+      const form = element.querySelector('form[data-form="' + CSS.escape(entry.form) + '"]');
+      const field = form && form.elements.namedItem(entry.name);
+      if (!field || !("value" in field)) return;
+      if (field.type === "checkbox") field.checked = entry.value; else field.value = entry.value;
+      if (entry.focused) field.focus();
+    });
+  }
+
   function followLive(element) {
     const state = document.querySelector("[data-live-state]");
     const source = new EventSource(element.dataset.live);
     source.addEventListener("update", function (event) {
+      const typed = typedValues(element);
       element.innerHTML = event.data;
+      restoreValues(element, typed);
       element.dispatchEvent(new CustomEvent("durableflow:updated", { bubbles: true }));
       bindConfirmations(element);
       drawDiagrams(element);
