@@ -12,7 +12,7 @@ and its walk is recorded in ``steps`` (kinds ``state`` and ``transition``, plus 
 ``signal`` waits of manual states).
 
 Revision ID: 0006_graphs
-Revises: 0005_waits
+Revises: 0012_plans
 Create Date: 2026-12-05
 Deploy: safe before deploy (a new table)
 """
@@ -22,7 +22,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0006_graphs"
-down_revision = "0005_waits"
+down_revision = "0012_plans"
 branch_labels = None
 depends_on = None
 
