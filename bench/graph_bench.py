@@ -11,9 +11,8 @@ handler adds 1, the last state is terminal), run
 and, in the same process and database, the baseline the issue compares a transition
 with: a workflow of NODES trivial steps (``seq_ms_per_step``), so
 ``seq_ms_per_transition / seq_ms_per_step`` is the cost of a transition in steps.
-
-Graph runs need ``flow.register_graph`` (graph runs, phase 2 of issue #10); until it
-exists this script says so and exits with status 2.
+The sequential graphs and workflows alternate in ROUNDS chunks, so that both see the
+same load on a shared machine; the 1-minute load average is reported with the figures.
 
 Usage: python bench/graph_bench.py DSN   (an empty database; the schema is created)
 """
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -31,6 +31,7 @@ from durableflow_bench import build_flow as build_workflow_flow
 from durableflow import Flow, Graph
 
 W, NODES, C = 100, 10, 100
+ROUNDS = 5  # the sequential graphs and workflows alternate in this many chunks
 CONCURRENCY = 200  # more than C, so concurrent runs never wait for a slot
 RESULT_TIMEOUT = 600.0
 GRAPH = "bench.line"
@@ -54,22 +55,16 @@ def build_graph() -> Graph:
 def build_flow(dsn: str) -> Flow:
     """The core benchmark's Flow (its 10-step workflow ``wf`` is the yardstick) + the graph."""
     flow, _ = build_workflow_flow(dsn)
-    register = getattr(flow, "register_graph", None)
-    if register is None:
-        print(
-            "graph_bench.py: flow.register_graph does not exist yet (graph runs, phase 2 "
-            "of issue #10); run bench/run_graph_bench.py --peer-only to measure LangGraph",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    register(build_graph())
+    flow.register_graph(build_graph())
     return flow
 
 
-async def sequential(flow: Flow, workflow: str, payload: object, expected: object) -> float:
-    """Seconds for W runs of ``workflow`` one after another."""
+async def sequential(
+    flow: Flow, workflow: str, payload: object, expected: object, count: int = W
+) -> float:
+    """Seconds for ``count`` runs of ``workflow`` one after another."""
     t = time.perf_counter()
-    for _ in range(W):
+    for _ in range(count):
         run_id = await flow.start(workflow, input=payload)
         assert await flow.result(run_id, timeout=RESULT_TIMEOUT) == expected
     return time.perf_counter() - t
@@ -85,8 +80,11 @@ async def run(dsn: str) -> dict[str, object]:
                 warm = await flow.start(workflow, input=payload)  # connections, hashes
                 assert await flow.result(warm, timeout=RESULT_TIMEOUT) == expected
             # Interleaved, so both figures see the same load on a shared machine.
-            graph_seq = await sequential(flow, GRAPH, {"x": 0}, done)
-            step_seq = await sequential(flow, "wf", NODES, NODES)
+            load_before = os.getloadavg()[0]
+            graph_seq = step_seq = 0.0
+            for _ in range(ROUNDS):
+                graph_seq += await sequential(flow, GRAPH, {"x": 0}, done, W // ROUNDS)
+                step_seq += await sequential(flow, "wf", NODES, NODES, W // ROUNDS)
 
             t = time.perf_counter()
             run_ids = await asyncio.gather(*[flow.start(GRAPH, input={"x": 0}) for _ in range(C)])
@@ -95,6 +93,7 @@ async def run(dsn: str) -> dict[str, object]:
             )
             assert all(r == done for r in results)
             conc = time.perf_counter() - t
+            load_after = os.getloadavg()[0]
     finally:
         await flow.close()
     return {
@@ -103,6 +102,8 @@ async def run(dsn: str) -> dict[str, object]:
         "seq_ms_per_graph": round(graph_seq / W * 1000, 2),
         "conc_graphs_per_s": round(C / conc, 1),
         "seq_ms_per_step": round(step_seq / W / NODES * 1000, 3),
+        "transition_per_step": round(graph_seq / step_seq, 3),
+        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
     }
 
 

@@ -15,7 +15,7 @@ Usage::
 
     .venv/bin/python bench/run_graph_bench.py [--repeat N] [--json FILE] [--peer-only]
 
-``--peer-only`` measures LangGraph alone (to check the harness before graph runs exist).
+``--peer-only`` measures LangGraph alone.
 The server is ``DURABLEFLOW_BENCH_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
 """
 
@@ -118,6 +118,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             run[job.name] = await run_in_fresh_database(job, server_dsn, tag)
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
         runs.append(run)
+    info["load_average_at_end"] = os.getloadavg()
     verdicts = [] if args.peer_only else target_verdicts(TARGETS, runs)
     return {
         "date": datetime.date.today().isoformat(),
@@ -137,6 +138,10 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"{report['date']}, {info['cpus']} cores, Python {info['python']}, "
         f"Postgres {info['postgres']}, {what}; {peer.get('system', 'langgraph')}",
+        "load average (1, 5, 15 min) at start "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in info['load_average_at_end'])}: on a shared machine "
+        "the figures are indicative, the ratios less noisy than the absolute times",
         "",
         plain_table(
             ["metric", "durableflow", "LangGraph"],

@@ -61,7 +61,15 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from durableflow.flow import Flow, RunStatus, SchemaStatus, SignalRecord, StepRecord
+from durableflow.flow import (
+    Flow,
+    GraphVisit,
+    PublishedGraph,
+    RunStatus,
+    SchemaStatus,
+    SignalRecord,
+    StepRecord,
+)
 from durableflow.graph import Graph
 from durableflow.runtime.leader import LeaderInfo
 from durableflow.runtime.worker import Worker
@@ -83,6 +91,7 @@ __all__ = [
     "FlowSettings",
     "Graph",
     "GraphError",
+    "GraphVisit",
     "InvalidFieldValue",
     "LeaderInfo",
     "LeaseLost",
@@ -93,6 +102,7 @@ __all__ = [
     "PayloadTooLarge",
     "PruneRefused",
     "PruneResult",
+    "PublishedGraph",
     "QueueInfo",
     "ReplayError",
     "ResultTimeout",

@@ -444,12 +444,16 @@ class GraphProblem:
 class GraphError(DurableFlowError):
     """A graph is invalid, or a graph run cannot go on.
 
-    Raised by validation (``g.validate()``, ``Graph.from_spec``) with every problem
-    found at once in ``problems``: fix each one (in the spec, at its ``path``) and try
-    again; nothing was registered or stored. Raised inside a graph run, failing the
-    run, when no transition out of a state matches the payload, a guard raises or
-    returns something other than a bool, or the run takes more than the graph's
-    ``max_transitions``: fix the graph or the payload and start a new run.
+    Raised by validation (``g.validate()``, ``Graph.from_spec``, ``flow.register_graph``,
+    ``flow.publish_graph``) with every problem found at once in ``problems``: fix each
+    one (in the spec, at its ``path``) and try again; nothing was registered or stored.
+    Raised by ``flow.publish_graph`` for different content under a version already
+    published (``path == "version"``): publish it as a new version. Raised by
+    ``flow.start`` of a published graph naming an action this Flow lacks. Raised inside
+    a graph run, failing the run, when no transition out of a state matches the
+    payload, a guard raises or returns something other than a bool, or the run takes
+    more than the graph's ``max_transitions``: fix the graph or the payload and start
+    a new run.
 
     ``graph`` is the graph's name; ``state`` and ``path`` are those of the first
     problem (the only one for a run failure).

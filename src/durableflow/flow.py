@@ -11,8 +11,7 @@ from typing import Any, TypeVar, overload
 from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
-from durableflow.engine.registry import AsyncFunction, Registry, StepDefinition, WorkflowDefinition
-from durableflow.engine.steps import make_step_callable
+from durableflow.engine.registry import AsyncFunction, Registry, WorkflowDefinition
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
@@ -20,12 +19,21 @@ from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
+from durableflow.surfaces.graphs import GraphsSurface, GraphVisit, PublishedGraph
 from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
 from durableflow.surfaces.transactions import TransactionsSurface
 
-__all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
+__all__ = [
+    "Flow",
+    "GraphVisit",
+    "PublishedGraph",
+    "RunStatus",
+    "SchemaStatus",
+    "SignalRecord",
+    "StepRecord",
+]
 
 logger = logging.getLogger("durableflow")
 
@@ -53,6 +61,7 @@ class Flow(
     ArtefactsSurface,
     SchedulingSurface,
     TransactionsSurface,
+    GraphsSurface,
 ):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
@@ -119,6 +128,9 @@ class Flow(
         self._artefact_service = ArtefactService(lambda: self.settings, storage)
         self._declared_schedules = {}
         self._init_transactions(sqlalchemy_engine)  # -- transactions: an AsyncEngine or None
+        self._actions = {}  # -- graphs
+        self._published = None
+        self._pictures = {}
 
     def __repr__(self) -> str:
         return (
@@ -165,18 +177,14 @@ class Flow(
         """
 
         def decorate(function: F) -> F:
-            definition = StepDefinition.from_function(
+            _, wrapped = self._declare_step(
                 function,
                 name=name,
                 retries=retries,
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
-                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
-            )
-            self.registry.add_step(definition)
-            wrapped = make_step_callable(
-                definition, max_payload_bytes=self.settings.max_payload_bytes
+                artefact=artefact,
             )
             return wrapped  # type: ignore[return-value]
 
@@ -245,6 +253,7 @@ class Flow(
             self._results = None
         await self._close_artefacts()
         await self._close_transactions()  # -- transactions
+        self._published = None  # -- graphs: it reads through the store closed below
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -285,9 +294,12 @@ class Flow(
         """Start a worker in the background; stop it with ``await worker.stop()``."""
         if self._worker is not None and self._worker.running:
             raise ConfigurationError("this Flow already runs a worker; stop it first")
-        if not self.registry.workflows:
-            raise ConfigurationError("no workflow is registered on this Flow; nothing to run")
+        if not self.registry.workflows and not self._actions:
+            raise ConfigurationError(
+                "no workflow, graph or action is registered on this Flow; nothing to run"
+            )
         store = await self._connected()
+        graphs = await self._published_graphs()  # -- graphs: published ones run here too
         for definition in self.registry.workflows:
             self.code_hash(definition)
         await self._prepare_transactions()  # -- transactions: an engine elsewhere stops us here
@@ -299,6 +311,7 @@ class Flow(
             self.code_hash,
             self._resolve_outcome,
             artefacts=artefacts,
+            load_definition=graphs.load,
         )
         worker = Worker(
             store,
@@ -319,6 +332,7 @@ class Flow(
                 if self.settings.leader_election
                 else None
             ),
+            graphs=graphs,
         )
         await worker.start()
         self._worker = worker

@@ -23,9 +23,8 @@ import pytest
 import pytest_asyncio
 
 from _serve import serve
-from durableflow import Flow, FlowContext
-from durableflow.admin import RunSection, SectionContent, register_run_section
-from durableflow.admin.sections import unregister_run_section
+from durableflow import Flow, FlowContext, Graph
+from durableflow.graph.mermaid import CLASS_STYLES
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
 
@@ -42,16 +41,6 @@ CHROMIUM_FLAGS = [
 TOKEN = "s3cret-token"
 HOSTILE = "<script>window.__pwned = true</script><img src=x onerror='window.__pwned = true'>"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-SAMPLE_DIAGRAM = """stateDiagram-v2
-    [*] --> email_pending
-    email_pending --> verified
-    email_pending --> expired
-    verified --> [*]
-    expired --> [*]
-    classDef current fill:#f5b642,stroke:#8a5a00,stroke-width:3px
-    class verified current
-"""
 
 if not CHROMIUM.exists():  # pragma: no cover - .ci/run installs it
     _missing = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
@@ -95,6 +84,24 @@ def build_flow(database_url: str, gate: asyncio.Event, artefacts: Path) -> Flow:
     @flow.workflow(name="user.onboarding", version=1)
     async def onboarding(ctx: FlowContext, n: int) -> int:
         return await fetch(ctx, n)
+
+    review = Graph(name="ui.review", version=1, initial="submitted")
+
+    @review.state("submitted")
+    async def submitted(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    @review.state("in review", manual=True, signal="decision")
+    async def in_review(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    @review.state("approved", terminal=True)
+    async def approved(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    review.transition("submitted", "in review")
+    review.transition("in review", "approved")
+    flow.register_graph(review)
 
     @flow.workflow(name="ui.approval", version=1)
     async def approval(ctx: FlowContext, order: str) -> Any:
@@ -277,34 +284,43 @@ async def test_cancel_needs_the_token(ui: UI, browser: Any, database_url: str) -
         await other.close()
 
 
-async def test_a_diagram_section_is_drawn_with_the_current_state(
+async def test_a_graph_run_page_draws_the_graph_with_the_current_state(
     ui: UI, browser: Any, shots: Path
 ) -> None:
-    async def picture(flow: Any, run: Any) -> SectionContent | None:
-        if run.workflow != "user.onboarding":
-            return None
-        return SectionContent.diagram(SAMPLE_DIAGRAM, caption="current state: verified")
+    expect = playwright_api.expect
+    run_id = await ui.flow.start("ui.review", input={"doc": 1})
+    for _ in range(200):
+        status = await ui.flow.status(run_id)
+        if status.state == "in review" and status.status in ("running", "waiting"):
+            break
+        await asyncio.sleep(0.05)
+    assert status.state == "in review", status
+    context, page, problems = await new_page(browser)
+    await page.goto(f"{ui.url}/runs/{run_id}")
+    svg = page.locator("#section-graph svg")
+    await expect(svg).to_have_count(1, timeout=15_000)
+    highlighted = page.locator("#section-graph svg g.current")
+    await expect(highlighted).to_have_count(1)
+    assert "in review" in (await highlighted.text_content() or "")
+    fill = await highlighted.locator("rect, path").first.evaluate(
+        "element => getComputedStyle(element).fill"
+    )
+    assert fill == css_rgb(CLASS_STYLES["current"])  # the current state stands out
+    history = page.locator("#section-graph_history tbody tr")
+    await expect(history).to_have_count(2)
+    assert (await history.nth(0).locator("td").first.inner_text()) == "submitted"
+    await page.screenshot(path=str(shots / "ui-graph.png"), full_page=True)
+    assert problems == []
+    await context.close()
+    await ui.flow.send_signal(run_id, "decision", {"ok": True})
+    assert await ui.flow.result(run_id, timeout=10) == {"doc": 1, "ok": True}
 
-    register_run_section(RunSection("graph", "Graph", picture, order=50))
-    try:
-        run_id = await ui.flow.start("user.onboarding", input=1)
-        await ui.flow.result(run_id, timeout=10)
-        context, page, problems = await new_page(browser)
-        await page.goto(f"{ui.url}/runs/{run_id}")
-        svg = page.locator("#section-graph svg")
-        await playwright_api.expect(svg).to_have_count(1, timeout=15_000)
-        highlighted = page.locator("#section-graph svg g.current")
-        await playwright_api.expect(highlighted).to_have_count(1)
-        assert "verified" in (await highlighted.text_content() or "")
-        fill = await highlighted.locator("rect, path").first.evaluate(
-            "element => getComputedStyle(element).fill"
-        )
-        assert fill == "rgb(245, 182, 66)"  # the classDef's fill: the current state stands out
-        await page.screenshot(path=str(shots / "ui-graph.png"), full_page=True)
-        assert problems == []
-        await context.close()
-    finally:
-        unregister_run_section("graph")
+
+def css_rgb(style: str) -> str:
+    """``fill:#dbeafe,...`` -> ``rgb(219, 234, 254)``, as getComputedStyle reports it."""
+    colour = dict(part.split(":") for part in style.split(","))["fill"].lstrip("#")
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgb({red}, {green}, {blue})"
 
 
 async def test_a_signal_sent_from_the_ui_reaches_the_waiting_run(

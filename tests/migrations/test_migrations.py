@@ -44,6 +44,7 @@ TABLES = {
     "queue_starts",
     "signals",
     "events",
+    "graphs",
 }
 
 

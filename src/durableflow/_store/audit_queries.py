@@ -26,15 +26,24 @@ class InFlightVersion:
     sample_run_ids: tuple[str, ...]
 
 
-def _in_flight_sql(schema: str) -> str:
+def _in_flight_sql(schema: str, *, has_graphs: bool) -> str:
+    # -- graphs: runs of published graphs are data, versioned by the graphs table (a
+    # published version never changes), not by the code manifest: left out here.
+    published = (
+        f"""AND NOT EXISTS (SELECT 1 FROM {quote_schema(schema)}.graphs AS g
+                            WHERE g.name = r.workflow AND g.version = r.version)"""
+        if has_graphs
+        else ""
+    )
     return f"""
         SELECT workflow,
                version,
                coalesce(code_hash, '') AS code_hash,
                count(*) AS count,
                (array_agg(id::text ORDER BY id))[1:{SAMPLE_RUN_IDS}] AS sample_run_ids
-          FROM {quote_schema(schema)}.runs
+          FROM {quote_schema(schema)}.runs AS r
          WHERE status <> ALL($1::text[])
+           {published}
          GROUP BY workflow, version, coalesce(code_hash, '')
          ORDER BY workflow, version, code_hash
     """
@@ -46,10 +55,13 @@ async def fetch_in_flight_versions(database_url: str, schema: str) -> list[InFli
     Opens one connection for the query and closes it. Raises ``SchemaError`` when the
     schema has no ``runs`` table, ``DatabaseError`` when Postgres cannot be reached.
     """
-    sql = _in_flight_sql(schema)
     with translate_errors(schema, "listing in-flight runs"):
         connection = await asyncpg.connect(database_url, timeout=10)
         try:
+            has_graphs = await connection.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", f"{quote_schema(schema)}.graphs"
+            )
+            sql = _in_flight_sql(schema, has_graphs=has_graphs)
             rows = await connection.fetch(sql, sorted(FINAL_STATUSES))
         finally:
             await connection.close()

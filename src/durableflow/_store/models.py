@@ -310,6 +310,18 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Index("queue_starts_window_idx", "queue", "started_at"),
     )
 
+    # -- 0006_graphs: published graph versions (immutable once stored)
+    sa.Table(
+        "graphs",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("spec", JSONB, nullable=False),
+        sa.Column("hash", sa.Text, nullable=False),
+        sa.Column("published_at", timestamp, nullable=False),
+        sa.CheckConstraint("version >= 1", name="graphs_version_check"),
+    )
+
     sa.Table(
         "clock",
         metadata,

@@ -62,6 +62,9 @@ class Checkpoint:
     epoch: int
     artefact_key: str | None = None  # the output's artefact, written before this commits
     artefact_sha256: str | None = None
+    # -- graphs: checkpoints written in the same statement (a state's transition), so
+    # that recording them costs no round trip of its own; fenced like this one.
+    companions: tuple[Checkpoint, ...] = ()
 
 
 @dataclass(slots=True)

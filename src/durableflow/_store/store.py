@@ -77,6 +77,46 @@ async def _write_checkpoints(
     return rows
 
 
+def _with_companions(batch: Sequence[Checkpoint]) -> Sequence[Checkpoint]:
+    """Every row to write: each checkpoint followed by its companions."""
+    if not any(c.companions for c in batch):
+        return batch
+    return [row for c in batch for row in (c, *c.companions)]
+
+
+async def _write_checkpoint_pair(
+    connection: asyncpg.Connection, queries: Queries, c: Checkpoint
+) -> list[asyncpg.Record]:
+    """One checkpoint and its one companion (a graph state and its transition)."""
+    (d,) = c.companions
+    assert (d.run_id, d.owner, d.epoch) == (c.run_id, c.owner, c.epoch)
+    rows: list[asyncpg.Record] = await connection.fetch(
+        queries.checkpoint_step_pair,
+        c.run_id,
+        c.step_id,
+        c.name,
+        c.kind,
+        c.output,
+        c.error,
+        c.attempt,
+        c.started_at,
+        c.owner,
+        c.epoch,
+        c.artefact_key,
+        c.artefact_sha256,
+        d.step_id,
+        d.name,
+        d.kind,
+        d.output,
+        d.error,
+        d.attempt,
+        d.started_at,
+        d.artefact_key,
+        d.artefact_sha256,
+    )
+    return rows
+
+
 async def _insert_new_runs(
     connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
 ) -> dict[UUID, str | None]:
@@ -286,11 +326,18 @@ class Store:
         await self._checkpoints.submit(checkpoint)
 
     async def _flush_checkpoints(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
+        # -- graphs: a checkpoint's companions go in the same statement (all or none)
+        flat = _with_companions(batch)
         with translate_errors(self.schema, "writing checkpoints"):
-            rows = await self._writers.run(
-                lambda connection: _write_checkpoints(connection, self.queries, batch)
-            )
-        if len(rows) == len(batch):  # the usual case: every row went in
+            if len(batch) == 1 and len(flat) == 2:  # idle: a graph state and its transition
+                rows = await self._writers.run(
+                    lambda connection: _write_checkpoint_pair(connection, self.queries, batch[0])
+                )
+            else:
+                rows = await self._writers.run(
+                    lambda connection: _write_checkpoints(connection, self.queries, flat)
+                )
+        if len(rows) == len(flat):  # the usual case: every row went in
             return [None] * len(batch)
         written = {(row["run_id"], row["step_id"]) for row in rows}
         missing = [c for c in batch if (c.run_id, c.step_id) not in written]

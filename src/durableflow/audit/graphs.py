@@ -33,6 +33,13 @@ from durableflow.graph import Condition, Graph
 GRAPH_KIND = "graph"
 """The ``kind`` a graph's definition (and hash) carries."""
 
+PUBLISHED_KEY = "published"
+"""Key of ``WorkflowDefinition.extra``: True for a graph loaded from the graphs table.
+
+Published graphs are data whose versions never change: the code manifest leaves them
+out (``manifest_from_registry``).
+"""
+
 
 def graph_hash_inputs(graph: Graph) -> tuple[dict[str, Callable[..., Any]], dict[str, Any]]:
     """The labelled root functions and the JSON structure that a graph's hash covers."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from durableflow.audit.graphs import PUBLISHED_KEY
 from durableflow.audit.hashing import HASH_VERSION, compute_code_hash
 from durableflow.engine.registry import Registry
 from durableflow.errors import AuditError
@@ -118,6 +119,8 @@ def manifest_from_registry(registry: Registry) -> Manifest:
     """
     by_name: dict[str, dict[int, str]] = {}
     for definition in registry.workflows:
+        if definition.extra.get(PUBLISHED_KEY):
+            continue  # a published graph: data, versioned by the graphs table
         hashes = by_name.setdefault(definition.name, {})
         hashes[definition.version] = compute_code_hash(definition, registry)
     workflows: dict[str, ManifestEntry] = {}

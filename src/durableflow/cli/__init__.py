@@ -23,7 +23,7 @@ from durableflow.errors import ConfigurationError, DurableFlowError
 from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
-# add theirs here (graph show).
+# add theirs here.
 COMMAND_MODULES = (
     "worker_cmd",
     "runs_cmd",
@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "demo",
     "audit_cmd",
     "storage_cmd",
+    "graph_cmd",
 )
 
 

@@ -106,19 +106,21 @@ class RunState:
 
     def defer(self, step_id: int, name: str, output: str, *, kind: str) -> None:
         """Record ``output`` for ``step_id`` with the run's next write (values, not effects)."""
-        self.pending.append(
-            Checkpoint(
-                run_id=self.run_id,
-                step_id=step_id,
-                name=name,
-                kind=kind,
-                output=output,
-                error=None,
-                attempt=1,
-                started_at=None,
-                owner=self.owner,
-                epoch=self.epoch,
-            )
+        self.pending.append(self.value_checkpoint(step_id, name, output, kind=kind))
+
+    def value_checkpoint(self, step_id: int, name: str, output: str, *, kind: str) -> Checkpoint:
+        """The checkpoint of a recorded value under this execution's lease (not written)."""
+        return Checkpoint(
+            run_id=self.run_id,
+            step_id=step_id,
+            name=name,
+            kind=kind,
+            output=output,
+            error=None,
+            attempt=1,
+            started_at=None,
+            owner=self.owner,
+            epoch=self.epoch,
         )
 
     async def flush_values(self) -> None:
@@ -158,7 +160,10 @@ class RunState:
         kind: str = "step",
         artefact_key: str | None = None,
         artefact_sha256: str | None = None,
+        companions: tuple[Checkpoint, ...] = (),
     ) -> None:
+        """Write one checkpoint, after the deferred values; ``companions`` (built with
+        ``value_checkpoint``) go in the same statement: a graph state's transition."""
         self.check()
         if self.pending or self._flushing is not None:
             await self.flush_values()
@@ -177,6 +182,7 @@ class RunState:
                     epoch=self.epoch,
                     artefact_key=artefact_key,
                     artefact_sha256=artefact_sha256,
+                    companions=companions,
                 )
             )
         except LeaseLost as exc:

@@ -7,12 +7,16 @@ import json
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, WorkflowNotFound
 
+if TYPE_CHECKING:
+    from durableflow._store.records import Checkpoint
+
 AsyncFunction = Callable[..., Awaitable[Any]]
+OutputHook = Callable[[Any, Any, str], "tuple[Checkpoint, ...]"]
 
 
 def _annotations(fn: AsyncFunction) -> dict[str, Any]:
@@ -34,6 +38,11 @@ class StepDefinition:
     timeout: float | None = None
     output_type: Any = Any
     artefact: bool = False  # output also written to storage before the checkpoint (#12)
+    # -- graphs: a graph state's handler is a step of kind "state" whose transition is
+    # written with its checkpoint: ``on_output(ctx, value, output_json)`` returns the
+    # checkpoints to write in the same statement (see engine/graphs.py).
+    kind: str = "step"
+    on_output: OutputHook | None = None
 
     @classmethod
     def from_function(

@@ -114,8 +114,13 @@ async def _run_step(
                     error=json.dumps(error),
                     attempt=attempt,
                     started_at=started_at,
+                    kind=definition.kind,
                 )
                 raise StepFailed(definition.name, step_id, error) from exc
+            # -- graphs: a state's transition is chosen from its output and written with it
+            companions = (
+                definition.on_output(step_ctx, value, output) if definition.on_output else ()
+            )
             await run.commit(
                 step_id,
                 definition.name,
@@ -123,8 +128,10 @@ async def _run_step(
                 error=None,
                 attempt=attempt,
                 started_at=started_at,
+                kind=definition.kind,
                 artefact_key=stored.key if stored else None,
                 artefact_sha256=stored.sha256 if stored else None,
+                companions=companions,
             )
             return run.received(value, stored.key if stored else None, step_id)
 

@@ -40,7 +40,8 @@ class State:
     data-defined state without an ``action``). ``signal`` matters only for a
     ``manual`` state: the name of the signal it waits for. ``retries``, ``timeout``,
     ``backoff`` and ``max_backoff`` apply to the handler's recorded step as they do
-    to ``@flow.step``. ``action`` is the action name of a data-defined state.
+    to ``@flow.step``, and so does ``artefact`` (None: the Flow's ``artefacts``
+    setting decides). ``action`` is the action name of a data-defined state.
     """
 
     name: str
@@ -53,6 +54,7 @@ class State:
     backoff: float = 0.5
     max_backoff: float = 60.0
     action: str | None = None
+    artefact: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,14 @@ class Graph:
         timeout: float | None = None,
         backoff: float = 0.5,
         max_backoff: float = 60.0,
+        artefact: bool | None = None,
     ) -> Callable[[H], H]:
         """Declare state ``name`` with the decorated ``async def h(ctx, payload)`` handler.
 
         A ``manual`` state runs its handler on entering, then waits for the signal
         ``signal``; a ``terminal`` state ends the run with its handler's output.
-        ``retries``, ``timeout``, ``backoff`` and ``max_backoff`` work as for
-        ``@flow.step``. The function is returned unchanged (call it in unit tests).
+        ``retries``, ``timeout``, ``backoff``, ``max_backoff`` and ``artefact`` work as
+        for ``@flow.step``. The function is returned unchanged (call it in unit tests).
         """
 
         def register(handler: H) -> H:
@@ -158,6 +161,7 @@ class Graph:
                 timeout=timeout,
                 backoff=backoff,
                 max_backoff=max_backoff,
+                artefact=artefact,
             )
             return handler
 
@@ -176,6 +180,7 @@ class Graph:
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         action: str | None = None,
+        artefact: bool | None = None,
     ) -> State:
         """Declare a state without a decorator; ``handler=None`` passes the payload on.
 
@@ -196,6 +201,10 @@ class Graph:
         )
         if handler is not None and isinstance(name, str):
             problems += validation.handler_problems(handler, state=name, path=f"{path}.handler")
+        if artefact is not None and not isinstance(artefact, bool):
+            problems.append(
+                GraphProblem("'artefact' must be true, false or None", state=name, path=path)
+            )
         if action is not None:
             found = validation.name_problem(action, "an action's name")
             if found:
@@ -217,6 +226,7 @@ class Graph:
             backoff=float(backoff),
             max_backoff=float(max_backoff),
             action=action,
+            artefact=artefact,
         )
         self._states[name] = state
         return state

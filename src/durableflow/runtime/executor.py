@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -16,7 +16,7 @@ from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.engine.waits import ParkRun
-from durableflow.errors import LeaseLost
+from durableflow.errors import LeaseLost, WorkflowNotFound
 from durableflow.observability import record_run_finished, run_scope, run_span
 from durableflow.runtime.waiting import WaitingRuns, deadline_error
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("durableflow.runtime")
 
 OutcomeCallback = Callable[[UUID, str, int, str, str | None, str | None], None]
+# -- graphs: loads a (name, version) this process has not registered (a published graph)
+DefinitionLoader = Callable[[str, int], Awaitable[WorkflowDefinition | None]]
 
 
 class RunExecutor:
@@ -39,8 +41,10 @@ class RunExecutor:
         code_hash_of: Callable[[WorkflowDefinition], str],
         on_outcome: OutcomeCallback,
         artefacts: ArtefactService | None = None,
+        load_definition: DefinitionLoader | None = None,
     ) -> None:
         self._store = store
+        self._load_definition = load_definition
         self._registry = registry
         self._settings = settings
         self._code_hash_of = code_hash_of
@@ -66,7 +70,7 @@ class RunExecutor:
 
     async def _execute(self, claimed: ClaimedRun, owner: str) -> None:
         log_extra: dict[str, Any] = {"run_id": str(claimed.id), "workflow": claimed.workflow}
-        definition = self._registry.workflow(claimed.workflow, claimed.version)
+        definition = await self._definition(claimed)  # -- graphs: published ones on demand
         if not await self._code_matches(claimed, definition, owner, log_extra):
             return
         if claimed.deadline_in is not None and claimed.deadline_in <= 0:
@@ -173,6 +177,18 @@ class RunExecutor:
         logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
         record_run_finished(claimed.workflow, status)
         self._on_outcome(claimed.id, claimed.workflow, claimed.version, status, output, error)
+
+    async def _definition(self, claimed: ClaimedRun) -> WorkflowDefinition:
+        """The registered definition of a claimed run, or one loaded on demand (graphs)."""
+        try:
+            return self._registry.workflow(claimed.workflow, claimed.version)
+        except WorkflowNotFound:
+            if self._load_definition is None:
+                raise
+            loaded = await self._load_definition(claimed.workflow, claimed.version)
+            if loaded is None:
+                raise
+            return loaded
 
     async def _attach_artefacts(
         self, claimed: ClaimedRun, definition: WorkflowDefinition, owner: str, state: RunState

@@ -28,6 +28,7 @@ from durableflow.errors import DurableFlowError
 from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.leader import Leadership
+from durableflow.runtime.published_graphs import PublishedGraphs
 from durableflow.runtime.queue_metrics import sample_queues
 from durableflow.runtime.queues import QueueClaimer
 
@@ -50,6 +51,7 @@ class Worker:
         concurrency: int,
         queues: list[str],
         leadership: Leadership | None = None,
+        graphs: PublishedGraphs | None = None,
     ) -> None:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self.concurrency = concurrency
@@ -73,6 +75,10 @@ class Worker:
         # -- waits: durable waits see our free slots and wake our claim loop
         self.waiting = executor.waiting
         self.waiting.attach(free_slots=self.free_slots, wake_claims=self._wake.set)
+        # -- graphs: graphs published while we run join workflow_keys (claims bind it)
+        self.graphs = graphs
+        if graphs is not None:
+            graphs.attach(self.workflow_keys, self._wake.set)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -82,6 +88,8 @@ class Worker:
 
     async def start(self) -> None:
         await self._store.ensure_schema_current()
+        if self.graphs is not None:
+            await self.graphs.refresh()  # -- graphs: every published version, before claiming
         await self._store.open_writers()  # else the first runs wait for connections
         await self._register()
         await self._listen()
@@ -97,6 +105,8 @@ class Worker:
         if self.leadership is not None:
             await self.leadership.start(self.id)
         self.waiting.start()  # -- waits: wake_due_runs / expire_deadlines
+        if self.graphs is not None:
+            self.graphs.start()  # -- graphs: load graphs published from now on
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
@@ -140,6 +150,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.waiting.stop()  # -- waits
+        if self.graphs is not None:
+            await self.graphs.stop()  # -- graphs
         await self._release_pending()
         await self._claimer.close()
         if self._listener is not None:
@@ -232,6 +244,8 @@ class Worker:
         try:
             self._listener = await self._store.connect_listener(on_notify)
             await self.waiting.listen(self._listener)  # -- waits: wake-up hints per run
+            if self.graphs is not None:
+                await self.graphs.listen(self._listener)  # -- graphs: publishes
         except DurableFlowError as exc:
             self._listener = None
             logger.warning(

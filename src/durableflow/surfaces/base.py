@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from durableflow.config import FlowSettings
 from durableflow.engine.ids import as_run_id
-from durableflow.engine.registry import Registry, WorkflowDefinition
+from durableflow.engine.registry import Registry, StepDefinition, WorkflowDefinition
+from durableflow.engine.steps import make_step_callable
 
 if TYPE_CHECKING:
     from durableflow._store.store import Store
@@ -72,9 +75,46 @@ class FlowCore:
             self._code_hashes[key] = cached
         return cached
 
+    def _declare_step(
+        self,
+        function: Any,
+        *,
+        name: str | None,
+        retries: int,
+        backoff: float,
+        max_backoff: float,
+        timeout: float | None,
+        artefact: bool | None,
+    ) -> tuple[StepDefinition, Callable[..., Any]]:
+        """Register ``function`` as a step; its definition and its checkpointed callable
+        (``@flow.step``, and ``@flow.action`` for graphs)."""
+        definition = StepDefinition.from_function(
+            function,
+            name=name,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            artefact=self.settings.artefacts == "all" if artefact is None else artefact,
+        )
+        self.registry.add_step(definition)
+        return definition, make_step_callable(
+            definition, max_payload_bytes=self.settings.max_payload_bytes
+        )
+
     def _definition(self, workflow: str | Any) -> WorkflowDefinition:
         """The registered definition of a workflow given by name or by its function."""
         return self.registry.definition_of(workflow)
+
+    # -- graphs: GraphsSurface (surfaces/graphs.py) overrides these two --------------------
+
+    async def _resolve_definition(self, workflow: str | Any) -> WorkflowDefinition:
+        """What ``flow.start`` runs for ``workflow``; graphs add published ones."""
+        return self._definition(workflow)
+
+    async def _graph_state(self, run_id: UUID, workflow: str, version: int) -> str | None:
+        """The current state of a graph run; None for a workflow's run."""
+        return None
 
 
 __all__ = ["FlowCore", "as_run_id"]

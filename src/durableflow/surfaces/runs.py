@@ -23,6 +23,7 @@ from durableflow.errors import (
     RunNotFound,
     WorkflowFailed,
 )
+from durableflow.graph import Graph
 from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
@@ -58,6 +59,7 @@ class RunStatus:
     deadline: datetime | None = None  # past it the run is cancelled (reason "timeout")
     available_at: datetime | None = None  # when a queued or waiting run is (or becomes) due
     waiting_for: tuple[str, ...] = ()  # a parked run: "signal:<name>", "run:<id>", ...
+    state: str | None = None  # a graph run's current state (None for a workflow's run)
 
     @property
     def done(self) -> bool:
@@ -86,7 +88,7 @@ class RunsSurface(FlowCore):
 
     async def start(
         self,
-        workflow: str | Callable[..., Any],
+        workflow: str | Callable[..., Any] | Graph,
         input: Any = None,
         *,
         idempotency_key: str | None = None,
@@ -99,7 +101,9 @@ class RunsSurface(FlowCore):
         delay: float = 0.0,
         session: Any = None,
     ) -> UUID:
-        """Start a run of ``workflow`` (its name or its function) and return the run id.
+        """Start a run of ``workflow`` (its name, its function, or a registered ``Graph``)
+        and return the run id. A graph name this process has not registered starts the
+        highest published version of that graph.
 
         The same ``idempotency_key`` always returns the same run. When this process runs
         a worker with a free slot and no ``queue`` is named, the run starts here at once;
@@ -136,7 +140,7 @@ class RunsSurface(FlowCore):
             raise ConfigurationError(
                 f"delay must be a finite number of seconds >= 0, not {delay!r}", setting="delay"
             )
-        definition = self._definition(workflow)
+        definition = await self._resolve_definition(workflow)  # -- graphs: also published ones
         max_bytes = self.settings.max_payload_bytes
         if definition.takes_input:
             codec = Codec(
@@ -324,6 +328,7 @@ class RunsSurface(FlowCore):
             deadline=row["deadline"],
             available_at=row["available_at"],
             waiting_for=tuple(row["waiting_for"] or ()),
+            state=await self._graph_state(row["id"], row["workflow"], row["version"]),
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:

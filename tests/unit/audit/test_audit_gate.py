@@ -52,3 +52,51 @@ async def test_database_check_without_url_is_an_audit_error(
         await run_audit(
             registry, manifest_path=tmp_path / MANIFEST_FILENAME, database=(None, "durableflow")
         )
+
+
+GRAPH_APP = """
+from durableflow import Flow, Graph
+
+flow = Flow(database_url="postgresql://nobody@127.0.0.1:1/none")
+
+g = Graph(name="onboarding", version=1, initial="pending")
+
+@g.state("pending", manual=True)
+async def pending(ctx, payload):
+    return {**payload, "asked": True}
+
+@g.state("done", terminal=True)
+async def done(ctx, payload):
+    return payload
+
+g.transition("pending", "done")
+flow.register_graph(g)
+"""
+
+
+async def test_a_registered_graph_is_gated_like_a_workflow(
+    load_module: ModuleLoader, tmp_path: Path
+) -> None:
+    path = tmp_path / MANIFEST_FILENAME
+    written = await run_audit(load_module(GRAPH_APP).flow.registry, manifest_path=path, update=True)
+    assert written.ok and written.current.workflows["onboarding"].version == 1
+
+    body = load_module(changed(GRAPH_APP, '"asked": True', '"asked": False')).flow.registry
+    structure = load_module(
+        changed(
+            GRAPH_APP,
+            'g.transition("pending", "done")',
+            'g.transition("pending", "done", when=lambda p: True)',
+        )
+    ).flow.registry
+    for registry in (body, structure):
+        report = await run_audit(registry, manifest_path=path)
+        assert report.exit_code == 1
+        assert [f.code for f in report.findings] == ["body_changed"]
+        assert report.findings[0].workflow == "onboarding"
+
+    bumped = load_module(
+        changed(changed(GRAPH_APP, '"asked": True', '"asked": False'), "version=1", "version=2")
+    ).flow.registry
+    report = await run_audit(bumped, manifest_path=path)
+    assert [f.code for f in report.findings] == ["version_bumped"]
