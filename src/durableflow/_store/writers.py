@@ -4,8 +4,9 @@ Hot-path writes (new runs, checkpoints, outcomes) go through here instead of
 ``pool.fetch``: taking a ready connection from a queue costs a few microseconds,
 where a pool acquire/release costs tens, which matters when a checkpoint's round
 trip is a fifth of a millisecond. Connections are opened on first use; one that
-fails below the SQL level (dropped socket, cancelled mid-statement) is discarded
-and reopened by the next flush.
+fails below the SQL level (dropped socket, terminated backend, a deadline, cancelled
+mid-statement) is terminated and its slot left empty, so the next flush (a retry
+included) opens a fresh one: a dead connection never goes back into a slot.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TypeVar
 
 import asyncpg
 
+from durableflow._store.errors import breaks_connection
+
 T = TypeVar("T")
 
 SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
@@ -24,8 +27,9 @@ SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
 class WriterConnections:
     """``size`` lazily opened connections, each used by one flush at a time."""
 
-    def __init__(self, database_url: str, size: int) -> None:
+    def __init__(self, database_url: str, size: int, *, timeout: float) -> None:
         self._database_url = database_url
+        self._timeout = timeout
         # LIFO: an idle caller reuses the connection used last, whose backend is awake
         self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()
         for _ in range(size):
@@ -36,16 +40,18 @@ class WriterConnections:
         connection = await self._slots.get()
         try:
             if connection is None or connection.is_closed():
+                connection = None
                 connection = await asyncpg.connect(
-                    self._database_url, server_settings=SERVER_SETTINGS
+                    self._database_url,
+                    server_settings=SERVER_SETTINGS,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
                 )
             return await operation(connection)
-        except asyncpg.PostgresError:
-            raise  # the server refused the statement; the connection itself is fine
-        except BaseException:
-            if connection is not None:
+        except BaseException as exc:
+            if connection is not None and breaks_connection(exc):
                 connection.terminate()
-            connection = None
+                connection = None
             raise
         finally:
             if self._closed and connection is not None:
