@@ -81,6 +81,7 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    recoveries: int = 0  # times taken over or given back after a fault (poison runs)
 
 
 @dataclass(slots=True)
@@ -95,6 +96,17 @@ class RecordedStep:
     attempt: int
 
 
+@dataclass(slots=True)
+class RecordedAttempt:
+    """The last failed attempt of a step that has no checkpoint yet (read on resume)."""
+
+    step_id: int
+    attempt: int
+    error: str
+    final: bool  # the step's last allowed attempt: record its failure, do not run again
+    retry_in: float  # seconds until the next attempt may start (0: now)
+
+
 def claimed_from_row(row: Any) -> ClaimedRun:
     return ClaimedRun(
         id=row["id"],
@@ -105,4 +117,5 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        recoveries=row.get("recoveries") or 0,
     )

@@ -26,7 +26,8 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
--- ($6 seconds): leaderless recovery from a crashed or paused worker.
+-- ($6 seconds): leaderless recovery from a crashed or paused worker. Each takeover
+-- counts as a recovery: a run that keeps killing its workers ends 'dead'.
 WITH candidates AS (
     SELECT r.id
     FROM {schema}.runs AS r
@@ -43,11 +44,11 @@ WITH candidates AS (
 )
 UPDATE {schema}.runs AS r
 SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-    updated_at = (SELECT {schema}.clock_now())
+    recoveries = r.recoveries + 1, updated_at = (SELECT {schema}.clock_now())
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims;
+          r.correlation_id, r.claims, r.recoveries;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).
