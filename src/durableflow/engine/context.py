@@ -4,24 +4,71 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
-from durableflow._store.records import Checkpoint, RecordedStep
-from durableflow.errors import DurableFlowError, LeaseLost, NonDeterminismError
+from durableflow._store.records import Checkpoint, RecordedAttempt, RecordedStep
+from durableflow.errors import DatabaseError, LeaseLost, NonDeterminismError
 
 CheckpointWriter = Callable[[Checkpoint], Awaitable[None]]
+
+
+class AttemptRecorder(Protocol):
+    """Records a failed step attempt under the run's lease (``LeaseLost`` if it moved)."""
+
+    async def __call__(
+        self,
+        *,
+        run_id: UUID,
+        step_id: int,
+        attempt: int,
+        name: str,
+        error: str,
+        started_at: datetime | None,
+        retry_in: float | None,
+        owner: str,
+        epoch: int,
+    ) -> None: ...
+
+
+class LeaseView(Protocol):
+    """The worker's view of its own lease, consulted before each step body starts.
+
+    A worker whose last successful heartbeat is older than the lease TTL may already
+    have had its runs taken over (it may be a paused "zombie"): it starts no new step
+    body until a heartbeat commits again, and then only for runs it still owns.
+    """
+
+    def fresh(self) -> bool:
+        """True while the last successful heartbeat is within the lease TTL."""
+        ...
+
+    async def wait(self, run_id: UUID, epoch: int) -> None:
+        """Return once the lease is fresh again; ``LeaseLost`` if the run moved meanwhile."""
+        ...
 
 
 class RunState:
     """What one execution of a run knows: its lease, its history, its next step id.
 
     History is loaded once when the run is taken on; afterwards every step consults
-    memory. Once the run hits a fatal condition (lease lost, non-determinism) the
-    condition sticks: every later step raises it again, so user code that swallows
-    it cannot carry on writing.
+    memory. Once the run hits a fatal condition (lease lost, non-determinism, the
+    database failing its writes, cancellation) the condition sticks: every later
+    step raises it again, so user code that swallows it cannot carry on writing.
     """
 
-    __slots__ = ("epoch", "fault", "history", "next_step_id", "owner", "run_id", "write")
+    __slots__ = (
+        "attempts",
+        "epoch",
+        "fault",
+        "history",
+        "lease",
+        "next_step_id",
+        "owner",
+        "record_attempt",
+        "run_id",
+        "write",
+    )
 
     def __init__(
         self,
@@ -31,14 +78,20 @@ class RunState:
         epoch: int,
         history: dict[int, RecordedStep],
         write: CheckpointWriter,
+        attempts: dict[int, RecordedAttempt] | None = None,
+        record_attempt: AttemptRecorder | None = None,
+        lease: LeaseView | None = None,
     ) -> None:
         self.run_id = run_id
         self.owner = owner
         self.epoch = epoch
         self.history = history
         self.write = write
+        self.attempts = attempts or {}
+        self.record_attempt = record_attempt
+        self.lease = lease
         self.next_step_id = 0
-        self.fault: DurableFlowError | None = None
+        self.fault: BaseException | None = None
 
     def assign_step_id(self) -> int:
         """Ids are handed out at call time, in program order (so gather is deterministic)."""
@@ -49,6 +102,47 @@ class RunState:
     def check(self) -> None:
         if self.fault is not None:
             raise self.fault
+
+    async def before_step_body(self) -> None:
+        """The self-fencing gate: no step body starts while this worker may be a zombie."""
+        self.check()
+        lease = self.lease
+        if lease is not None and not lease.fresh():
+            try:
+                await lease.wait(self.run_id, self.epoch)
+            except LeaseLost as exc:
+                self.fault = exc
+                raise
+
+    async def attempt_failed(
+        self,
+        step_id: int,
+        name: str,
+        *,
+        attempt: int,
+        error: str,
+        started_at: datetime | None,
+        retry_in: float | None,
+    ) -> None:
+        """Record a failed attempt, so its number and backoff survive a crash."""
+        if self.record_attempt is None:
+            return
+        self.check()
+        try:
+            await self.record_attempt(
+                run_id=self.run_id,
+                step_id=step_id,
+                attempt=attempt,
+                name=name,
+                error=error,
+                started_at=started_at,
+                retry_in=retry_in,
+                owner=self.owner,
+                epoch=self.epoch,
+            )
+        except (LeaseLost, DatabaseError) as exc:
+            self.fault = exc
+            raise
 
     def recorded(self, step_id: int, name: str) -> RecordedStep | None:
         """The checkpoint for ``step_id``, after checking it is the same step."""
@@ -85,7 +179,9 @@ class RunState:
                     epoch=self.epoch,
                 )
             )
-        except LeaseLost as exc:
+        except (LeaseLost, DatabaseError) as exc:
+            # The database failing a write that was retried as long as the lease held is
+            # not the workflow's failure: the run is given back, never failed.
             self.fault = exc
             raise
 

@@ -1,5 +1,7 @@
 """Declaring workflows and steps: clear errors for what cannot work."""
 
+from collections.abc import Iterator
+
 import pytest
 
 from durableflow import ConfigurationError, Flow, FlowContext, WorkflowNotFound
@@ -9,10 +11,14 @@ def _flow() -> Flow:
     return Flow(database_url="postgresql://unused@127.0.0.1/unused")
 
 
-def test_sync_functions_are_refused() -> None:
+def test_sync_workflows_and_generator_steps_are_refused() -> None:
     flow = _flow()
-    with pytest.raises(ConfigurationError, match="async"):
-        flow.step()(lambda ctx: 1)
+
+    def generate(ctx: FlowContext) -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigurationError, match="generator"):
+        flow.step()(generate)
     with pytest.raises(ConfigurationError, match="async"):
 
         @flow.workflow(name="w")
