@@ -51,6 +51,8 @@ class FlowCore:
                 self.settings.schema_name,
                 min_size=self.settings.pool_min_size,
                 max_size=self.settings.pool_max_size,
+                timeout=self.settings.database_timeout,
+                retry_timeout=self.settings.transient_retry_timeout,
             )
             await store.open()
             self._store = store

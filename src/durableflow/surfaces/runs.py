@@ -11,8 +11,9 @@ from uuid import UUID
 
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow.engine.ids import uuid7
-from durableflow.engine.serialization import Codec
+from durableflow.engine.serialization import MAX_KEY_BYTES, Codec, check_key
 from durableflow.errors import (
+    ConfigurationError,
     ResultTimeout,
     RunNotFound,
     WorkflowFailed,
@@ -84,12 +85,28 @@ class RunsSurface(FlowCore):
         that queue and this workflow version. Among queued runs, higher ``priority``
         is claimed first, then older. ``correlation_id`` is recorded on the run and
         available as ``ctx.correlation_id``.
+
+        Values are checked before anything is written: ``SerializationError`` for an
+        input JSON cannot carry faithfully, or an ``idempotency_key`` / ``correlation_id``
+        over 512 UTF-8 bytes; ``ConfigurationError`` for a bad ``queue`` name or
+        ``priority``. ``IdempotencyConflict`` when the key names a run of another
+        workflow, or one started with another input. Transient database faults are
+        retried for ``transient_retry_timeout`` seconds.
         """
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
+        what = f"workflow {definition.name!r}"
+        check_key(idempotency_key, f"idempotency key of {what}", workflow=definition.name)
+        check_key(correlation_id, f"correlation id of {what}", workflow=definition.name)
+        _check_queue(queue)
+        _check_priority(priority)
         if definition.takes_input:
             codec = Codec(
-                definition.input_type, f"input of workflow {definition.name!r}", max_bytes=max_bytes
+                definition.input_type,
+                f"input of {what}",
+                max_bytes=max_bytes,
+                root="input",
+                workflow=definition.name,
             )
             input_json: str | None = codec.dumps(codec.validate(input))
         else:
@@ -118,7 +135,8 @@ class RunsSurface(FlowCore):
             run_id, created = await store.insert_run(new_run)
         except BaseException:
             if direct and worker is not None:
-                worker.unreserve()
+                # It may have been inserted (owned by the worker) before the error.
+                worker.unreserve(uncertain=True)
             raise
         if direct and worker is not None:
             if created:
@@ -224,7 +242,10 @@ class RunsSurface(FlowCore):
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
-        """The committed steps of a run, in order (outputs as plain JSON values)."""
+        """The committed steps of a run, in order (outputs as plain JSON values).
+
+        ``RunNotFound`` for an unknown id.
+        """
         store = await self._connected()
         rows = await store.step_rows(as_run_id(run_id))
         return [
@@ -242,6 +263,51 @@ class RunsSurface(FlowCore):
         ]
 
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
-        """Cancel a run that has not finished; False if it already had."""
+        """Cancel a run that has not finished; False if it already had.
+
+        A queued or waiting run never starts again. A running one is interrupted where
+        it is, on whichever worker executes it (NOTIFY, backed by the workers' poll):
+        the step body in flight is cancelled, no later step starts, the worker's slot is
+        freed, and ``flow.result()`` raises ``WorkflowFailed(status="cancelled")`` in
+        every process. A plain ``def`` step's thread cannot be interrupted: it finishes
+        on its own, and its result is discarded. ``RunNotFound`` for an unknown id.
+        """
         store = await self._connected()
-        return await store.cancel_run(as_run_id(run_id), reason)
+        row = await store.cancel_run(as_run_id(run_id), reason)
+        if row is None:
+            return False
+        if self._results is not None:
+            self._results.resolve(
+                row["id"], Outcome(row["workflow"], row["version"], "cancelled", None, row["error"])
+            )
+        return True
+
+
+def _check_queue(queue: str | None) -> None:
+    if queue is None:
+        return
+    if not isinstance(queue, str) or not queue or "\x00" in queue:
+        raise ConfigurationError(
+            f"queue name {queue!r} must be a non-empty string without U+0000", setting="queue"
+        )
+    try:
+        size = len(queue.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"queue name {queue!r} is not valid UTF-8") from None
+    if size > MAX_KEY_BYTES:
+        raise ConfigurationError(
+            f"queue name is {size} bytes long in UTF-8, over the limit of {MAX_KEY_BYTES}",
+            setting="queue",
+        )
+
+
+def _check_priority(priority: int) -> None:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not (-(2**31) <= priority < 2**31)
+    ):
+        raise ConfigurationError(
+            f"priority must be an integer between -2**31 and 2**31-1, not {priority!r}",
+            setting="priority",
+        )
