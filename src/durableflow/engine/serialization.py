@@ -163,6 +163,7 @@ def check_key(value: str | None, what: str, *, workflow: str | None = None) -> N
     if value is None:
         return
     problem = None
+    fix = "use plain text"
     if not isinstance(value, str):
         problem = f"is a {type(value).__name__}, not a string"
     elif "\x00" in value:
@@ -175,9 +176,10 @@ def check_key(value: str | None, what: str, *, workflow: str | None = None) -> N
         else:
             if size > MAX_KEY_BYTES:
                 problem = f"is {size} bytes long in UTF-8, over the limit of {MAX_KEY_BYTES}"
+                fix = "use a shorter one, for example a hash of the long one"
     if problem is not None:
         raise SerializationError(
-            f"the {what} {problem}; use a shorter key, for example a hash of the long one",
+            f"the {what} {problem}; {fix}",
             what=what,
             type_name=type(value).__qualname__,
             workflow=workflow,

@@ -45,6 +45,8 @@ class _Found(Exception):
 
 
 _NUL = "\x00"
+# Postgres's numeric (behind jsonb numbers) holds up to 131,072 digits before the point.
+_MAX_NUMERIC_BITS = 435_000
 _NUL_FIX = "remove or replace U+0000 characters before returning the value"
 _FLOAT_FIX = "use None, or a string such as 'NaN', or a finite number"
 _KEY_FIX = (
@@ -87,7 +89,15 @@ def _walk(value: Any, typed_keys: bool) -> None:
                 "contains the character U+0000 (NUL), which Postgres cannot store", _NUL_FIX
             )
         return
-    if kind is int or kind is bool or value is None:
+    if kind is int:
+        if value.bit_length() > _MAX_NUMERIC_BITS:
+            digits = int(value.bit_length() * 0.30103)  # log10(2): no str() of a huge int
+            raise _Found(
+                f"is an integer of about {digits} digits, more than Postgres's numeric holds",
+                "store it as a string",
+            )
+        return
+    if kind is bool or value is None:
         return
     if kind is float:
         if not math.isfinite(value):
@@ -95,11 +105,17 @@ def _walk(value: Any, typed_keys: bool) -> None:
         return
     if kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
-            if not typed_keys and not isinstance(key, str):
+            if type(key) is not str and not typed_keys and not isinstance(key, str):
                 found = _Found(
                     f"has the key {key!r} of type {type(key).__name__}; JSON keys are strings, "
                     "so it would be read back as a different key",
                     _KEY_FIX,
+                )
+                found.parts.append(("key", key))
+                raise found
+            if isinstance(key, str) and _NUL in key:
+                found = _Found(
+                    "is a key containing U+0000 (NUL), which Postgres cannot store", _NUL_FIX
                 )
                 found.parts.append(("key", key))
                 raise found

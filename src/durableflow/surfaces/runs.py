@@ -98,8 +98,8 @@ class RunsSurface(FlowCore):
         what = f"workflow {definition.name!r}"
         check_key(idempotency_key, f"idempotency key of {what}", workflow=definition.name)
         check_key(correlation_id, f"correlation id of {what}", workflow=definition.name)
-        _check_queue(queue)
-        _check_priority(priority)
+        _check_queue(queue, what)
+        _check_priority(priority, what)
         if definition.takes_input:
             codec = Codec(
                 definition.input_type,
@@ -283,31 +283,36 @@ class RunsSurface(FlowCore):
         return True
 
 
-def _check_queue(queue: str | None) -> None:
+def _check_queue(queue: str | None, what: str) -> None:
     if queue is None:
         return
     if not isinstance(queue, str) or not queue or "\x00" in queue:
         raise ConfigurationError(
-            f"queue name {queue!r} must be a non-empty string without U+0000", setting="queue"
+            f"starting {what}: queue name {queue!r} must be a non-empty string without U+0000",
+            setting="queue",
         )
     try:
         size = len(queue.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ConfigurationError(f"queue name {queue!r} is not valid UTF-8") from None
+        raise ConfigurationError(
+            f"starting {what}: queue name {queue!r} is not valid UTF-8", setting="queue"
+        ) from None
     if size > MAX_KEY_BYTES:
         raise ConfigurationError(
-            f"queue name is {size} bytes long in UTF-8, over the limit of {MAX_KEY_BYTES}",
+            f"starting {what}: the queue name is {size} bytes long in UTF-8, over the limit of "
+            f"{MAX_KEY_BYTES}",
             setting="queue",
         )
 
 
-def _check_priority(priority: int) -> None:
+def _check_priority(priority: int, what: str) -> None:
     if (
         not isinstance(priority, int)
         or isinstance(priority, bool)
-        or not (-(2**31) <= priority < 2**31)
+        or not -(2**31) <= priority < 2**31
     ):
         raise ConfigurationError(
-            f"priority must be an integer between -2**31 and 2**31-1, not {priority!r}",
+            f"starting {what}: priority must be an integer between -2**31 and 2**31-1, "
+            f"not {priority!r}",
             setting="priority",
         )
