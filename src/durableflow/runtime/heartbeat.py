@@ -168,8 +168,8 @@ class Heartbeat:
                 self._failing = True
                 logger.warning(
                     "heartbeat failed (%s); retrying; this worker starts no new step once its "
-                    "last heartbeat is %.0fs old",
-                    exc,
+                    "last heartbeat is %gs old",
+                    exc or f"no answer within {self._timeout:g}s",
                     self._ttl,
                     extra={"event": "heartbeat_failed", "worker_id": self._worker_id},
                 )
