@@ -3,7 +3,9 @@
 There is no module-level singleton that code must tear down: ``get_config()`` builds
 settings from the environment on first use and caches them; ``set_config()`` replaces
 them, ``override_config()`` replaces them for a ``with`` block (tests), and
-``reset_config()`` forgets them. ``Flow(settings=...)`` always wins over all of this.
+``reset_config()`` forgets them. ``Flow(settings=...)`` uses the object it is given
+instead of this default (the object read the environment for the fields not passed to
+it when it was built).
 """
 
 from __future__ import annotations

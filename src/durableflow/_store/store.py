@@ -176,7 +176,11 @@ class Store:
         await self._writers.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:  # a graceful close waits on every connection: bounded, then forced
+                async with asyncio.timeout(self.timeout):
+                    await pool.close()
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
 
     async def pooled(
         self, action: str, operation: Callable[[asyncpg.Connection], Awaitable[T]]

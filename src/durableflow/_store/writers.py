@@ -55,7 +55,7 @@ class WriterConnections:
             raise
         finally:
             if self._closed and connection is not None:
-                await connection.close()
+                connection.terminate()  # the store is closing: no graceful goodbye to wait on
                 connection = None
             self._slots.put_nowait(connection)
 
@@ -64,4 +64,7 @@ class WriterConnections:
         while not self._slots.empty():
             connection = self._slots.get_nowait()
             if connection is not None and not connection.is_closed():
-                await connection.close()
+                try:
+                    await connection.close(timeout=self._timeout)
+                except Exception:  # unreachable or already broken: just drop it
+                    connection.terminate()
