@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
@@ -17,6 +16,7 @@ from durableflow._store.errors import is_content_error
 from durableflow._store.records import (
     Checkpoint,
     ClaimedRun,
+    FailedAttempt,
     NewRun,
     Outcome,
     RecordedAttempt,
@@ -49,39 +49,27 @@ class FaultStore:
         self._store = store
         self._queries = store.queries
 
-    async def record_attempt(
-        self,
-        *,
-        run_id: UUID,
-        step_id: int,
-        attempt: int,
-        name: str,
-        error: str,
-        started_at: datetime | None,
-        retry_in: float | None,
-        owner: str,
-        epoch: int,
-    ) -> None:
+    async def record_attempt(self, failed: FailedAttempt) -> None:
         """Record a failed step attempt under the lease; ``LeaseLost`` if it moved."""
         row = await self._store.retrying(
             "recording a failed step attempt",
             lambda: self._store.fetchval(
                 "recording a failed step attempt",
                 self._queries.record_step_attempt,
-                run_id,
-                step_id,
-                attempt,
-                name,
-                error,
-                started_at,
-                retry_in,
-                owner,
-                epoch,
+                failed.run_id,
+                failed.step_id,
+                failed.attempt,
+                failed.name,
+                failed.error,
+                failed.started_at,
+                failed.retry_in,
+                failed.owner,
+                failed.epoch,
             ),
-            lambda: [run_id],
+            lambda: [failed.run_id],
         )
         if row is None:
-            raise LeaseLost(run_id, epoch=epoch)
+            raise LeaseLost(failed.run_id, epoch=failed.epoch)
 
     async def load_attempts(self, run_id: UUID) -> dict[int, RecordedAttempt]:
         """The last failed attempt of each step of ``run_id``."""

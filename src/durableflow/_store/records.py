@@ -97,6 +97,21 @@ class RecordedStep:
 
 
 @dataclass(slots=True)
+class FailedAttempt:
+    """A failed attempt of a step, written under the writer's lease (``step_attempts``)."""
+
+    run_id: UUID
+    step_id: int
+    attempt: int
+    name: str
+    error: str
+    started_at: datetime | None
+    retry_in: float | None  # seconds until the next attempt may start; None: the last one
+    owner: str
+    epoch: int
+
+
+@dataclass(slots=True)
 class RecordedAttempt:
     """The last failed attempt of a step that has no checkpoint yet (read on resume)."""
 

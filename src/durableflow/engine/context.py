@@ -7,28 +7,14 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from durableflow._store.records import Checkpoint, RecordedAttempt, RecordedStep
+from durableflow._store.records import Checkpoint, FailedAttempt, RecordedAttempt, RecordedStep
 from durableflow.errors import DatabaseError, LeaseLost, NonDeterminismError
 
 CheckpointWriter = Callable[[Checkpoint], Awaitable[None]]
 
 
-class AttemptRecorder(Protocol):
-    """Records a failed step attempt under the run's lease (``LeaseLost`` if it moved)."""
-
-    async def __call__(
-        self,
-        *,
-        run_id: UUID,
-        step_id: int,
-        attempt: int,
-        name: str,
-        error: str,
-        started_at: datetime | None,
-        retry_in: float | None,
-        owner: str,
-        epoch: int,
-    ) -> None: ...
+# Records a failed step attempt under the run's lease (``LeaseLost`` if it moved).
+AttemptRecorder = Callable[[FailedAttempt], Awaitable[None]]
 
 
 class LeaseView(Protocol):
@@ -130,15 +116,17 @@ class RunState:
         self.check()
         try:
             await self.record_attempt(
-                run_id=self.run_id,
-                step_id=step_id,
-                attempt=attempt,
-                name=name,
-                error=error,
-                started_at=started_at,
-                retry_in=retry_in,
-                owner=self.owner,
-                epoch=self.epoch,
+                FailedAttempt(
+                    self.run_id,
+                    step_id,
+                    attempt,
+                    name,
+                    error,
+                    started_at,
+                    retry_in,
+                    self.owner,
+                    self.epoch,
+                )
             )
         except (LeaseLost, DatabaseError) as exc:
             self.fault = exc

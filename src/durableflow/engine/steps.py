@@ -117,17 +117,19 @@ async def _run_step(
             except Exception as exc:
                 error = describe_error(exc)
                 error_text = json.dumps(error)
+                delay: float | None = None
                 if attempt <= definition.retries and _should_retry(definition, exc):
                     delay = min(definition.backoff * 2 ** (attempt - 1), definition.max_backoff)
                     delay *= 0.5 + random.random() / 2  # jitter: retries of many runs spread
-                    await run.attempt_failed(
-                        step_id,
-                        definition.name,
-                        attempt=attempt,
-                        error=error_text,
-                        started_at=attempt_started,
-                        retry_in=delay,
-                    )
+                await run.attempt_failed(
+                    step_id,
+                    definition.name,
+                    attempt=attempt,
+                    error=error_text,
+                    started_at=attempt_started,
+                    retry_in=delay,
+                )
+                if delay is not None:
                     logger.info(
                         "step %s attempt %d failed (%s); retrying in %.2fs",
                         definition.name,
@@ -139,14 +141,6 @@ async def _run_step(
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
-                await run.attempt_failed(
-                    step_id,
-                    definition.name,
-                    attempt=attempt,
-                    error=error_text,
-                    started_at=attempt_started,
-                    retry_in=None,
-                )
                 await run.commit(
                     step_id,
                     definition.name,

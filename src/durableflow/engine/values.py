@@ -119,31 +119,23 @@ def _walk(value: Any, typed_keys: bool) -> None:
                 )
                 found.parts.append(("key", key))
                 raise found
-            try:
-                _walk(item, typed_keys)
-            except _Found as found:
-                found.parts.append(("key", key))
-                raise
+            _walk_inside(item, typed_keys, "key", key)
         return
     if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
         for index, item in enumerate(value):
-            try:
-                _walk(item, typed_keys)
-            except _Found as found:
-                found.parts.append(("index", index))
-                raise
+            _walk_inside(item, typed_keys, "index", index)
         return
     if isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            _walk_attribute(name, getattr(value, name, None), typed_keys)
+            _walk_inside(getattr(value, name, None), typed_keys, "attr", name)
         extra = value.__pydantic_extra__
         if extra:
             for name, item in extra.items():
-                _walk_attribute(name, item, typed_keys)
+                _walk_inside(item, typed_keys, "attr", name)
         return
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            _walk_attribute(field.name, getattr(value, field.name, None), typed_keys)
+            _walk_inside(getattr(value, field.name, None), typed_keys, "attr", field.name)
         return
     if isinstance(value, str):  # str subclasses: StrEnum members and the like
         _walk(str(value), typed_keys)
@@ -161,11 +153,12 @@ def _walk(value: Any, typed_keys: bool) -> None:
     # string or number it reads back as the same value.
 
 
-def _walk_attribute(name: str, item: Any, typed_keys: bool) -> None:
+def _walk_inside(item: Any, typed_keys: bool, kind: str, part: object) -> None:
+    """Walk ``item``, found at ``part`` (a key, index or attribute) of its container."""
     try:
         _walk(item, typed_keys)
     except _Found as found:
-        found.parts.append(("attr", name))
+        found.parts.append((kind, part))
         raise
 
 

@@ -404,25 +404,13 @@ class Worker:
             recovered = await self._store.reclaim_orphaned_runs(
                 self.id, self.queues, self.workflow_keys, free, self._settings.lease_ttl
             )
-            for claimed in recovered:
-                logger.info(
-                    "recovered run %s from a dead worker",
-                    claimed.id,
-                    extra={"event": "run_recovered", "run_id": str(claimed.id)},
-                )
-                self.spawn(claimed)
+            self._take_on(recovered, "recovered run %s from a dead worker")
             if self._claims_uncertain:
                 adopted = await self._store.faults.adopt_own_runs(
                     self.id, list(self._active), ADOPT_AFTER_SECONDS
                 )
                 self._claims_uncertain = False
-                for claimed in adopted:
-                    logger.info(
-                        "took on run %s again: it was claimed by a claim whose reply was lost",
-                        claimed.id,
-                        extra={"event": "run_recovered", "run_id": str(claimed.id)},
-                    )
-                    self.spawn(claimed)
+                self._take_on(adopted, "took on run %s again: a claim whose reply was lost got it")
             free = self.free_slots()
         if free <= 0 or self._stopping:
             return False
@@ -432,6 +420,13 @@ class Worker:
         saturated = len(claimed_runs) == free
         self._backlog = saturated
         return saturated
+
+    def _take_on(self, runs: list[ClaimedRun], message: str) -> None:
+        for claimed in runs:
+            logger.info(
+                message, claimed.id, extra={"event": "run_recovered", "run_id": str(claimed.id)}
+            )
+            self.spawn(claimed)
 
     async def _housekeeping_loop(self) -> None:
         """Releases, dead-worker cleanup and the LISTEN connection's health.
