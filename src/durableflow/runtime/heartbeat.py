@@ -12,7 +12,8 @@ effect would happen again. So the heartbeat runs beside the loop, and also watch
   seconds ago. While it is not, this worker may look dead to the others (a paused
   "zombie"): it claims nothing and starts no new step body. When a beat commits
   after such a gap, the runs it executes are checked first: those another worker
-  took over meanwhile are marked lost (``LeaseLost`` at their next step).
+  took over meanwhile are marked lost (``LeaseLost`` at their next step) and their
+  executions are stopped at once, freeing their slots.
 - The event loop ticks every ``TICK_SECONDS``. When it has not ticked for
   ``BLOCKED_AFTER_SECONDS``, ``event_loop_blocked`` is logged (WARNING, once per
   episode) naming the run and step whose code holds the loop; the heartbeat goes on,
@@ -60,6 +61,7 @@ class Heartbeat:
         registration: Registration,
         settings: FlowSettings,
         executing: Callable[[], list[tuple[UUID, int]]],
+        on_lost: Callable[[list[tuple[UUID, int]]], None],
     ) -> None:
         self._worker_id = worker_id
         self._registration = registration
@@ -68,6 +70,8 @@ class Heartbeat:
         self._block_limit = settings.event_loop_block_limit
         self._timeout = min(settings.database_timeout, max(settings.lease_ttl / 2, 0.1))
         self._executing = executing
+        self._on_lost = on_lost
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._connection = HeartbeatConnection(database_url, schema, timeout=self._timeout)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +91,7 @@ class Heartbeat:
     def start(self, registered_at: float) -> None:
         """Start beating (the worker registered at ``registered_at``, monotonic)."""
         self._last_ok = registered_at
+        self._loop = asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
         self._tick()
         self._thread = threading.Thread(
@@ -162,14 +167,18 @@ class Heartbeat:
                 owned = loop.run_until_complete(
                     self._bounded(self._connection.still_owned(self._worker_id, executing))
                 )
-                self._lost.update(pair for pair in executing if pair[0] not in owned)
+                lost = [pair for pair in executing if pair[0] not in owned]
+                if lost:
+                    self._lost.update(lost)
+                    if self._loop is not None:  # stop their executions now, on the loop
+                        self._loop.call_soon_threadsafe(self._on_lost, lost)
         except (DurableFlowError, TimeoutError) as exc:
             if not self._failing:
                 self._failing = True
                 logger.warning(
                     "heartbeat failed (%s); retrying; this worker starts no new step once its "
                     "last heartbeat is %gs old",
-                    exc or f"no answer within {self._timeout:g}s",
+                    str(exc) or f"no answer within {self._timeout:g}s",
                     self._ttl,
                     extra={"event": "heartbeat_failed", "worker_id": self._worker_id},
                 )

@@ -81,6 +81,8 @@ class Worker:
         self._to_release: dict[UUID, int] = {}
         self._faulted: dict[UUID, FaultRelease] = {}
         self._cancelling: set[UUID] = set()
+        self._abandoning: set[UUID] = set()
+        self._listen_failing = False
         self._background: set[asyncio.Task[None]] = set()
         self._backlog = False
         self._claims_uncertain = False
@@ -106,6 +108,7 @@ class Worker:
             registration=self._registration(),
             settings=self._settings,
             executing=self._executing,
+            on_lost=self._abandon,
         )
         self._heartbeat.start(registered_at)
         self._store.run_writes_alive = self._heartbeat.fresh
@@ -212,14 +215,22 @@ class Worker:
         try:
             await self._executor.execute(claimed, self.id)
         except asyncio.CancelledError:
-            if claimed.id not in self._cancelling:
+            if claimed.id not in self._cancelling and claimed.id not in self._abandoning:
                 self._to_release[claimed.id] = claimed.lease_epoch  # shutdown
                 raise
-            # The run itself was cancelled: nothing to give back. Free the slot now;
-            # telling local waiters needs a query, done in the background.
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if claimed.id in self._abandoning:
+                logger.warning(
+                    "run %s: taken over while this worker could not heartbeat; abandoning it "
+                    "to its new owner",
+                    claimed.id,
+                    extra={"event": "run_abandoned", "run_id": str(claimed.id)},
+                )
+                return
+            # The run itself was cancelled: nothing to give back. Free the slot now;
+            # telling local waiters needs a query, done in the background.
             self._finished(claimed)
             self._in_background(self._executor.report_cancelled(claimed))
         except DurableFlowError as exc:
@@ -249,6 +260,7 @@ class Worker:
         if self._active.pop(claimed.id, None) is None:
             return
         self._cancelling.discard(claimed.id)
+        self._abandoning.discard(claimed.id)
         if self._heartbeat is not None:
             self._heartbeat.forget(claimed.id, claimed.lease_epoch)
         if self._backlog and not self._stopping:
@@ -289,6 +301,15 @@ class Worker:
         self._executor.interrupt(run_id)
         entry[0].cancel()
         return True
+
+    def _abandon(self, lost: list[tuple[UUID, int]]) -> None:
+        """Stop executions of runs another worker took over (found after a lapse)."""
+        for run_id, epoch in lost:
+            entry = self._active.get(run_id)
+            if entry is None or entry[1] != epoch or run_id in self._cancelling:
+                continue
+            self._abandoning.add(run_id)
+            entry[0].cancel()
 
     async def _release_pending(self) -> None:
         if self._to_release:
@@ -342,11 +363,15 @@ class Worker:
             self._listener = await self._store.connect_listener(on_notify, on_cancel=on_cancel)
         except DurableFlowError as exc:
             self._listener = None
-            logger.warning(
-                "LISTEN failed (%s); relying on polling",
-                exc,
-                extra={"event": "listen_failed", "worker_id": self.id},
-            )
+            if not self._listen_failing:  # once per outage
+                self._listen_failing = True
+                logger.warning(
+                    "LISTEN failed (%s); relying on polling until it works again",
+                    exc,
+                    extra={"event": "listen_failed", "worker_id": self.id},
+                )
+        else:
+            self._listen_failing = False
 
     def _deadline(self) -> float:
         """A bound on one round of a loop: a few statements, each with its own deadline."""
