@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: deps test lint typecheck bench docs clean
+.PHONY: deps test lint typecheck bench bench-graphs docs clean vendor-mermaid
 
 deps:  ## create .venv and install durableflow with every extra needed for tests
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -e '.[dev,embedded,s3]'
@@ -23,9 +23,23 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/admin_bench.py
+
+bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run
+	bash bench/setup_langgraph.sh
+	$(BIN)/python bench/run_graph_bench.py
 
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
 
 clean:
-	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache .durableflow
+	rm -rf $(VENV) .venv-peers .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow
+
+MERMAID_VERSION = 12.3.0
+MERMAID_DIR = src/durableflow/web/static/vendor/mermaid
+vendor-mermaid:  ## re-vendor Mermaid for the web UI from the npm registry (pinned version)
+	rm -rf .vendor-tmp && mkdir .vendor-tmp && cd .vendor-tmp && npm pack mermaid@$(MERMAID_VERSION) >/dev/null
+	tar -xzf .vendor-tmp/mermaid-$(MERMAID_VERSION).tgz -C .vendor-tmp
+	cp .vendor-tmp/package/dist/mermaid.min.js .vendor-tmp/package/LICENSE $(MERMAID_DIR)/
+	sha256sum .vendor-tmp/mermaid-$(MERMAID_VERSION).tgz $(MERMAID_DIR)/mermaid.min.js
+	rm -rf .vendor-tmp

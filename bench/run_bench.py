@@ -239,10 +239,10 @@ def median_figures(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
     return medians
 
 
-def evaluate(runs: list[dict[str, Figures]], with_rss: bool) -> list[dict[str, Any]]:
+def target_verdicts(targets: list[Target], runs: list[dict[str, Figures]]) -> list[dict[str, Any]]:
     """Each target's median ratio (ratios taken within a run) and PASS/FAIL."""
     verdicts = []
-    for target in TARGETS:
+    for target in targets:
         ratios = [target.ratio(run) for run in runs]
         value = statistics.median(ratios)
         verdicts.append(
@@ -254,6 +254,12 @@ def evaluate(runs: list[dict[str, Figures]], with_rss: bool) -> list[dict[str, A
                 "pass": target.passes(value),
             }
         )
+    return verdicts
+
+
+def evaluate(runs: list[dict[str, Figures]], with_rss: bool) -> list[dict[str, Any]]:
+    """The verdicts of TARGETS, plus the RSS growth bound when it was measured."""
+    verdicts = target_verdicts(TARGETS, runs)
     if with_rss:
         growths = [run["rss"]["rss_growth_pct"] for run in runs]
         value = statistics.median(growths)

@@ -34,6 +34,7 @@ from durableflow.errors import (
     DatabaseError,
     DurableFlowError,
     EmbeddedPostgresError,
+    GraphError,
     IdempotencyConflict,
     LeaseLost,
     MigrationLockTimeout,
@@ -41,6 +42,8 @@ from durableflow.errors import (
     NonRetryable,
     PayloadTooLarge,
     ResultTimeout,
+    RunActionRefused,
+    RunBlocked,
     RunNotFound,
     SchemaError,
     SerializationError,
@@ -53,6 +56,7 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.graph import Graph
 from durableflow.runtime.worker import Worker
 
 __version__ = "0.1.0"
@@ -67,6 +71,8 @@ __all__ = [
     "Flow",
     "FlowContext",
     "FlowSettings",
+    "Graph",
+    "GraphError",
     "IdempotencyConflict",
     "LeaseLost",
     "MigrationLockTimeout",
@@ -74,6 +80,8 @@ __all__ = [
     "NonRetryable",
     "PayloadTooLarge",
     "ResultTimeout",
+    "RunActionRefused",
+    "RunBlocked",
     "RunNotFound",
     "RunStatus",
     "SchemaError",

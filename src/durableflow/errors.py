@@ -11,6 +11,8 @@
     │       └── MigrationLockTimeout another process held the migration lock too long
     ├── WorkflowNotFound             no workflow/graph registered under that name
     ├── RunNotFound                  no run with that id in this schema
+    ├── RunActionRefused             an operator action does not apply to the run as it stands
+    ├── RunBlocked                   flow.result() of a run blocked for an operator (code changed)
     ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation,
     │   │                            or JSON cannot carry it faithfully (NUL, NaN, int keys)
     │   └── PayloadTooLarge          a serialised value is over the configured limit
@@ -27,7 +29,8 @@
     │   ├── StorageKeyError          a key is malformed or escapes its root; nothing was written
     │   ├── StorageIntegrityError    stored bytes do not match their sidecar's sha256 / size
     │   └── ArtefactNotFound         no object under that key
-    └── AuditError                   the version audit could not load its inputs
+    ├── AuditError                   the version audit could not load its inputs
+    └── GraphError                   a graph is invalid, or a graph run cannot go on (no transition)
 
 Each class says when it is raised and what the caller should do. Attributes are
 structured (``run_id=``, ``step=``) so handlers never parse messages.
@@ -35,6 +38,8 @@ structured (``run_id=``, ``step=``) so handlers never parse messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -128,6 +133,41 @@ class RunNotFound(DurableFlowError):
     def __init__(self, run_id: object) -> None:
         super().__init__(f"no run with id {run_id}")
         self.run_id = run_id
+
+
+class RunActionRefused(DurableFlowError):
+    """An operator action (``resume``, ``delete``) does not apply to the run as it stands.
+
+    Raised, with nothing changed, for instance when resuming a run that succeeded or is
+    still active, resuming a ``blocked`` run while no live worker runs its recorded code
+    (pass ``force=True`` to accept other code), or deleting a run that is not finished.
+    ``action`` names the action, ``status`` the run's status, ``reason`` says what to do.
+    """
+
+    def __init__(self, run_id: object, *, action: str, status: str, reason: str) -> None:
+        super().__init__(f"cannot {action} run {run_id} ({status}): {reason}")
+        self.run_id = run_id
+        self.action = action
+        self.status = status
+        self.reason = reason
+
+
+class RunBlocked(DurableFlowError):
+    """``flow.result()`` of a run that is ``blocked``: it waits for an operator.
+
+    A worker found the run's recorded code hash differs from its own (the workflow
+    changed without a version bump). ``error`` is the recorded explanation (with
+    ``recorded_code_hash`` and ``code_hash``). Deploy the old code and
+    ``flow.resume(run_id)``, or ``flow.resume(run_id, force=True)`` to continue it on
+    the new code; then wait for the result again.
+    """
+
+    def __init__(self, run_id: object, error: dict[str, Any]) -> None:
+        super().__init__(
+            f"run {run_id} is blocked: {error.get('message', 'waiting for an operator')}"
+        )
+        self.run_id = run_id
+        self.error = error
 
 
 class SerializationError(DurableFlowError):
@@ -353,3 +393,53 @@ class ArtefactNotFound(StorageError):
 
 class AuditError(DurableFlowError):
     """The version audit could not load the module, the Flow, or the manifest."""
+
+
+@dataclass(frozen=True)
+class GraphProblem:
+    """One thing wrong with a graph: what, in which state, and where in a spec.
+
+    ``state`` is None for problems of the graph as a whole (its name, its version);
+    ``path`` locates the problem in a data-defined graph's spec (``states[2].action``,
+    ``transitions[0].when.all[1]``) and, for a graph built in code, in declaration
+    order (``transitions[3]`` is the fourth ``g.transition`` call).
+    """
+
+    message: str
+    state: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        where = [self.path] if self.path else []
+        if self.state is not None:
+            where.append(f"state {self.state!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class GraphError(DurableFlowError):
+    """A graph is invalid, or a graph run cannot go on.
+
+    Raised by validation (``g.validate()``, ``Graph.from_spec``) with every problem
+    found at once in ``problems``: fix each one (in the spec, at its ``path``) and try
+    again; nothing was registered or stored. Raised inside a graph run, failing the
+    run, when no transition out of a state matches the payload, a guard raises or
+    returns something other than a bool, or the run takes more than the graph's
+    ``max_transitions``: fix the graph or the payload and start a new run.
+
+    ``graph`` is the graph's name; ``state`` and ``path`` are those of the first
+    problem (the only one for a run failure).
+    """
+
+    def __init__(self, graph: str | None, problems: Sequence[GraphProblem]) -> None:
+        self.graph = graph
+        self.problems = tuple(problems)
+        first = self.problems[0] if self.problems else GraphProblem("invalid graph")
+        self.state = first.state
+        self.path = first.path
+        if len(self.problems) <= 1:
+            message = f"graph {graph!r}: {first}" if graph else str(first)
+        else:
+            lines = "".join(f"\n  - {problem}" for problem in self.problems)
+            subject = f"graph {graph!r} has" if graph else "found"
+            message = f"{subject} {len(self.problems)} problems:{lines}"
+        super().__init__(message)

@@ -21,6 +21,7 @@ from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
+from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 
 __all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
@@ -56,7 +57,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface):
+class Flow(RunsSurface, AdminSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import asyncpg
 
-from durableflow.errors import DatabaseError, SchemaError
+from durableflow.errors import DatabaseError, DurableFlowError, SchemaError
 
 _SCHEMA_MISSING = (
     asyncpg.UndefinedTableError,
@@ -102,7 +102,9 @@ def breaks_connection(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         code = sqlstate_of(exc) or ""
         return isinstance(exc, asyncpg.PostgresConnectionError) or code.startswith(("08", "57P"))
-    return True
+    # Our own errors (RunNotFound, LeaseLost, ...) raised between statements: the
+    # connection is fine.
+    return not isinstance(exc, DurableFlowError)
 
 
 def translate(exc: BaseException, schema: str, action: str) -> BaseException:

@@ -84,8 +84,7 @@ class FaultStore:
             row["step_id"]: RecordedAttempt(
                 step_id=row["step_id"],
                 attempt=row["attempt"],
-                error=row["error"],
-                final=row["final"],
+                set_aside=row["set_aside"],
                 retry_in=row["retry_in"],
             )
             for row in rows

@@ -53,6 +53,25 @@ def metadata_for(schema: str) -> sa.MetaData:
             postgresql_where=sa.text("status = 'queued'"),
         ),
         sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
+        # Operators' listings (flow.list_runs): one index per filter, keyed by
+        # (created_at, id) so that a page is a range scan that stops after `limit` rows.
+        sa.Index("runs_created_idx", "created_at", "id"),
+        sa.Index("runs_status_created_idx", "status", "created_at", "id"),
+        sa.Index("runs_workflow_created_idx", "workflow", "created_at", "id"),
+        sa.Index(
+            "runs_parent_created_idx",
+            "parent_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("parent_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "runs_correlation_created_idx",
+            "correlation_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("correlation_id IS NOT NULL"),
+        ),
     )
 
     sa.Table(

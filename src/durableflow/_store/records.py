@@ -81,6 +81,8 @@ class ClaimedRun:
     lease_epoch: int
     correlation_id: str | None
     fresh: bool = False  # inserted by this worker just now: no history to load
+    queue: str = ""
+    waited: float | None = None  # seconds from due to claimed (fresh claims only)
     recoveries: int = 0  # times taken over or given back after a fault (poison runs)
 
 
@@ -106,19 +108,18 @@ class FailedAttempt:
     name: str
     error: str
     started_at: datetime | None
-    retry_in: float | None  # seconds until the next attempt may start; None: the last one
+    retry_in: float  # seconds until the next attempt may start
     owner: str
     epoch: int
 
 
 @dataclass(slots=True)
 class RecordedAttempt:
-    """The last failed attempt of a step that has no checkpoint yet (read on resume)."""
+    """The last failed attempt of a step that has no checkpoint (read when taken on again)."""
 
     step_id: int
-    attempt: int
-    error: str
-    final: bool  # the step's last allowed attempt: record its failure, do not run again
+    attempt: int  # the next attempt is this + 1
+    set_aside: int  # attempts up to this one were set aside by a resume: a fresh budget
     retry_in: float  # seconds until the next attempt may start (0: now)
 
 
@@ -132,5 +133,7 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         lease_epoch=row["lease_epoch"],
         correlation_id=row["correlation_id"],
         fresh=row["claims"] == 1,
+        queue=row.get("queue") or "",
+        waited=row.get("waited"),
         recoveries=row.get("recoveries") or 0,
     )

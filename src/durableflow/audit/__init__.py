@@ -23,6 +23,12 @@ from durableflow.audit.compare import (
     compare_manifests,
 )
 from durableflow.audit.gate import AuditReport, run_audit
+from durableflow.audit.graphs import (
+    GRAPH_KIND,
+    compute_graph_hash,
+    graph_hash_extra,
+    graph_hash_inputs,
+)
 from durableflow.audit.hashing import (
     HASH_FUNCTIONS_KEY,
     HASH_STRUCTURE_KEY,
@@ -44,6 +50,7 @@ from durableflow.audit.manifest import (
 
 __all__ = [
     "ERROR",
+    "GRAPH_KIND",
     "HASH_FUNCTIONS_KEY",
     "HASH_STRUCTURE_KEY",
     "HASH_VERSION",
@@ -58,7 +65,10 @@ __all__ = [
     "compare_in_flight",
     "compare_manifests",
     "compute_code_hash",
+    "compute_graph_hash",
     "find_manifest_path",
+    "graph_hash_extra",
+    "graph_hash_inputs",
     "hash_functions",
     "manifest_from_registry",
     "parse_manifest",

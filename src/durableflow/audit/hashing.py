@@ -76,7 +76,9 @@ def compute_code_hash(definition: WorkflowDefinition, registry: Registry) -> str
         definition.code_hash = compute_code_hash(definition, flow.registry)
     """
     functions = definition.extra.get(HASH_FUNCTIONS_KEY)
-    if isinstance(functions, Mapping) and functions:
+    # Present but empty is a graph whose states all pass their payload on: its
+    # structure alone is its code, never the synthesised runner's body.
+    if isinstance(functions, Mapping):
         return hash_functions(
             definition.kind,
             functions,

@@ -1,8 +1,14 @@
 """``durableflow``: a thin command line over the public API.
 
 Each command family lives in its own module exposing ``register(subparsers)``; a
-handler is ``async def handler(args) -> int`` (the exit code). Errors from the
-library are printed as one clear line and exit with status 2.
+handler is ``async def handler(args) -> int`` (the exit code: 0 done, 1 "no" for
+something asked, 2 could not run; see ``cli/common.py``). Errors from the library are
+printed as one clear line and exit with status 2.
+
+Adding commands: write ``cli/<family>_cmd.py`` with ``register(subparsers)`` and add
+it to ``COMMAND_MODULES`` below. A verb of an existing noun (``runs fork``) uses
+``common.noun(subparsers, "runs", ...)`` to get that noun's verbs, and
+``common.add_connection_options(parser)`` for ``--dsn``/``--schema``/``-a``/``--json``.
 """
 
 from __future__ import annotations
@@ -16,13 +22,28 @@ from collections.abc import Sequence
 from durableflow.errors import DurableFlowError
 from durableflow.observability import JsonFormatter, install_log_context
 
+# The command families, in the order `durableflow --help` lists them. Features to come
+# add theirs here: runs fork / replay / prune / signal (a verb module each, next to
+# runs_actions_cmd), queues, schedules, leader, graph show.
+COMMAND_MODULES = (
+    "worker_cmd",
+    "runs_cmd",
+    "runs_actions_cmd",
+    "workers_cmd",
+    "ui_cmd",
+    "db_cmd",
+    "demo",
+    "audit_cmd",
+    "storage_cmd",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from durableflow.cli import audit_cmd, db_cmd, demo, storage_cmd, worker_cmd
+    import importlib
 
     parser = argparse.ArgumentParser(
         prog="durableflow",
-        description="Postgres-native durable execution: workers, schema, audit, storage.",
+        description="Postgres-native durable execution: workers, runs, UI, schema, audit, storage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument(
@@ -32,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="text (default) or one JSON object per line, for log shippers",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (worker_cmd, db_cmd, demo, audit_cmd, storage_cmd):
-        module.register(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"durableflow.cli.{name}").register(subparsers)
     return parser
 
 

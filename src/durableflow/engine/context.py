@@ -108,9 +108,9 @@ class RunState:
         attempt: int,
         error: str,
         started_at: datetime | None,
-        retry_in: float | None,
+        retry_in: float,
     ) -> None:
-        """Record a failed attempt, so its number and backoff survive a crash."""
+        """Record a failed attempt that will be retried: number and backoff survive a crash."""
         if self.record_attempt is None:
             return
         self.check()

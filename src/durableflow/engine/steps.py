@@ -88,20 +88,13 @@ async def _run_step(
 
     started_at = datetime.now(UTC)
     attempt = 1
+    budget_start = 0  # attempts after this one count against ``retries``
     prior = run.attempts.get(step_id) if run.attempts else None
     if prior is not None:
-        # Attempts failed before a crash: go on from the next one, after its backoff.
-        if prior.final:  # the last attempt failed; only its checkpoint was missing
-            await run.commit(
-                step_id,
-                definition.name,
-                output=None,
-                error=prior.error,
-                attempt=prior.attempt,
-                started_at=None,
-            )
-            raise StepFailed(definition.name, step_id, json.loads(prior.error))
+        # Attempts failed before a crash (or were set aside by a resume): go on from the
+        # next one, after the backoff the last one recorded.
         attempt = prior.attempt + 1
+        budget_start = prior.set_aside
         if prior.retry_in > 0:
             await asyncio.sleep(prior.retry_in)
     while True:
@@ -117,19 +110,18 @@ async def _run_step(
             except Exception as exc:
                 error = describe_error(exc)
                 error_text = json.dumps(error)
-                delay: float | None = None
-                if attempt <= definition.retries and _should_retry(definition, exc):
-                    delay = min(definition.backoff * 2 ** (attempt - 1), definition.max_backoff)
+                tries = attempt - budget_start
+                if tries <= definition.retries and _should_retry(definition, exc):
+                    delay = min(definition.backoff * 2 ** (tries - 1), definition.max_backoff)
                     delay *= 0.5 + random.random() / 2  # jitter: retries of many runs spread
-                await run.attempt_failed(
-                    step_id,
-                    definition.name,
-                    attempt=attempt,
-                    error=error_text,
-                    started_at=attempt_started,
-                    retry_in=delay,
-                )
-                if delay is not None:
+                    await run.attempt_failed(
+                        step_id,
+                        definition.name,
+                        attempt=attempt,
+                        error=error_text,
+                        started_at=attempt_started,
+                        retry_in=delay,
+                    )
                     logger.info(
                         "step %s attempt %d failed (%s); retrying in %.2fs",
                         definition.name,

@@ -9,6 +9,8 @@
 - :mod:`~durableflow.observability.tracing`: :func:`run_span` and :func:`step_span`,
   OpenTelemetry spans when the application traces (the ``otel`` extra), free no-ops
   otherwise.
+- :mod:`~durableflow.observability.metrics`: OpenTelemetry metrics (runs started and
+  finished, step durations, claim latency, queue depth) when the application meters.
 
 Example::
 
@@ -36,6 +38,13 @@ from durableflow.observability.logging import (
     RunContextFilter,
     install_log_context,
 )
+from durableflow.observability.metrics import (
+    metrics_enabled,
+    record_claims,
+    record_queue_stats,
+    record_run_finished,
+    record_run_started,
+)
 from durableflow.observability.tracing import run_span, step_span, tracing_enabled
 
 __all__ = [
@@ -50,6 +59,11 @@ __all__ = [
     "current_run",
     "current_step",
     "install_log_context",
+    "metrics_enabled",
+    "record_claims",
+    "record_queue_stats",
+    "record_run_finished",
+    "record_run_started",
     "run_scope",
     "run_span",
     "step_scope",

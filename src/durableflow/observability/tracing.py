@@ -36,6 +36,7 @@ from uuid import UUID
 
 from durableflow.errors import LeaseLost
 from durableflow.observability.context import current_run
+from durableflow.observability.metrics import _NO_TIMER, step_timer
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -210,6 +211,9 @@ def run_span(
 def step_span(step_name: str, step_id: int, attempt: int = 1) -> AbstractContextManager[None]:
     """A context manager: span ``durableflow.step <name>`` around one attempt of a step.
 
+    It also records the attempt's duration in the ``durableflow.step.duration``
+    histogram when the application meters (see :mod:`~durableflow.observability.metrics`).
+
     The run id, workflow and version come from the enclosing
     :func:`~durableflow.observability.run_scope`, when there is one. A no-op when the
     application does not trace.
@@ -219,9 +223,12 @@ def step_span(step_name: str, step_id: int, attempt: int = 1) -> AbstractContext
         with step_span("fetch", step_id=3, attempt=1):
             value = await step_fn(step_ctx, *args)
     """
+    # The step-duration metric rides on the same context manager, so the engine
+    # wraps each attempt once for both (see observability.metrics).
+    timer = step_timer(step_name)
     backend = _active_backend()
     if backend is None:
-        return _NO_SPAN
+        return _NO_SPAN if timer is _NO_TIMER else timer
     attributes: dict[str, str | int] = {
         "durableflow.step.name": step_name,
         "durableflow.step.id": step_id,
@@ -232,4 +239,32 @@ def step_span(step_name: str, step_id: int, attempt: int = 1) -> AbstractContext
         attributes["durableflow.run.id"] = run.run_id
         attributes["durableflow.workflow.name"] = run.workflow
         attributes["durableflow.workflow.version"] = run.version
-    return _Span(backend, f"durableflow.step {step_name}", attributes)
+    span = _Span(backend, f"durableflow.step {step_name}", attributes)
+    return span if timer is _NO_TIMER else _Both(span, timer)
+
+
+class _Both:
+    """A span and a timer entered and left together (tracing and metrics both on)."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(
+        self, first: AbstractContextManager[None], second: AbstractContextManager[None]
+    ) -> None:
+        self._first = first
+        self._second = second
+
+    def __enter__(self) -> None:
+        self._first.__enter__()
+        self._second.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self._second.__exit__(exc_type, exc, traceback)
+        finally:
+            self._first.__exit__(exc_type, exc, traceback)

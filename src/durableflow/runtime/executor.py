@@ -16,7 +16,7 @@ from durableflow.engine.context import FlowContext, LeaseView, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.errors import DatabaseError, LeaseLost, SerializationError
-from durableflow.observability import run_scope, run_span
+from durableflow.observability import record_run_finished, run_scope, run_span
 
 logger = logging.getLogger("durableflow.runtime")
 
@@ -199,6 +199,7 @@ class RunExecutor:
             return
         status = outcome.status
         logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
+        record_run_finished(claimed.workflow, status)
         self._on_outcome(
             claimed.id, claimed.workflow, claimed.version, status, outcome.output, outcome.error
         )
@@ -223,6 +224,7 @@ class RunExecutor:
             reason,
             extra={"event": "run_dead", **log_extra},
         )
+        record_run_finished(claimed.workflow, "dead")
         self._on_outcome(claimed.id, claimed.workflow, claimed.version, "dead", None, error)
 
     async def report_cancelled(self, claimed: ClaimedRun) -> None:
@@ -283,7 +285,8 @@ class RunExecutor:
                 "code_hash": current,
             }
         )
-        await self._store.finish_run(
+        if await self._store.finish_run(
             Outcome(claimed.id, "blocked", None, error, owner, claimed.lease_epoch)
-        )
+        ):
+            record_run_finished(claimed.workflow, "blocked")
         return False

@@ -100,7 +100,9 @@ class ResultWaiters:
                     if row is None:
                         future.set_exception(RunNotFound(run_id))
                         changed = True
-                    elif row["status"] in FINAL_STATUSES:
+                    elif row["status"] in FINAL_STATUSES or row["status"] == "blocked":
+                        # blocked is not final, but nothing happens to it until an
+                        # operator acts: the waiter is told (RunBlocked), not left hanging.
                         future.set_result(
                             Outcome(
                                 row["workflow"],

@@ -36,8 +36,10 @@ from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DatabaseError, DurableFlowError
+from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.heartbeat import Heartbeat
+from durableflow.runtime.queue_metrics import sample_queues
 
 logger = logging.getLogger("durableflow.worker")
 
@@ -119,6 +121,10 @@ class Worker:
             asyncio.create_task(
                 self._housekeeping_loop(), name=f"durableflow-housekeeping-{self.id}"
             ),
+            asyncio.create_task(
+                sample_queues(self._store, self._settings.heartbeat_interval),
+                name=f"durableflow-queue-metrics-{self.id}",
+            ),
         ]
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
@@ -129,7 +135,12 @@ class Worker:
         )
 
     def _registration(self) -> tuple[str, int, list[str], list[Any]]:
-        workflows: list[Any] = [{"name": n, "version": v} for n, v in self.workflow_keys]
+        # The code hash lets an operator's resume of a blocked run check that a live
+        # worker runs the code the run was started with.
+        workflows: list[Any] = [
+            {"name": d.name, "version": d.version, "code_hash": d.code_hash}
+            for d in self._registry.workflows
+        ]
         return socket.gethostname(), os.getpid(), self.queues, workflows
 
     async def _register(self) -> None:
@@ -403,7 +414,7 @@ class Worker:
                     self._claim_failing = True
                     logger.warning(
                         "claiming failed: %s; retrying every %.1fs",
-                        exc or "no answer within the deadline",
+                        str(exc) or "no answer within the deadline",
                         poll,
                         extra={"event": "claim_failed", "worker_id": self.id},
                     )
@@ -442,6 +453,7 @@ class Worker:
         claimed_runs = await self._store.claim_runs(self.id, self.queues, self.workflow_keys, free)
         for claimed in claimed_runs:
             self.spawn(claimed)
+        record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
         saturated = len(claimed_runs) == free
         self._backlog = saturated
         return saturated

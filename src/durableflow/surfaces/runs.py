@@ -15,10 +15,12 @@ from durableflow.engine.serialization import MAX_KEY_BYTES, Codec, check_key
 from durableflow.errors import (
     ConfigurationError,
     ResultTimeout,
+    RunBlocked,
     RunNotFound,
     WorkflowFailed,
     WorkflowNotFound,
 )
+from durableflow.observability import record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
 
@@ -138,6 +140,8 @@ class RunsSurface(FlowCore):
                 # It may have been inserted (owned by the worker) before the error.
                 worker.unreserve(uncertain=True)
             raise
+        if created:
+            record_run_started(definition.name)
         if direct and worker is not None:
             if created:
                 worker.spawn(
@@ -176,7 +180,9 @@ class RunsSurface(FlowCore):
         """Wait for a run to finish and return its output.
 
         Raises ``WorkflowFailed`` (with the recorded error) if it failed or was
-        cancelled, ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
+        cancelled, ``RunBlocked`` if it is blocked for an operator (its code changed
+        without a version bump; ``flow.resume()`` it, then wait again),
+        ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
         ``RunNotFound`` for an unknown id.
         """
         run_id = as_run_id(run_id)
@@ -190,6 +196,8 @@ class RunsSurface(FlowCore):
         return self._decode_outcome(run_id, outcome)
 
     def _decode_outcome(self, run_id: UUID, outcome: Outcome) -> Any:
+        if outcome.status == "blocked":
+            raise RunBlocked(run_id, json.loads(outcome.error) if outcome.error else {})
         if outcome.status != "succeeded":
             error = json.loads(outcome.error) if outcome.error else {}
             raise WorkflowFailed(run_id, error, status=outcome.status)
@@ -276,6 +284,7 @@ class RunsSurface(FlowCore):
         row = await store.cancel_run(as_run_id(run_id), reason)
         if row is None:
             return False
+        record_run_finished(row["workflow"], "cancelled")
         if self._results is not None:
             self._results.resolve(
                 row["id"], Outcome(row["workflow"], row["version"], "cancelled", None, row["error"])

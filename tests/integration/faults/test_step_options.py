@@ -14,6 +14,7 @@ from durableflow import (
     IdempotencyConflict,
     NonRetryable,
     StepFailed,
+    WorkflowFailed,
 )
 from durableflow.observability import current_step
 
@@ -240,3 +241,31 @@ async def test_idempotency_keys_cannot_cross_workflows_or_inputs(database_url: s
         with pytest.raises(IdempotencyConflict) as other_input:
             await flow.start("charge", {"amount": 6, "id": 42}, idempotency_key="order-42")
         assert other_input.value.reason == "input"
+
+
+async def test_a_resumed_run_retries_its_failed_step_with_a_fresh_budget(
+    database_url: str,
+) -> None:
+    """Attempt numbers go on after an operator's resume, and the retries start afresh."""
+    flow = make_flow(database_url)
+    attempts: list[int] = []
+
+    @flow.step(retries=1, backoff=0.01)
+    async def flaky(ctx: FlowContext) -> int:
+        attempts.append(ctx.attempt)
+        if len(attempts) < 4:  # the two attempts before the resume, and one after, fail
+            raise ConnectionError("down")
+        return ctx.attempt
+
+    @flow.workflow(name="resumable")
+    async def resumable(ctx: FlowContext) -> int:
+        return await flaky(ctx)
+
+    async with flow, flow.worker(concurrency=2):
+        run_id = await flow.start("resumable")
+        with pytest.raises(WorkflowFailed):
+            await flow.result(run_id, timeout=10)
+        assert attempts == [1, 2]
+        await flow.resume(run_id)
+        assert await flow.result(run_id, timeout=10) == 4
+    assert attempts == [1, 2, 3, 4]

@@ -4,7 +4,8 @@
 -- Takes up to $5 queued, due runs of the queues and workflow versions this worker
 -- serves. SKIP LOCKED lets many workers claim at once without blocking each other;
 -- bumping lease_epoch fences off any earlier owner. A run claimed for the first
--- time (claims = 1) has no history: only an owner can write checkpoints.
+-- time (claims = 1) has no history: only an owner can write checkpoints. `waited`
+-- (updated_at is now the claim time) feeds the claim-latency metric.
 WITH candidates AS (
     SELECT r.id
     FROM {schema}.runs AS r
@@ -22,7 +23,8 @@ SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims;
+          r.correlation_id, r.claims, r.queue,
+          extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited;
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL

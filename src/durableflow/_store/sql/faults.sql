@@ -22,10 +22,11 @@ FROM {schema}.runs WHERE idempotency_key = $1;
 SELECT EXISTS (SELECT 1 FROM {schema}.runs WHERE id = $1);
 
 -- name: record_step_attempt
--- A failed attempt of a step, fenced like a checkpoint (only the owner at its epoch
--- writes). retry_at is when the next attempt may start ($7 seconds from now), NULL
--- for the final attempt. Writing the same attempt again (a retry of this write whose
--- reply was lost) updates it, so the row always comes back to a current owner.
+-- A failed attempt of a step that will be retried, fenced like a checkpoint (only the
+-- owner at its epoch writes). retry_at is when the next attempt may start ($7 seconds
+-- from now). (Rows with no retry_at are final failures an operator's resume set aside.)
+-- Writing the same attempt again (a retry of this write whose reply was lost) updates
+-- it, so the row always comes back to a current owner.
 INSERT INTO {schema}.step_attempts (run_id, step_id, attempt, name, error, started_at,
                                     failed_at, retry_at)
 SELECT $1, $2, $3, $4, $5::jsonb, $6, c.now,
@@ -38,11 +39,15 @@ SET error = excluded.error, failed_at = excluded.failed_at, retry_at = excluded.
 RETURNING attempt;
 
 -- name: load_step_attempts
--- On resume: the last failed attempt of each step, and how long until its next
--- attempt may start, so a crash during a backoff neither resets the attempt count
--- nor skips the wait.
-SELECT DISTINCT ON (step_id) step_id, attempt, error::text AS error, retry_at IS NULL AS final,
-       greatest(0, extract(epoch FROM retry_at - {schema}.clock_now()))::float8 AS retry_in
+-- When a run is taken on again: per step without a checkpoint, its last failed attempt
+-- and how long until the next may start, so a crash during a backoff neither resets
+-- the attempt count nor skips the wait; and the last attempt an operator's resume set
+-- aside (retry_at NULL), after which the step has its whole retry budget again.
+SELECT DISTINCT ON (step_id) step_id, attempt,
+       coalesce(max(attempt) FILTER (WHERE retry_at IS NULL) OVER (PARTITION BY step_id), 0)
+           AS set_aside,
+       coalesce(greatest(0, extract(epoch FROM retry_at - {schema}.clock_now())), 0)::float8
+           AS retry_in
 FROM {schema}.step_attempts
 WHERE run_id = $1
 ORDER BY step_id, attempt DESC;

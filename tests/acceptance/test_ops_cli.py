@@ -1,0 +1,231 @@
+"""The operator CLI (``durableflow runs ... / workers list``) over real worker processes.
+
+Every command runs as its own process against the test's database, with ``--json``
+output parsed here; the blocked-run test changes a worker's code without a version
+bump, then restores it and unblocks the run with ``runs resume``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from apps.harness import FAST_WORKER_SETTINGS, Completed, Processes, wait_until
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
+
+APP = "apps.ops_app:flow"
+
+
+class Cli:
+    """Runs ``durableflow`` commands against one database and parses ``--json`` output."""
+
+    def __init__(self, processes: Processes, database_url: str, flags: Path) -> None:
+        self.processes = processes
+        self.env = {
+            "DURABLEFLOW_DATABASE_URL": database_url,
+            "OPS_APP_FLAGS": str(flags),
+            **FAST_WORKER_SETTINGS,
+        }
+
+    async def run(self, *args: str) -> Completed:
+        return await self.processes.run(list(args), self.env)
+
+    async def json(self, *args: str, expect: int = 0) -> Any:
+        result = await self.run(*args, "--json")
+        assert result.returncode == expect, result
+        return json.loads(result.stdout)
+
+    def worker(self, name: str, **env: str) -> Any:
+        return self.processes.worker(name, APP, {**self.env, **env})
+
+
+@pytest.fixture
+def cli(processes: Processes, database_url: str, tmp_path: Path) -> Cli:
+    return Cli(processes, database_url, tmp_path)
+
+
+async def test_start_list_show_steps_and_workers(cli: Cli, db: asyncpg.Connection) -> None:
+    worker = cli.worker("worker")
+    await worker.wait_for_output("running", timeout=30, stream="stdout")
+
+    started = await cli.json("runs", "start", "ops.greet", "-a", APP, "--input", '"bob"', "--wait")
+    assert started["status"] == "succeeded" and started["output"] == "hello bob"
+    run_id = started["run_id"]
+
+    listing, shown, steps, workers, text = await asyncio.gather(
+        cli.json("runs", "list", "--workflow", "ops.greet", "--status", "succeeded"),
+        cli.json("runs", "show", run_id),
+        cli.json("runs", "steps", run_id),
+        cli.json("workers", "list"),
+        cli.run("runs", "show", run_id),
+    )
+    assert [run["id"] for run in listing["runs"]] == [run_id]
+    assert listing["next_cursor"] is None
+    assert shown["run"]["status"] == "succeeded"
+    assert shown["run"]["input"] == "bob" and shown["run"]["output"] == "hello bob"
+    assert shown["run"]["finished_at"] and shown["run"]["duration"] is not None
+    assert [(s["name"], s["attempt"], s["output"]) for s in steps] == [
+        ("greet_step", 1, "hello bob")
+    ]
+    assert steps[0]["duration"] is not None and steps[0]["failed_attempts"] == []
+    assert shown["steps"] == steps
+    [alive] = [w for w in workers if w["alive"]]
+    assert alive["pid"] == worker.pid
+    assert {"ops.greet", "ops.evolving"} <= {w["name"] for w in alive["workflows"]}
+    assert text.returncode == 0, text
+    for expected in (run_id, "succeeded", "ops.greet v1", "greet_step", '"hello bob"'):
+        assert expected in text.stdout, (expected, text.stdout)
+
+    missing = await cli.run("runs", "show", str(uuid.uuid4()))
+    assert missing.returncode == 1 and "no run with id" in missing.stderr, missing
+    bad = await cli.run("runs", "list", "--status", "finished")
+    assert bad.returncode == 2 and "unknown run status" in bad.stderr, bad
+    assert (await cli.run("runs", "delete", run_id)).returncode == 2  # --yes is required
+    deleted = await cli.json("runs", "delete", run_id, "--yes")
+    assert deleted == [{"run_id": run_id, "ok": True, "message": "deleted"}]
+    assert (
+        await db.fetchval("SELECT count(*) FROM durableflow.runs WHERE id = $1", uuid.UUID(run_id))
+        == 0
+    )
+
+    worker.send(signal.SIGTERM)
+    assert await worker.wait_exit(20) == 0, worker.describe()
+
+
+async def test_failed_run_shows_its_traceback_and_resumes(
+    cli: Cli, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    (tmp_path / "broken").touch()
+    worker = cli.worker("worker")
+    started = await cli.json(
+        "runs", "start", "ops.flaky", "-a", APP, "--input", "21", "--wait", expect=1
+    )
+    assert started["status"] == "failed"
+    run_id = started["run_id"]
+    text = await cli.run("runs", "show", run_id)
+    assert text.returncode == 0, text
+    assert "flaky is broken for 21" in text.stdout and "Traceback" in text.stdout
+
+    (tmp_path / "broken").unlink()
+    resumed = await cli.json("runs", "resume", run_id)
+    assert resumed == [{"run_id": run_id, "ok": True, "message": "queued again"}]
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+    )
+    shown = await cli.json("runs", "show", run_id)
+    assert shown["run"]["output"] == 42
+    [step] = shown["steps"]
+    assert step["error"] is None and [a["attempt"] for a in step["failed_attempts"]] == [1]
+    assert "flaky is broken" in step["failed_attempts"][0]["error"]["message"]
+    again = await cli.json("runs", "resume", run_id, expect=1)
+    assert again[0]["ok"] is False and "succeeded" in again[0]["message"]
+    worker.kill()
+
+
+async def test_cancel_resume_and_watch(cli: Cli, db: asyncpg.Connection) -> None:
+    queued = (await cli.json("runs", "start", "ops.greet", "-a", APP, "--input", '"ann"'))["run_id"]
+    watch = cli.processes.start(
+        "watch",
+        ["runs", "list", "--watch", "--json", "--interval", "0.2", "--workflow", "ops.greet"],
+        cli.env,
+    )
+    cancelled = await cli.json("runs", "cancel", queued, str(uuid.uuid4()), expect=1)
+    assert cancelled[0] == {"run_id": queued, "ok": True, "message": "cancelled"}
+    assert cancelled[1]["ok"] is False and "no run with id" in cancelled[1]["message"]
+    again = await cli.json("runs", "cancel", queued, expect=1)
+    assert "already cancelled" in again[0]["message"]
+
+    await cli.json("runs", "resume", queued)
+    worker = cli.worker("worker")
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(queued),
+        timeout=30,
+    )
+    # The watcher printed one JSON line per change: queued, cancelled, queued, succeeded.
+    await watch.wait_for_output('"status": "succeeded"', timeout=20, stream="stdout")
+    statuses = [json.loads(line)["runs"][0]["status"] for line in watch.stdout().splitlines()]
+    assert statuses[0] in ("queued", "cancelled") and statuses[-1] == "succeeded"
+    assert "cancelled" in statuses or len(statuses) >= 2
+    watch.kill()
+    worker.kill()
+
+
+async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code(
+    cli: Cli, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    old = cli.worker("old")
+    run_id = (await cli.json("runs", "start", "ops.evolving", "-a", APP, "--input", "1"))["run_id"]
+    await wait_until(
+        "SELECT count(*) = 1 FROM durableflow.steps WHERE run_id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+        message="the old worker committed the first step and waits at the gate",
+    )
+    old.kill()  # the old code goes away mid-run...
+    new = cli.worker("new", OPS_APP_CODE="new")  # ...and changed code, same version, arrives
+    await wait_until(
+        "SELECT status = 'blocked' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+    )
+    blocked = await cli.json("runs", "list", "--status", "blocked")
+    assert [run["id"] for run in blocked["runs"]] == [run_id]
+    assert blocked["runs"][0]["error_type"] == "CodeChanged"
+    refused = await cli.json("runs", "resume", run_id, expect=1)
+    assert "no live worker" in refused[0]["message"]
+
+    new.send(signal.SIGTERM)  # restore the old code
+    assert await new.wait_exit(20) == 0, new.describe()
+    (tmp_path / "open").touch()
+    restored = cli.worker("restored")
+    await restored.wait_for_output("running", timeout=30, stream="stdout")
+    resumed = await cli.json("runs", "resume", run_id)
+    assert resumed[0]["ok"] is True
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+    )
+    shown = await cli.json("runs", "show", run_id)
+    assert shown["run"]["output"] == 2  # the old code's answer: no +1000
+    restored.kill()
+
+
+async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port for the UI
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
+    for _ in range(100):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    writer.write(
+        f"GET /workers HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    )
+    response = (await reader.read()).decode()
+    writer.close()
+    assert response.startswith("HTTP/1.1 200"), response[:200]
+    assert "<h1>Workers</h1>" in response and "read-only" in response
+    ui.send(signal.SIGINT)
+    assert await ui.wait_exit(20) in (0, 130), ui.describe()
