@@ -594,9 +594,6 @@ class Store:
             json.dumps(workflows),
         )
 
-    async def heartbeat(self, worker_id: str) -> bool:
-        return await self.fetchval("heartbeating", self.queries.heartbeat, worker_id) is not None
-
     async def deregister_worker(self, worker_id: str) -> None:
         await self.fetch("deregistering the worker", self.queries.deregister_worker, worker_id)
 
