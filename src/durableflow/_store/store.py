@@ -192,7 +192,9 @@ class Store:
         it instead of handing it to the next caller.
         """
         with translate_errors(self.schema, action):
-            connection = await self.pool.acquire(timeout=self.timeout)
+            # asyncio.timeout rather than acquire(timeout=): no extra task per call.
+            async with asyncio.timeout(self.timeout):
+                connection = await self.pool.acquire()
             try:
                 return await operation(connection)
             except BaseException as exc:
