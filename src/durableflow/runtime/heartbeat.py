@@ -104,7 +104,11 @@ class Heartbeat:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, self._timeout + 5)
+            # Polled, not joined in the default thread pool: plain `def` steps may hold
+            # every thread of that pool.
+            deadline = time.monotonic() + self._timeout + 5
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
 
     def _tick(self) -> None:
         self._loop_tick = time.monotonic()
