@@ -25,6 +25,7 @@ effect would happen again. So the heartbeat runs beside the loop, and also watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -72,6 +73,7 @@ class Heartbeat:
         self._executing = executing
         self._on_lost = on_lost
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished = asyncio.Event()  # set from the thread when it has ended
         self._connection = HeartbeatConnection(database_url, schema, timeout=self._timeout)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +94,7 @@ class Heartbeat:
         """Start beating (the worker registered at ``registered_at``, monotonic)."""
         self._last_ok = registered_at
         self._loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
         self._loop_thread_id = threading.get_ident()
         self._tick()
         self._thread = threading.Thread(
@@ -104,11 +107,11 @@ class Heartbeat:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self._thread is not None:
-            # Polled, not joined in the default thread pool: plain `def` steps may hold
-            # every thread of that pool.
-            deadline = time.monotonic() + self._timeout + 5
-            while self._thread.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            # Told by the thread, not joined in the default thread pool: plain `def`
+            # steps may hold every thread of that pool.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timeout + 5):
+                    await self._finished.wait()
 
     def _tick(self) -> None:
         self._loop_tick = time.monotonic()
@@ -155,6 +158,9 @@ class Heartbeat:
                 loop.run_until_complete(self._connection.close())
             finally:
                 loop.close()
+                if self._loop is not None:
+                    with contextlib.suppress(RuntimeError):  # the worker's loop is gone
+                        self._loop.call_soon_threadsafe(self._finished.set)
 
     def _beat(self, loop: asyncio.AbstractEventLoop) -> bool:
         sent = time.monotonic()
