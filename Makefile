@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: deps test lint typecheck bench bench-graphs docs clean vendor-mermaid
+.PHONY: deps test lint typecheck bench bench-graphs acceptance-leader-full docs clean vendor-mermaid
 
 deps:  ## create .venv and install durableflow with every extra needed for tests
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -e '.[dev,embedded,s3]'
@@ -19,21 +19,28 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
+bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres; storage; artefacts
 	bash bench/setup_peers.sh
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/storage_bench.py
+	$(BIN)/python bench/artefacts_bench.py
 	$(BIN)/python bench/admin_bench.py
+	$(BIN)/python bench/run_queue_bench.py
+	$(BIN)/python bench/waits_bench.py
 
 bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run
 	bash bench/setup_langgraph.sh
 	$(BIN)/python bench/run_graph_bench.py
 
+acceptance-leader-full:  ## the leader/schedule/queue acceptance tests at the issue's full size
+	DURABLEFLOW_LEADER_ROUNDS=20 DURABLEFLOW_QUEUE_RUNS=200 $(BIN)/pytest \
+		tests/acceptance/test_leader_failover.py tests/acceptance/test_queue_limits.py
+
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
 
 clean:
-	rm -rf $(VENV) .venv-peers .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow
+	rm -rf $(VENV) .venv-peers .venv-absurd .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow
 
 MERMAID_VERSION = 12.3.0
 MERMAID_DIR = src/durableflow/web/static/vendor/mermaid

@@ -1,20 +1,26 @@
-"""``make bench``: durableflow, DBOS Transact and bare asyncpg, side by side, in one run.
+"""``make bench``: durableflow beside DBOS Transact, Absurd and bare asyncpg, in one run.
 
-Every system gets a fresh empty database on the same Postgres server (dropped
-afterwards), and the systems are interleaved within each repetition, so the ratios
+Every script gets a fresh empty database on the same Postgres server (dropped
+afterwards), and the scripts are interleaved within each repetition, so the ratios
 compare figures taken under the same conditions: absolute times drift on a shared
-machine, ratios much less. The peers' scripts live in ``../shared/bench`` and run
-in their own virtualenv (``.venv-peers``, created by ``bench/setup_peers.sh``);
-durableflow's run with the repo's ``.venv``.
+machine, ratios much less. The peers' scripts live in ``../shared/bench`` and run in
+their own virtualenvs (``.venv-peers`` for DBOS and bare asyncpg, ``.venv-absurd``
+for Absurd; ``bench/setup_peers.sh`` creates them); durableflow's run with the
+repo's ``.venv``. The targets and tables are in ``bench_targets.py``.
 
 Usage::
 
-    .venv/bin/python bench/run_bench.py [--repeat N] [--json FILE] [--markdown] [--no-rss]
+    .venv/bin/python bench/run_bench.py [--quick] [--repeat N] [--json FILE] [--markdown]
+                                        [--no-rss] [--no-peers]
 
-The server is ``DURABLEFLOW_BENCH_DSN`` (default
+``--quick`` is for iterating: durableflow's scripts at smaller sizes (100,000 finished
+runs instead of 1M, fewer workflows), no peers, no RSS run; its verdicts are a guide,
+not a measurement. The server is ``DURABLEFLOW_BENCH_DSN`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``); its user must be allowed to
 create databases. With ``--repeat N`` each figure is the median of N runs, and each
-ratio the median of the N ratios measured within a run.
+ratio the median of the N ratios measured within a run. The load average is recorded
+at the start and the end: figures taken with a load above half the cores are
+flagged as measured under load.
 """
 
 from __future__ import annotations
@@ -27,97 +33,49 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from bench_targets import (
+    Figures,
+    evaluate,
+    markdown_table,
+    plain_table,
+    table_rows,
+    verdict_rows,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-PEER_DIR = Path(os.environ.get("DURABLEFLOW_PEER_BENCH_DIR", REPO.parent / "shared" / "bench"))
+
+
+def peer_dir() -> Path:
+    """The shared peer scripts: ``DURABLEFLOW_PEER_BENCH_DIR``, else ``shared/bench`` beside
+    the checkout (``../shared/bench``) or beside the folder of worktrees holding it."""
+    if "DURABLEFLOW_PEER_BENCH_DIR" in os.environ:
+        return Path(os.environ["DURABLEFLOW_PEER_BENCH_DIR"])
+    candidates = [REPO.parent / "shared" / "bench", REPO.parent.parent / "shared" / "bench"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+PEER_DIR = peer_dir()
 PEER_PYTHON = REPO / ".venv-peers" / "bin" / "python"
+ABSURD_PYTHON = REPO / ".venv-absurd" / "bin" / "python"
 OUR_PYTHON = REPO / ".venv" / "bin" / "python"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCRIPT_TIMEOUT = 1800.0
-
-Figures = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Job:
     """One benchmark script run in its own fresh database."""
 
-    name: str  # key in the results: durableflow, dbos, raw, raw_conc, rss
+    name: str  # key in the results: durableflow, dbos, absurd, raw_before, flat, drain...
     python: Path
     script: Path
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target of issue #2: a ratio of two figures and the bound it must meet."""
-
-    label: str
-    ratio: Callable[[dict[str, Figures]], float]
-    bound: float
-    at_most: bool  # True: ratio <= bound passes; False: ratio >= bound passes
-
-    def passes(self, value: float) -> bool:
-        return value <= self.bound if self.at_most else value >= self.bound
-
-    def bound_text(self) -> str:
-        return f"{'<=' if self.at_most else '>='} {self.bound:g}"
-
-
-TARGETS = [
-    Target(
-        "sequential ms/step vs raw INSERT+commit",
-        lambda r: r["durableflow"]["seq_ms_per_step"] / r["raw"]["insert_commit_ms"],
-        2.0,
-        at_most=True,
-    ),
-    Target(
-        "sequential ms/step vs DBOS",
-        lambda r: r["durableflow"]["seq_ms_per_step"] / r["dbos"]["seq_ms_per_step"],
-        0.15,
-        at_most=True,
-    ),
-    Target(
-        "concurrent workflows/s vs DBOS",
-        lambda r: (
-            r["durableflow"]["concurrent_workflows_per_s_3_steps"]
-            / r["dbos"]["concurrent_workflows_per_s_3_steps"]
-        ),
-        15.0,
-        at_most=False,
-    ),
-    Target(
-        "queued workflows/s vs DBOS",
-        lambda r: (
-            r["durableflow"]["queue_workflows_per_s_3_steps"]
-            / r["dbos"]["queue_workflows_per_s_3_steps"]
-        ),
-        15.0,
-        at_most=False,
-    ),
-]
-RSS_LIMIT_PCT = 10.0
-
-# (row label, job, key) of the side-by-side table; None where a system has no such figure.
-WORKFLOW_METRICS = [
-    ("sequential ms per workflow (10 steps)", "seq_ms_per_workflow_10_steps"),
-    ("sequential ms per step", "seq_ms_per_step"),
-    ("concurrent workflows/s (500 x 3 steps)", "concurrent_workflows_per_s_3_steps"),
-    ("queue enqueue/s (1,000)", "queue_enqueue_per_s"),
-    ("queued workflows/s (1,000 x 3 steps)", "queue_workflows_per_s_3_steps"),
-]
-RAW_METRICS = [
-    ("raw INSERT+commit round trip, ms (mean of before/after)", "raw", "insert_commit_ms"),
-    ("raw SELECT 1 round trip, ms", "raw", "select1_roundtrip_ms"),
-    ("raw concurrent INSERT commits/s (32 conns)", "raw_conc", "concurrent_insert_commits_per_s"),
-    ("raw batched rows/s (100 per commit)", "raw_conc", "batched_rows_per_s_100_per_commit"),
-]
+    args: tuple[str, ...] = ()
 
 
 class BenchError(Exception):
@@ -166,6 +124,7 @@ async def run_script(job: Job, dsn: str) -> Figures:
         str(job.python),
         str(job.script),
         dsn,
+        *job.args,
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -201,26 +160,65 @@ async def setup_peers() -> None:
         raise BenchError("bench/setup_peers.sh failed: see its output above")
 
 
-def jobs(with_rss: bool) -> list[Job]:
-    for script in ("dbos_bench.py", "raw_asyncpg.py", "raw_asyncpg_conc.py"):
+def jobs(*, quick: bool, peers: bool, rss: bool) -> list[Job]:
+    needed = ["raw_asyncpg.py", "raw_asyncpg_conc.py"]
+    if peers:
+        needed += ["dbos_bench.py", "absurd_bench.py"]
+    for script in needed:
         if not (PEER_DIR / script).is_file():
             raise BenchError(
                 f"peer script {PEER_DIR / script} is missing: set DURABLEFLOW_PEER_BENCH_DIR "
                 "to the folder holding the shared peer benchmarks"
             )
     ours = OUR_PYTHON if OUR_PYTHON.exists() else Path(sys.executable)
-    # The raw floor is measured right before and right after durableflow's run (and
-    # averaged): commit latency on a shared machine drifts within a minute.
+    size = ("--quick",) if quick else ()
+    durableflow = REPO / "bench" / "durableflow_bench.py"
+    # Every figure compared with another is measured right next to it, and the ones
+    # measured on both sides are averaged: commit latency on a shared machine drifts
+    # within a minute. The floors come right before and after durableflow's run; each
+    # peer runs between two of durableflow's runs.
     selected = [
         Job("raw_before", PEER_PYTHON, PEER_DIR / "raw_asyncpg.py"),
-        Job("durableflow", ours, REPO / "bench" / "durableflow_bench.py"),
+        Job("durableflow", ours, durableflow, size),
         Job("raw_after", PEER_PYTHON, PEER_DIR / "raw_asyncpg.py"),
-        Job("dbos", PEER_PYTHON, PEER_DIR / "dbos_bench.py"),
-        Job("raw_conc", PEER_PYTHON, PEER_DIR / "raw_asyncpg_conc.py"),
     ]
-    if with_rss:
+    if peers:
+        selected += [
+            Job("dbos", PEER_PYTHON, PEER_DIR / "dbos_bench.py"),
+            Job("durableflow_2", ours, durableflow, size),
+            Job("absurd", ABSURD_PYTHON, PEER_DIR / "absurd_bench.py"),
+            Job("durableflow_3", ours, durableflow, size),
+        ]
+    selected += [
+        Job("raw_conc_before", PEER_PYTHON, PEER_DIR / "raw_asyncpg_conc.py"),
+        Job("drain", ours, REPO / "bench" / "drain_bench.py", size),
+        Job("raw_conc_after", PEER_PYTHON, PEER_DIR / "raw_asyncpg_conc.py"),
+        Job("flat", ours, REPO / "bench" / "flat_cost_bench.py", size),
+    ]
+    if rss:
         selected.append(Job("rss", ours, REPO / "bench" / "rss_bench.py"))
     return selected
+
+
+def derive(run: dict[str, Figures]) -> None:
+    """Add the averaged figures the targets compare (see ``jobs``) to ``run``."""
+    run["raw"] = mean_of(run["raw_before"], run["raw_after"])
+    run["raw_conc"] = mean_of(run["raw_conc_before"], run["raw_conc_after"])
+    ours = [run[name] for name in ("durableflow", "durableflow_2", "durableflow_3") if name in run]
+    run["durableflow_runs"] = median_figures([{"durableflow": figures} for figures in ours])[
+        "durableflow"
+    ]
+    if "dbos" in run:
+        run["durableflow_by_dbos"] = mean_of(run["durableflow"], run["durableflow_2"])
+        run["durableflow_by_absurd"] = mean_of(run["durableflow_2"], run["durableflow_3"])
+
+
+def mean_of(before: Figures, after: Figures) -> Figures:
+    """The mean of two runs of the same script, figure by figure (numbers only)."""
+    return {
+        key: round((value + after[key]) / 2, 3) if isinstance(value, int | float) else value
+        for key, value in before.items()
+    }
 
 
 def median_figures(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
@@ -237,96 +235,6 @@ def median_figures(runs: list[dict[str, Figures]]) -> dict[str, Figures]:
             for key, value in first.items()
         }
     return medians
-
-
-def target_verdicts(targets: list[Target], runs: list[dict[str, Figures]]) -> list[dict[str, Any]]:
-    """Each target's median ratio (ratios taken within a run) and PASS/FAIL."""
-    verdicts = []
-    for target in targets:
-        ratios = [target.ratio(run) for run in runs]
-        value = statistics.median(ratios)
-        verdicts.append(
-            {
-                "target": target.label,
-                "bound": target.bound_text(),
-                "measured": round(value, 3),
-                "per_run": [round(r, 3) for r in ratios],
-                "pass": target.passes(value),
-            }
-        )
-    return verdicts
-
-
-def evaluate(runs: list[dict[str, Figures]], with_rss: bool) -> list[dict[str, Any]]:
-    """The verdicts of TARGETS, plus the RSS growth bound when it was measured."""
-    verdicts = target_verdicts(TARGETS, runs)
-    if with_rss:
-        growths = [run["rss"]["rss_growth_pct"] for run in runs]
-        value = statistics.median(growths)
-        verdicts.append(
-            {
-                "target": "worker RSS growth over 100,000 steps, %",
-                "bound": f"within +/-{RSS_LIMIT_PCT:g}",
-                "measured": round(value, 2),
-                "per_run": growths,
-                "pass": abs(value) <= RSS_LIMIT_PCT,
-            }
-        )
-    return verdicts
-
-
-def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def table_rows(medians: dict[str, Figures]) -> list[list[str]]:
-    rows = []
-    for label, key in WORKFLOW_METRICS:
-        rows.append(
-            [label, fmt(medians["durableflow"].get(key)), fmt(medians["dbos"].get(key)), "-"]
-        )
-    for label, job, key in RAW_METRICS:
-        rows.append([label, "-", "-", fmt(medians[job].get(key))])
-    if "rss" in medians:
-        rss = medians["rss"]
-        rows.append(["worker RSS after warm-up, MiB", fmt(rss["rss_mib_samples"][0]), "-", "-"])
-        rows.append(
-            ["worker RSS growth over 100,000 steps, %", fmt(rss["rss_growth_pct"]), "-", "-"]
-        )
-    return rows
-
-
-def verdict_rows(verdicts: list[dict[str, Any]]) -> list[list[str]]:
-    return [
-        [v["target"], v["bound"], fmt(v["measured"]), "PASS" if v["pass"] else "FAIL"]
-        for v in verdicts
-    ]
-
-
-def plain_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 async def server_version(server_dsn: str) -> str:
@@ -358,8 +266,8 @@ def machine() -> dict[str, Any]:
 async def collect(args: argparse.Namespace) -> dict[str, Any]:
     """Run every job ``args.repeat`` times; return the figures, medians and verdicts."""
     server_dsn = os.environ.get("DURABLEFLOW_BENCH_DSN", DEFAULT_DSN)
-    with_rss = not args.no_rss
-    selected = jobs(with_rss)
+    peers = not (args.quick or args.no_peers)
+    selected = jobs(quick=args.quick, peers=peers, rss=not (args.quick or args.no_rss))
     info = machine()
     info["postgres"] = await server_version(server_dsn)
     await setup_peers()
@@ -370,32 +278,45 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{repeat + 1}/{args.repeat}] {job.name} ...", file=sys.stderr, flush=True)
             run[job.name] = await run_in_fresh_database(job, server_dsn, f"{os.getpid()}_{repeat}")
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
-        run["raw"] = {
-            key: round((value + run["raw_after"][key]) / 2, 3)
-            for key, value in run["raw_before"].items()
-        }
+        derive(run)
         runs.append(run)
+    info["load_average_at_end"] = os.getloadavg()
     return {
         "date": datetime.date.today().isoformat(),
         "server": redact(server_dsn),
         "machine": info,
         "repeat": args.repeat,
+        "quick": args.quick,
         "runs": runs,
         "medians": median_figures(runs),
-        "targets": evaluate(runs, with_rss),
+        "targets": evaluate(runs),
     }
+
+
+def under_load(info: dict[str, Any]) -> bool:
+    """A load average above half the cores at either end: the figures are noisy."""
+    cores = info["cpus"] or 1
+    loads = [info["load_average_at_start"][0], info.get("load_average_at_end", (0.0,))[0]]
+    return max(loads) > cores / 2
 
 
 def render(report: dict[str, Any], markdown: bool) -> str:
     """The side-by-side table and the targets' table, as plain text or Markdown."""
     info = report["machine"]
-    header = ["metric", "durableflow", "DBOS 3.4.0", "raw asyncpg"]
-    target_header = ["target (durableflow / peer)", "bound", "measured", "verdict"]
+    header = ["metric", "durableflow", "DBOS 3.4.0", "Absurd", "raw asyncpg"]
+    target_header = ["target (ratio of figures from the same run)", "bound", "measured", "verdict"]
     repeat = report["repeat"]
     what = f"median of {repeat} runs" if repeat > 1 else "1 run"
+    if report["quick"]:
+        what += ", --quick (smaller sizes, no peers: a guide, not a measurement)"
+    start = info["load_average_at_start"][0]
+    end = info.get("load_average_at_end", (float("nan"),))[0]
+    load = f"load average {start:.2f} at the start, {end:.2f} at the end"
+    if under_load(info):
+        load += ": MEASURED UNDER LOAD, figures are noisy"
     context = (
         f"{report['date']}, {info['cpus']} cores, {info['memory_gib']} GiB, "
-        f"Python {info['python']}, Postgres {info['postgres']}, {what}"
+        f"Python {info['python']}, Postgres {info['postgres']}, {what}; {load}"
     )
     table = markdown_table if markdown else plain_table
     return "\n".join(
@@ -425,12 +346,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="durableflow vs DBOS Transact vs raw asyncpg on the same Postgres."
+        description="durableflow vs DBOS Transact vs Absurd vs raw asyncpg on the same Postgres."
     )
+    parser.add_argument("--quick", action="store_true", help="small sizes, no peers, no RSS")
     parser.add_argument("--repeat", type=int, default=1, help="runs per system (median)")
     parser.add_argument("--json", metavar="FILE", help="write the raw figures to FILE")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-rss", action="store_true", help="skip the 100,000-step RSS run")
+    parser.add_argument("--no-peers", action="store_true", help="skip DBOS and Absurd")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench_targets import Target, fmt, target_verdicts
 from run_bench import (
     DEFAULT_DSN,
     OUR_PYTHON,
@@ -38,21 +39,19 @@ from run_bench import (
     BenchError,
     Figures,
     Job,
-    Target,
-    fmt,
     machine,
     median_figures,
     plain_table,
     redact,
     run_in_fresh_database,
     server_version,
-    target_verdicts,
 )
 
 LANGGRAPH_PYTHON = REPO / ".venv-langgraph" / "bin" / "python"
 
 TARGETS = [
     Target(
+        "graphs",
         "sequential ms/transition vs LangGraph ms/node (sync durability)",
         lambda r: (
             r["durableflow"]["seq_ms_per_transition"] / r["langgraph"]["seq_ms_per_node_sync"]
@@ -61,6 +60,7 @@ TARGETS = [
         at_most=True,
     ),
     Target(
+        "graphs",
         "sequential ms/transition vs durableflow ms/step",
         lambda r: r["durableflow"]["seq_ms_per_transition"] / r["durableflow"]["seq_ms_per_step"],
         1.5,

@@ -6,7 +6,7 @@ run is stopped as ``dead``. Claims of healthy runs (first claim, wake-ups, grace
 shutdown releases) do not count.
 
 Revision ID: 0003_fault_hardening
-Revises: 0008_operations (chained after main's head when main was merged)
+Revises: 0005_waits (chained after main's head when main was merged)
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds a column with a default)
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_fault_hardening"
-down_revision = "0008_operations"
+down_revision = "0005_waits"
 branch_labels = None
 depends_on = None
 

@@ -19,6 +19,7 @@ Example::
         return len(pages)
 """
 
+from durableflow.artefacts import ArtefactRef, LineageNode, PruneResult, RunEvent
 from durableflow.config import (
     FlowSettings,
     get_config,
@@ -32,19 +33,26 @@ from durableflow.errors import (
     AuditError,
     ConfigurationError,
     DatabaseError,
+    DuplicateRun,
     DurableFlowError,
     EmbeddedPostgresError,
     GraphError,
     IdempotencyConflict,
+    InvalidFieldValue,
     LeaseLost,
     MigrationLockTimeout,
     NonDeterminismError,
     NonRetryable,
+    NotInWorkflow,
     PayloadTooLarge,
+    PruneRefused,
+    ReplayError,
     ResultTimeout,
     RunActionRefused,
     RunBlocked,
+    RunFinished,
     RunNotFound,
+    ScheduleNotFound,
     SchemaError,
     SerializationError,
     StepFailed,
@@ -55,17 +63,21 @@ from durableflow.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from durableflow.flow import Flow, RunStatus, SchemaStatus, StepRecord
+from durableflow.flow import Flow, RunStatus, SchemaStatus, SignalRecord, StepRecord
 from durableflow.graph import Graph
+from durableflow.runtime.leader import LeaderInfo
 from durableflow.runtime.worker import Worker
+from durableflow.surfaces.scheduling import QueueInfo, Schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArtefactNotFound",
+    "ArtefactRef",
     "AuditError",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateRun",
     "DurableFlowError",
     "EmbeddedPostgresError",
     "Flow",
@@ -74,19 +86,32 @@ __all__ = [
     "Graph",
     "GraphError",
     "IdempotencyConflict",
+    "InvalidFieldValue",
+    "LeaderInfo",
     "LeaseLost",
+    "LineageNode",
     "MigrationLockTimeout",
     "NonDeterminismError",
     "NonRetryable",
+    "NotInWorkflow",
     "PayloadTooLarge",
+    "PruneRefused",
+    "PruneResult",
+    "QueueInfo",
+    "ReplayError",
     "ResultTimeout",
     "RunActionRefused",
     "RunBlocked",
+    "RunEvent",
+    "RunFinished",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
     "SchemaError",
     "SchemaStatus",
     "SerializationError",
+    "SignalRecord",
     "StepFailed",
     "StepRecord",
     "StepTimeout",

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from durableflow.errors import ConfigurationError
@@ -63,6 +63,15 @@ class FlowSettings(BaseSettings):
     poll_interval: float = Field(
         default=1.0, gt=0, description="Seconds between claim polls when NOTIFY is quiet."
     )
+    max_wait_in_memory: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "Longest a run blocked in a durable wait keeps its worker slot in memory before "
+            "it parks (gives the slot back); 0 parks at once. A worker with no free slot "
+            "parks its blocked runs at once."
+        ),
+    )
     shutdown_grace: float = Field(
         default=30.0, ge=0, description="Seconds in-flight runs get to finish on shutdown."
     )
@@ -100,6 +109,65 @@ class FlowSettings(BaseSettings):
     on_code_change: Literal["fail", "warn"] = Field(
         default="fail", description="What a worker does with a run whose code hash changed."
     )
+    storage_url: str = Field(
+        default="file://.durableflow/artefacts",
+        description="Where artefacts go: file:///path, s3://bucket[/prefix], minio://..., "
+        "memory:// (DURABLEFLOW_STORAGE_URL).",
+    )
+    artefacts: Literal["marked", "all"] = Field(
+        default="marked",
+        description="'marked': only @flow.step(artefact=True) steps write their output as an "
+        "artefact; 'all': every step does unless it says artefact=False.",
+    )
+    inline_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="An artefact step's output is also kept in Postgres up to this size; "
+        "larger ones live only in storage.",
+    )
+    leader_election: bool = Field(
+        default=True, description="Whether this process's workers compete to lead the schema."
+    )
+    leader_check_interval: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds between the leader's checks of its lock session "
+        "(default: heartbeat_interval).",
+    )
+    leader_check_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Client-side deadline of one check; past it the leader steps down "
+        "(default: leader_check_interval).",
+    )
+    leader_retry_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between a standby's attempts at the lock."
+    )
+    leader_session_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Postgres ends a leader session silent this long (idle_session_timeout), "
+        "freeing the lock of a paused leader.",
+    )
+    schedule_misfire_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="A tick later than this is missed: without catch_up only the latest "
+        "missed tick of a schedule fires.",
+    )
+    dead_worker_ttl: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds of silence after which the leader deletes a worker's row "
+        "(default: 20 x lease_ttl).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://... to keep queue rate limits in Redis instead of Postgres.",
+    )
+    redis_key_prefix: str = Field(
+        default="durableflow", min_length=1, description="Prefix of durableflow's Redis keys."
+    )
     embedded_data_dir: Path = Field(
         default=Path(".durableflow/pgdata"),
         description="Data directory of the embedded Postgres used when no URL is set.",
@@ -112,6 +180,36 @@ class FlowSettings(BaseSettings):
             return validate_schema_name(value)
         except ConfigurationError as exc:  # let build_settings name the setting and variable
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _check_leader_timing(self) -> FlowSettings:
+        # The leader's session must talk more often than the server's idle timeout, or
+        # Postgres would end a healthy leader's session; standbys likewise.
+        if (
+            self.leader_check_interval is not None
+            and self.leader_check_interval * 2 > self.leader_session_timeout
+        ):
+            raise ValueError("leader_session_timeout must be at least twice leader_check_interval")
+        if self.leader_retry_interval >= self.leader_session_timeout:
+            raise ValueError("leader_retry_interval must be shorter than leader_session_timeout")
+        return self
+
+    @property
+    def effective_leader_check_interval(self) -> float:
+        """``leader_check_interval``, else the heartbeat interval, at most a third of the
+        session timeout (so that Postgres never ends a healthy leader's session)."""
+        interval = self.leader_check_interval or self.heartbeat_interval
+        return min(interval, self.leader_session_timeout / 3)
+
+    @property
+    def effective_leader_check_timeout(self) -> float:
+        """``leader_check_timeout``, or the check interval when unset."""
+        return self.leader_check_timeout or self.effective_leader_check_interval
+
+    @property
+    def effective_dead_worker_ttl(self) -> float:
+        """``dead_worker_ttl``, or 20 lease TTLs when unset."""
+        return self.dead_worker_ttl or self.lease_ttl * 20
 
     @field_validator("database_url")
     @classmethod
@@ -132,7 +230,7 @@ def build_settings(**values: Any) -> FlowSettings:
         return FlowSettings(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        setting = ".".join(str(part) for part in first["loc"]) or None
+        setting = ".".join(str(part) for part in first["loc"]) or "settings"
         message = str(first.get("ctx", {}).get("error", first["msg"]))
         raise ConfigurationError(
             f"invalid setting {setting}: {message} (environment variable "

@@ -12,7 +12,12 @@
     ├── WorkflowNotFound             no workflow/graph registered under that name
     ├── RunNotFound                  no run with that id in this schema
     ├── RunActionRefused             an operator action does not apply to the run as it stands
+    │   └── PruneRefused             prune of a run that has not finished (or is still read from)
     ├── RunBlocked                   flow.result() of a run blocked for an operator (code changed)
+    ├── DuplicateRun                 flow.start(dedup_key=...) while that key's run is in progress
+    ├── ScheduleNotFound             no schedule with that name in this schema
+    ├── RunFinished                  a signal was sent to a run that already finished
+    ├── NotInWorkflow                a workflow-only call (ctx.sleep, ...) outside a workflow body
     ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation,
     │   │                            or JSON cannot carry it faithfully (NUL, NaN, int keys)
     │   └── PayloadTooLarge          a serialised value is over the configured limit
@@ -25,6 +30,8 @@
     ├── NonRetryable                 raised by (or wrapping an error of) a step body: no retry
     ├── NonDeterminismError          replay met a different step than history recorded
     ├── LeaseLost                    another worker took this run over; this worker abandons it
+    ├── InvalidFieldValue            a config, sidecar field or artefact name cannot be stored
+    ├── ReplayError                  a replay's pre-flight found an artefact missing or corrupt
     ├── StorageError                 an artefact store failed or is misconfigured
     │   ├── StorageKeyError          a key is malformed or escapes its root; nothing was written
     │   ├── StorageIntegrityError    stored bytes do not match their sidecar's sha256 / size
@@ -168,6 +175,64 @@ class RunBlocked(DurableFlowError):
         )
         self.run_id = run_id
         self.error = error
+
+
+class DuplicateRun(DurableFlowError):
+    """``flow.start(..., queue=q, dedup_key=k)`` while a run with key ``k`` is in progress on ``q``.
+
+    "In progress" is queued, running or waiting. ``run_id`` is that run: follow it
+    (``flow.result(exc.run_id)``) instead of starting another, or start again once it
+    has finished. Nothing was written.
+    """
+
+    def __init__(self, queue: str, dedup_key: str, run_id: object) -> None:
+        super().__init__(
+            f"run {run_id} with dedup key {dedup_key!r} is still in progress on queue {queue!r}"
+        )
+        self.queue = queue
+        self.dedup_key = dedup_key
+        self.run_id = run_id
+
+
+class ScheduleNotFound(DurableFlowError):
+    """No schedule with this name exists in this Flow's schema.
+
+    List them with ``flow.list_schedules()``; a ``@flow.scheduled`` declaration is saved
+    by the first leader that runs the declaring code.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
+
+
+class RunFinished(DurableFlowError):
+    """A signal was sent to a run that already finished: nothing will receive it.
+
+    ``status`` is the run's final status, ``signal`` the signal's name. Nothing was
+    stored. Check the run's status before sending, or treat this as "too late".
+    """
+
+    def __init__(self, run_id: object, status: str, *, signal: str) -> None:
+        super().__init__(f"run {run_id} already {status}: signal {signal!r} was not sent")
+        self.run_id = run_id
+        self.status = status
+        self.signal = signal
+
+
+class NotInWorkflow(DurableFlowError):
+    """A call that only a running workflow can make was made elsewhere.
+
+    Durable waits and recorded values (``ctx.sleep``, ``ctx.wait_for_signal``,
+    ``ctx.start_child``, ``ctx.now`` ...) belong to the workflow body: not to a step's
+    body, nor to a ``FlowContext`` built outside a run. ``call`` names the call.
+    """
+
+    def __init__(self, call: str) -> None:
+        super().__init__(
+            f"{call} can only be called in the body of a running workflow (not inside a step)"
+        )
+        self.call = call
 
 
 class SerializationError(DurableFlowError):
@@ -356,6 +421,55 @@ class LeaseLost(DurableFlowError):
         super().__init__(f"lost the lease on run {run_id} (epoch {epoch}); another worker owns it")
         self.run_id = run_id
         self.epoch = epoch
+
+
+class InvalidFieldValue(DurableFlowError):
+    """A value durableflow would store (a run's config, a custom sidecar field, an
+    artefact name) cannot be stored faithfully, so it is refused before anything is written.
+
+    ``field`` names where the value sits (``"config.thresholds[2]"``, ``"custom.rows"``,
+    ``"name"``); ``reason`` says what is wrong with it (NUL character, NaN, a key that
+    is not a string, a type JSON does not have, too large). Fix the value; nothing was
+    stored and no run was started.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid value for {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ReplayError(DurableFlowError):
+    """``flow.replay()`` cannot republish what the new run needs; nothing was started.
+
+    Raised by the pre-flight check, which reads every needed artefact's sidecar and
+    verifies its sha256 before the new run exists: ``key`` names the missing or corrupt
+    artefact (None when the problem is not one artefact, e.g. ``from_stage`` never ran),
+    ``step`` the step whose output it is. Restore the artefact from a backup, or
+    replay from an earlier stage so that the step runs again.
+    """
+
+    def __init__(
+        self, run_id: object, reason: str, *, key: str | None = None, step: str | None = None
+    ) -> None:
+        where = f" (artefact {key!r}{f' of step {step!r}' if step else ''})" if key else ""
+        super().__init__(f"cannot replay run {run_id}{where}: {reason}")
+        self.run_id = run_id
+        self.key = key
+        self.step = step
+        self.reason = reason
+
+
+class PruneRefused(RunActionRefused):
+    """``flow.prune(run_id)`` of a run that is not finished, or that a replay or fork
+    still being executed reads its history or artefacts from.
+
+    ``status`` is the run's status, ``action`` is ``"prune"``. Cancel the run (or wait
+    for it, and for the runs made from it) and prune again. Nothing was deleted.
+    """
+
+    def __init__(self, run_id: object, status: str, reason: str) -> None:
+        super().__init__(run_id, action="prune", status=status, reason=reason)
 
 
 class StorageError(DurableFlowError):

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from durableflow.artefacts.prune import apply_retention
+from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import (
     AsyncFunction,
@@ -19,12 +21,17 @@ from durableflow.engine.registry import (
 from durableflow.engine.serialization import Codec
 from durableflow.engine.steps import make_step_callable
 from durableflow.errors import ConfigurationError
+from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.worker import Worker
+from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
+from durableflow.surfaces.artefacts import ArtefactsSurface
+from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
+from durableflow.surfaces.scheduling import SchedulingSurface
 
-__all__ = ["Flow", "RunStatus", "SchemaStatus", "StepRecord"]
+__all__ = ["Flow", "RunStatus", "SchemaStatus", "SignalRecord", "StepRecord"]
 
 
 class StepDecorator(Protocol):
@@ -57,7 +64,7 @@ class SchemaStatus:
         return self.current == self.head
 
 
-class Flow(RunsSurface, AdminSurface):
+class Flow(RunsSurface, MessagesSurface, AdminSurface, ArtefactsSurface, SchedulingSurface):
     """Workflows and steps, and the connection to the Postgres that makes them durable.
 
     ``Flow`` does no I/O when constructed: it connects on first use (``migrate``,
@@ -92,8 +99,12 @@ class Flow(RunsSurface, AdminSurface):
         *,
         settings: FlowSettings | None = None,
         schema: str | None = None,
+        storage: str | StorageProtocol | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(storage, str):  # a URL is a setting; a provider object is kept as is
+            overrides["storage_url"] = storage
+            storage = None
         if settings is None:
             base = get_config().model_dump(exclude_unset=False)
             values = {**base, **overrides}
@@ -113,6 +124,8 @@ class Flow(RunsSurface, AdminSurface):
         self._worker = None
         self._results = None
         self._code_hashes = {}
+        self._artefact_service = ArtefactService(lambda: self.settings, storage)
+        self._declared_schedules = {}
 
     def __repr__(self) -> str:
         return (
@@ -135,6 +148,7 @@ class Flow(RunsSurface, AdminSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
         should_retry: RetryPredicate | None = None,
     ) -> StepDecorator: ...
 
@@ -147,6 +161,7 @@ class Flow(RunsSurface, AdminSurface):
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         timeout: float | None = None,
+        artefact: bool | None = None,
         should_retry: RetryPredicate | None = None,
     ) -> Any:
         """Declare a checkpointed step: ``async def step(ctx, *args, **kwargs) -> T``.
@@ -162,7 +177,9 @@ class Flow(RunsSurface, AdminSurface):
         deriving from (or wrapped in) ``NonRetryable``, fails the step at once. Failed
         attempts are recorded, so a crash during a backoff neither resets the attempt
         count nor skips the wait. ``timeout``, ``backoff`` and ``max_backoff`` must be
-        finite and > 0.
+        finite and > 0. ``artefact=True`` (default: the Flow's ``artefacts`` setting)
+        also writes the output to storage with a sidecar before its checkpoint commits
+        (see docs/storage.md).
 
         A plain ``def`` body (for libraries that block: ``requests``, drivers) runs in
         the event loop's default thread pool; it is awaited like any step. Called
@@ -177,6 +194,7 @@ class Flow(RunsSurface, AdminSurface):
                 backoff=backoff,
                 max_backoff=max_backoff,
                 timeout=timeout,
+                artefact=self.settings.artefacts == "all" if artefact is None else artefact,
                 should_retry=should_retry,
             )
             wrapped = make_step_callable(
@@ -267,6 +285,7 @@ class Flow(RunsSurface, AdminSurface):
         if self._results is not None:
             await self._results.close()
             self._results = None
+        await self._close_artefacts()
         if self._store is not None:
             store, self._store = self._store, None
             await store.close()
@@ -312,8 +331,14 @@ class Flow(RunsSurface, AdminSurface):
         store = await self._connected()
         for definition in self.registry.workflows:
             self.code_hash(definition)
+        artefacts = await self._artefacts()
         executor = RunExecutor(
-            store, self.registry, self.settings, self.code_hash, self._resolve_outcome
+            store,
+            self.registry,
+            self.settings,
+            self.code_hash,
+            self._resolve_outcome,
+            artefacts=artefacts,
         )
         worker = Worker(
             store,
@@ -322,6 +347,18 @@ class Flow(RunsSurface, AdminSurface):
             executor,
             concurrency=concurrency or self.settings.worker_concurrency,
             queues=list(queues),
+            leadership=(
+                build_leadership(
+                    store,
+                    self.settings,
+                    self.registry,
+                    self.code_hash,
+                    list(self._declared_schedules.values()),
+                    retention=lambda: apply_retention(artefacts),
+                )
+                if self.settings.leader_election
+                else None
+            ),
         )
         await worker.start()
         self._worker = worker

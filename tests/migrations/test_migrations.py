@@ -30,7 +30,21 @@ from durableflow._store.migrations import downgrade, head_revision, offline_sql,
 from durableflow._store.models import metadata_for
 
 SCHEMA = "durableflow"
-TABLES = {"runs", "steps", "step_attempts", "workers", "clock"}
+TABLES = {
+    "runs",
+    "steps",
+    "step_attempts",
+    "workers",
+    "clock",
+    "lineage",
+    "retention",
+    "leader",
+    "schedules",
+    "queues",
+    "queue_starts",
+    "signals",
+    "events",
+}
 
 
 @pytest_asyncio.fixture

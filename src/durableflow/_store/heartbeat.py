@@ -21,6 +21,9 @@ from durableflow._store.errors import breaks_connection, translate_errors
 from durableflow._store.queries import Queries
 from durableflow._store.writers import SERVER_SETTINGS
 
+# Told apart from the pool's and writers' connections in pg_stat_activity.
+HEARTBEAT_SETTINGS = {**SERVER_SETTINGS, "application_name": "durableflow-heartbeat"}
+
 
 class HeartbeatConnection:
     """One lazily (re)opened connection for ``heartbeat``, ``register`` and ownership checks.
@@ -43,7 +46,7 @@ class HeartbeatConnection:
                     connection = None
                     connection = self._connection = await asyncpg.connect(
                         self._database_url,
-                        server_settings=SERVER_SETTINGS,
+                        server_settings=HEARTBEAT_SETTINGS,
                         timeout=self._timeout,
                         command_timeout=self._timeout,
                     )

@@ -7,7 +7,7 @@ can prove that ``alembic upgrade head`` on an empty database yields exactly this
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from durableflow._store.records import RUN_STATUSES
 
@@ -36,7 +36,8 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
         sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("idempotency_key", sa.Text, unique=True),
+        sa.Column("idempotency_key", sa.Text),
+        sa.Column("dedup_key", sa.Text),
         sa.Column("parent_id", UUID(as_uuid=True)),
         sa.Column("correlation_id", sa.Text),
         sa.Column("config_hash", sa.Text),
@@ -44,12 +45,20 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("started_at", timestamp),
         sa.Column("finished_at", timestamp),
         sa.Column("updated_at", timestamp, nullable=False),
+        # Durable waits (revision 0005_waits; see _store/waits.py).
+        sa.Column("deadline", timestamp),
+        sa.Column("wake_seq", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("waiting_for", ARRAY(sa.Text)),
+        sa.Column("result_waiters", ARRAY(UUID(as_uuid=True))),
         sa.CheckConstraint(f"status IN ({status_list})", name="runs_status_check"),
+        # In the claim's exact order (claim_runs), so a claim reads LIMIT rows of its
+        # queue however long the backlog is, instead of sorting all of it.
         sa.Index(
-            "runs_claimable_idx",
+            "runs_claim_order_idx",
             "queue",
-            "priority",
+            sa.text("priority DESC"),
             "available_at",
+            "id",
             postgresql_where=sa.text("status = 'queued'"),
         ),
         sa.Index("runs_running_idx", "updated_at", postgresql_where=sa.text("status = 'running'")),
@@ -72,6 +81,88 @@ def metadata_for(schema: str) -> sa.MetaData:
             "id",
             postgresql_where=sa.text("correlation_id IS NOT NULL"),
         ),
+        # -- 0009_artefacts: configuration, replay/fork provenance, retention order
+        sa.Column("config", JSONB),
+        sa.Column("replayed_from", UUID(as_uuid=True)),
+        sa.Column("forked_from", UUID(as_uuid=True)),
+        sa.Index(
+            "runs_replayed_from_idx",
+            "replayed_from",
+            postgresql_where=sa.text("replayed_from IS NOT NULL"),
+        ),
+        sa.Index(
+            "runs_forked_from_idx",
+            "forked_from",
+            postgresql_where=sa.text("forked_from IS NOT NULL"),
+        ),
+        sa.Index(
+            "runs_finished_idx", "finished_at", postgresql_where=sa.text("finished_at IS NOT NULL")
+        ),
+        # -- 0007_leader_queues: dedup keys, executing runs per queue and owner
+        sa.Index(
+            "runs_dedup_idx",
+            "queue",
+            "dedup_key",
+            unique=True,
+            postgresql_where=sa.text(
+                "dedup_key IS NOT NULL AND status IN ('queued', 'running', 'waiting')"
+            ),
+        ),
+        sa.Index(
+            "runs_executing_idx", "queue", "owner", postgresql_where=sa.text("status = 'running'")
+        ),
+        # -- 0004_claim_order. Only runs that have a key: every version of a run without
+        # one (its start, claim and finish) would otherwise add a NULL entry to this index.
+        sa.Index(
+            "runs_idempotency_key_idx",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+        # -- 0005_waits: parked runs by wake-up time, deadlines of runs nobody executes
+        sa.Index(
+            "runs_waiting_idx", "available_at", postgresql_where=sa.text("status = 'waiting'")
+        ),
+        sa.Index(
+            "runs_deadline_idx",
+            "deadline",
+            postgresql_where=sa.text("status IN ('queued', 'waiting') AND deadline IS NOT NULL"),
+        ),
+    )
+
+    sa.Table(
+        "signals",
+        metadata,
+        # A run's mailbox: consumed_by_step is set in the statement that records the
+        # consuming wait's checkpoint, so a signal is received exactly once.
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+        sa.Column("run_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("payload", JSONB),
+        sa.Column("idempotency_key", sa.Text),
+        sa.Column("sent_at", timestamp, nullable=False),
+        sa.Column("consumed_by_step", sa.Integer),
+        sa.Column("consumed_at", timestamp),
+        sa.UniqueConstraint("run_id", "idempotency_key", name="signals_run_id_idempotency_key_key"),
+        sa.Index(
+            "signals_mailbox_idx",
+            "run_id",
+            "name",
+            "id",
+            postgresql_where=sa.text("consumed_by_step IS NULL"),
+        ),
+    )
+
+    sa.Table(
+        "events",
+        metadata,
+        # Latest value per (run, key); set_at NULL: not set yet, the row only lists
+        # the runs waiting for it.
+        sa.Column("run_id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("value", JSONB),
+        sa.Column("set_at", timestamp),
+        sa.Column("waiters", ARRAY(UUID(as_uuid=True))),
     )
 
     sa.Table(
@@ -108,6 +199,35 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("retry_at", timestamp),
     )
 
+    # -- 0009_artefacts: one row per artefact; inputs are the lineage ids it was made from.
+    sa.Table(
+        "lineage",
+        metadata,
+        sa.Column("id", UUID(as_uuid=True), primary_key=True),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("run_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("step_id", sa.Integer, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("sha256", sa.Text, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("config_hash", sa.Text),
+        sa.Column("code_hash", sa.Text),
+        sa.Column("inputs", sa.ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Index("lineage_run_idx", "run_id"),
+        sa.Index("lineage_inputs_idx", "inputs", postgresql_using="gin"),
+    )
+
+    # -- 0009_artefacts: how long finished runs are kept ('' = the default policy).
+    sa.Table(
+        "retention",
+        metadata,
+        sa.Column("workflow", sa.Text, primary_key=True),
+        sa.Column("keep_seconds", sa.Float, nullable=False),
+        sa.Column("updated_at", timestamp, nullable=False),
+        sa.CheckConstraint("keep_seconds > 0", name="retention_keep_check"),
+    )
+
     sa.Table(
         "workers",
         metadata,
@@ -118,6 +238,68 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("workflows", JSONB, nullable=False),
         sa.Column("started_at", timestamp, nullable=False),
         sa.Column("heartbeat_at", timestamp, nullable=False),
+    )
+
+    sa.Table(
+        "leader",
+        metadata,
+        # One row: the fencing token of leader duties and who holds the office.
+        sa.Column("singleton", sa.Boolean, primary_key=True, server_default=sa.true()),
+        sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("worker_id", sa.Text),
+        sa.Column("backend_pid", sa.Integer),
+        sa.Column("acquired_at", timestamp),
+        sa.Column("renewed_at", timestamp),
+        sa.CheckConstraint("singleton", name="leader_singleton_check"),
+    )
+
+    sa.Table(
+        "schedules",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("workflow", sa.Text, nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("cron", sa.Text, nullable=False),
+        sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+        sa.Column("context", JSONB),
+        sa.Column("queue", sa.Text),
+        sa.Column("catch_up", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("declared", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("last_tick", timestamp),
+        sa.Column("fired_epoch", sa.BigInteger),
+        sa.Column("created_at", timestamp, nullable=False),
+        sa.Column("updated_at", timestamp, nullable=False),
+    )
+
+    sa.Table(
+        "queues",
+        metadata,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("concurrency", sa.Integer),
+        sa.Column("worker_concurrency", sa.Integer),
+        sa.Column("rate_limit_count", sa.Integer),
+        sa.Column("rate_limit_seconds", sa.Float),
+        sa.Column("priority_aging", sa.Float),
+        sa.Column("updated_at", timestamp, nullable=False),
+        sa.CheckConstraint(
+            "(concurrency IS NULL OR concurrency >= 0) "
+            "AND (worker_concurrency IS NULL OR worker_concurrency >= 0) "
+            "AND ((rate_limit_count IS NULL AND rate_limit_seconds IS NULL) "
+            "OR (rate_limit_count >= 1 AND rate_limit_seconds > 0)) "
+            "AND (priority_aging IS NULL OR priority_aging > 0)",
+            name="queues_limits_check",
+        ),
+    )
+
+    sa.Table(
+        "queue_starts",
+        metadata,
+        # Sliding-window log of starts of rate-limited queues (rate limits kept in Postgres).
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("queue", sa.Text, nullable=False),
+        sa.Column("started_at", timestamp, nullable=False),
+        sa.Index("queue_starts_window_idx", "queue", "started_at"),
     )
 
     sa.Table(

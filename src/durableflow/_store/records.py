@@ -39,6 +39,11 @@ class NewRun:
     idempotency_key: str | None
     correlation_id: str | None
     parent_id: UUID | None = None
+    config: str | None = None  # canonical JSON (artefacts, issue #12)
+    config_hash: str | None = None
+    delay: float = 0.0  # seconds before it is due; > 0 inserts it 'waiting'
+    timeout: float | None = None  # seconds from now to its deadline
+    inherit_deadline: bool = False  # a child without a timeout: the parent's deadline
 
 
 @dataclass(slots=True)
@@ -55,6 +60,8 @@ class Checkpoint:
     started_at: datetime | None
     owner: str
     epoch: int
+    artefact_key: str | None = None  # the output's artefact, written before this commits
+    artefact_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +90,9 @@ class ClaimedRun:
     fresh: bool = False  # inserted by this worker just now: no history to load
     queue: str = ""
     waited: float | None = None  # seconds from due to claimed (fresh claims only)
+    config: str | None = None
+    config_hash: str | None = None
+    deadline_in: float | None = None  # seconds left until the run's deadline, if it has one
     recoveries: int = 0  # times taken over or given back after a fault (poison runs)
 
 
@@ -93,9 +103,11 @@ class RecordedStep:
     step_id: int
     name: str
     kind: str
-    output: str | None
+    output: str | None  # None with an artefact_key: the output lives only in storage
     error: str | None
     attempt: int
+    artefact_key: str | None = None
+    artefact_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -135,5 +147,8 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         fresh=row["claims"] == 1,
         queue=row.get("queue") or "",
         waited=row.get("waited"),
+        config=row["config"],
+        config_hash=row["config_hash"],
+        deadline_in=row.get("deadline_in"),
         recoveries=row.get("recoveries") or 0,
     )

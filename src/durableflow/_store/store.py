@@ -75,6 +75,8 @@ async def _write_checkpoints(
             c.started_at,
             c.owner,
             c.epoch,
+            c.artefact_key,
+            c.artefact_sha256,
         )
         return rows
     rows = await connection.fetch(
@@ -89,8 +91,61 @@ async def _write_checkpoints(
         [c.started_at for c in batch],
         [c.owner for c in batch],
         [c.epoch for c in batch],
+        [c.artefact_key for c in batch],
+        [c.artefact_sha256 for c in batch],
     )
     return rows
+
+
+async def _insert_new_runs(
+    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
+) -> dict[UUID, str | None]:
+    """Insert ``runs``; returns the ids actually created (an existing key wins), each
+    with the owner it got (None: queued, also when its queue is managed)."""
+    if len(runs) == 1:  # a single start: scalar parameters, one clock read
+        r = runs[0]
+        rows = await connection.fetch(
+            queries.insert_run,
+            r.id,
+            r.workflow,
+            r.version,
+            r.code_hash,
+            r.input,
+            r.queue,
+            r.priority,
+            r.owner,
+            r.idempotency_key,
+            r.correlation_id,
+            r.parent_id,
+            channel,
+            r.config,
+            r.config_hash,
+            r.delay,
+            r.timeout,
+            r.inherit_deadline,
+        )
+    else:
+        rows = await connection.fetch(
+            queries.insert_runs,
+            [r.id for r in runs],
+            [r.workflow for r in runs],
+            [r.version for r in runs],
+            [r.code_hash for r in runs],
+            [r.input for r in runs],
+            [r.queue for r in runs],
+            [r.priority for r in runs],
+            [r.owner for r in runs],
+            [r.idempotency_key for r in runs],
+            [r.correlation_id for r in runs],
+            [r.parent_id for r in runs],
+            channel,
+            [r.config for r in runs],
+            [r.config_hash for r in runs],
+            [r.delay for r in runs],  # delayed starts and deadlines (see _store/waits.py)
+            [r.timeout for r in runs],
+            [r.inherit_deadline for r in runs],
+        )
+    return {row["id"]: row["owner"] for row in rows}
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -136,7 +191,12 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
-        self._writers = WriterConnections(database_url, size=min(4, max_size), timeout=timeout)
+        self._writers = WriterConnections(
+            database_url,
+            size=min(4, max_size),
+            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+            timeout=timeout,
+        )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
@@ -162,6 +222,11 @@ class Store:
                     timeout=self.timeout,
                     command_timeout=self.timeout,
                 )
+
+    async def open_writers(self) -> None:
+        """Open the group-commit connections now, not on a worker's first writes."""
+        with translate_errors(self.schema, "connecting"):
+            await self._writers.open()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -355,39 +420,26 @@ class Store:
         return await self.retrying("starting runs", attempt, lambda: [r.id for r in runs])
 
     async def _write_new_runs(self, runs: Sequence[NewRun], retried: bool) -> list[UUID | None]:
-        already: set[UUID] = set()
+        created: dict[UUID, str | None] = {}  # id -> the owner it got (None: queued)
         if retried:  # an attempt whose reply was lost may have committed
             existing = await self.fetch(
                 "checking started runs", self.queries.existing_run_ids, [r.id for r in runs]
             )
-            already = {row["id"] for row in existing}
-        pending = [r for r in runs if r.id not in already] if already else runs
-        created = set(already)
+            created = {row["id"]: row["owner"] for row in existing}
+        pending = [r for r in runs if r.id not in created] if created else runs
         if pending:
-            created.update(await self._insert_new_runs(pending))
-        return [r.id if r.id in created else None for r in runs]
-
-    async def _insert_new_runs(self, runs: Sequence[NewRun]) -> set[UUID]:
-        columns = (
-            [r.id for r in runs],
-            [r.workflow for r in runs],
-            [r.version for r in runs],
-            [r.code_hash for r in runs],
-            [r.input for r in runs],
-            [r.queue for r in runs],
-            [r.priority for r in runs],
-            [r.owner for r in runs],
-            [r.idempotency_key for r in runs],
-            [r.correlation_id for r in runs],
-            [r.parent_id for r in runs],
-        )
-        with translate_errors(self.schema, "starting runs"):
-            rows = await self._writers.run(
-                lambda connection: connection.fetch(
-                    self.queries.insert_runs, *columns, self.channel
+            with translate_errors(self.schema, "starting runs"):
+                created.update(
+                    await self._writers.run(
+                        lambda connection: _insert_new_runs(
+                            connection, self.queries, pending, self.channel
+                        )
+                    )
                 )
-            )
-        return {row["id"] for row in rows}
+        for r in runs:
+            if r.owner is not None and r.id in created and created[r.id] != r.owner:
+                r.owner = None  # its queue is managed: queued for a claim instead
+        return [r.id if r.id in created else None for r in runs]
 
     async def finish_run(self, outcome: Outcome) -> bool:
         """Record a run's outcome; False when the writer no longer owns the run.
@@ -531,6 +583,8 @@ class Store:
                 output=row["output"],
                 error=row["error"],
                 attempt=row["attempt"],
+                artefact_key=row["artefact_key"],
+                artefact_sha256=row["artefact_sha256"],
             )
             for row in rows
         }
@@ -598,9 +652,6 @@ class Store:
 
     async def deregister_worker(self, worker_id: str) -> None:
         await self.fetch("deregistering the worker", self.queries.deregister_worker, worker_id)
-
-    async def forget_dead_workers(self, older_than: float) -> None:
-        await self.fetch("forgetting dead workers", self.queries.forget_dead_workers, older_than)
 
     async def move_clock(self, seconds: float) -> float:
         """Shift ``clock_now()`` for every connection (tests)."""

@@ -3,16 +3,24 @@
 Hot-path writes (new runs, checkpoints, outcomes) go through here instead of
 ``pool.fetch``: taking a ready connection from a queue costs a few microseconds,
 where a pool acquire/release costs tens, which matters when a checkpoint's round
-trip is a fifth of a millisecond. Connections are opened on first use; one that
-fails below the SQL level (dropped socket, terminated backend, a deadline, cancelled
-mid-statement) is terminated and its slot left empty, so the next flush (a retry
-included) opens a fresh one: a dead connection never goes back into a slot.
+trip is a fifth of a millisecond. Connections are opened on first use, or all at
+once by ``open()`` (a worker calls it when it starts, so its first runs do not wait
+for connections). One that fails below the SQL level (dropped socket, terminated
+backend, a deadline, cancelled mid-statement) is terminated and its slot left empty,
+so the next flush (a retry included) opens a fresh one: a dead connection never goes
+back into a slot. Every connection has ``timeout`` as its connect and command deadline.
+
+``open()`` also prepares the statements the connections will run: asyncpg looks up
+the array types of a multi-row statement on each connection the first time (12 ms
+for the batched checkpoint), which would otherwise land on a fresh worker's first
+flushes. A client that only starts runs opens its connection lazily and pays none
+of this.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -25,10 +33,16 @@ SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
 
 
 class WriterConnections:
-    """``size`` lazily opened connections, each used by one flush at a time."""
+    """``size`` lazily opened connections, each used by one flush at a time.
 
-    def __init__(self, database_url: str, size: int, *, timeout: float) -> None:
+    ``statements`` are prepared on each connection that ``open()`` opens.
+    """
+
+    def __init__(
+        self, database_url: str, size: int, statements: Sequence[str] = (), *, timeout: float
+    ) -> None:
         self._database_url = database_url
+        self._statements = tuple(statements)
         self._timeout = timeout
         # LIFO: an idle caller reuses the connection used last, whose backend is awake
         self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()
@@ -36,17 +50,54 @@ class WriterConnections:
             self._slots.put_nowait(None)
         self._closed = False
 
+    async def open(self) -> None:
+        """Open the connection of every idle slot now, concurrently.
+
+        A slot whose connection fails to open stays empty (a flush opens it later) and
+        the first failure is raised.
+        """
+        idle: list[asyncpg.Connection | None] = []
+        while not self._slots.empty():
+            idle.append(self._slots.get_nowait())
+        ready = [c for c in idle if c is not None and not c.is_closed()]
+        missing = len(idle) - len(ready)
+        try:
+            results = await asyncio.gather(
+                *(self._connect(prepare=True) for _ in range(missing)), return_exceptions=True
+            )
+        except BaseException:  # cancelled: give the slots back empty
+            ready += [None] * missing
+            raise
+        else:
+            failures = [r for r in results if isinstance(r, BaseException)]
+            ready += [r if not isinstance(r, BaseException) else None for r in results]
+            if failures:
+                raise failures[0]
+        finally:
+            for connection in ready:
+                self._slots.put_nowait(connection)
+
+    async def _connect(self, *, prepare: bool = False) -> asyncpg.Connection:
+        connection = await asyncpg.connect(
+            self._database_url,
+            server_settings=SERVER_SETTINGS,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+        )
+        try:
+            for statement in self._statements if prepare else ():
+                await connection.prepare(statement)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
+
     async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         connection = await self._slots.get()
         try:
             if connection is None or connection.is_closed():
-                connection = None
-                connection = await asyncpg.connect(
-                    self._database_url,
-                    server_settings=SERVER_SETTINGS,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                )
+                connection = None  # a failed connect must not leave the closed one
+                connection = await self._connect()
             return await operation(connection)
         except BaseException as exc:
             if connection is not None and breaks_connection(exc):

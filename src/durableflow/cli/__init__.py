@@ -17,9 +17,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from durableflow.errors import DurableFlowError
+from durableflow.errors import ConfigurationError, DurableFlowError
 from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "worker_cmd",
     "runs_cmd",
     "runs_actions_cmd",
+    "artefacts_cmd",
     "workers_cmd",
     "ui_cmd",
     "db_cmd",
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="durableflow",
-        description="Postgres-native durable execution: workers, runs, UI, schema, audit, storage.",
+        description="Postgres-native durable execution: workers, runs, UI, schema, audit, storage, "
+        "lineage.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument(
@@ -81,6 +83,20 @@ def _configure_logging(log_format: str, *, verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a command asked for with ``--loop`` (None: asyncio's own)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as exc:
+        raise ConfigurationError(
+            "--loop uvloop needs uvloop: pip install 'durableflow[fast]'", setting="loop"
+        ) from exc
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``durableflow`` command."""
     parser = build_parser()
@@ -92,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        code: int = asyncio.run(args.func(args))
+        with asyncio.Runner(loop_factory=_loop_factory(getattr(args, "loop", "asyncio"))) as runner:
+            code: int = runner.run(args.func(args))
     except DurableFlowError as exc:
         print(f"durableflow: error: {exc}", file=sys.stderr)
         return 2

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from durableflow._store.records import Checkpoint, FailedAttempt, RecordedAttempt, RecordedStep
-from durableflow.errors import DatabaseError, LeaseLost, NonDeterminismError
+from durableflow.errors import DatabaseError, LeaseLost, NonDeterminismError, NotInWorkflow
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from durableflow.artefacts.records import ArtefactRef
+    from durableflow.artefacts.run import RunArtefacts
+    from durableflow.engine.waits import RunWaits
+
+
+class _InheritDeadline:
+    """The default ``timeout`` of child runs: the parent's deadline."""
+
+    def __repr__(self) -> str:
+        return "INHERIT"
+
+
+INHERIT_DEADLINE: Any = _InheritDeadline()
 
 CheckpointWriter = Callable[[Checkpoint], Awaitable[None]]
+T = TypeVar("T")
 
 
 # Records a failed step attempt under the run's lease (``LeaseLost`` if it moved).
@@ -44,6 +63,8 @@ class RunState:
     """
 
     __slots__ = (
+        "_flushing",
+        "artefacts",
         "attempts",
         "epoch",
         "fault",
@@ -51,8 +72,10 @@ class RunState:
         "lease",
         "next_step_id",
         "owner",
+        "pending",
         "record_attempt",
         "run_id",
+        "waits",
         "write",
     )
 
@@ -77,7 +100,16 @@ class RunState:
         self.record_attempt = record_attempt
         self.lease = lease
         self.next_step_id = 0
+        # Artefacts of this execution (durableflow.artefacts); set by the executor.
+        self.artefacts: RunArtefacts | None = None
+        # Sticky: LeaseLost, NonDeterminismError, ParkRun once the run parked, a
+        # DatabaseError its writes met, or the CancelledError of its cancellation.
         self.fault: BaseException | None = None
+        # Durable waits of this execution (engine/waits.py), set by the executor.
+        self.waits: RunWaits | None = None
+        # Recorded values (ctx.now() ...) not written yet: they go before any later write.
+        self.pending: list[Checkpoint] = []
+        self._flushing: asyncio.Future[None] | None = None
 
     def assign_step_id(self) -> int:
         """Ids are handed out at call time, in program order (so gather is deterministic)."""
@@ -140,6 +172,54 @@ class RunState:
             raise self.fault
         return record
 
+    def track(self, awaitable: Awaitable[T]) -> Awaitable[T]:
+        """A step's execution, counted as in-flight work (a run does not park under it)."""
+        if self.waits is None:
+            return awaitable
+        return self.waits.track(awaitable)
+
+    def defer(self, step_id: int, name: str, output: str, *, kind: str) -> None:
+        """Record ``output`` for ``step_id`` with the run's next write (values, not effects)."""
+        self.pending.append(
+            Checkpoint(
+                run_id=self.run_id,
+                step_id=step_id,
+                name=name,
+                kind=kind,
+                output=output,
+                error=None,
+                attempt=1,
+                started_at=None,
+                owner=self.owner,
+                epoch=self.epoch,
+            )
+        )
+
+    async def flush_values(self) -> None:
+        """Write the deferred values: whatever is written next may depend on them.
+
+        Also waits for a flush another task of the run started: a concurrent step of the
+        same ``gather`` must not commit before the values it may depend on.
+        """
+        while self.pending or self._flushing is not None:
+            if self._flushing is not None:
+                await asyncio.shield(self._flushing)
+                continue
+            batch, self.pending = self.pending, []
+            flushing = self._flushing = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.gather(*(self.write(checkpoint) for checkpoint in batch))
+            except BaseException as exc:
+                if isinstance(exc, (LeaseLost, DatabaseError)):
+                    self.fault = exc
+                # Not known to be written: whoever writes next writes them again (a
+                # checkpoint that did commit is simply found there).
+                self.pending[:0] = batch
+                raise
+            finally:
+                self._flushing = None
+                flushing.set_result(None)
+
     async def commit(
         self,
         step_id: int,
@@ -150,8 +230,12 @@ class RunState:
         attempt: int,
         started_at: datetime | None,
         kind: str = "step",
+        artefact_key: str | None = None,
+        artefact_sha256: str | None = None,
     ) -> None:
         self.check()
+        if self.pending or self._flushing is not None:
+            await self.flush_values()
         try:
             await self.write(
                 Checkpoint(
@@ -165,6 +249,8 @@ class RunState:
                     started_at=started_at,
                     owner=self.owner,
                     epoch=self.epoch,
+                    artefact_key=artefact_key,
+                    artefact_sha256=artefact_sha256,
                 )
             )
         except (LeaseLost, DatabaseError) as exc:
@@ -172,6 +258,12 @@ class RunState:
             # not the workflow's failure: the run is given back, never failed.
             self.fault = exc
             raise
+
+    def received(self, value: Any, artefact_key: str | None, step_id: int | None = None) -> Any:
+        """A step's value handed to the workflow: remembered for lineage; returns it."""
+        if self.artefacts is not None:
+            self.artefacts.received(value, artefact_key, step_id)
+        return value
 
 
 class FlowContext:
@@ -229,6 +321,174 @@ class FlowContext:
         if self.step_id is None:
             return str(self.run_id)
         return f"{self.run_id}:{self.step_id}"
+
+    # -- artefacts (docs/storage.md) -------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        """The run's configuration (``flow.start(..., config=...)``) as JSON values.
+
+        None when the run was started without one. Its sha256 is in every sidecar the
+        run writes; a replay may run the later stages with another configuration.
+        """
+        artefacts = self._run.artefacts if self._run is not None else None
+        return artefacts.config if artefacts is not None else None
+
+    def annotate(self, **fields: Any) -> None:
+        """Add custom fields to the sidecars this step writes (its output and files).
+
+        Values must be JSON (str, int, finite float, bool, None, lists, dicts with str
+        keys); anything else raises ``InvalidFieldValue`` naming the field.
+        """
+        from durableflow.artefacts.run import scope_of
+
+        scope_of(self, "annotate").annotate(self.attempt, fields)
+
+    async def write_artefact(
+        self,
+        name: str,
+        data: bytes | AsyncIterable[bytes] | BaseModel,
+        *,
+        content_type: str | None = None,
+        **custom: Any,
+    ) -> ArtefactRef:
+        """Store a file this step produced, under the run's artefacts, with a sidecar.
+
+        ``data`` is bytes, an async iterator of bytes (streamed, never held whole) or a
+        pydantic model (stored as JSON). ``name`` becomes part of the key
+        (``<step-id>-<name>``); ``custom`` fields go into the sidecar. Returns the
+        artefact's key, sha256, size and lineage id.
+
+        Example::
+
+            @flow.step()
+            async def render(ctx: FlowContext, doc: Doc) -> ArtefactRef:
+                return await ctx.write_artefact("report.pdf", pdf_bytes(doc), pages=12)
+        """
+        from durableflow.artefacts.run import scope_of
+
+        return await scope_of(self, "write_artefact").write_file(
+            self.attempt, name, data, content_type, custom
+        )
+
+    async def read_artefact(self, key: str) -> bytes:
+        """The bytes of the artefact under ``key``, verified against its sidecar's sha256.
+
+        The artefact becomes an input of this step in the lineage.
+        """
+        from durableflow.artefacts.run import scope_of
+
+        return await scope_of(self, "read_artefact").read(key)
+
+    # -- durable waits and recorded values (engine/waits.py) ------------------------------
+    #
+    # Each of these is a plain method returning an awaitable: its step id is assigned
+    # when it is called, so ``asyncio.gather`` numbers them the same way on every replay.
+
+    def _waits(self, what: str) -> RunWaits:
+        run = self._run
+        if run is None or run.waits is None or self.step_id is not None:
+            raise NotInWorkflow(what)
+        return run.waits
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Sleep durably for ``seconds``: the wake-up time is recorded, the slot given back.
+
+        A crash or restart does not restart the sleep; replay after the wake-up time
+        returns at once. Example: ``await ctx.sleep(3600)``.
+        """
+        return self._waits("ctx.sleep()").sleep(seconds)
+
+    def sleep_until(self, when: datetime) -> Awaitable[None]:
+        """Sleep durably until ``when`` (a timezone-aware datetime, on the schema clock)."""
+        return self._waits("ctx.sleep_until()").sleep_until(when)
+
+    def wait_for_signal(self, name: str, timeout: float | None = None) -> Awaitable[Any]:
+        """The payload of the oldest unconsumed signal ``name`` sent to this run.
+
+        Signals sent before the wait are kept (a mailbox); each is received once, by the
+        wait whose checkpoint records it. Returns ``None`` once ``timeout`` seconds
+        passed (``timeout=0``: only what is already there). Example::
+
+            approval = await ctx.wait_for_signal("approve", timeout=86400)
+        """
+        return self._waits("ctx.wait_for_signal()").wait_for_signal(name, timeout)
+
+    def send_signal(self, run_id: UUID | str, name: str, payload: Any = None) -> Awaitable[None]:
+        """Send signal ``name`` to another run, once across replays of this one."""
+        return self._waits("ctx.send_signal()").send_signal(run_id, name, payload)
+
+    def set_event(self, key: str, value: Any) -> Awaitable[None]:
+        """Publish ``value`` under ``key`` (latest wins); read with ``flow.get_event``."""
+        return self._waits("ctx.set_event()").set_event(key, value)
+
+    def get_event(
+        self, run_id: UUID | str, key: str, timeout: float | None = None
+    ) -> Awaitable[Any]:
+        """Wait for run ``run_id`` to set ``key``; its value, recorded, or ``None`` when
+        ``timeout`` passes or that run finished without setting it."""
+        return self._waits("ctx.get_event()").get_event(run_id, key, timeout)
+
+    def start_child(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        timeout: Any = INHERIT_DEADLINE,
+    ) -> Awaitable[UUID]:
+        """Start a child run of ``workflow`` (its name or function); returns its run id.
+
+        Recorded: replay returns the same id and never starts a second child. The child
+        gets this run's deadline unless ``timeout`` (seconds, or None for none) is given;
+        cancelling this run cancels it.
+        """
+        return self._waits("ctx.start_child()").start_child(
+            workflow, input, idempotency_key=idempotency_key, queue=queue, timeout=timeout
+        )
+
+    def result(self, run_id: UUID | str) -> Awaitable[Any]:
+        """Wait durably for run ``run_id`` to finish; its output, or ``WorkflowFailed``."""
+        return self._waits("ctx.result()").result(run_id)
+
+    def run_child(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        timeout: Any = INHERIT_DEADLINE,
+    ) -> Awaitable[Any]:
+        """``start_child`` then ``result``: the child's output (or ``WorkflowFailed``)."""
+        return self._waits("ctx.run_child()").run_child(
+            workflow, input, idempotency_key=idempotency_key, queue=queue, timeout=timeout
+        )
+
+    def wait_first(self, run_ids: Sequence[UUID | str]) -> Awaitable[UUID]:
+        """Wait durably until one of ``run_ids`` finished; the id of the first to finish."""
+        return self._waits("ctx.wait_first()").wait_first(run_ids)
+
+    def now(self) -> datetime:
+        """The current time (schema clock), recorded: replay returns the same value."""
+        return self._waits("ctx.now()").now()
+
+    def uuid4(self) -> UUID:
+        """A random UUID, recorded: replay returns the same one."""
+        return self._waits("ctx.uuid4()").uuid4()
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded: replay returns the same one."""
+        return self._waits("ctx.random()").random()
+
+    def run_step(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Run ``fn(*args, **kwargs)`` (sync or async, undecorated) as a recorded step.
+
+        Its output (typed by ``fn``'s return annotation) is checkpointed like a step's;
+        replay returns it without calling ``fn``.
+        """
+        return self._waits("ctx.run_step()").run_step(self, fn, args, kwargs)
 
     def for_step(self, step_id: int, name: str, attempt: int) -> FlowContext:
         return FlowContext(

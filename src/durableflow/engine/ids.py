@@ -6,6 +6,8 @@ import os
 import time
 from uuid import UUID
 
+from durableflow.errors import RunNotFound
+
 
 def uuid7() -> UUID:
     """A new RFC 9562 version-7 UUID: 48 bits of Unix milliseconds, then randomness."""
@@ -17,3 +19,13 @@ def uuid7() -> UUID:
     value |= 0b10 << 62  # variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b
     return UUID(int=value)
+
+
+def as_run_id(run_id: UUID | str) -> UUID:
+    """A run id given as a UUID or its text; ``RunNotFound`` for text that is not one."""
+    if isinstance(run_id, UUID):
+        return run_id
+    try:
+        return UUID(str(run_id))
+    except ValueError:
+        raise RunNotFound(run_id) from None

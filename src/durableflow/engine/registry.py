@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, WorkflowNotFound
 
 AsyncFunction = Callable[..., Awaitable[Any]]
@@ -78,6 +80,7 @@ class StepDefinition:
     max_backoff: float = 60.0
     timeout: float | None = None
     output_type: Any = Any
+    artefact: bool = False  # output also written to storage before the checkpoint (#12)
     is_async: bool = True
     should_retry: RetryPredicate | None = None
 
@@ -91,6 +94,7 @@ class StepDefinition:
         backoff: float,
         max_backoff: float,
         timeout: float | None,
+        artefact: bool = False,
         should_retry: RetryPredicate | None = None,
     ) -> StepDefinition:
         where = _where(fn)
@@ -118,6 +122,7 @@ class StepDefinition:
             max_backoff=float(max_backoff),
             timeout=None if timeout is None else float(timeout),
             output_type=hints.get("return", Any),
+            artefact=artefact,
             is_async=inspect.iscoroutinefunction(fn),
             should_retry=should_retry,
         )
@@ -217,6 +222,35 @@ class Registry:
         if not versions:
             raise WorkflowNotFound(name, known=self.names())
         return max(versions, key=lambda d: d.version)
+
+    def definition_of(self, workflow: str | Any) -> WorkflowDefinition:
+        """The definition of a workflow given by name (highest version) or by its function."""
+        if isinstance(workflow, str):
+            return self.workflow(workflow)
+        definition = getattr(workflow, "__durableflow_workflow__", None)
+        if not isinstance(definition, WorkflowDefinition):
+            raise ConfigurationError(
+                f"{workflow!r} is not a workflow: decorate it with @flow.workflow(...) or pass "
+                "the workflow's name"
+            )
+        return self.workflow(definition.name, definition.version)
+
+    def decode_output(
+        self, workflow: str, version: int, output: str | None, *, max_bytes: int
+    ) -> Any:
+        """A run's recorded output, typed by its workflow's return annotation when that
+        workflow is registered here, else as plain JSON."""
+        if output is None:
+            return None
+        try:
+            definition = self.workflow(workflow, version)
+        except WorkflowNotFound:  # started elsewhere: plain JSON is the best we can do
+            return json.loads(output)
+        return Codec(
+            definition.output_type,
+            f"output of workflow {definition.name!r}",
+            max_bytes=max_bytes,
+        ).loads(output)
 
     def names(self) -> list[str]:
         return sorted({name for name, _ in self._workflows})

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -41,10 +42,12 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
     step is awaited too (its body runs in a thread). The output annotation is checked
     here, at declaration: ``SerializationError`` if pydantic cannot serialise it.
     """
+    # An artefact step's output may exceed max_payload_bytes: it is streamed to storage
+    # and kept out of Postgres (artefacts, issue #12).
     codec = Codec(
         definition.output_type,
         f"output of step {definition.name!r}",
-        max_bytes=max_payload_bytes,
+        max_bytes=sys.maxsize if definition.artefact else max_payload_bytes,
         root="output",
         step=definition.name,
     )
@@ -58,7 +61,8 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
                 return definition.fn(ctx, *args, **kwargs)  # type: ignore[no-any-return]
             return _run_plainly(definition, ctx, args, kwargs)
         step_id = run.assign_step_id()
-        return _run_step(definition, codec, ctx, run, step_id, args, kwargs)
+        # track: a run does not park while one of its steps executes (engine/waits.py)
+        return run.track(_run_step(definition, codec, ctx, run, step_id, args, kwargs))
 
     call_step.__durableflow_step__ = definition  # type: ignore[attr-defined]
     return call_step
@@ -84,8 +88,9 @@ async def _run_step(
     if recorded is not None:
         if recorded.error is not None:
             raise StepFailed(definition.name, step_id, json.loads(recorded.error))
-        return codec.loads(recorded.output)
+        return run.received(codec.loads(recorded.output), recorded.artefact_key)
 
+    artefacts = run.artefacts.begin(definition, step_id, args, kwargs) if run.artefacts else None
     started_at = datetime.now(UTC)
     attempt = 1
     budget_start = 0  # attempts after this one count against ``retries``
@@ -105,6 +110,12 @@ async def _run_step(
             try:
                 with step_span(definition.name, step_id, attempt):
                     value = await _attempt(definition, step_ctx, args, kwargs)
+                    output = codec.dumps(value)
+                    inline: str | None = output
+                    stored = None
+                    if artefacts is not None and definition.artefact:
+                        # Object and sidecar are in storage before the checkpoint commits.
+                        inline, stored = await artefacts.store_output(step_ctx, output)
             except _NOT_RETRIED:
                 raise
             except Exception as exc:
@@ -142,17 +153,18 @@ async def _run_step(
                     started_at=started_at,
                 )
                 raise StepFailed(definition.name, step_id, error) from exc
-            output = codec.dumps(value)
             await run.commit(
                 step_id,
                 definition.name,
-                output=output,
+                output=inline,
                 error=None,
                 attempt=attempt,
                 started_at=started_at,
+                artefact_key=stored.key if stored else None,
+                artefact_sha256=stored.sha256 if stored else None,
             )
             # The workflow sees the recorded value, decoded exactly as replay decodes it.
-            return codec.loads(output)
+            return run.received(codec.loads(output), stored.key if stored else None, step_id)
 
 
 def _should_retry(definition: StepDefinition, exc: Exception) -> bool:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from durableflow._store.records import ClaimedRun, Outcome
@@ -15,8 +15,13 @@ from durableflow.config import FlowSettings
 from durableflow.engine.context import FlowContext, LeaseView, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
+from durableflow.engine.waits import ParkRun
 from durableflow.errors import DatabaseError, LeaseLost, SerializationError
 from durableflow.observability import record_run_finished, run_scope, run_span
+from durableflow.runtime.waiting import WaitingRuns, deadline_error
+
+if TYPE_CHECKING:
+    from durableflow.artefacts.service import ArtefactService
 
 logger = logging.getLogger("durableflow.runtime")
 
@@ -33,15 +38,25 @@ class RunExecutor:
         settings: FlowSettings,
         code_hash_of: Callable[[WorkflowDefinition], str],
         on_outcome: OutcomeCallback,
+        artefacts: ArtefactService | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
         self._settings = settings
         self._code_hash_of = code_hash_of
         self._on_outcome = on_outcome
+        self._artefacts = artefacts
+        # Durable waits of the runs executed here; the worker wires it up (hooks).
+        self.waiting = WaitingRuns(store, registry, settings, code_hash_of)
         self._states: dict[UUID, RunState] = {}
         # Set by the worker: its heartbeat's view of the lease (self-fencing).
         self.lease: LeaseView | None = None
+
+    @property
+    def artefacts(self) -> ArtefactService | None:
+        """The Flow's artefact service (storage, lineage, prune): what the leader's
+        retention duty passes to ``durableflow.artefacts.prune.apply_retention``."""
+        return self._artefacts
 
     def max_recoveries(self, definition: WorkflowDefinition) -> int:
         if definition.max_recoveries is not None:
@@ -80,6 +95,9 @@ class RunExecutor:
             return
         if not await self._code_matches(claimed, definition, owner, log_extra):
             return
+        if claimed.deadline_in is not None and claimed.deadline_in <= 0:
+            await self._finish_past_deadline(claimed, owner, log_extra)  # -- waits
+            return
         if claimed.fresh:
             history, attempts = {}, {}
         else:
@@ -95,13 +113,19 @@ class RunExecutor:
             record_attempt=self._store.faults.record_attempt,
             lease=self.lease,
         )
+        if self._artefacts is not None and not await self._attach_artefacts(
+            claimed, definition, owner, state
+        ):
+            return
         self._states[claimed.id] = state
+        waits = self.waiting.begin(state, claimed.correlation_id)  # -- waits
         try:
-            await self._run(claimed, owner, definition, state, log_extra)
+            await self._run_workflow(claimed, owner, definition, state, log_extra)
         finally:
+            self.waiting.end(waits)  # -- waits
             self._states.pop(claimed.id, None)
 
-    async def _run(
+    async def _run_workflow(
         self,
         claimed: ClaimedRun,
         owner: str,
@@ -120,20 +144,23 @@ class RunExecutor:
         status: str
         output: str | None = None
         error: str | None = None
+        deadline = asyncio.timeout(claimed.deadline_in)  # -- waits: the run's deadline
         try:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
-                if definition.takes_input:
-                    value = Codec(
-                        definition.input_type,
-                        f"input of workflow {definition.name!r}",
-                        max_bytes=max_bytes,
-                        root="input",
-                        workflow=definition.name,
-                    ).loads(claimed.input)
-                    result = await definition.fn(ctx, value)
-                else:
-                    result = await definition.fn(ctx)
-                state.check()  # a swallowed LeaseLost / NonDeterminismError still counts
+                async with deadline:
+                    if definition.takes_input:
+                        value = Codec(
+                            definition.input_type,
+                            f"input of workflow {definition.name!r}",
+                            max_bytes=max_bytes,
+                            root="input",
+                            workflow=definition.name,
+                        ).loads(claimed.input)
+                        result = await definition.fn(ctx, value)
+                    else:
+                        result = await definition.fn(ctx)
+                state.check()  # a swallowed LeaseLost / NonDeterminismError / ParkRun counts
+                await state.flush_values()  # ctx.now() and friends not written yet
                 output = Codec(
                     definition.output_type,
                     f"output of workflow {definition.name!r}",
@@ -142,11 +169,28 @@ class RunExecutor:
                     workflow=definition.name,
                 ).dumps(result)
             status = "succeeded"
+        except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
+            if state.waits is not None and state.waits.park_error is not None:
+                if not isinstance(state.waits.park_error, LeaseLost):
+                    raise state.waits.park_error from None  # the worker releases the run
+                logger.warning(
+                    "run %s: lease lost while parking, abandoning it to its new owner",
+                    claimed.id,
+                    extra={"event": "run_abandoned", **log_extra},
+                )
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             fault = state.fault
-            if isinstance(exc, LeaseLost) or isinstance(fault, LeaseLost):
+            if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
+                status, error = "cancelled", deadline_error()
+                logger.info(
+                    "run %s cancelled: its deadline passed",
+                    claimed.id,
+                    extra={"event": "run_deadline_exceeded", **log_extra},
+                )
+            elif isinstance(exc, LeaseLost) or isinstance(fault, LeaseLost):
                 logger.warning(
                     "run %s: lease lost, abandoning it to its new owner",
                     claimed.id,
@@ -156,12 +200,13 @@ class RunExecutor:
             # Only the workflow's own code fails a run: a cancellation or a database
             # fault that user code caught (or that surfaced as another error) still
             # ends this execution the way it would have uncaught.
-            if isinstance(fault, (asyncio.CancelledError, DatabaseError)):
+            elif isinstance(fault, (asyncio.CancelledError, DatabaseError)):
                 raise fault from exc
-            if isinstance(exc, DatabaseError):
+            elif isinstance(exc, DatabaseError):
                 raise
-            status = "failed"
-            error = error_json(fault or exc)
+            else:
+                status = "failed"
+                error = error_json(fault or exc)
         await self._record(
             claimed,
             owner,
@@ -243,6 +288,60 @@ class RunExecutor:
         if row is not None and row["status"] == "cancelled":
             self._on_outcome(
                 claimed.id, claimed.workflow, claimed.version, "cancelled", None, row["error"]
+            )
+
+    async def _attach_artefacts(
+        self, claimed: ClaimedRun, definition: WorkflowDefinition, owner: str, state: RunState
+    ) -> bool:
+        """Give the execution its artefacts; read outputs that live only in storage.
+
+        False when a checkpoint's artefact is missing or corrupt: the run is failed with
+        an error naming the key (it cannot be replayed without running a committed step
+        again). An unreachable store raises, and the worker gives the run back.
+        """
+        assert self._artefacts is not None
+        state.artefacts = self._artefacts.for_run(
+            claimed.id,
+            workflow=definition.name,
+            version=definition.version,
+            code_hash=claimed.code_hash,
+            config=claimed.config,
+            config_hash=claimed.config_hash,
+            owner=owner,
+            epoch=claimed.lease_epoch,
+        )
+        error = await state.artefacts.hydrate(state.history)
+        if error is None:
+            return True
+        logger.error(
+            "run %s: a recorded output's artefact is missing or corrupt: %s",
+            claimed.id,
+            error,
+            extra={"event": "run_artefact_missing", "run_id": str(claimed.id)},
+        )
+        if await self._store.finish_run(
+            Outcome(claimed.id, "failed", None, error, owner, claimed.lease_epoch)
+        ):
+            record_run_finished(claimed.workflow, "failed")
+            self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
+        return False
+
+    async def _finish_past_deadline(
+        self, claimed: ClaimedRun, owner: str, log_extra: dict[str, Any]
+    ) -> None:
+        """A run claimed after its deadline: cancelled before any of it runs."""
+        error = deadline_error()
+        if await self._store.finish_run(
+            Outcome(claimed.id, "cancelled", None, error, owner, claimed.lease_epoch)
+        ):
+            logger.info(
+                "run %s cancelled: its deadline passed",
+                claimed.id,
+                extra={"event": "run_deadline_exceeded", **log_extra},
+            )
+            record_run_finished(claimed.workflow, "cancelled")
+            self._on_outcome(
+                claimed.id, claimed.workflow, claimed.version, "cancelled", None, error
             )
 
     async def _code_matches(

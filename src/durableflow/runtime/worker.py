@@ -6,9 +6,10 @@ claim loop takes queued runs with ``FOR UPDATE SKIP LOCKED`` when woken by NOTIF
 when a slot frees after a full claim, or every ``poll_interval`` (so a lost NOTIFY
 only costs time). Every poll it also takes over runs whose owner's heartbeat is
 older than the lease TTL (recovery needs no leader) and looks for cancelled runs
-among those it executes (NOTIFY on cancellation makes that immediate). Shutdown
-stops claiming, gives in-flight runs ``shutdown_grace`` seconds, then cancels and
-releases what is left.
+among those it executes (NOTIFY on cancellation makes that immediate). Claims
+respect queue limits (``runtime/queues.py``). A worker may also compete to lead the
+schema (``runtime/leader.py``). Shutdown stops claiming, gives in-flight runs
+``shutdown_grace`` seconds, then cancels and releases what is left.
 
 Faults: every database call of the loops has a deadline. A worker whose last
 successful heartbeat is older than the lease TTL claims nothing and starts no new
@@ -39,7 +40,9 @@ from durableflow.errors import DatabaseError, DurableFlowError
 from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.heartbeat import Heartbeat
+from durableflow.runtime.leader import Leadership
 from durableflow.runtime.queue_metrics import sample_queues
+from durableflow.runtime.queues import QueueClaimer
 
 logger = logging.getLogger("durableflow.worker")
 
@@ -65,6 +68,7 @@ class Worker:
         *,
         concurrency: int,
         queues: list[str],
+        leadership: Leadership | None = None,
     ) -> None:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         self.concurrency = concurrency
@@ -91,6 +95,11 @@ class Worker:
         self._claim_failing = False
         self._heartbeat: Heartbeat | None = None
         self.workflow_keys = [(d.name, d.version) for d in registry.workflows]
+        self.leadership = leadership
+        self._claimer = QueueClaimer(store, settings, self.id, queues, self.workflow_keys)
+        # -- waits: durable waits see our free slots and wake our claim loop
+        self.waiting = executor.waiting
+        self.waiting.attach(free_slots=self.free_slots, wake_claims=self._wake.set)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -100,6 +109,7 @@ class Worker:
 
     async def start(self) -> None:
         await self._store.ensure_schema_current()
+        await self._store.open_writers()  # else the first runs wait for connections
         registered_at = time.monotonic()
         await self._register()
         await self._listen()
@@ -126,6 +136,9 @@ class Worker:
                 name=f"durableflow-queue-metrics-{self.id}",
             ),
         ]
+        if self.leadership is not None:
+            await self.leadership.start(self.id)
+        self.waiting.start()  # -- waits: wake_due_runs / expire_deadlines
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
@@ -160,6 +173,9 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
+        if self.leadership is not None:
+            await self.leadership.stop()  # first, so a standby takes the duties over now
+        self.waiting.drain()  # -- waits: blocked runs park rather than wait out the grace
         grace = self._settings.shutdown_grace if grace is None else grace
         tasks = [task for task, _ in self._active.values()]
         if tasks:
@@ -173,9 +189,11 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.waiting.stop()  # -- waits
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.database_timeout):
                 await self._release_pending()
+        await self._claimer.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._store.close_listener(self._listener)
@@ -221,6 +239,8 @@ class Worker:
             self._reserved -= 1
         task = asyncio.create_task(self._execute(claimed))
         self._active[claimed.id] = (task, claimed.lease_epoch)
+        if self.free_slots() <= 0:
+            self.waiting.on_full()  # -- waits: runs blocked in memory give their slots back
 
     async def _execute(self, claimed: ClaimedRun) -> None:
         try:
@@ -272,9 +292,10 @@ class Worker:
             return
         self._cancelling.discard(claimed.id)
         self._abandoning.discard(claimed.id)
+        limited_slot_freed = self._claimer.finished(claimed.id)
         if self._heartbeat is not None:
             self._heartbeat.forget(claimed.id, claimed.lease_epoch)
-        if self._backlog and not self._stopping:
+        if (self._backlog or limited_slot_freed) and not self._stopping:
             self._wake.set()  # the last claim filled every slot: more may be waiting
 
     def _give_back(self, claimed: ClaimedRun, exc: BaseException, *, counts: bool) -> None:
@@ -372,6 +393,7 @@ class Worker:
 
         try:
             self._listener = await self._store.connect_listener(on_notify, on_cancel=on_cancel)
+            await self.waiting.listen(self._listener)  # -- waits: wake-up hints per run
         except DurableFlowError as exc:
             self._listener = None
             if not self._listen_failing:  # once per outage
@@ -450,7 +472,7 @@ class Worker:
             free = self.free_slots()
         if free <= 0 or self._stopping:
             return False
-        claimed_runs = await self._store.claim_runs(self.id, self.queues, self.workflow_keys, free)
+        claimed_runs = await self._claimer.claim(free)
         for claimed in claimed_runs:
             self.spawn(claimed)
         record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
@@ -466,9 +488,10 @@ class Worker:
             self.spawn(claimed)
 
     async def _housekeeping_loop(self) -> None:
-        """Releases, dead-worker cleanup and the LISTEN connection's health.
+        """Releases and the LISTEN connection's health.
 
-        The heartbeat itself runs on its own thread (``runtime.heartbeat``).
+        The heartbeat itself runs on its own thread (``runtime.heartbeat``); dead workers'
+        rows are the leader's to forget.
         """
         interval = self._settings.heartbeat_interval
         rounds = 0
@@ -478,8 +501,6 @@ class Worker:
             try:
                 async with asyncio.timeout(self._deadline()):
                     await self._release_pending()
-                    if rounds % 30 == 0:
-                        await self._store.forget_dead_workers(self._settings.lease_ttl * 20)
                     await self._check_listener(ping=rounds % LISTENER_PING_ROUNDS == 0)
             except (DurableFlowError, TimeoutError) as exc:
                 logger.debug(

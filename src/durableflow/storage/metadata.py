@@ -85,6 +85,18 @@ class StorageMetadata(BaseModel):
     size: int | None = Field(default=None, ge=0)
     content_type: str | None = None
     custom: dict[str, JsonValue] = Field(default_factory=dict)
+    # Provenance of artefacts written by workflow steps (the run is execution_id, the
+    # workflow route_id, the step stage; see docs/storage.md).
+    workflow_version: int | None = Field(default=None, description="Version of the workflow.")
+    step_id: int | None = Field(default=None, description="Step id within the run.")
+    attempt: int | None = Field(default=None, description="Attempt of the step that wrote it.")
+    finished_at: datetime | None = Field(default=None, description="When the step finished.")
+    artefact_name: str | None = Field(
+        default=None, description="Name given to ctx.write_artefact (None: the step's output)."
+    )
+    input_lineage_ids: list[str] = Field(
+        default_factory=list, description="Lineage ids of the artefacts it was made from."
+    )
 
     def to_sidecar_bytes(self) -> bytes:
         """The sidecar file's content: JSON, UTF-8, unknown fields included."""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from durableflow.config import FlowSettings
+from durableflow.engine.ids import as_run_id
 from durableflow.engine.registry import Registry, WorkflowDefinition
-from durableflow.errors import ConfigurationError, RunNotFound
 
 if TYPE_CHECKING:
     from durableflow._store.store import Store
@@ -77,22 +76,7 @@ class FlowCore:
 
     def _definition(self, workflow: str | Any) -> WorkflowDefinition:
         """The registered definition of a workflow given by name or by its function."""
-        if isinstance(workflow, str):
-            return self.registry.workflow(workflow)
-        definition = getattr(workflow, "__durableflow_workflow__", None)
-        if not isinstance(definition, WorkflowDefinition):
-            raise ConfigurationError(
-                f"{workflow!r} is not a workflow: decorate it with @flow.workflow(...) or pass "
-                "the workflow's name"
-            )
-        return self.registry.workflow(definition.name, definition.version)
+        return self.registry.definition_of(workflow)
 
 
-def as_run_id(run_id: UUID | str) -> UUID:
-    """A run id given as a UUID or its text; ``RunNotFound`` for text that is not one."""
-    if isinstance(run_id, UUID):
-        return run_id
-    try:
-        return UUID(str(run_id))
-    except ValueError:
-        raise RunNotFound(run_id) from None
+__all__ = ["FlowCore", "as_run_id"]

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from durableflow._store.queues import QueueStore
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
+from durableflow.artefacts.values import config_to_json
 from durableflow.engine.ids import uuid7
 from durableflow.engine.serialization import MAX_KEY_BYTES, Codec, check_key
 from durableflow.errors import (
     ConfigurationError,
+    DuplicateRun,
     ResultTimeout,
     RunBlocked,
     RunNotFound,
     WorkflowFailed,
-    WorkflowNotFound,
 )
 from durableflow.observability import record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
@@ -45,6 +48,15 @@ class RunStatus:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # artefacts (issue #12): the run's configuration, and what it was made from
+    config: Any = None
+    config_hash: str | None = None
+    replayed_from: UUID | None = None
+    forked_from: UUID | None = None
+    parent_id: UUID | None = None  # the run that started this one as a child
+    deadline: datetime | None = None  # past it the run is cancelled (reason "timeout")
+    available_at: datetime | None = None  # when a queued or waiting run is (or becomes) due
+    waiting_for: tuple[str, ...] = ()  # a parked run: "signal:<name>", "run:<id>", ...
 
     @property
     def done(self) -> bool:
@@ -64,6 +76,8 @@ class StepRecord:
     attempt: int
     started_at: datetime | None
     finished_at: datetime
+    artefact_key: str | None = None  # the output's artefact (output is None when only there)
+    artefact_sha256: str | None = None
 
 
 class RunsSurface(FlowCore):
@@ -78,6 +92,10 @@ class RunsSurface(FlowCore):
         queue: str | None = None,
         priority: int = 0,
         correlation_id: str | None = None,
+        config: Any = None,
+        dedup_key: str | None = None,
+        timeout: float | None = None,
+        delay: float = 0.0,
     ) -> UUID:
         """Start a run of ``workflow`` (its name or its function) and return the run id.
 
@@ -86,7 +104,15 @@ class RunsSurface(FlowCore):
         otherwise it is queued (``queue``, default ``"default"``) for any worker serving
         that queue and this workflow version. Among queued runs, higher ``priority``
         is claimed first, then older. ``correlation_id`` is recorded on the run and
-        available as ``ctx.correlation_id``.
+        available as ``ctx.correlation_id``. ``config`` (a pydantic model or a dict) is
+        the run's configuration: available as ``ctx.config``, its sha256 recorded on
+        the run and in every sidecar (``InvalidFieldValue`` if it is not plain JSON).
+        With ``dedup_key`` (which needs ``queue``), ``DuplicateRun`` is raised while a run
+        with the same key is queued, running or waiting on that queue.
+
+        ``timeout`` (seconds) gives the run a deadline, stored with it: past it the run
+        is cancelled with reason ``timeout`` wherever it is (queued, executing, waiting),
+        and its child runs with it. ``delay`` (seconds) makes it due only that much later.
 
         Values are checked before anything is written: ``SerializationError`` for an
         input JSON cannot carry faithfully, or an ``idempotency_key`` / ``correlation_id``
@@ -95,11 +121,26 @@ class RunsSurface(FlowCore):
         workflow, or one started with another input. Transient database faults are
         retried for ``transient_retry_timeout`` seconds.
         """
+        if dedup_key is not None and queue is None:
+            raise ConfigurationError(
+                "dedup_key needs queue=...: a dedup key is unique within one queue",
+                setting="dedup_key",
+            )
+        if timeout is not None and (isinstance(timeout, bool) or not 0 < timeout < math.inf):
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds > 0, not {timeout!r}",
+                setting="timeout",
+            )
+        if isinstance(delay, bool) or not 0 <= delay < math.inf:
+            raise ConfigurationError(
+                f"delay must be a finite number of seconds >= 0, not {delay!r}", setting="delay"
+            )
         definition = self._definition(workflow)
         max_bytes = self.settings.max_payload_bytes
         what = f"workflow {definition.name!r}"
         check_key(idempotency_key, f"idempotency key of {what}", workflow=definition.name)
         check_key(correlation_id, f"correlation id of {what}", workflow=definition.name)
+        check_key(dedup_key, f"dedup key of {what}", workflow=definition.name)
         _check_queue(queue, what)
         _check_priority(priority, what)
         if definition.takes_input:
@@ -113,10 +154,12 @@ class RunsSurface(FlowCore):
             input_json: str | None = codec.dumps(codec.validate(input))
         else:
             input_json = None
+        config_json, config_hash = config_to_json(config)
         store = await self._connected()
         worker = self._worker
         direct = (
             queue is None
+            and not delay
             and worker is not None
             and (definition.name, definition.version) in worker.workflow_keys
             and worker.reserve()
@@ -132,7 +175,15 @@ class RunsSurface(FlowCore):
             owner=worker.id if direct and worker is not None else None,
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
+            config=config_json,
+            config_hash=config_hash,
+            delay=float(delay),
+            timeout=timeout,
         )
+        if dedup_key is not None:
+            run_id = await self._start_deduplicated(new_run, dedup_key)
+            record_run_started(definition.name)
+            return run_id
         try:
             run_id, created = await store.insert_run(new_run)
         except BaseException:
@@ -143,7 +194,7 @@ class RunsSurface(FlowCore):
         if created:
             record_run_started(definition.name)
         if direct and worker is not None:
-            if created:
+            if created and new_run.owner is not None:
                 worker.spawn(
                     ClaimedRun(
                         id=run_id,
@@ -154,12 +205,33 @@ class RunsSurface(FlowCore):
                         lease_epoch=1,
                         correlation_id=correlation_id,
                         fresh=True,
+                        config=config_json,
+                        config_hash=config_hash,
+                        deadline_in=timeout,
                     ),
                     reserved=True,
                 )
             else:
                 worker.unreserve()
+        elif delay and created and worker is not None:
+            worker.waiting.note_wake(delay)  # our wake-up path looks when it is due
         return run_id
+
+    async def _start_deduplicated(self, new_run: NewRun, dedup_key: str) -> UUID:
+        """Insert a queued run unless its dedup key is in use on its queue (``DuplicateRun``)."""
+        queues = QueueStore(await self._connected())
+        for _ in range(3):  # the holder may finish between the insert and the look-up
+            run_id = await queues.insert_dedup_run(new_run, dedup_key)
+            if run_id is not None:
+                return run_id
+            if new_run.idempotency_key is not None:
+                existing = await queues.run_by_idempotency_key(new_run.idempotency_key)
+                if existing is not None:
+                    return existing  # the same start again: the idempotency key wins
+            holder = await queues.run_by_dedup_key(new_run.queue, dedup_key)
+            if holder is not None:
+                raise DuplicateRun(new_run.queue, dedup_key, holder)
+        raise DuplicateRun(new_run.queue, dedup_key, None)
 
     def _resolve_outcome(
         self,
@@ -211,17 +283,9 @@ class RunsSurface(FlowCore):
         return row
 
     def _decode_output(self, workflow: str, version: int, output: str | None) -> Any:
-        if output is None:
-            return None
-        try:
-            definition = self.registry.workflow(workflow, version)
-        except WorkflowNotFound:  # started elsewhere: plain JSON is the best we can do
-            return json.loads(output)
-        return Codec(
-            definition.output_type,
-            f"output of workflow {definition.name!r}",
-            max_bytes=self.settings.max_payload_bytes,
-        ).loads(output)
+        return self.registry.decode_output(
+            workflow, version, output, max_bytes=self.settings.max_payload_bytes
+        )
 
     async def status(self, run_id: UUID | str) -> RunStatus:
         """A snapshot of a run: status, output or error, owner, timestamps."""
@@ -247,6 +311,14 @@ class RunsSurface(FlowCore):
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            config=json.loads(row["config"]) if row["config"] is not None else None,
+            config_hash=row["config_hash"],
+            replayed_from=row["replayed_from"],
+            forked_from=row["forked_from"],
+            parent_id=row["parent_id"],
+            deadline=row["deadline"],
+            available_at=row["available_at"],
+            waiting_for=tuple(row["waiting_for"] or ()),
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
@@ -266,12 +338,15 @@ class RunsSurface(FlowCore):
                 attempt=row["attempt"],
                 started_at=row["started_at"],
                 finished_at=row["finished_at"],
+                artefact_key=row["artefact_key"],
+                artefact_sha256=row["artefact_sha256"],
             )
             for row in rows
         ]
 
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
-        """Cancel a run that has not finished; False if it already had.
+        """Cancel a run that has not finished, and its unfinished descendants (child runs,
+        theirs, ...); False if it had already finished.
 
         A queued or waiting run never starts again. A running one is interrupted where
         it is, on whichever worker executes it (NOTIFY, backed by the workers' poll):

@@ -1,7 +1,6 @@
 """Real servers for the storage integration tests.
 
-- moto's S3 server, started here in-process on 127.0.0.1 with a free port for the whole
-  session and stopped at the end (no Docker, no network);
+- moto's S3 server (``moto_endpoint``, from ``tests/integration/conftest.py``);
 - Postgres at ``DURABLEFLOW_TEST_DSN`` (else postgresql://postgres@127.0.0.1:5432/postgres)
   and Redis at ``DURABLEFLOW_TEST_REDIS_URL`` (else redis://127.0.0.1:6379/0) for events;
   a test needing one that does not answer is skipped with a loud reason (and fails
@@ -10,45 +9,20 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from _moto import ACCESS_KEY, BUCKET, REGION, SECRET_KEY
 from durableflow.errors import StorageError
 from durableflow.storage import S3StorageProvider, StorageEvent, create_event_channel
 from durableflow.testing import StorageHarness
 
-BUCKET = "durableflow-tests"
-REGION = "us-east-1"
-ACCESS_KEY = "testing-key"
-SECRET_KEY = "testing-secret"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, with the test bucket created."""
-    from moto.server import ThreadedMotoServer
-
-    # moto logs every request through werkzeug; thousands of lines would drown failures.
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        request = urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-        yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ FROM {schema}.workers ORDER BY started_at DESC, id;
 
 -- name: queue_stats
 -- Per queue: runs waiting to be claimed, and how long the oldest due one has waited
--- (seconds). Served by runs_claimable_idx.
+-- (seconds). Served by runs_claim_order_idx.
 SELECT queue, count(*) AS depth,
        greatest(extract(epoch FROM (SELECT {schema}.clock_now()) - min(available_at)), 0)::float8
            AS oldest_age

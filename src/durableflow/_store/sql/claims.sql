@@ -1,38 +1,91 @@
 -- Claims: how workers take runs, give them back, and recover those of dead workers.
 
 -- name: claim_runs
--- Takes up to $5 queued, due runs of the queues and workflow versions this worker
--- serves. SKIP LOCKED lets many workers claim at once without blocking each other;
--- bumping lease_epoch fences off any earlier owner. A run claimed for the first
--- time (claims = 1) has no history: only an owner can write checkpoints. `waited`
--- (updated_at is now the claim time) feeds the claim-latency metric.
-WITH candidates AS (
-    SELECT r.id
-    FROM {schema}.runs AS r
-    WHERE r.status = 'queued'
-      AND r.queue = ANY($2::text[])
-      AND r.available_at <= (SELECT {schema}.clock_now())
-      AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
-    ORDER BY r.priority DESC, r.available_at, r.id
+-- Takes up to $5 queued runs of the queues and workflow versions this worker
+-- serves, highest priority first, then oldest. SKIP LOCKED lets many workers claim
+-- at once without blocking each other; bumping lease_epoch fences off any earlier
+-- owner. A run claimed for the first time (claims = 1) has no history: only an
+-- owner can write checkpoints. `waited` (updated_at is now the claim time) feeds the
+-- claim-latency metric.
+--
+-- Cost must not grow with the backlog, so each queue is read on its own (LATERAL),
+-- with ORDER BY matching runs_claim_order_idx (queue, priority DESC, available_at,
+-- id) WHERE status = 'queued': the index scan stops after LIMIT rows instead of
+-- sorting every queued run. (With `queue = ANY(...)` over several queues the index
+-- cannot deliver one global order and Postgres sorts the whole backlog.) Only the
+-- at most $5 rows per queue are then merged and sorted.
+--
+-- Managed queues (with limits or priority aging, see queues.sql) are left out here
+-- and claimed by claim_managed_runs, which applies their limits in its per-queue
+-- LIMIT: a worker whose view of the limits is stale can never bypass a limit through
+-- this statement. The NOT EXISTS is one primary-key probe of the small queues table
+-- per served queue.
+--
+-- Queued runs are due: runs with a later start, a timer or a wait are 'waiting'
+-- until their wake-up makes them queued, so `available_at <= now` filters nothing
+-- in practice; it stays as a guard and costs nothing in the index scan.
+--
+-- Runs locked in one queue but cut by the outer LIMIT are skipped by concurrent
+-- claimers until this statement commits; with one queue (the usual case) nothing
+-- is over-locked.
+--
+-- The UPDATE finds the candidates by `id = ANY(ARRAY(...))`: a join on the CTE
+-- would be planned for the generic plan's guess of the LIMIT (a tenth of the table)
+-- as a hash join over a scan of every run.
+--
+-- The claim commits without waiting for its WAL flush (synchronous_commit off for
+-- this transaction only). Claims are serial in a worker's claim loop, so the flush
+-- wait was a slot's idle time (4 ms of a 5 ms claim on a busy server). Losing a
+-- claim in a server crash is harmless: the run is queued again and nobody has
+-- worked on it yet, because the claimant's first checkpoint commits synchronously
+-- after it, and flushing the WAL up to that checkpoint flushes the claim too.
+WITH commit_without_flush_wait AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), candidates AS (
+    SELECT c.id
+    FROM commit_without_flush_wait, (
+        SELECT x.queue
+        FROM unnest($2::text[]) AS x(queue)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM {schema}.queues AS m
+            WHERE m.name = x.queue
+              AND (m.concurrency IS NOT NULL OR m.worker_concurrency IS NOT NULL
+                   OR m.rate_limit_count IS NOT NULL OR m.priority_aging IS NOT NULL))
+    ) AS q
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.priority, r.available_at
+        FROM {schema}.runs AS r
+        WHERE r.status = 'queued'
+          AND r.queue = q.queue
+          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
+        ORDER BY r.priority DESC, r.available_at, r.id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority DESC, c.available_at, c.id
     LIMIT $5
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.runs AS r
 SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
     started_at = coalesce(r.started_at, (SELECT {schema}.clock_now())), updated_at = (SELECT {schema}.clock_now())
-FROM candidates AS c
-WHERE r.id = c.id
+WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims, r.queue,
-          extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited;
+          r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
+          extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
+          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in;
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
--- ($6 seconds): leaderless recovery from a crashed or paused worker. Each takeover
--- counts as a recovery: a run that keeps killing its workers ends 'dead'.
-WITH candidates AS (
+-- ($6 seconds): leaderless recovery from a crashed or paused worker. Commits
+-- without waiting for its WAL flush, like claim_runs: a takeover lost in a crash
+-- leaves the run with its dead owner, to be taken over again. Each takeover counts
+-- as a recovery: a run that keeps killing its workers ends 'dead'.
+WITH commit_without_flush_wait AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), candidates AS (
     SELECT r.id
-    FROM {schema}.runs AS r
+    FROM commit_without_flush_wait, {schema}.runs AS r
     WHERE r.status = 'running'
       AND r.queue = ANY($2::text[])
       AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
@@ -50,14 +103,19 @@ SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
 FROM candidates AS c
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims, r.recoveries;
+          r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
+          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in,
+          r.recoveries;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).
 -- Fenced: only runs still owned by this worker at the given epochs are released.
+-- Compared with IS NOT DISTINCT FROM so that only the primary key can find the rows
+-- (see finish_runs in runs.sql).
 UPDATE {schema}.runs AS r
 SET status = 'queued', owner = NULL, available_at = (SELECT {schema}.clock_now()),
     updated_at = (SELECT {schema}.clock_now())
 FROM unnest($2::uuid[], $3::bigint[]) AS x(id, epoch)
-WHERE r.id = x.id AND r.owner = $1 AND r.lease_epoch = x.epoch AND r.status = 'running'
+WHERE r.id = x.id
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')
 RETURNING r.id;

@@ -6,32 +6,99 @@
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
 -- at once; the others are queued and a NOTIFY per queue wakes idle workers.
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
+-- A run meant to start on its worker at once is queued instead when its queue is
+-- managed (limits, see queues.sql): only claims may start those; the caller sees
+-- the owner it got. (The key's unique index holds only runs that have a key, hence
+-- the WHERE in ON CONFLICT.)
+-- $13/$14: the run's config and its hash (artefacts). Waits: a run with a delay
+-- ($15 seconds) starts 'waiting' until it is due (only queued runs are due); $16 is
+-- its timeout in seconds, and $17 says whether a child without a timeout of its own
+-- inherits its parent's deadline.
 WITH new_runs AS (
-    SELECT *
+    SELECT n.id, n.workflow, n.version, n.code_hash, n.input, n.queue, n.priority,
+           CASE WHEN n.owner IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM {schema}.queues AS q
+                    WHERE q.name = n.queue
+                      AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                           OR q.rate_limit_count IS NOT NULL OR q.priority_aging IS NOT NULL))
+                THEN n.owner END AS owner,
+           n.idempotency_key, n.correlation_id, n.parent_id, n.config, n.config_hash,
+           n.delay, n.timeout, n.inherit_deadline
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[])
+                $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[], $13::text[],
+                $14::text[], $15::float8[], $16::float8[], $17::bool[])
          AS n(id, workflow, version, code_hash, input, queue, priority, owner,
-              idempotency_key, correlation_id, parent_id)
+              idempotency_key, correlation_id, parent_id, config, config_hash, delay,
+              timeout, inherit_deadline)
 ), inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, owner, lease_epoch, claims, idempotency_key,
-                               correlation_id, parent_id, created_at, started_at, updated_at)
+                               correlation_id, parent_id, created_at, started_at, updated_at,
+                               config, config_hash, deadline)
     SELECT n.id, n.workflow, n.version, n.code_hash,
-           CASE WHEN n.owner IS NULL THEN 'queued' ELSE 'running' END,
-           n.input::jsonb, n.queue, n.priority, (SELECT {schema}.clock_now()), n.owner,
+           CASE WHEN n.owner IS NOT NULL THEN 'running'
+                WHEN n.delay > 0 THEN 'waiting' ELSE 'queued' END,
+           n.input::jsonb, n.queue, n.priority,
+           (SELECT {schema}.clock_now()) + make_interval(secs => greatest(n.delay, 0)), n.owner,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            n.idempotency_key, n.correlation_id, n.parent_id, (SELECT {schema}.clock_now()),
            CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-           (SELECT {schema}.clock_now())
+           (SELECT {schema}.clock_now()), n.config::jsonb, n.config_hash,
+           CASE WHEN n.timeout IS NOT NULL
+                    THEN (SELECT {schema}.clock_now()) + make_interval(secs => n.timeout)
+                WHEN n.inherit_deadline
+                    THEN (SELECT p.deadline FROM {schema}.runs AS p WHERE p.id = n.parent_id)
+           END
     FROM new_runs n
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, queue, owner
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, owner, status
 ), notified AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
-    FROM (SELECT DISTINCT queue FROM inserted WHERE owner IS NULL) AS q
+    FROM (SELECT DISTINCT queue FROM inserted WHERE status = 'queued') AS q
 )
-SELECT i.id FROM inserted AS i, notified;
+SELECT i.id, i.owner FROM inserted AS i, notified;
+
+-- name: insert_run
+-- One run, the common case of flow.start(): the insert_runs statement for a single
+-- row, with scalar parameters (no arrays to encode and unnest) and one read of the
+-- clock, which is a plpgsql call (OFFSET 0 keeps the planner from copying the call
+-- into each of the columns that use it). NOTIFY only for a queued run. As in
+-- insert_runs, a run meant to start on its worker ($8) is queued instead when its
+-- queue is managed, a delayed one ($15 > 0) starts 'waiting', and $16/$17 set its
+-- deadline. No row back means the idempotency key existed; the caller looks the run
+-- up.
+WITH inserted AS (
+    INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
+                               available_at, owner, lease_epoch, claims, idempotency_key,
+                               correlation_id, parent_id, created_at, started_at, updated_at,
+                               config, config_hash, deadline)
+    SELECT $1, $2, $3, $4,
+           CASE WHEN o.owner IS NOT NULL THEN 'running'
+                WHEN $15::float8 > 0 THEN 'waiting' ELSE 'queued' END,
+           $5::jsonb, $6, $7, clock.now + make_interval(secs => greatest($15::float8, 0)),
+           o.owner,
+           CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
+           $9, $10, $11, clock.now,
+           CASE WHEN o.owner IS NULL THEN NULL ELSE clock.now END,
+           clock.now, $13::jsonb, $14,
+           CASE WHEN $16::float8 IS NOT NULL THEN clock.now + make_interval(secs => $16::float8)
+                WHEN $17::bool
+                    THEN (SELECT p.deadline FROM {schema}.runs AS p WHERE p.id = $11::uuid)
+           END
+    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock,
+         (SELECT CASE WHEN $8::text IS NOT NULL AND NOT EXISTS (
+                     SELECT 1 FROM {schema}.queues AS q
+                     WHERE q.name = $6
+                       AND (q.concurrency IS NOT NULL OR q.worker_concurrency IS NOT NULL
+                            OR q.rate_limit_count IS NOT NULL OR q.priority_aging IS NOT NULL))
+                 THEN $8::text END AS owner) AS o
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, owner, status
+)
+SELECT id, owner, CASE WHEN status = 'queued' THEN pg_notify($12, queue) END AS notified
+FROM inserted;
 
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.
@@ -40,21 +107,29 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- name: finish_runs
 -- Records the outcome of a batch of runs (or 'blocked': left for an operator).
 -- Fenced like a checkpoint: only the current owner at the current epoch can
--- finish a run; others update nothing.
+-- finish a run; others update nothing. The UPDATE locks the row and re-checks its
+-- WHERE on the latest row version, so the comparison may stay in the WHERE; but it
+-- is written with IS NOT DISTINCT FROM, which no index can serve: with `r.status =
+-- 'running'` the planner may reach the rows through runs_running_idx, every running
+-- run, whenever statistics say few are running (see checkpoint_steps). Only the
+-- primary key finds the row. None of the compared values is ever NULL on our side,
+-- so IS NOT DISTINCT FROM means `=` here.
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
     finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
     updated_at = (SELECT {schema}.clock_now())
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
      AS f(id, status, output, error, owner, epoch)
-WHERE r.id = f.id AND r.owner = f.owner AND r.lease_epoch = f.epoch AND r.status = 'running'
+WHERE r.id = f.id
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
 RETURNING r.id;
 
 -- name: get_run
 -- Everything flow.status() reports about one run.
 SELECT id, workflow, version, code_hash, status, output::text AS output, error::text AS error,
        queue, priority, owner, lease_epoch, claims, idempotency_key, correlation_id,
-       created_at, started_at, finished_at, updated_at
+       created_at, started_at, finished_at, updated_at, parent_id, deadline, available_at,
+       waiting_for, config::text AS config, config_hash, replayed_from, forked_from
 FROM {schema}.runs WHERE id = $1;
 
 -- name: run_outcomes
@@ -65,8 +140,9 @@ FROM {schema}.runs WHERE id = ANY($1::uuid[]);
 -- name: cancel_run
 -- Cancels a run that has not finished. The NOTIFY on the cancellation channel ($3,
 -- payload: the run id) tells the worker executing it to interrupt the body now;
--- workers also poll for cancelled runs, and every later write of the old owner is
--- fenced off by the status.
+-- workers also poll for cancelled runs (which also finds children cancelled by the
+-- trigger runs_cancel_children of revision 0005_waits), and every later write of the
+-- old owner is fenced off by the status.
 WITH cancelled AS (
     UPDATE {schema}.runs
     SET status = 'cancelled', finished_at = (SELECT {schema}.clock_now()),

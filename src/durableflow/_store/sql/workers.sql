@@ -13,12 +13,6 @@ UPDATE {schema}.workers SET heartbeat_at = (SELECT {schema}.clock_now()) WHERE i
 -- name: deregister_worker
 DELETE FROM {schema}.workers WHERE id = $1;
 
--- name: forget_dead_workers
--- Removes rows of workers silent for far longer than the lease TTL ($1 seconds).
--- Their runs are not touched here: reclaim_orphaned_runs moves them.
-DELETE FROM {schema}.workers
-WHERE heartbeat_at < (SELECT {schema}.clock_now()) - make_interval(secs => $1);
-
 -- name: move_clock
 -- Test support: shifts {schema}.clock_now() for every connection at once.
 UPDATE {schema}.clock SET offset_seconds = offset_seconds + $1 RETURNING offset_seconds;

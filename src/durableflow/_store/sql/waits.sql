@@ -1,0 +1,322 @@
+-- Waits: parking runs and waking them, signals, events, watching other runs, deadlines.
+--
+-- How a wake-up is never lost: everything that can end a wait (a signal, an event, a
+-- run finishing) bumps the waiting run's wake_seq in the same transaction, whatever the
+-- run's status, and queues it if it is parked waiting for exactly that. The statements
+-- a run uses to check for what it waits on return its wake_seq read from the same
+-- snapshot as the check; park_run parks only if wake_seq is still that value, and
+-- otherwise queues the run again at once.
+--
+-- Fenced statements check owner, lease_epoch and status = 'running' on the run row,
+-- locked FOR SHARE, like every checkpoint (see steps.sql).
+
+-- name: record_sleep
+-- The first time a run reaches a sleep or a wait's timeout: the wake-up time is
+-- computed from the schema clock ($5 seconds from now, or the absolute $6) and
+-- recorded as the checkpoint of step $4, so replay never restarts the timer. A retried
+-- write whose first attempt committed reads the recorded time back.
+WITH owned AS (
+    SELECT id FROM {schema}.runs
+    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
+    FOR SHARE
+), wake AS (
+    SELECT coalesce($6::timestamptz,
+                    (SELECT {schema}.clock_now()) + make_interval(secs => $5::float8)) AS until
+), inserted AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
+                                finished_at)
+    SELECT $1, $4, $7, 'sleep', jsonb_build_object('until', wake.until), 1, now(), now()
+    FROM owned, wake
+    ON CONFLICT (run_id, step_id) DO NOTHING
+    RETURNING output
+)
+SELECT (SELECT count(*) FROM owned) AS owned,
+       coalesce((SELECT output ->> 'until' FROM inserted),
+                (SELECT output ->> 'until' FROM {schema}.steps
+                 WHERE run_id = $1 AND step_id = $4)) AS until,
+       (SELECT {schema}.clock_now()) AS now;
+
+-- name: consume_signal
+-- Receives the oldest unconsumed signal named $5 and records it as the checkpoint of
+-- wait step $4, in one statement: the signal is marked consumed by that step only if
+-- the checkpoint goes in, and neither happens unless this worker still owns the run.
+-- A step already recorded (a retried write) consumes nothing and returns its record.
+-- wake_seq is read without a lock, from the same snapshot as the mailbox.
+WITH owned AS (
+    SELECT id FROM {schema}.runs
+    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
+    FOR SHARE
+), recorded AS (
+    SELECT output FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
+), picked AS (
+    SELECT s.id FROM {schema}.signals AS s
+    WHERE s.run_id = $1 AND s.name = $5 AND s.consumed_by_step IS NULL
+      AND EXISTS (SELECT 1 FROM owned) AND NOT EXISTS (SELECT 1 FROM recorded)
+    ORDER BY s.id
+    LIMIT 1
+    FOR UPDATE
+), consumed AS (
+    UPDATE {schema}.signals AS s
+    SET consumed_by_step = $4, consumed_at = (SELECT {schema}.clock_now())
+    FROM picked
+    WHERE s.id = picked.id
+    RETURNING s.id, s.payload
+), checkpoint AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
+                                finished_at)
+    SELECT $1, $4, $6, 'signal', jsonb_build_object('signal', c.id, 'payload', c.payload), 1,
+           now(), now()
+    FROM consumed AS c
+    RETURNING output
+)
+SELECT (SELECT count(*) FROM owned) AS owned,
+       coalesce((SELECT output::text FROM checkpoint),
+                (SELECT output::text FROM recorded)) AS output,
+       (SELECT wake_seq FROM {schema}.runs WHERE id = $1) AS wake_seq,
+       (SELECT {schema}.clock_now()) AS now;
+
+-- name: park_run
+-- Ends an execution whose run waits: no owner, status 'waiting', available at its
+-- earliest wake-up ($4; NULL: none of its own) or its deadline, whichever is first.
+-- $5 lists what it waits for. If a wake-up arrived since its checks read wake_seq
+-- ($6; NULL when it only sleeps), it is queued again at once instead (and NOTIFY on $7
+-- tells the workers). Fenced: a run cancelled or taken over meanwhile is not touched.
+WITH parked AS (
+    UPDATE {schema}.runs AS r
+    SET status = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN 'waiting'
+                      ELSE 'queued' END,
+        available_at = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6
+                            THEN least(coalesce($4::timestamptz, 'infinity'),
+                                       coalesce(r.deadline, 'infinity'))
+                            ELSE (SELECT {schema}.clock_now()) END,
+        waiting_for = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN $5::text[] END,
+        owner = NULL,
+        updated_at = (SELECT {schema}.clock_now())
+    WHERE r.id = $1 AND r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
+    RETURNING r.status, r.queue, r.available_at
+), notified AS (
+    SELECT count(pg_notify($7, queue)) AS sent FROM parked WHERE status = 'queued'
+)
+SELECT p.status,
+       CASE WHEN isfinite(p.available_at)
+            THEN extract(epoch FROM p.available_at - (SELECT {schema}.clock_now()))::float8
+       END AS wake_in
+FROM parked AS p, notified;
+
+-- name: list_signals
+-- flow.signals(): a run's mailbox, oldest first, with what consumed each signal.
+SELECT id, name, payload::text AS payload, idempotency_key, sent_at, consumed_by_step,
+       consumed_at
+FROM {schema}.signals WHERE run_id = $1 ORDER BY id;
+
+-- name: set_event
+-- Publishes value $6 under key $5 for run $1 (latest wins) and records it as the
+-- checkpoint of step $4, fenced. The runs listed as waiting for this event get their
+-- wake_seq bumped, and those parked on it are queued; NOTIFY on $8 tells the workers.
+WITH owned AS (
+    SELECT id FROM {schema}.runs
+    WHERE id = $1 AND owner = $2 AND lease_epoch = $3 AND status = 'running'
+    FOR SHARE
+), recorded AS (
+    SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
+), upserted AS (
+    INSERT INTO {schema}.events (run_id, key, value, set_at)
+    SELECT $1, $5, $6::jsonb, (SELECT {schema}.clock_now())
+    FROM owned
+    WHERE NOT EXISTS (SELECT 1 FROM recorded)
+    ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at
+    RETURNING waiters
+), checkpoint AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
+                                finished_at)
+    SELECT $1, $4, $7, 'event', $6::jsonb, 1, now(), now()
+    FROM upserted
+    RETURNING step_id
+), woken AS (
+    UPDATE {schema}.runs AS r
+    SET wake_seq = r.wake_seq + 1,
+        status = CASE WHEN r.status = 'waiting'
+                           AND ('event:' || $1::text || ':' || $5) = ANY (r.waiting_for)
+                      THEN 'queued' ELSE r.status END,
+        waiting_for = CASE WHEN r.status = 'waiting'
+                                AND ('event:' || $1::text || ':' || $5) = ANY (r.waiting_for)
+                           THEN NULL ELSE r.waiting_for END,
+        available_at = CASE WHEN r.status = 'waiting'
+                                 AND ('event:' || $1::text || ':' || $5) = ANY (r.waiting_for)
+                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
+    WHERE r.id = ANY ((SELECT waiters FROM upserted)::uuid[])
+      AND r.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    RETURNING r.id
+), notified AS (
+    SELECT count(pg_notify($8, id::text)) AS sent FROM woken
+)
+SELECT (SELECT count(*) FROM owned) AS owned,
+       (SELECT count(*) FROM checkpoint) + (SELECT count(*) FROM recorded) AS recorded,
+       (SELECT sent FROM notified) AS notified;
+
+-- name: await_event
+-- A run ($3) waiting for key $2 of run $1: reads the event and, while it is not set,
+-- adds itself to the event's waiters. The upsert locks the event row, so it is ordered
+-- with set_event: either it sees the value, or set_event sees this waiter.
+WITH upserted AS (
+    INSERT INTO {schema}.events AS e (run_id, key, waiters)
+    VALUES ($1, $2, ARRAY[$3::uuid])
+    ON CONFLICT (run_id, key) DO UPDATE
+    SET waiters = CASE WHEN e.set_at IS NOT NULL OR $3::uuid = ANY (coalesce(e.waiters, '{}'))
+                       THEN e.waiters
+                       ELSE array_append(e.waiters, $3::uuid) END
+    RETURNING set_at, value
+)
+SELECT (SELECT set_at FROM upserted) IS NOT NULL AS found,
+       (SELECT value::text FROM upserted) AS value,
+       (SELECT status FROM {schema}.runs WHERE id = $1) AS target_status,
+       (SELECT wake_seq FROM {schema}.runs WHERE id = $3) AS wake_seq,
+       (SELECT {schema}.clock_now()) AS now;
+
+-- name: get_event
+-- flow.get_event(): the latest value of one key, if it was set, and the run's status.
+SELECT (SELECT value::text FROM {schema}.events
+        WHERE run_id = $1 AND key = $2 AND set_at IS NOT NULL) AS value,
+       (SELECT set_at FROM {schema}.events
+        WHERE run_id = $1 AND key = $2 AND set_at IS NOT NULL) AS set_at,
+       (SELECT status FROM {schema}.runs WHERE id = $1) AS status;
+
+-- name: get_events
+-- flow.get_events(): every key a run has set, with its latest value.
+SELECT key, value::text AS value, set_at
+FROM {schema}.events WHERE run_id = $1 AND set_at IS NOT NULL ORDER BY key;
+
+-- name: watch_runs
+-- Run $1 waits for runs $2 to finish (ctx.result, ctx.wait_first): returns each one's
+-- status and outcome, and adds $1 to the result_waiters of those not finished, whose
+-- finishing then wakes it (trigger runs_wake_result_waiters). A target that finished
+-- between this statement's snapshot and its lock is neither registered nor seen
+-- finished: the caller asks again.
+WITH registered AS (
+    UPDATE {schema}.runs AS t
+    SET result_waiters = array_append(t.result_waiters, $1::uuid)
+    WHERE t.id = ANY ($2::uuid[])
+      AND t.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+      AND NOT ($1::uuid = ANY (coalesce(t.result_waiters, '{}')))
+    RETURNING t.id
+)
+SELECT t.id, t.workflow, t.version, t.status, t.output::text AS output, t.error::text AS error,
+       t.finished_at,
+       (t.id IN (SELECT id FROM registered)
+        OR $1::uuid = ANY (coalesce(t.result_waiters, '{}'))) AS watched,
+       (SELECT wake_seq FROM {schema}.runs WHERE id = $1) AS wake_seq,
+       (SELECT {schema}.clock_now()) AS now
+FROM {schema}.runs AS t
+WHERE t.id = ANY ($2::uuid[]);
+
+-- name: wake_due_runs
+-- Moves up to $1 parked runs whose time has come (a sleep, a timeout, a delayed start, a
+-- deadline) to 'queued', so that queued always means due and claim_runs needs to know
+-- nothing about waits. NOTIFY on $2 per queue wakes idle workers. Also returns, in
+-- seconds, when the next parked run is due: index runs_waiting_idx answers both.
+WITH due AS (
+    SELECT id FROM {schema}.runs
+    WHERE status = 'waiting' AND available_at <= (SELECT {schema}.clock_now())
+    ORDER BY available_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), woken AS (
+    UPDATE {schema}.runs AS r
+    SET status = 'queued', waiting_for = NULL, updated_at = (SELECT {schema}.clock_now())
+    FROM due
+    WHERE r.id = due.id
+    RETURNING r.queue
+), notified AS (
+    SELECT count(pg_notify($2, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM woken) AS q
+)
+SELECT (SELECT count(*) FROM woken) AS woken,
+       (SELECT extract(epoch FROM min(available_at) - (SELECT {schema}.clock_now()))::float8
+        FROM {schema}.runs
+        WHERE status = 'waiting' AND available_at > (SELECT {schema}.clock_now())
+          AND available_at < 'infinity') AS next_due_in,
+       (SELECT {schema}.clock_now()) AS now,
+       (SELECT sent FROM notified) AS notified;
+
+-- name: expire_deadlines
+-- Cancels, with reason 'timeout', up to $1 runs nobody is executing (queued or parked)
+-- whose deadline passed. Runs being executed are cancelled by their owner, and a run of
+-- a dead worker by whoever recovers it. Trigger runs_cancel_children cancels children.
+WITH expired AS (
+    SELECT id FROM {schema}.runs
+    WHERE status IN ('queued', 'waiting') AND deadline IS NOT NULL
+      AND deadline <= (SELECT {schema}.clock_now())
+    ORDER BY deadline
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.runs AS r
+SET status = 'cancelled', waiting_for = NULL,
+    finished_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now()),
+    error = jsonb_build_object(
+        'type', 'Cancelled',
+        'message', 'timeout: the run passed its deadline (' || r.deadline::text || ')',
+        'traceback', '',
+        'reason', 'timeout')
+FROM expired
+WHERE r.id = expired.id
+RETURNING r.id;
+
+-- name: clock_now
+-- The schema clock, for code that must compare recorded wake-up times with it.
+SELECT {schema}.clock_now();
+
+-- name: send_signal
+-- Puts a signal in run $1's mailbox unless the run is finished. The run row is locked
+-- first, so a park of the same run is either before (and the run is queued here) or
+-- after (and sees wake_seq bumped). The same idempotency key ($4) for one run stores one
+-- signal. NOTIFY on $9 carries the run id: a worker holding the run in memory checks.
+-- Hand-over ($5..$8 set by a sender whose own process holds the run blocked in wait
+-- step $7, checkpoint name $8, of its execution by owner $5 at epoch $6): the signal
+-- goes in already consumed by that wait, together with the wait's checkpoint, so the
+-- run need not read its mailbox (one round trip from send to the next step). Only
+-- while the run is still that execution's, holds no older unconsumed signal of that
+-- name, and the wait is not recorded; otherwise (and with $5 NULL) a plain send.
+WITH target AS (
+    SELECT id, status, owner, lease_epoch FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE
+), handoff AS (
+    SELECT 1 FROM target
+    WHERE target.status = 'running' AND target.owner = $5 AND target.lease_epoch = $6
+      AND NOT EXISTS (SELECT 1 FROM {schema}.signals
+                      WHERE run_id = $1 AND name = $2 AND consumed_by_step IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $7)
+), inserted AS (
+    INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at,
+                                  consumed_by_step, consumed_at)
+    SELECT $1, $2, $3::jsonb, $4, (SELECT {schema}.clock_now()),
+           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN $7::int END,
+           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN (SELECT {schema}.clock_now()) END
+    FROM target
+    WHERE target.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    ON CONFLICT (run_id, idempotency_key) DO NOTHING
+    RETURNING id, payload, consumed_by_step
+), checkpoint AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
+                                finished_at)
+    SELECT $1, $7, $8, 'signal', jsonb_build_object('signal', i.id, 'payload', i.payload), 1,
+           now(), now()
+    FROM inserted AS i
+    WHERE i.consumed_by_step IS NOT NULL
+    RETURNING output
+), woken AS (
+    UPDATE {schema}.runs AS r
+    SET wake_seq = r.wake_seq + 1,
+        status = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                      THEN 'queued' ELSE r.status END,
+        waiting_for = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                           THEN NULL ELSE r.waiting_for END,
+        available_at = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
+                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
+    WHERE r.id = $1 AND EXISTS (SELECT 1 FROM inserted WHERE consumed_by_step IS NULL)
+    RETURNING r.id
+), notified AS (
+    SELECT count(pg_notify($9, id::text)) AS sent FROM woken
+)
+SELECT (SELECT status FROM target) AS status,
+       (SELECT id FROM inserted) AS signal_id,
+       (SELECT output::text FROM checkpoint) AS output,
+       (SELECT sent FROM notified) AS notified;

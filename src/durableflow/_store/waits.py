@@ -1,0 +1,321 @@
+"""The store side of durable waits: parking and waking runs, signals, events, deadlines.
+
+Every statement is a named block in ``sql/waits.sql``; this module binds their
+parameters and turns rows into plain records. Statements that write a run's history
+are fenced by owner and lease epoch like checkpoints, and raise ``LeaseLost`` when
+the run moved on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from durableflow._store.errors import translate_errors
+from durableflow._store.store import Store
+from durableflow.errors import LeaseLost
+
+
+def wake_channel(schema: str) -> str:
+    """The NOTIFY channel whose payload is the id of a run something may have woken.
+
+    The triggers of revision ``0005_waits`` spell the same name.
+    """
+    return f"durableflow_wake_{schema}"[:63]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Who may write a run's history: its owner at its lease epoch."""
+
+    run_id: UUID
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """The outcome of a wait's check: the recorded output if the wait is over, else None.
+
+    ``wake_seq`` is the run's wake sequence read in the same snapshot as the check;
+    ``now`` the schema clock at the check.
+    """
+
+    output: str | None
+    wake_seq: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Where a park left the run: 'waiting' (due in ``wake_in`` seconds, None: no
+    time of its own) or 'queued' (a wake-up arrived meanwhile)."""
+
+    status: str
+    wake_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    """An event as a waiting run sees it, with the state of the run that sets it."""
+
+    found: bool
+    value: str | None
+    target_status: str | None
+    wake_seq: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedRun:
+    """A run another run waits for: its outcome, once it has one."""
+
+    id: UUID
+    workflow: str
+    version: int
+    status: str
+    output: str | None
+    error: str | None
+    finished_at: datetime | None
+    watched: bool  # the waiter is among its result_waiters
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    runs: dict[UUID, WatchedRun]
+    wake_seq: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WakePass:
+    """One pass of the wake-up path: runs moved to 'queued', when the next is due."""
+
+    woken: int
+    next_due_in: float | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    id: int
+    name: str
+    payload: str | None
+    idempotency_key: str | None
+    sent_at: datetime
+    consumed_by_step: int | None
+    consumed_at: datetime | None
+
+
+class WaitStore:
+    """Durable-wait statements over a ``Store``'s pool, for one schema."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.schema = store.schema
+        self.wake_channel = wake_channel(store.schema)
+
+    def _fenced(self, row: Any, fence: Fence) -> None:
+        if not row["owned"]:
+            raise LeaseLost(fence.run_id, epoch=fence.epoch)
+
+    async def clock_now(self) -> datetime:
+        with translate_errors(self.schema, "reading the schema clock"):
+            value: datetime = await self._store.pool.fetchval(self._store.queries.clock_now)
+            return value
+
+    async def record_sleep(
+        self,
+        fence: Fence,
+        step_id: int,
+        name: str,
+        *,
+        seconds: float | None,
+        until: datetime | None,
+    ) -> tuple[datetime, datetime]:
+        """Record a sleep's wake-up time (``seconds`` from now, or ``until``); returns
+        ``(until, now)`` on the schema clock."""
+        with translate_errors(self.schema, "recording a sleep"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.record_sleep,
+                fence.run_id,
+                fence.owner,
+                fence.epoch,
+                step_id,
+                seconds,
+                until,
+                name,
+            )
+        self._fenced(row, fence)
+        assert row["until"] is not None
+        return datetime.fromisoformat(row["until"]), row["now"]
+
+    async def consume_signal(self, fence: Fence, step_id: int, name: str, signal: str) -> Checked:
+        with translate_errors(self.schema, "receiving a signal"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.consume_signal,
+                fence.run_id,
+                fence.owner,
+                fence.epoch,
+                step_id,
+                signal,
+                name,
+            )
+        self._fenced(row, fence)
+        return Checked(row["output"], row["wake_seq"], row["now"])
+
+    async def park(
+        self,
+        fence: Fence,
+        available_at: datetime | None,
+        waiting_for: Sequence[str],
+        seen_wake_seq: int | None,
+    ) -> Parked:
+        with translate_errors(self.schema, "parking a run"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.park_run,
+                fence.run_id,
+                fence.owner,
+                fence.epoch,
+                available_at,
+                list(waiting_for),
+                seen_wake_seq,
+                self._store.channel,
+            )
+        if row is None:
+            raise LeaseLost(fence.run_id, epoch=fence.epoch)
+        return Parked(row["status"], row["wake_in"])
+
+    async def send_signal(
+        self,
+        run_id: UUID,
+        name: str,
+        payload: str,
+        idempotency_key: str | None,
+        handoff: tuple[Fence, int, str] | None = None,
+    ) -> tuple[str | None, str | None]:
+        """Returns the target's status (None: no such run) and, when ``handoff`` (the
+        receiver's execution, its blocked wait's step id and name) took, the wait's
+        recorded output."""
+        fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
+        with translate_errors(self.schema, "sending a signal"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.send_signal,
+                run_id,
+                name,
+                payload,
+                idempotency_key,
+                fence.owner if fence is not None else None,
+                fence.epoch if fence is not None else None,
+                step_id,
+                step_name,
+                self.wake_channel,
+            )
+        assert row is not None
+        return row["status"], row["output"]
+
+    async def list_signals(self, run_id: UUID) -> list[SignalRow]:
+        with translate_errors(self.schema, "listing signals"):
+            rows = await self._store.pool.fetch(self._store.queries.list_signals, run_id)
+        return [
+            SignalRow(
+                id=row["id"],
+                name=row["name"],
+                payload=row["payload"],
+                idempotency_key=row["idempotency_key"],
+                sent_at=row["sent_at"],
+                consumed_by_step=row["consumed_by_step"],
+                consumed_at=row["consumed_at"],
+            )
+            for row in rows
+        ]
+
+    async def set_event(self, fence: Fence, step_id: int, name: str, key: str, value: str) -> None:
+        with translate_errors(self.schema, "setting an event"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.set_event,
+                fence.run_id,
+                fence.owner,
+                fence.epoch,
+                step_id,
+                key,
+                value,
+                name,
+                self.wake_channel,
+            )
+        self._fenced(row, fence)
+
+    async def await_event(self, waiter: UUID, run_id: UUID, key: str) -> EventRead:
+        with translate_errors(self.schema, "reading an event"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.await_event, run_id, key, waiter
+            )
+        assert row is not None
+        return EventRead(
+            row["found"], row["value"], row["target_status"], row["wake_seq"], row["now"]
+        )
+
+    async def get_event(self, run_id: UUID, key: str) -> tuple[str | None, bool, str | None]:
+        """``(value, found, run status)``; status None when the run does not exist."""
+        with translate_errors(self.schema, "reading an event"):
+            row = await self._store.pool.fetchrow(self._store.queries.get_event, run_id, key)
+        assert row is not None
+        return row["value"], row["set_at"] is not None, row["status"]
+
+    async def get_events(self, run_id: UUID) -> list[tuple[str, str | None]]:
+        with translate_errors(self.schema, "reading events"):
+            rows = await self._store.pool.fetch(self._store.queries.get_events, run_id)
+        return [(row["key"], row["value"]) for row in rows]
+
+    async def watch_runs(self, waiter: UUID, run_ids: Sequence[UUID]) -> Watch:
+        with translate_errors(self.schema, "watching runs"):
+            rows = await self._store.pool.fetch(
+                self._store.queries.watch_runs, waiter, list(run_ids)
+            )
+        if not rows:
+            # Nothing to read wake_seq from: the caller raises RunNotFound anyway.
+            return Watch({}, 0, await self.clock_now())
+        return Watch(
+            {
+                row["id"]: WatchedRun(
+                    id=row["id"],
+                    workflow=row["workflow"],
+                    version=row["version"],
+                    status=row["status"],
+                    output=row["output"],
+                    error=row["error"],
+                    finished_at=row["finished_at"],
+                    watched=row["watched"],
+                )
+                for row in rows
+            },
+            rows[0]["wake_seq"],
+            rows[0]["now"],
+        )
+
+    async def wake_due_runs(self, limit: int) -> WakePass:
+        with translate_errors(self.schema, "waking due runs"):
+            row = await self._store.pool.fetchrow(
+                self._store.queries.wake_due_runs, limit, self._store.channel
+            )
+        assert row is not None
+        return WakePass(row["woken"], row["next_due_in"], row["now"])
+
+    async def expire_deadlines(self, limit: int) -> list[UUID]:
+        with translate_errors(self.schema, "expiring deadlines"):
+            rows = await self._store.pool.fetch(self._store.queries.expire_deadlines, limit)
+        return [row["id"] for row in rows]
+
+    async def listen(self, connection: asyncpg.Connection, callback: Callable[[str], None]) -> None:
+        """Add the wake channel to a LISTEN connection: ``callback(run id text)``."""
+
+        def on_notify(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        with translate_errors(self.schema, "listening for wake-ups"):
+            await connection.add_listener(self.wake_channel, on_notify)

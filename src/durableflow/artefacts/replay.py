@@ -1,0 +1,175 @@
+"""Runs made from other runs: replay from storage, and fork from the database.
+
+**Replay** (``flow.replay(run_id, from_stage=...)``) starts a new run of the same
+workflow version whose steps before the first execution of ``from_stage`` return the
+outputs republished from storage. Before anything is written, a pre-flight check
+reads each of those artefacts, compares its sidecar's sha256 with the one its
+checkpoint recorded and the bytes with the sidecar (``StorageIntegrityError``
+otherwise); a missing or corrupt artefact is a ``ReplayError`` naming its key, and no
+run is started. The new run is then inserted together with its seeded history in one
+transaction: each republished checkpoint carries the bytes read back from storage
+(inline when at most ``inline_max_bytes``; larger ones are read again, and checked
+again, when a worker loads the history) and the key and sha256 of the artefact they
+came from, so the lineage of what the new run computes points at those artefacts.
+
+**Fork** (``flow.fork(run_id, from_step=...)``) copies the checkpoints before
+``from_step`` from the database as they are (DBOS's fork): no storage involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+from uuid import UUID
+
+from durableflow._store.artefacts import ArtefactStore, DerivedRun, SourceStep
+from durableflow.artefacts.values import config_to_json, name_argument
+from durableflow.engine.ids import uuid7
+from durableflow.errors import (
+    ArtefactNotFound,
+    InvalidFieldValue,
+    ReplayError,
+    RunNotFound,
+    StorageIntegrityError,
+)
+from durableflow.storage import StorageProtocol
+
+DATA_KINDS = frozenset({"step", "state"})
+"""Checkpoint kinds whose output is data a replay republishes from storage.
+
+Other kinds (sleeps, signal waits, events, transitions) record control flow, not
+results; a replay copies them from the database as they are.
+"""
+
+PREFLIGHT_CONCURRENCY = 8
+
+
+def _derived_from(source: Any, **changes: Any) -> DerivedRun:
+    run = DerivedRun(
+        id=uuid7(),
+        workflow=source["workflow"],
+        version=source["version"],
+        code_hash=source["code_hash"],
+        input=source["input"],
+        config=source["config"],
+        config_hash=source["config_hash"],
+        queue=source["queue"],
+        priority=source["priority"],
+        correlation_id=source["correlation_id"],
+        replayed_from=None,
+        forked_from=None,
+    )
+    return replace(run, **changes)
+
+
+async def _source(sql: ArtefactStore, run_id: UUID) -> Any:
+    source = await sql.source_run(run_id)
+    if source is None:
+        raise RunNotFound(run_id)
+    return source
+
+
+async def replay(
+    sql: ArtefactStore,
+    storage: StorageProtocol,
+    run_id: UUID,
+    *,
+    from_stage: str,
+    config: Any,
+    inline_max_bytes: int,
+) -> UUID:
+    """Pre-flight, then start the replay; returns the new run's id."""
+    name_argument(from_stage, "from_stage")
+    source = await _source(sql, run_id)
+    config_json, config_hash = (
+        config_to_json(config) if config is not None else (source["config"], source["config_hash"])
+    )
+    first = await sql.first_step_named(run_id, from_stage)
+    if first is None:
+        raise ReplayError(
+            run_id,
+            f"no step or state named {from_stage!r} ran in it; replay from a stage that "
+            "has a checkpoint (flow.steps(run_id) lists them)",
+        )
+    steps = await sql.source_steps(run_id, first)
+    seeded = await _preflight(run_id, storage, steps, inline_max_bytes)
+    new_run = _derived_from(
+        source, config=config_json, config_hash=config_hash, replayed_from=run_id
+    )
+    await sql.insert_replay(new_run, seeded)
+    return new_run.id
+
+
+async def _preflight(
+    run_id: UUID, storage: StorageProtocol, steps: list[SourceStep], inline_max_bytes: int
+) -> list[SourceStep]:
+    """Every republished step read back from storage and verified, or ``ReplayError``."""
+    for step in steps:
+        if step.kind in DATA_KINDS and step.error is None and step.artefact_key is None:
+            raise ReplayError(
+                run_id,
+                f"step {step.name!r} (#{step.step_id}) wrote no artefact, so its output "
+                "cannot be republished from storage; declare it @flow.step(artefact=True) "
+                "(or Flow(artefacts='all')) for future runs, or use flow.fork to copy the "
+                "database's checkpoints",
+                step=step.name,
+            )
+    limit = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+
+    async def verified(step: SourceStep) -> SourceStep:
+        if step.kind not in DATA_KINDS or step.error is not None or step.artefact_key is None:
+            return step
+        key = step.artefact_key
+        async with limit:
+            try:
+                output = await _read_verified(storage, step, key, inline_max_bytes)
+            except ArtefactNotFound as exc:
+                raise ReplayError(
+                    run_id, "the artefact is missing from storage", key=key, step=step.name
+                ) from exc
+            except StorageIntegrityError as exc:
+                raise ReplayError(run_id, exc.reason, key=key, step=step.name) from exc
+        return replace(step, output=output)
+
+    return list(await asyncio.gather(*(verified(step) for step in steps)))
+
+
+async def _read_verified(
+    storage: StorageProtocol, step: SourceStep, key: str, inline_max_bytes: int
+) -> str | None:
+    """The output's JSON when small enough to seed inline, else None (checked by streaming)."""
+    metadata = await storage.read_metadata(key)
+    if step.artefact_sha256 and metadata.sha256 != step.artefact_sha256:
+        raise StorageIntegrityError(
+            key,
+            f"its sidecar records sha256 {metadata.sha256} but the checkpoint of step "
+            f"{step.name!r} recorded {step.artefact_sha256}: it was overwritten after the run",
+        )
+    if metadata.size is not None and metadata.size <= inline_max_bytes:
+        return (await storage.read(key)).decode("utf-8")
+    # Too large to keep in Postgres: check every byte now without holding them; the
+    # worker reads (and checks) them again when it loads the new run's history.
+    async for _ in storage.read_stream(key):
+        pass
+    return None
+
+
+async def fork(sql: ArtefactStore, run_id: UUID, *, from_step: int | str) -> UUID:
+    """Start a fork that continues from ``from_step``; returns the new run's id."""
+    if isinstance(from_step, str):
+        found = await sql.first_step_named(run_id, name_argument(from_step, "from_step"))
+        if found is None:
+            await _source(sql, run_id)  # an unknown run is RunNotFound, not a bad step
+            raise InvalidFieldValue("from_step", f"no step named {from_step!r} ran in run {run_id}")
+        before = found
+    elif isinstance(from_step, int) and not isinstance(from_step, bool) and from_step >= 0:
+        before = from_step
+    else:
+        raise InvalidFieldValue(
+            "from_step", f"{from_step!r} is neither a step id (an int >= 0) nor a step name"
+        )
+    source = await _source(sql, run_id)
+    new_run = _derived_from(source, forked_from=run_id)
+    await sql.insert_fork(new_run, run_id, before)
+    return new_run.id

@@ -1,0 +1,131 @@
+"""Messages to and from runs: ``send_signal``, ``signals``, ``get_event``, ``get_events``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from durableflow._store.records import FINAL_STATUSES
+from durableflow._store.waits import WaitStore
+from durableflow.engine.payloads import payload_json
+from durableflow.errors import RunNotFound
+from durableflow.runtime.waiting import send_signal
+from durableflow.surfaces.base import FlowCore, as_run_id
+
+# flow.get_event polls, backing off between these bounds while nothing changes.
+_EVENT_POLL_MIN = 0.01
+_EVENT_POLL_MAX = 0.5
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """One signal in a run's mailbox, as ``flow.signals()`` lists it."""
+
+    id: int
+    run_id: UUID
+    name: str
+    payload: Any
+    idempotency_key: str | None
+    sent_at: datetime
+    consumed_by_step: int | None  # the wait (step id) that received it
+    consumed_at: datetime | None
+
+    @property
+    def state(self) -> str:
+        """``"pending"`` until a wait receives it, then ``"consumed"``."""
+        return "pending" if self.consumed_by_step is None else "consumed"
+
+
+class MessagesSurface(FlowCore):
+    """``Flow``'s methods for signals to runs and events from them."""
+
+    async def _wait_store(self) -> WaitStore:
+        return WaitStore(await self._connected())
+
+    async def send_signal(
+        self,
+        run_id: UUID | str,
+        name: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send signal ``name`` (with a JSON ``payload``) to a run's mailbox.
+
+        The run receives it with ``ctx.wait_for_signal(name)``, now or later, exactly
+        once; a parked run waiting for it is woken at once. The same
+        ``idempotency_key`` twice for one run stores one signal. Raises
+        ``RunNotFound``, ``RunFinished`` (nothing will receive it), or
+        ``SerializationError`` naming the signal when the payload is not faithful JSON
+        or is too large. Example::
+
+            await flow.send_signal(run_id, "approve", {"by": "ops"})
+        """
+        target = as_run_id(run_id)
+        if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
+            raise ValueError("a signal name must be a non-empty string of at most 200 characters")
+        text = payload_json(
+            payload,
+            f"payload of signal {name!r} to run {target}",
+            max_bytes=self.settings.max_payload_bytes,
+        )
+        if self._worker is not None:  # the run may be blocked right here: hand it over
+            await self._worker.waiting.send_signal(target, name, text, idempotency_key)
+        else:
+            await send_signal(await self._wait_store(), target, name, text, idempotency_key)
+
+    async def signals(self, run_id: UUID | str) -> list[SignalRecord]:
+        """A run's signals, oldest first, each pending or consumed (and by which wait)."""
+        target = as_run_id(run_id)
+        rows = await (await self._wait_store()).list_signals(target)
+        if not rows and await (await self._connected()).get_run(target) is None:
+            raise RunNotFound(target)
+        return [
+            SignalRecord(
+                id=row.id,
+                run_id=target,
+                name=row.name,
+                payload=json.loads(row.payload) if row.payload is not None else None,
+                idempotency_key=row.idempotency_key,
+                sent_at=row.sent_at,
+                consumed_by_step=row.consumed_by_step,
+                consumed_at=row.consumed_at,
+            )
+            for row in rows
+        ]
+
+    async def get_event(self, run_id: UUID | str, key: str, timeout: float | None = None) -> Any:
+        """The latest value a run set under ``key`` (``ctx.set_event``), waiting until it
+        is set; ``None`` after ``timeout`` seconds, or once the run finished without
+        setting it. ``RunNotFound`` for an unknown run."""
+        target = as_run_id(run_id)
+        store = await self._wait_store()
+        loop = asyncio.get_running_loop()
+        give_up = None if timeout is None else loop.time() + timeout
+        delay = _EVENT_POLL_MIN
+        while True:
+            value, found, status = await store.get_event(target, key)
+            if status is None:
+                raise RunNotFound(target)
+            if found:
+                return json.loads(value) if value is not None else None
+            if status in FINAL_STATUSES:
+                return None
+            now = loop.time()
+            if give_up is not None and now >= give_up:
+                return None
+            pause = delay if give_up is None else min(delay, give_up - now)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, _EVENT_POLL_MAX)
+
+    async def get_events(self, run_id: UUID | str) -> dict[str, Any]:
+        """Every key a run has set, with its latest value."""
+        target = as_run_id(run_id)
+        events = await (await self._wait_store()).get_events(target)
+        if not events and await (await self._connected()).get_run(target) is None:
+            raise RunNotFound(target)
+        return {key: json.loads(value) if value is not None else None for key, value in events}

@@ -1,0 +1,147 @@
+"""Durable waits across kill -9: a sleep is not slept again from the start, a signal is
+received exactly once, a deadline outlives the worker that was enforcing it.
+
+Worker A is killed with SIGKILL while it holds the run (the sleep in memory, or a step
+running after the signal was consumed); worker B takes the run over once A's lease
+expires. The independent ledger lists every execution of every step body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import datetime
+
+import asyncpg
+import pytest
+from apps import waits_app
+from apps.harness import FAST_WORKER_SETTINGS, Processes, wait_until
+
+from durableflow import WorkflowFailed
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(90)]
+
+APP = "apps.waits_app:flow"
+# A's sleep stays in memory (and A holds the run) when the kill lands.
+HOLD_IN_MEMORY = {"DURABLEFLOW_MAX_WAIT_IN_MEMORY": "30"}
+
+
+async def test_a_sleep_survives_kill_9_and_is_not_slept_again(
+    ledger_url: str, db: asyncpg.Connection, processes: Processes
+) -> None:
+    env = {"DURABLEFLOW_DATABASE_URL": ledger_url, **FAST_WORKER_SETTINGS, **HOLD_IN_MEMORY}
+    client = waits_app.build_flow(ledger_url)
+    async with client:
+        run_id = await client.start(waits_app.SLEEPER, queue="default")
+        worker_a = processes.worker("worker-a", APP, env)
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM durableflow.steps WHERE run_id = $1 AND kind = 'sleep')",
+            db,
+            run_id,
+            timeout=20,
+            message="the sleep to be recorded",
+        )
+        until = datetime.fromisoformat(
+            await db.fetchval(
+                "SELECT output ->> 'until' FROM durableflow.steps "
+                "WHERE run_id = $1 AND kind = 'sleep'",
+                run_id,
+            )
+        )
+        assert (await client.status(run_id)).status == "running"  # held by A, in memory
+        # B is up before A dies, so its start-up time cannot eat into the sleep.
+        processes.worker("worker-b", APP, env)
+        await wait_until(
+            "SELECT count(*) = 2 FROM durableflow.workers",
+            db,
+            timeout=30,
+            message="worker B to start",
+        )
+        assert (await client.status(run_id)).status == "running"  # still A's
+        worker_a.send(signal.SIGKILL)
+        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        assert await client.result(run_id, timeout=30) == "after"
+        finished = (await client.status(run_id)).finished_at
+        assert finished is not None
+        # Woken at the recorded time: not a full sleep again after B took over.
+        overshoot = (finished - until).total_seconds()
+        assert 0 <= overshoot < waits_app.SLEEP_SECONDS / 2, overshoot
+        executions = await db.fetch(
+            "SELECT step_id, count(*) AS n FROM public.ledger WHERE run_id = $1 GROUP BY step_id",
+            run_id,
+        )
+        assert {row["step_id"]: row["n"] for row in executions} == {0: 1, 2: 1}
+
+
+async def test_a_signal_is_received_exactly_once_when_the_worker_dies_after_consuming_it(
+    ledger_url: str, db: asyncpg.Connection, processes: Processes
+) -> None:
+    env = {"DURABLEFLOW_DATABASE_URL": ledger_url, **FAST_WORKER_SETTINGS}
+    client = waits_app.build_flow(ledger_url)
+    async with client:
+        run_id = await client.start(waits_app.RECEIVER, queue="default")
+        await client.send_signal(run_id, "go", "first")
+        await client.send_signal(run_id, "go", "second")
+        worker_a = processes.worker("worker-a", APP, {**env, "HOLD_STEPS": "1"})
+        # A consumed "first" (checkpoint committed) and is inside the next step.
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1 AND step_id = 1)",
+            db,
+            run_id,
+            timeout=20,
+            message="the step after the wait to start",
+        )
+        worker_a.send(signal.SIGKILL)
+        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        processes.worker("worker-b", APP, env)
+        assert await client.result(run_id, timeout=30) == "first"
+        signals = await client.signals(run_id)
+        assert [(s.payload, s.state, s.consumed_by_step) for s in signals] == [
+            ("first", "consumed", 0),
+            ("second", "pending", None),
+        ]
+        # The step after the wait ran again (at least once), the wait did not.
+        ledger = await db.fetch(
+            "SELECT step_id, pid FROM public.ledger WHERE run_id = $1 ORDER BY id", run_id
+        )
+        assert [row["step_id"] for row in ledger] == [1, 1]
+        assert ledger[0]["pid"] == worker_a.pid and ledger[1]["pid"] != worker_a.pid
+
+
+async def test_a_deadline_is_enforced_after_its_worker_dies(
+    ledger_url: str, db: asyncpg.Connection, processes: Processes
+) -> None:
+    env = {"DURABLEFLOW_DATABASE_URL": ledger_url, **FAST_WORKER_SETTINGS, "HOLD_STEPS": "1"}
+    client = waits_app.build_flow(ledger_url)
+    async with client:
+        worker_a = processes.worker("worker-a", APP, env)
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM durableflow.workers)",
+            db,
+            timeout=30,
+            message="worker A to start",
+        )
+        started = time.monotonic()
+        run_id = await client.start(waits_app.RECEIVER, queue="default", timeout=5)
+        await client.send_signal(run_id, "go", "x")
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1)",
+            db,
+            run_id,
+            timeout=20,
+            message="the held step to start",
+        )
+        worker_a.send(signal.SIGKILL)
+        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        # B holds the step forever too: only the stored deadline can end the run.
+        processes.worker("worker-b", APP, env)
+        with pytest.raises(WorkflowFailed) as failed:
+            await client.result(run_id, timeout=30)
+        assert failed.value.status == "cancelled"
+        assert failed.value.error["reason"] == "timeout"
+        assert time.monotonic() - started < 15
+        status = await client.status(run_id)
+        assert status.finished_at is not None and status.deadline is not None
+        assert 0 <= (status.finished_at - status.deadline).total_seconds() < 3
+    await asyncio.sleep(0)

@@ -1,0 +1,106 @@
+"""Dispatch as a user sees it: what a start writes and announces, and the claim order."""
+
+import asyncio
+
+import asyncpg
+
+from durableflow import Flow, FlowContext
+
+
+def make_flow(database_url: str) -> Flow:
+    return Flow(database_url=database_url, poll_interval=0.05)
+
+
+async def test_a_single_queued_start_is_announced_and_a_direct_start_is_owned(
+    database_url: str,
+) -> None:
+    flow = make_flow(database_url)
+
+    @flow.workflow(name="noop", version=1)
+    async def noop(ctx: FlowContext, x: int) -> int:
+        return x
+
+    notes: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(
+        "durableflow_runs_durableflow", lambda *args: notes.put_nowait(args[-1])
+    )
+    try:
+        async with flow:
+            queued = await flow.start(noop, input=1, queue="emails", priority=3)
+            assert await asyncio.wait_for(notes.get(), timeout=5) == "emails"
+            status = await flow.status(queued)
+            assert (status.status, status.owner, status.lease_epoch, status.claims) == (
+                "queued",
+                None,
+                0,
+                0,
+            )
+            assert status.started_at is None and status.queue == "emails"
+            assert status.created_at is not None
+
+            async with flow.worker(concurrency=2) as worker:
+                direct = await flow.start(noop, input=2)
+                assert await flow.result(direct, timeout=10) == 2
+                status = await flow.status(direct)
+                assert (status.owner, status.lease_epoch, status.claims) == (worker.id, 1, 1)
+                assert status.started_at == status.created_at  # one clock read
+            assert notes.empty()  # a run started by its own worker wakes nobody
+    finally:
+        await listener.close()
+
+
+async def test_runs_are_claimed_by_priority_then_age_across_queues(database_url: str) -> None:
+    client = make_flow(database_url)
+    server = make_flow(database_url)
+    order: list[str] = []
+    for flow in (client, server):
+
+        @flow.workflow(name="record", version=1)
+        async def record(ctx: FlowContext, name: str) -> None:
+            order.append(name)
+
+    plan = [
+        ("low-1", "a", 0),
+        ("high-1", "b", 5),
+        ("mid-1", "a", 2),
+        ("high-2", "a", 5),
+        ("low-2", "b", 0),
+        ("mid-2", "b", 2),
+    ]
+    async with client, server:
+        ids = [
+            await client.start("record", input=name, queue=queue, priority=priority)
+            for name, queue, priority in plan
+        ]
+        # One slot: every claim takes the single best run of both queues.
+        async with server.worker(concurrency=1, queues=["a", "b"]):
+            for run_id in ids:
+                await client.result(run_id, timeout=10)
+    assert order == ["high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2"]
+
+
+async def test_a_worker_opens_its_writer_connections_when_it_starts(database_url: str) -> None:
+    flow = Flow(database_url=database_url, pool_min_size=1)
+
+    @flow.workflow(name="noop", version=1)
+    async def noop(ctx: FlowContext) -> None:
+        return None
+
+    async def backends() -> int:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'durableflow'"
+                )
+            )
+        finally:
+            await connection.close()
+
+    async with flow:
+        before = await backends()
+        async with flow.worker(concurrency=4):
+            # The pool's one connection, and four writers opened before any run needs them.
+            assert await backends() == before + 4

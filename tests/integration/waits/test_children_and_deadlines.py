@@ -1,0 +1,279 @@
+"""Child runs, cancellation cascades and deadlines, on a real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from durableflow import Flow, FlowContext, WorkflowFailed
+
+
+def make_flow(database_url: str, **settings: object) -> Flow:
+    return Flow(database_url=database_url, **{"poll_interval": 0.1, **settings})
+
+
+async def wait_status(flow: Flow, run_id: UUID, wanted: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (status := (await flow.status(run_id)).status) != wanted:
+        assert time.monotonic() < deadline, f"run {run_id} stayed {status}, wanted {wanted}"
+        await asyncio.sleep(0.02)
+
+
+def build_family(flow: Flow) -> None:
+    @flow.workflow(name="child", version=1)
+    async def child(ctx: FlowContext, n: int) -> int:
+        if n < 0:
+            raise ValueError("negative")
+        if n == 0:
+            await ctx.wait_for_signal("release")
+        return n * 10
+
+    @flow.workflow(name="parent", version=1)
+    async def parent(ctx: FlowContext, n: int) -> list[Any]:
+        doubled = await ctx.run_child(child, n)
+        try:
+            await ctx.run_child("child", -1)
+        except WorkflowFailed as exc:
+            failed = exc.error["message"]
+        return [doubled, failed]
+
+
+async def test_run_child_returns_output_and_failure_and_records_the_parent(
+    database_url: str,
+) -> None:
+    flow = make_flow(database_url, max_wait_in_memory=0)
+    build_family(flow)
+    async with flow, flow.worker(concurrency=4):
+        run_id = await flow.start("parent", input=4)
+        assert await flow.result(run_id, timeout=15) == [40, "negative"]
+        steps = await flow.steps(run_id)
+        assert [(s.name, s.kind) for s in steps] == [
+            ("start_child:child", "child"),
+            ("result", "child"),
+            ("start_child:child", "child"),
+            ("result", "child"),
+        ]
+        child_id = UUID(steps[0].output["run_id"])
+        status = await flow.status(child_id)
+        assert status.parent_id == run_id and status.status == "succeeded"
+
+
+async def test_a_child_is_not_started_twice_when_the_parent_replays(database_url: str) -> None:
+    flow = make_flow(database_url, max_wait_in_memory=0)
+
+    @flow.workflow(name="sleepy_child", version=1)
+    async def sleepy_child(ctx: FlowContext) -> str:
+        await ctx.wait_for_signal("go")
+        return "child done"
+
+    @flow.workflow(name="careful_parent", version=1)
+    async def careful_parent(ctx: FlowContext) -> list[str]:
+        child = await ctx.start_child(sleepy_child)
+        await ctx.wait_for_signal("continue")  # parks; each wake-up replays start_child
+        await ctx.wait_for_signal("continue")
+        return [str(child), await ctx.result(child)]
+
+    async with flow, flow.worker(concurrency=4):
+        parent = await flow.start(careful_parent)
+        await wait_status(flow, parent, "waiting")
+        connection = await asyncpg.connect(database_url)
+        try:
+            first_child = await connection.fetchval(
+                "SELECT id FROM durableflow.runs WHERE parent_id = $1", parent
+            )
+            # Replay 1: start_child is in history.
+            await flow.send_signal(parent, "continue")
+            await asyncio.sleep(0.3)
+            await wait_status(flow, parent, "waiting")
+            # Replay 2: as if the parent had crashed between starting the child and
+            # recording it: the deterministic key still finds the first child.
+            await connection.execute(
+                "DELETE FROM durableflow.steps WHERE run_id = $1 AND step_id = 0", parent
+            )
+            await flow.send_signal(parent, "continue")
+            await flow.send_signal(first_child, "go")
+            out = await flow.result(parent, timeout=15)
+            assert out == [str(first_child), "child done"]
+            children = await connection.fetchval(
+                "SELECT count(*) FROM durableflow.runs WHERE parent_id = $1", parent
+            )
+            assert children == 1
+        finally:
+            await connection.close()
+
+
+async def test_wait_first_returns_the_first_run_to_finish(database_url: str) -> None:
+    flow = make_flow(database_url)
+
+    @flow.workflow(name="blocked_child", version=1)
+    async def blocked_child(ctx: FlowContext) -> str:
+        await ctx.wait_for_signal("never")
+        return "slow"
+
+    @flow.workflow(name="quick_child", version=1)
+    async def quick_child(ctx: FlowContext) -> str:
+        await ctx.sleep(0.2)
+        return "quick"
+
+    @flow.workflow(name="racer", version=1)
+    async def racer(ctx: FlowContext) -> str:
+        slow, quick = await asyncio.gather(
+            ctx.start_child(blocked_child), ctx.start_child(quick_child)
+        )
+        first = await ctx.wait_first([slow, quick])
+        return "quick won" if first == quick else "slow won"
+
+    async with flow, flow.worker(concurrency=4):
+        run_id = await flow.start(racer)
+        assert await flow.result(run_id, timeout=15) == "quick won"
+
+
+async def test_cancel_cascades_to_unfinished_descendants(database_url: str) -> None:
+    flow = make_flow(database_url)
+
+    @flow.workflow(name="leaf", version=1)
+    async def leaf(ctx: FlowContext) -> None:
+        await ctx.wait_for_signal("never")
+
+    @flow.workflow(name="middle", version=1)
+    async def middle(ctx: FlowContext) -> None:
+        await ctx.run_child(leaf)
+
+    @flow.workflow(name="done_child", version=1)
+    async def done_child(ctx: FlowContext) -> str:
+        return "finished"
+
+    @flow.workflow(name="root", version=1)
+    async def root(ctx: FlowContext) -> None:
+        finished = await ctx.start_child(done_child)
+        await ctx.result(finished)
+        await ctx.run_child(middle)
+
+    async with flow, flow.worker(concurrency=8):
+        root_id = await flow.start(root)
+        connection = await asyncpg.connect(database_url)
+        try:
+            for _ in range(500):
+                count = await connection.fetchval("SELECT count(*) FROM durableflow.runs")
+                if count == 4:
+                    break
+                await asyncio.sleep(0.02)
+            ids = await connection.fetch(
+                "SELECT id, workflow FROM durableflow.runs WHERE parent_id IS NOT NULL"
+            )
+            by_name = {row["workflow"]: row["id"] for row in ids}
+            await wait_status(flow, by_name["leaf"], "waiting")
+            assert await flow.cancel(root_id, "operator said stop")
+            for name in ("middle", "leaf"):
+                await wait_status(flow, by_name[name], "cancelled")
+                status = await flow.status(by_name[name])
+                assert "operator said stop" in status.error["message"]
+            assert (await flow.status(by_name["done_child"])).status == "succeeded"
+            with pytest.raises(WorkflowFailed) as failed:
+                await flow.result(root_id, timeout=5)
+            assert failed.value.status == "cancelled"
+        finally:
+            await connection.close()
+
+
+async def test_a_deadline_cancels_a_run_blocked_in_a_step(database_url: str) -> None:
+    flow = make_flow(database_url)
+    forever = asyncio.Event()
+
+    @flow.step()
+    async def stuck(ctx: FlowContext) -> None:
+        await forever.wait()
+
+    @flow.workflow(name="stuck", version=1)
+    async def stuck_workflow(ctx: FlowContext) -> None:
+        await stuck(ctx)
+
+    async with flow, flow.worker(concurrency=2):
+        started = time.monotonic()
+        run_id = await flow.start(stuck_workflow, timeout=0.5)
+        with pytest.raises(WorkflowFailed) as failed:
+            await flow.result(run_id, timeout=10)
+        elapsed = time.monotonic() - started
+        assert failed.value.status == "cancelled"
+        assert failed.value.error["reason"] == "timeout"
+        assert "timeout" in failed.value.error["message"]
+        assert 0.45 <= elapsed < 3, elapsed
+        assert (await flow.status(run_id)).deadline is not None
+
+
+async def test_a_deadline_cancels_queued_and_sleeping_runs_and_children_inherit_it(
+    database_url: str,
+) -> None:
+    flow = make_flow(database_url)
+
+    @flow.workflow(name="napper", version=1)
+    async def napper(ctx: FlowContext) -> None:
+        await ctx.sleep(3600)
+
+    @flow.workflow(name="family", version=1)
+    async def family(ctx: FlowContext) -> None:
+        await ctx.start_child(napper)  # inherits the deadline
+        await ctx.start_child(napper, timeout=None)  # has none
+        await ctx.sleep(3600)
+
+    async with flow, flow.worker(concurrency=4):
+        started = time.monotonic()
+        # No worker serves this queue: only the deadline can end it.
+        queued = await flow.start(napper, queue="nobody", timeout=0.5)
+        sleeping = await flow.start(family, timeout=0.5)
+        for run_id in (queued, sleeping):
+            with pytest.raises(WorkflowFailed) as failed:
+                await flow.result(run_id, timeout=10)
+            assert failed.value.status == "cancelled"
+            assert failed.value.error["reason"] == "timeout"
+        assert time.monotonic() - started < 4
+        connection = await asyncpg.connect(database_url)
+        try:
+            children = await connection.fetch(
+                "SELECT id, deadline FROM durableflow.runs WHERE parent_id = $1 ORDER BY id",
+                sleeping,
+            )
+        finally:
+            await connection.close()
+        parent_deadline = (await flow.status(sleeping)).deadline
+        assert children[0]["deadline"] == parent_deadline
+        assert children[1]["deadline"] is None
+        # Both are cancelled anyway: cancelling the parent cancels its children.
+        for child in children:
+            assert (await flow.status(child["id"])).status == "cancelled"
+
+
+async def test_gather_parks_only_after_in_flight_steps_commit(database_url: str) -> None:
+    flow = make_flow(database_url, max_wait_in_memory=0)
+    executions: list[int] = []
+
+    @flow.step()
+    async def slow(ctx: FlowContext, n: int) -> int:
+        executions.append(n)
+        await asyncio.sleep(0.3)
+        return n
+
+    async def two_steps(ctx: FlowContext) -> int:
+        return await slow(ctx, 1) + await slow(ctx, 2)
+
+    @flow.workflow(name="mixed", version=1)
+    async def mixed(ctx: FlowContext) -> list[Any]:
+        return list(
+            await asyncio.gather(ctx.wait_for_signal("a"), two_steps(ctx), ctx.wait_for_signal("b"))
+        )
+
+    async with flow, flow.worker(concurrency=2):
+        run_id = await flow.start(mixed)
+        await wait_status(flow, run_id, "waiting")
+        # The run parked only once both steps of the middle branch had committed.
+        assert executions == [1, 2]
+        assert (await flow.status(run_id)).waiting_for == ("signal:a", "signal:b")
+        await flow.send_signal(run_id, "b", "B")
+        await flow.send_signal(run_id, "a", "A")
+        assert await flow.result(run_id, timeout=10) == ["A", 3, "B"]
+        assert executions == [1, 2]
