@@ -59,22 +59,27 @@ async def retry_transient(
     keep_trying: Callable[[], bool],
     on_fault: FaultCallback | None = None,
     backoff: Backoff | None = None,
+    fault: DatabaseError | None = None,
 ) -> T:
     """Await ``operation()`` until it succeeds, retrying transient ``DatabaseError``s.
 
     A non-transient error, or a transient one once ``keep_trying()`` says no, is
-    raised. ``on_fault`` is told about each retried fault (for logging).
+    raised. ``on_fault`` is told about each retried fault (for logging). ``fault``: the
+    transient error a first attempt, made by the caller, already met.
     """
     attempt = 0
     while True:
-        try:
-            return await operation()
-        except DatabaseError as exc:
-            attempt += 1
-            if not is_transient(exc) or not keep_trying():
-                raise
-            if on_fault is not None:
-                on_fault(exc, attempt)
-            if backoff is None:
-                backoff = Backoff()
-            await asyncio.sleep(backoff.next_delay())
+        if fault is None:
+            try:
+                return await operation()
+            except DatabaseError as exc:
+                fault = exc
+        attempt += 1
+        if not is_transient(fault) or not keep_trying():
+            raise fault
+        if on_fault is not None:
+            on_fault(fault, attempt)
+        fault = None
+        if backoff is None:
+            backoff = Backoff()
+        await asyncio.sleep(backoff.next_delay())

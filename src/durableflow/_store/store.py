@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.batching import GroupCommitter
-from durableflow._store.errors import breaks_connection, translate_errors
+from durableflow._store.errors import breaks_connection, is_transient, translate_errors
 from durableflow._store.faults import (
     FaultStore,
     refused_checkpoint,
@@ -303,6 +303,13 @@ class Store:
         runs it carries; ``run_ids`` is only called then, off the hot path.
         """
 
+        try:  # the usual case, without the retry machinery's frames
+            return await operation()
+        except DatabaseError as exc:
+            if not is_transient(exc):
+                raise
+            first_fault = exc
+
         def on_fault(exc: DatabaseError, attempt: int) -> None:
             if attempt != 1:  # once per write, not once per attempt
                 return
@@ -315,7 +322,9 @@ class Store:
                 extra={"event": "database_retry", "run_ids": runs},
             )
 
-        return await retry_transient(operation, keep_trying=self._keep_trying(), on_fault=on_fault)
+        return await retry_transient(
+            operation, keep_trying=self._keep_trying(), on_fault=on_fault, fault=first_fault
+        )
 
     async def schema_revision(self) -> str | None:
         # alembic is imported only when the schema is looked at: the CLI and workers

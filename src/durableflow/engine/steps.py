@@ -102,9 +102,10 @@ async def _run_step(
         budget_start = prior.set_aside
         if prior.retry_in > 0:
             await asyncio.sleep(prior.retry_in)
+            started_at = datetime.now(UTC)
+    attempt_started = started_at
     while True:
         await run.before_step_body()
-        attempt_started = datetime.now(UTC)
         step_ctx = ctx.for_step(step_id, definition.name, attempt)
         with step_scope(definition.name, step_id, attempt):
             try:
@@ -143,6 +144,7 @@ async def _run_step(
                     )
                     await asyncio.sleep(delay)
                     attempt += 1
+                    attempt_started = datetime.now(UTC)
                     continue
                 await run.commit(
                     step_id,
