@@ -13,7 +13,7 @@ async def test_a_writer_whose_statement_stalls_fails_in_time_and_is_replaced(
     writers = WriterConnections(database_url, size=1, timeout=0.5)
     try:
         started = time.monotonic()
-        with pytest.raises(TimeoutError, match="0.5s"):
+        with pytest.raises(TimeoutError, match=r"0\.5s"):
             await writers.run(lambda connection: connection.fetchval("SELECT pg_sleep(30)"))
         assert time.monotonic() - started < 3  # the watchdog struck, not pg_sleep's end
         # The next flush gets a fresh connection, not the stalled one.
