@@ -35,6 +35,7 @@ from durableflow._store.records import (
     claimed_from_row,
 )
 from durableflow._store.retry import retry_transient, until
+from durableflow._store.statements import insert_new_runs, write_checkpoints
 from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
 from durableflow.errors import (
     DatabaseError,
@@ -56,96 +57,6 @@ def notify_channel(schema: str) -> str:
 def cancel_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel on which cancelled run ids are announced."""
     return f"durableflow_cancel_{schema}"[:63]
-
-
-async def _write_checkpoints(
-    connection: asyncpg.Connection, queries: Queries, batch: Sequence[Checkpoint]
-) -> list[asyncpg.Record]:
-    if len(batch) == 1:  # idle: scalar parameters are cheaper than one-element arrays
-        c = batch[0]
-        rows: list[asyncpg.Record] = await connection.fetch(
-            queries.checkpoint_step,
-            c.run_id,
-            c.step_id,
-            c.name,
-            c.kind,
-            c.output,
-            c.error,
-            c.attempt,
-            c.started_at,
-            c.owner,
-            c.epoch,
-            c.artefact_key,
-            c.artefact_sha256,
-        )
-        return rows
-    rows = await connection.fetch(
-        queries.checkpoint_steps,
-        [c.run_id for c in batch],
-        [c.step_id for c in batch],
-        [c.name for c in batch],
-        [c.kind for c in batch],
-        [c.output for c in batch],
-        [c.error for c in batch],
-        [c.attempt for c in batch],
-        [c.started_at for c in batch],
-        [c.owner for c in batch],
-        [c.epoch for c in batch],
-        [c.artefact_key for c in batch],
-        [c.artefact_sha256 for c in batch],
-    )
-    return rows
-
-
-async def _insert_new_runs(
-    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
-) -> dict[UUID, str | None]:
-    """Insert ``runs``; returns the ids actually created (an existing key wins), each
-    with the owner it got (None: queued, also when its queue is managed)."""
-    if len(runs) == 1:  # a single start: scalar parameters, one clock read
-        r = runs[0]
-        rows = await connection.fetch(
-            queries.insert_run,
-            r.id,
-            r.workflow,
-            r.version,
-            r.code_hash,
-            r.input,
-            r.queue,
-            r.priority,
-            r.owner,
-            r.idempotency_key,
-            r.correlation_id,
-            r.parent_id,
-            channel,
-            r.config,
-            r.config_hash,
-            r.delay,
-            r.timeout,
-            r.inherit_deadline,
-        )
-    else:
-        rows = await connection.fetch(
-            queries.insert_runs,
-            [r.id for r in runs],
-            [r.workflow for r in runs],
-            [r.version for r in runs],
-            [r.code_hash for r in runs],
-            [r.input for r in runs],
-            [r.queue for r in runs],
-            [r.priority for r in runs],
-            [r.owner for r in runs],
-            [r.idempotency_key for r in runs],
-            [r.correlation_id for r in runs],
-            [r.parent_id for r in runs],
-            channel,
-            [r.config for r in runs],
-            [r.config_hash for r in runs],
-            [r.delay for r in runs],  # delayed starts and deadlines (see _store/waits.py)
-            [r.timeout for r in runs],
-            [r.inherit_deadline for r in runs],
-        )
-    return {row["id"]: row["owner"] for row in rows}
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -440,7 +351,7 @@ class Store:
             with translate_errors(self.schema, "starting runs"):
                 created.update(
                     await self._writers.run(
-                        lambda connection: _insert_new_runs(
+                        lambda connection: insert_new_runs(
                             connection, self.queries, pending, self.channel
                         )
                     )
@@ -549,7 +460,7 @@ class Store:
     async def _write_checkpoint_rows(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
         with translate_errors(self.schema, "writing checkpoints"):
             rows = await self._writers.run(
-                lambda connection: _write_checkpoints(connection, self.queries, batch)
+                lambda connection: write_checkpoints(connection, self.queries, batch)
             )
         if len(rows) == len(batch):  # the usual case: every row went in
             return [None] * len(batch)
