@@ -121,16 +121,25 @@ class RunState:
         if self.fault is not None:
             raise self.fault
 
-    async def before_step_body(self) -> None:
-        """The self-fencing gate: no step body starts while this worker may be a zombie."""
-        self.check()
+    def may_start_body(self) -> bool:
+        """The self-fencing gate, fast path: True when a step body may start right now.
+
+        False: this worker may be a zombie (its last heartbeat is older than the lease
+        TTL); ``await wait_for_lease()`` before starting the body.
+        """
+        if self.fault is not None:
+            raise self.fault
         lease = self.lease
-        if lease is not None and not lease.fresh():
-            try:
-                await lease.wait(self.run_id, self.epoch)
-            except LeaseLost as exc:
-                self.fault = exc
-                raise
+        return lease is None or lease.fresh()
+
+    async def wait_for_lease(self) -> None:
+        """Wait until a heartbeat commits again; ``LeaseLost`` if the run moved meanwhile."""
+        assert self.lease is not None
+        try:
+            await self.lease.wait(self.run_id, self.epoch)
+        except LeaseLost as exc:
+            self.fault = exc
+            raise
 
     async def attempt_failed(
         self,

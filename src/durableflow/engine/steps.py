@@ -105,7 +105,8 @@ async def _run_step(
             started_at = datetime.now(UTC)
     attempt_started = started_at
     while True:
-        await run.before_step_body()
+        if not run.may_start_body():  # no coroutine on the hot path, just two checks
+            await run.wait_for_lease()
         step_ctx = ctx.for_step(step_id, definition.name, attempt)
         with step_scope(definition.name, step_id, attempt):
             try:

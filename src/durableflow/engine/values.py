@@ -62,6 +62,9 @@ def find_problem(value: Any, root: str, *, typed_keys: bool) -> ValueProblem | N
     ``root`` starts the path (``"output"``, ``"input"``). ``typed_keys``: the annotation
     declares non-string dict keys somewhere, so such keys are left to pydantic.
     """
+    kind = type(value)
+    if (kind is int and value.bit_length() <= _MAX_NUMERIC_BITS) or value is None or kind is bool:
+        return None  # the commonest outputs, without a call
     try:
         _walk(value, typed_keys)
     except _Found as found:

@@ -49,6 +49,7 @@ class RunExecutor:
         # Durable waits of the runs executed here; the worker wires it up (hooks).
         self.waiting = WaitingRuns(store, registry, settings, code_hash_of)
         self._states: dict[UUID, RunState] = {}
+        self._codec_cache: dict[tuple[str, int], tuple[Codec, Codec]] = {}
         # Set by the worker: its heartbeat's view of the lease (self-fencing).
         self.lease: LeaseView | None = None
 
@@ -62,6 +63,31 @@ class RunExecutor:
         if definition.max_recoveries is not None:
             return definition.max_recoveries
         return self._settings.max_recoveries
+
+    def _codecs(self, definition: WorkflowDefinition) -> tuple[Codec, Codec]:
+        """The input and output codecs of a workflow, built once per definition."""
+        key = (definition.name, definition.version)
+        codecs = self._codec_cache.get(key)
+        if codecs is None:
+            max_bytes = self._settings.max_payload_bytes
+            what = f"workflow {definition.name!r}"
+            codecs = self._codec_cache[key] = (
+                Codec(
+                    definition.input_type,
+                    f"input of {what}",
+                    max_bytes=max_bytes,
+                    root="input",
+                    workflow=definition.name,
+                ),
+                Codec(
+                    definition.output_type,
+                    f"output of {what}",
+                    max_bytes=max_bytes,
+                    root="output",
+                    workflow=definition.name,
+                ),
+            )
+        return codecs
 
     def interrupt(self, run_id: UUID) -> None:
         """The run was cancelled: from now on every step of this execution raises."""
@@ -140,7 +166,7 @@ class RunExecutor:
             correlation_id=claimed.correlation_id,
             run=state,
         )
-        max_bytes = self._settings.max_payload_bytes
+        input_codec, output_codec = self._codecs(definition)
         status: str
         output: str | None = None
         error: str | None = None
@@ -149,25 +175,13 @@ class RunExecutor:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
                 async with deadline:
                     if definition.takes_input:
-                        value = Codec(
-                            definition.input_type,
-                            f"input of workflow {definition.name!r}",
-                            max_bytes=max_bytes,
-                            root="input",
-                            workflow=definition.name,
-                        ).loads(claimed.input)
+                        value = input_codec.loads(claimed.input)
                         result = await definition.fn(ctx, value)
                     else:
                         result = await definition.fn(ctx)
                 state.check()  # a swallowed LeaseLost / NonDeterminismError / ParkRun counts
                 await state.flush_values()  # ctx.now() and friends not written yet
-                output = Codec(
-                    definition.output_type,
-                    f"output of workflow {definition.name!r}",
-                    max_bytes=max_bytes,
-                    root="output",
-                    workflow=definition.name,
-                ).dumps(result)
+                output = output_codec.dumps(result)
             status = "succeeded"
         except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
             if state.waits is not None and state.waits.park_error is not None:
