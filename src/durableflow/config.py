@@ -3,7 +3,9 @@
 There is no module-level singleton that code must tear down: ``get_config()`` builds
 settings from the environment on first use and caches them; ``set_config()`` replaces
 them, ``override_config()`` replaces them for a ``with`` block (tests), and
-``reset_config()`` forgets them. ``Flow(settings=...)`` always wins over all of this.
+``reset_config()`` forgets them. ``Flow(settings=...)`` uses the object it is given
+instead of this default (the object read the environment for the fields not passed to
+it when it was built).
 """
 
 from __future__ import annotations
@@ -74,6 +76,35 @@ class FlowSettings(BaseSettings):
         default=30.0, ge=0, description="Seconds in-flight runs get to finish on shutdown."
     )
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    database_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Client-side deadline of one database call; past it the connection is "
+        "dropped and the call fails (run writes are retried on a new connection).",
+    )
+    transient_retry_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="How long start() and other client calls retry transient database faults "
+        "before raising DatabaseError. (Run writes on a worker retry while its lease holds.)",
+    )
+    max_recoveries: int = Field(
+        default=20,
+        ge=0,
+        description="Default of @flow.workflow(max_recoveries=): a run recovered more often "
+        "(taken over from a silent worker, or given back after an infrastructure error) "
+        "becomes 'dead'.",
+    )
+    event_loop_block_limit: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a worker keeps its lease while its event loop is blocked (a "
+        "step calling blocking code); past it the worker stops heartbeating so that others "
+        "take its runs over.",
+    )
     migration_lock_timeout: float = Field(default=60.0, gt=0)
     on_code_change: Literal["fail", "warn"] = Field(
         default="fail", description="What a worker does with a run whose code hash changed."

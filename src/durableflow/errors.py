@@ -4,7 +4,8 @@
 
     DurableFlowError                 base of everything below; catch this to catch us all
     ├── ConfigurationError           a setting is missing or malformed (schema name, URL, session)
-    ├── DatabaseError                Postgres did not answer or refused (driver error attached)
+    ├── DatabaseError                Postgres did not answer or refused (driver error attached;
+    │   │                            ``transient`` says whether retrying can help)
     │   ├── EmbeddedPostgresError    the embedded Postgres (no URL configured) would not start
     │   └── SchemaError              the schema is missing or behind: run `durableflow db upgrade`
     │       └── MigrationLockTimeout another process held the migration lock too long
@@ -17,12 +18,16 @@
     ├── ScheduleNotFound             no schedule with that name in this schema
     ├── RunFinished                  a signal was sent to a run that already finished
     ├── NotInWorkflow                a workflow-only call (ctx.sleep, ...) outside a workflow body
-    ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation
-    ├── PayloadTooLarge              a serialised value is over the configured limit
-    ├── WorkflowFailed               flow.result() of a run that failed; carries the recorded error
+    ├── SerializationError           a value cannot be (de)serialised as JSON for its annotation,
+    │   │                            or JSON cannot carry it faithfully (NUL, NaN, int keys)
+    │   └── PayloadTooLarge          a serialised value is over the configured limit
+    ├── IdempotencyConflict          an idempotency key already names a run of another
+    │                                workflow, or one started with another input
+    ├── WorkflowFailed               flow.result() of a run that failed, was cancelled or is dead
     ├── ResultTimeout                flow.result() gave up waiting; the run goes on
     ├── StepFailed                   a step exhausted its retries; re-raised identically on replay
     ├── StepTimeout                  one attempt of a step ran past its timeout (then retried)
+    ├── NonRetryable                 raised by (or wrapping an error of) a step body: no retry
     ├── NonDeterminismError          replay met a different step than history recorded
     ├── LeaseLost                    another worker took this run over; this worker abandons it
     ├── InvalidFieldValue            a config, sidecar field or artefact name cannot be stored
@@ -67,9 +72,21 @@ class DatabaseError(DurableFlowError):
     """Postgres could not be reached or refused a statement.
 
     The driver's exception is chained as ``__cause__``. Nothing durable was half-done:
-    every write is a single statement or transaction. Check the database URL and that
-    the server is up, then retry.
+    every write is a single statement or transaction. ``transient`` is True when the
+    fault is one that goes away by itself (a dropped or terminated connection, a
+    server restarting, a timeout, a serialization failure or deadlock, too many
+    connections): durableflow already retried run writes on fresh connections before
+    letting it escape, so retrying later is reasonable. ``sqlstate`` is Postgres's
+    error code when the server answered. Otherwise check the database URL, that the
+    server is up, and the message.
     """
+
+    def __init__(
+        self, message: str, *, transient: bool = False, sqlstate: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.sqlstate = sqlstate
 
 
 class EmbeddedPostgresError(DatabaseError):
@@ -223,14 +240,35 @@ class NotInWorkflow(DurableFlowError):
 class SerializationError(DurableFlowError):
     """A value could not be turned into JSON (or read back) for its annotation.
 
-    ``what`` names the value (``"output of step 'fetch'"``); ``type_name`` its annotation.
-    Return pydantic models, dataclasses or JSON builtins; durableflow never pickles.
+    Also raised for values JSON (or Postgres) cannot carry faithfully, instead of
+    silently changing them: a string containing U+0000, a float NaN or infinity, a
+    dict key that is not a string where the annotation does not say how to convert
+    it, a generator (consumed once), an idempotency key or correlation id over 512
+    UTF-8 bytes. Raised where the value enters durableflow (``start``, a step's
+    return, a workflow's return), so it affects only its own run.
+
+    ``what`` names the value (``"output of step 'fetch'"``); ``type_name`` its annotation;
+    ``path`` where inside the value the problem is (``"output.items[3].name"``), when
+    known; ``workflow`` / ``step`` the definition it belongs to. Return pydantic models,
+    dataclasses or JSON builtins; durableflow never pickles.
     """
 
-    def __init__(self, message: str, *, what: str, type_name: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str,
+        type_name: str,
+        path: str | None = None,
+        workflow: str | None = None,
+        step: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.what = what
         self.type_name = type_name
+        self.path = path
+        self.workflow = workflow
+        self.step = step
 
 
 class PayloadTooLarge(SerializationError):
@@ -240,11 +278,43 @@ class PayloadTooLarge(SerializationError):
     """
 
 
-class WorkflowFailed(DurableFlowError):
-    """The run ended in failure; ``error`` is the recorded error.
+class IdempotencyConflict(DurableFlowError):
+    """``start(..., idempotency_key=key)`` where ``key`` already belongs to a different run.
 
-    ``error`` is a dict with ``type``, ``message`` and ``traceback`` as recorded when the
-    workflow raised. The run is final; start a new run to try again.
+    Raised when the existing run (``run_id``) is of another workflow
+    (``existing_workflow`` differs from ``workflow``), or of the same workflow but was
+    started with another input (``reason`` is ``"workflow"`` or ``"input"``). The same
+    key, workflow and input return the existing run instead. Use one key per intended
+    run, for example ``f"charge-{order_id}"`` and ``f"ship-{order_id}"``.
+    """
+
+    def __init__(
+        self, key: str, *, run_id: object, workflow: str, existing_workflow: str, reason: str
+    ) -> None:
+        if reason == "workflow":
+            detail = (
+                f"it belongs to run {run_id} of workflow {existing_workflow!r}, not to {workflow!r}"
+            )
+        else:
+            detail = f"run {run_id} of workflow {workflow!r} was started with another input"
+        super().__init__(
+            f"idempotency key {key!r} is already used: {detail}; use a key per intended run"
+        )
+        self.key = key
+        self.run_id = run_id
+        self.workflow = workflow
+        self.existing_workflow = existing_workflow
+        self.reason = reason
+
+
+class WorkflowFailed(DurableFlowError):
+    """The run ended without succeeding; ``error`` is the recorded error.
+
+    ``status`` is ``"failed"`` (the workflow raised), ``"cancelled"`` (``flow.cancel``)
+    or ``"dead"`` (durableflow stopped a run that could not make progress: its outcome
+    could not be recorded, or it was recovered more than ``max_recoveries`` times).
+    ``error`` is a dict with ``type``, ``message`` and ``traceback``. The run is final;
+    start a new run to try again.
     """
 
     def __init__(self, run_id: object, error: dict[str, Any], *, status: str = "failed") -> None:
@@ -262,10 +332,17 @@ class WorkflowFailed(DurableFlowError):
 
 
 class ResultTimeout(DurableFlowError):
-    """``flow.result()`` waited ``timeout`` seconds; the run itself goes on."""
+    """``flow.result()`` waited ``timeout`` seconds; the run itself is not affected.
+
+    The run may be queued (no worker serving its queue and version yet), running,
+    waiting, or blocked for an operator: ``flow.status(run_id)`` says which.
+    """
 
     def __init__(self, run_id: object, timeout: float) -> None:
-        super().__init__(f"run {run_id} did not finish within {timeout}s; it is still running")
+        super().__init__(
+            f"run {run_id} did not reach a final status within {timeout}s (it may be queued, "
+            "running, waiting or blocked; flow.status() says which); the run is not affected"
+        )
         self.run_id = run_id
         self.timeout = timeout
 
@@ -300,6 +377,20 @@ class StepTimeout(DurableFlowError):
         super().__init__(f"step {step!r} timed out after {timeout}s")
         self.step = step
         self.timeout = timeout
+
+
+class NonRetryable(DurableFlowError):
+    """Raise it from a step body (or subclass it) for errors that retrying cannot fix.
+
+    The step fails at once, whatever its ``retries``. Use it as a base class
+    (``class CardDeclined(NonRetryable)``) or as a wrapper
+    (``raise NonRetryable(exc) from exc``): the step's recorded error then names the
+    wrapped exception's type and message, and ``cause`` holds it.
+    """
+
+    def __init__(self, cause: BaseException | str = "") -> None:
+        self.cause = cause if isinstance(cause, BaseException) else None
+        super().__init__(str(cause))
 
 
 class NonDeterminismError(DurableFlowError):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
-from durableflow.engine.registry import AsyncFunction, Registry, WorkflowDefinition
+from durableflow.engine.registry import AsyncFunction, Registry, RetryPredicate, WorkflowDefinition
+from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError
 from durableflow.runtime.duties import build_leadership
 from durableflow.runtime.executor import RunExecutor
@@ -35,9 +36,21 @@ __all__ = [
     "StepRecord",
 ]
 
+
+class StepDecorator(Protocol):
+    """What ``@flow.step(...)`` with options returns: a decorator (for type checkers)."""
+
+    @overload
+    def __call__(self, fn: F, /) -> F: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, Awaitable[R]]: ...
+
+
 logger = logging.getLogger("durableflow")
 
 F = TypeVar("F", bound=AsyncFunction)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,8 @@ class Flow(
     @overload
     def step(self, fn: F) -> F: ...
     @overload
+    def step(self, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]: ...
+    @overload
     def step(
         self,
         fn: None = None,
@@ -152,11 +167,12 @@ class Flow(
         max_backoff: float = 60.0,
         timeout: float | None = None,
         artefact: bool | None = None,
-    ) -> Callable[[F], F]: ...
+        should_retry: RetryPredicate | None = None,
+    ) -> StepDecorator: ...
 
     def step(
         self,
-        fn: F | None = None,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         retries: int = 0,
@@ -164,19 +180,31 @@ class Flow(
         max_backoff: float = 60.0,
         timeout: float | None = None,
         artefact: bool | None = None,
-    ) -> F | Callable[[F], F]:
+        should_retry: RetryPredicate | None = None,
+    ) -> Any:
         """Declare a checkpointed step: ``async def step(ctx, *args, **kwargs) -> T``.
 
         Inside a workflow, a call runs the body at most until one attempt succeeds (or
-        ``retries`` extra attempts fail, with exponential ``backoff``), then commits its
-        output; on replay the recorded output is returned instead. ``T`` (the return
-        annotation) must be JSON-serialisable through pydantic. Called outside a
-        workflow, the step simply runs. ``artefact=True`` (default: the Flow's
-        ``artefacts`` setting) also writes the output to storage with a sidecar before
-        its checkpoint commits (see docs/storage.md).
+        ``retries`` extra attempts fail, with exponential ``backoff`` capped at
+        ``max_backoff``, jittered), then commits its output; on replay the recorded
+        output is returned instead. ``T`` (the return annotation) must be
+        JSON-serialisable through pydantic (checked here: ``SerializationError``), and
+        the workflow receives the recorded value decoded, the same live and on replay.
+        ``timeout`` bounds each attempt (``StepTimeout``, then retried), even if the body
+        swallows the cancellation. ``should_retry(exc)`` returning False, or an exception
+        deriving from (or wrapped in) ``NonRetryable``, fails the step at once. Failed
+        attempts are recorded, so a crash during a backoff neither resets the attempt
+        count nor skips the wait. ``timeout``, ``backoff`` and ``max_backoff`` must be
+        finite and > 0. ``artefact=True`` (default: the Flow's ``artefacts`` setting)
+        also writes the output to storage with a sidecar before its checkpoint commits
+        (see docs/storage.md).
+
+        A plain ``def`` body (for libraries that block: ``requests``, drivers) runs in
+        the event loop's default thread pool; it is awaited like any step. Called
+        outside a workflow, the step simply runs.
         """
 
-        def decorate(function: F) -> F:
+        def decorate(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
             _, wrapped = self._declare_step(
                 function,
                 name=name,
@@ -185,23 +213,43 @@ class Flow(
                 max_backoff=max_backoff,
                 timeout=timeout,
                 artefact=artefact,
+                should_retry=should_retry,
             )
-            return wrapped  # type: ignore[return-value]
+            return wrapped
 
         return decorate(fn) if fn is not None else decorate
 
-    def workflow(self, *, name: str | None = None, version: int = 1) -> Callable[[F], F]:
+    def workflow(
+        self, *, name: str | None = None, version: int = 1, max_recoveries: int | None = None
+    ) -> Callable[[F], F]:
         """Declare a workflow ``async def wf(ctx, input) -> output`` under ``name``/``version``.
 
         The body must be deterministic given its input and its steps' results: do I/O,
         randomness and clock reads in steps. Change the body only with a version bump
-        (``durableflow audit`` checks this in CI).
+        (``durableflow audit`` checks this in CI). A run recovered more than
+        ``max_recoveries`` times (taken over from a worker that went silent, or given
+        back after an infrastructure error; default: the ``max_recoveries`` setting, 20)
+        is stopped as ``dead``: a poison run does not consume workers forever.
         """
 
         def decorate(function: F) -> F:
             definition = WorkflowDefinition.from_function(
-                function, name=name or function.__name__, version=version
+                function,
+                name=name or function.__name__,
+                version=version,
+                max_recoveries=max_recoveries,
             )
+            max_bytes = self.settings.max_payload_bytes
+            for annotation, what in (
+                (definition.input_type, "input"),
+                (definition.output_type, "output"),
+            ):  # an annotation pydantic cannot handle fails here, not in a run
+                Codec(
+                    annotation,
+                    f"{what} of workflow {definition.name!r}",
+                    max_bytes=max_bytes,
+                    workflow=definition.name,
+                )
             self.registry.add_workflow(definition)
             function.__durableflow_workflow__ = definition  # type: ignore[attr-defined]
             return function

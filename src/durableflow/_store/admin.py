@@ -19,7 +19,6 @@ from uuid import UUID
 
 import asyncpg
 
-from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import quote_schema
 from durableflow._store.store import Store
 from durableflow.errors import ConfigurationError, RunActionRefused, RunNotFound
@@ -131,8 +130,7 @@ async def list_runs(
     sql, params = list_runs_sql(
         store.schema, where, limit=limit, cursor=cursor, descending=descending
     )
-    with translate_errors(store.schema, "listing runs"):
-        rows: list[asyncpg.Record] = await store.pool.fetch(sql, *params)
+    rows = await store.fetch("listing runs", sql, *params)
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
@@ -146,31 +144,28 @@ async def explain_list_runs(
     sql, params = list_runs_sql(
         store.schema, where, limit=limit, cursor=None, descending=descending
     )
-    with translate_errors(store.schema, "explaining a run listing"):
-        rows = await store.pool.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *params)
+    rows = await store.fetch(
+        "explaining a run listing", f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *params
+    )
     return "\n".join(row[0] for row in rows)
 
 
 async def count_runs(store: Store, where: RunFilter) -> int:
     sql = f"SELECT count(*) FROM {quote_schema(store.schema)}.runs WHERE {where.where()}"
-    with translate_errors(store.schema, "counting runs"):
-        return int(await store.pool.fetchval(sql, *where.params))
+    return int(await store.fetchval("counting runs", sql, *where.params))
 
 
 async def describe_run(store: Store, run_id: UUID) -> asyncpg.Record:
-    with translate_errors(store.schema, "reading a run"):
-        row: asyncpg.Record | None = await store.pool.fetchrow(store.queries.describe_run, run_id)
+    row = await store.fetchrow("reading a run", store.queries.describe_run, run_id)
     if row is None:
         raise RunNotFound(run_id)
     return row
 
 
 async def step_attempts(store: Store, run_id: UUID) -> list[asyncpg.Record]:
-    with translate_errors(store.schema, "listing a run's failed attempts"):
-        rows: list[asyncpg.Record] = await store.pool.fetch(
-            store.queries.list_step_attempts, run_id
-        )
-    return rows
+    return await store.fetch(
+        "listing a run's failed attempts", store.queries.list_step_attempts, run_id
+    )
 
 
 @dataclass(frozen=True)
@@ -185,8 +180,9 @@ class Resumed:
 async def resume_run(store: Store, run_id: UUID, *, force: bool, lease_ttl: float) -> Resumed:
     """Queue a stopped run again (see ``AdminSurface.resume`` for the rules)."""
     queries = store.queries
-    with translate_errors(store.schema, "resuming a run"):
-        async with store.pool.acquire() as connection, connection.transaction():
+
+    async def resume(connection: asyncpg.Connection) -> Resumed:
+        async with connection.transaction():
             run = await connection.fetchrow(queries.lock_run, run_id)
             if run is None:
                 raise RunNotFound(run_id)
@@ -224,19 +220,22 @@ async def resume_run(store: Store, run_id: UUID, *, force: bool, lease_ttl: floa
                 clear_code_hash = not live
             retried = await connection.fetch(queries.set_aside_step_errors, run_id)
             await connection.execute(queries.requeue_run, run_id, clear_code_hash, store.channel)
-    return Resumed(
-        previous_status=status,
-        retried_steps=[(row["step_id"], row["name"]) for row in retried],
-        forced=clear_code_hash,
-    )
+        return Resumed(
+            previous_status=status,
+            retried_steps=[(row["step_id"], row["name"]) for row in retried],
+            forced=clear_code_hash,
+        )
+
+    return await store.pooled("resuming a run", resume)
 
 
 async def delete_run(store: Store, run_id: UUID) -> list[str]:
     """Delete a finished (or blocked) run and every row of it; returns the tables touched."""
     queries = store.queries
     schema = quote_schema(store.schema)
-    with translate_errors(store.schema, "deleting a run"):
-        async with store.pool.acquire() as connection, connection.transaction():
+
+    async def delete(connection: asyncpg.Connection) -> list[str]:
+        async with connection.transaction():
             run = await connection.fetchrow(queries.lock_run, run_id)
             if run is None:
                 raise RunNotFound(run_id)
@@ -257,16 +256,14 @@ async def delete_run(store: Store, run_id: UUID) -> list[str]:
                     f'DELETE FROM {schema}."{table}" WHERE run_id = $1', run_id
                 )
             await connection.execute(queries.delete_run, run_id)
-    return ["runs", *tables]
+        return ["runs", *tables]
+
+    return await store.pooled("deleting a run", delete)
 
 
 async def list_workers(store: Store, *, lease_ttl: float) -> list[asyncpg.Record]:
-    with translate_errors(store.schema, "listing workers"):
-        rows: list[asyncpg.Record] = await store.pool.fetch(store.queries.list_workers, lease_ttl)
-    return rows
+    return await store.fetch("listing workers", store.queries.list_workers, lease_ttl)
 
 
 async def queue_stats(store: Store) -> list[asyncpg.Record]:
-    with translate_errors(store.schema, "reading queue statistics"):
-        rows: list[asyncpg.Record] = await store.pool.fetch(store.queries.queue_stats)
-    return rows
+    return await store.fetch("reading queue statistics", store.queries.queue_stats)

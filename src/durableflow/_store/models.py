@@ -35,6 +35,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("owner", sa.Text),
         sa.Column("lease_epoch", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
         sa.Column("idempotency_key", sa.Text),
         sa.Column("dedup_key", sa.Text),
         sa.Column("parent_id", UUID(as_uuid=True)),

@@ -96,6 +96,7 @@ class ClaimedRun:
     config: str | None = None
     config_hash: str | None = None
     deadline_in: float | None = None  # seconds left until the run's deadline, if it has one
+    recoveries: int = 0  # times taken over or given back after a fault (poison runs)
 
 
 @dataclass(slots=True)
@@ -110,6 +111,31 @@ class RecordedStep:
     attempt: int
     artefact_key: str | None = None
     artefact_sha256: str | None = None
+
+
+@dataclass(slots=True)
+class FailedAttempt:
+    """A failed attempt of a step, written under the writer's lease (``step_attempts``)."""
+
+    run_id: UUID
+    step_id: int
+    attempt: int
+    name: str
+    error: str
+    started_at: datetime | None
+    retry_in: float  # seconds until the next attempt may start
+    owner: str
+    epoch: int
+
+
+@dataclass(slots=True)
+class RecordedAttempt:
+    """The last failed attempt of a step that has no checkpoint (read when taken on again)."""
+
+    step_id: int
+    attempt: int  # the next attempt is this + 1
+    set_aside: int  # attempts up to this one were set aside by a resume: a fresh budget
+    retry_in: float  # seconds until the next attempt may start (0: now)
 
 
 def claimed_from_row(row: Any) -> ClaimedRun:
@@ -127,4 +153,5 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         config=row["config"],
         config_hash=row["config_hash"],
         deadline_in=row.get("deadline_in"),
+        recoveries=row.get("recoveries") or 0,
     )

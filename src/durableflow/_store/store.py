@@ -10,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from durableflow._store.batching import GroupCommitter
-from durableflow._store.errors import translate_errors
+from durableflow._store.errors import breaks_connection, is_transient, translate_errors
+from durableflow._store.faults import (
+    FaultStore,
+    refused_checkpoint,
+    refused_new_run,
+    refused_outcome,
+    write_isolating,
+)
 from durableflow._store.queries import Queries
 from durableflow._store.records import (
     Checkpoint,
@@ -27,8 +34,22 @@ from durableflow._store.records import (
     RecordedStep,
     claimed_from_row,
 )
+from durableflow._store.retry import retry_transient, until
+from durableflow._store.statements import (
+    insert_new_runs,
+    with_companions,
+    write_checkpoint_pair,
+    write_checkpoints,
+)
 from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
-from durableflow.errors import DatabaseError, LeaseLost
+from durableflow.errors import (
+    DatabaseError,
+    IdempotencyConflict,
+    LeaseLost,
+    RunNotFound,
+)
+
+T = TypeVar("T")
 
 logger = logging.getLogger("durableflow.store")
 
@@ -38,134 +59,9 @@ def notify_channel(schema: str) -> str:
     return f"durableflow_runs_{schema}"[:63]
 
 
-async def _write_checkpoints(
-    connection: asyncpg.Connection, queries: Queries, batch: Sequence[Checkpoint]
-) -> list[asyncpg.Record]:
-    if len(batch) == 1:  # idle: scalar parameters are cheaper than one-element arrays
-        c = batch[0]
-        rows: list[asyncpg.Record] = await connection.fetch(
-            queries.checkpoint_step,
-            c.run_id,
-            c.step_id,
-            c.name,
-            c.kind,
-            c.output,
-            c.error,
-            c.attempt,
-            c.started_at,
-            c.owner,
-            c.epoch,
-            c.artefact_key,
-            c.artefact_sha256,
-        )
-        return rows
-    rows = await connection.fetch(
-        queries.checkpoint_steps,
-        [c.run_id for c in batch],
-        [c.step_id for c in batch],
-        [c.name for c in batch],
-        [c.kind for c in batch],
-        [c.output for c in batch],
-        [c.error for c in batch],
-        [c.attempt for c in batch],
-        [c.started_at for c in batch],
-        [c.owner for c in batch],
-        [c.epoch for c in batch],
-        [c.artefact_key for c in batch],
-        [c.artefact_sha256 for c in batch],
-    )
-    return rows
-
-
-def _with_companions(batch: Sequence[Checkpoint]) -> Sequence[Checkpoint]:
-    """Every row to write: each checkpoint followed by its companions."""
-    if not any(c.companions for c in batch):
-        return batch
-    return [row for c in batch for row in (c, *c.companions)]
-
-
-async def _write_checkpoint_pair(
-    connection: asyncpg.Connection, queries: Queries, c: Checkpoint
-) -> list[asyncpg.Record]:
-    """One checkpoint and its one companion (a graph state and its transition)."""
-    (d,) = c.companions
-    assert (d.run_id, d.owner, d.epoch) == (c.run_id, c.owner, c.epoch)
-    rows: list[asyncpg.Record] = await connection.fetch(
-        queries.checkpoint_step_pair,
-        c.run_id,
-        c.step_id,
-        c.name,
-        c.kind,
-        c.output,
-        c.error,
-        c.attempt,
-        c.started_at,
-        c.owner,
-        c.epoch,
-        c.artefact_key,
-        c.artefact_sha256,
-        d.step_id,
-        d.name,
-        d.kind,
-        d.output,
-        d.error,
-        d.attempt,
-        d.started_at,
-        d.artefact_key,
-        d.artefact_sha256,
-    )
-    return rows
-
-
-async def _insert_new_runs(
-    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
-) -> dict[UUID, str | None]:
-    """Insert ``runs``; returns the ids actually created (an existing key wins), each
-    with the owner it got (None: queued, also when its queue is managed)."""
-    if len(runs) == 1:  # a single start: scalar parameters, one clock read
-        r = runs[0]
-        rows = await connection.fetch(
-            queries.insert_run,
-            r.id,
-            r.workflow,
-            r.version,
-            r.code_hash,
-            r.input,
-            r.queue,
-            r.priority,
-            r.owner,
-            r.idempotency_key,
-            r.correlation_id,
-            r.parent_id,
-            channel,
-            r.config,
-            r.config_hash,
-            r.delay,
-            r.timeout,
-            r.inherit_deadline,
-        )
-    else:
-        rows = await connection.fetch(
-            queries.insert_runs,
-            [r.id for r in runs],
-            [r.workflow for r in runs],
-            [r.version for r in runs],
-            [r.code_hash for r in runs],
-            [r.input for r in runs],
-            [r.queue for r in runs],
-            [r.priority for r in runs],
-            [r.owner for r in runs],
-            [r.idempotency_key for r in runs],
-            [r.correlation_id for r in runs],
-            [r.parent_id for r in runs],
-            channel,
-            [r.config for r in runs],
-            [r.config_hash for r in runs],
-            [r.delay for r in runs],  # delayed starts and deadlines (see _store/waits.py)
-            [r.timeout for r in runs],
-            [r.inherit_deadline for r in runs],
-        )
-    return {row["id"]: row["owner"] for row in rows}
+def cancel_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel on which cancelled run ids are announced."""
+    return f"durableflow_cancel_{schema}"[:63]
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -179,13 +75,34 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 class Store:
-    """All of durableflow's runtime SQL for one schema, over one asyncpg pool."""
+    """All of durableflow's runtime SQL for one schema, over one asyncpg pool.
 
-    def __init__(self, database_url: str, schema: str, *, min_size: int, max_size: int) -> None:
+    Every call has a client-side deadline (``timeout``: the pool's and the writers'
+    command timeout, and the wait for a pooled connection). Run writes (new runs,
+    checkpoints, outcomes) retry transient faults on fresh connections: while
+    ``run_writes_alive()`` says the worker's lease holds, else for ``retry_timeout``
+    seconds.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        schema: str,
+        *,
+        min_size: int,
+        max_size: int,
+        timeout: float = 10.0,
+        retry_timeout: float = 60.0,
+    ) -> None:
         self.database_url = database_url
         self.schema = schema
         self.queries = Queries(schema)
         self.channel = notify_channel(schema)
+        self.cancel_channel = cancel_channel(schema)
+        self.timeout = timeout
+        self.retry_timeout = retry_timeout
+        # Set by the worker: True while its last heartbeat is within the lease TTL.
+        self.run_writes_alive: Callable[[], bool] | None = None
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
@@ -194,10 +111,12 @@ class Store:
             database_url,
             size=min(4, max_size),
             statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+            timeout=timeout,
         )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
+        self.faults = FaultStore(self)
 
     # -- connections -------------------------------------------------------------
 
@@ -216,6 +135,8 @@ class Store:
                     max_size=self._max_size,
                     server_settings=SERVER_SETTINGS,
                     reset=_keep_session,
+                    timeout=self.timeout,
+                    command_timeout=self.timeout,
                 )
 
     async def open_writers(self) -> None:
@@ -236,58 +157,240 @@ class Store:
         await self._writers.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:  # a graceful close waits on every connection: bounded, then forced
+                async with asyncio.timeout(self.timeout):
+                    await pool.close()
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def pooled(
+        self, action: str, operation: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """Run ``operation`` on a pooled connection, with a deadline, translating errors.
+
+        A connection the operation broke (socket error, deadline, cancellation, the
+        server terminating it) is terminated before it goes back, so the pool replaces
+        it instead of handing it to the next caller.
+        """
+        with translate_errors(self.schema, action):
+            # asyncio.timeout rather than acquire(timeout=): no extra task per call.
+            async with asyncio.timeout(self.timeout):
+                connection = await self.pool.acquire()
+            try:
+                return await operation(connection)
+            except BaseException as exc:
+                if breaks_connection(exc):
+                    connection.terminate()
+                raise
+            finally:
+                await self.pool.release(connection)
+
+    # Plain statements on the pool, for this module and the store's family modules.
+
+    async def fetch(self, action: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.pooled(
+            action, lambda connection: connection.fetch(sql, *args)
+        )
+        return rows
+
+    async def fetchrow(self, action: str, sql: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.pooled(
+            action, lambda connection: connection.fetchrow(sql, *args)
+        )
+        return row
+
+    async def fetchval(self, action: str, sql: str, *args: Any) -> Any:
+        return await self.pooled(action, lambda connection: connection.fetchval(sql, *args))
+
+    def _keep_trying(self) -> Callable[[], bool]:
+        """How long a run write retries: while the worker's lease holds, else a deadline."""
+        alive = self.run_writes_alive
+        return alive if alive is not None else until(self.retry_timeout)
+
+    async def retrying(
+        self,
+        action: str,
+        operation: Callable[[], Awaitable[T]],
+        run_ids: Callable[[], Sequence[UUID]] | None = None,
+    ) -> T:
+        """``operation()`` retried through transient faults, as run writes are.
+
+        The first fault of a write is logged at WARNING (``database_retry``), naming the
+        runs it carries; ``run_ids`` is only called then, off the hot path.
+        """
+
+        try:  # the usual case, without the retry machinery's frames
+            return await operation()
+        except DatabaseError as exc:
+            if not is_transient(exc):
+                raise
+            first_fault = exc
+
+        def on_fault(exc: DatabaseError, attempt: int) -> None:
+            if attempt != 1:  # once per write, not once per attempt
+                return
+            runs = [str(run_id) for run_id in run_ids()] if run_ids is not None else []
+            logger.warning(
+                "%s failed (%s); retrying on a new connection%s",
+                action,
+                exc,
+                f" (runs {', '.join(runs)})" if runs else "",
+                extra={"event": "database_retry", "run_ids": runs},
+            )
+
+        return await retry_transient(
+            operation, keep_trying=self._keep_trying(), on_fault=on_fault, fault=first_fault
+        )
 
     async def schema_revision(self) -> str | None:
         # alembic is imported only when the schema is looked at: the CLI and workers
         # that never migrate start faster.
         from durableflow._store.migrations import current_revision
 
-        async with self.pool.acquire() as connection:
-            return await current_revision(connection, self.schema)
+        return await self.pooled(
+            "reading the schema revision",
+            lambda connection: current_revision(connection, self.schema),
+        )
 
     async def ensure_schema_current(self) -> None:
         from durableflow._store.migrations import ensure_current
 
-        async with self.pool.acquire() as connection:
-            await ensure_current(connection, self.schema)
+        await self.pooled(
+            "checking the schema", lambda connection: ensure_current(connection, self.schema)
+        )
 
-    async def connect_listener(self, callback: Callable[..., None]) -> asyncpg.Connection:
-        """A dedicated connection LISTENing on the run channel (outside the pool)."""
+    async def connect_listener(
+        self,
+        callback: Callable[..., None],
+        *,
+        on_cancel: Callable[..., None] | None = None,
+    ) -> asyncpg.Connection:
+        """A dedicated connection LISTENing on the run channel (outside the pool).
+
+        With ``on_cancel``, it also listens for cancelled runs (payload: the run id).
+        """
         with translate_errors(self.schema, "listening for new runs"):
-            connection = await asyncpg.connect(self.database_url)
-            await connection.add_listener(self.channel, callback)
+            connection = await asyncpg.connect(
+                self.database_url, timeout=self.timeout, command_timeout=self.timeout
+            )
+            try:
+                await connection.add_listener(self.channel, callback)
+                if on_cancel is not None:
+                    await connection.add_listener(self.cancel_channel, on_cancel)
+            except BaseException:
+                connection.terminate()
+                raise
             return connection
+
+    async def listener_alive(self, connection: asyncpg.Connection) -> bool:
+        """Ping a LISTEN connection; one that does not answer in time is terminated."""
+        try:
+            await connection.fetchval("SELECT 1", timeout=self.timeout)
+        except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError):
+            connection.terminate()
+            return False
+        return True
+
+    async def close_listener(self, connection: asyncpg.Connection) -> None:
+        try:
+            await connection.close(timeout=self.timeout)
+        except Exception:
+            connection.terminate()
 
     # -- runs ----------------------------------------------------------------------
 
     async def insert_run(self, run: NewRun) -> tuple[UUID, bool]:
-        """Insert ``run``; returns (id, created). An existing idempotency key wins."""
-        inserted = await self._insert_runs.submit(run)
-        if inserted is not None:
-            return inserted, True
-        assert run.idempotency_key is not None
-        with translate_errors(self.schema, "looking up an idempotency key"):
-            rows = await self.pool.fetch(
-                self.queries.runs_by_idempotency_key, [run.idempotency_key]
-            )
-        return rows[0]["id"], False
+        """Insert ``run``; returns (id, created). An existing idempotency key wins.
 
-    async def _flush_new_runs(self, runs: Sequence[NewRun]) -> list[UUID | None]:
-        with translate_errors(self.schema, "starting runs"):
-            created = await self._writers.run(
-                lambda connection: _insert_new_runs(connection, self.queries, runs, self.channel)
+        The existing run must be of the same workflow and have the same input, else
+        ``IdempotencyConflict``.
+        """
+        for _ in range(3):
+            inserted = await self._insert_runs.submit(run)
+            if inserted is not None:
+                return inserted, True
+            assert run.idempotency_key is not None
+            row = await self.fetchrow(
+                "looking up an idempotency key",
+                self.queries.run_for_idempotency_key,
+                run.idempotency_key,
+                run.input,
             )
+            if row is None:
+                continue  # the run holding the key was deleted meanwhile: insert again
+            if row["workflow"] != run.workflow or not row["same_input"]:
+                raise IdempotencyConflict(
+                    run.idempotency_key,
+                    run_id=row["id"],
+                    workflow=run.workflow,
+                    existing_workflow=row["workflow"],
+                    reason="workflow" if row["workflow"] != run.workflow else "input",
+                )
+            return row["id"], False
+        raise DatabaseError(
+            f"idempotency key {run.idempotency_key!r}: its run kept disappearing during start"
+        )
+
+    async def _flush_new_runs(self, runs: Sequence[NewRun]) -> list[UUID | BaseException | None]:
+        attempts = 0
+
+        async def attempt() -> list[UUID | BaseException | None]:
+            nonlocal attempts
+            attempts += 1
+            retried = attempts > 1
+            return await write_isolating(
+                runs, lambda rows: self._write_new_runs(rows, retried), refused_new_run
+            )
+
+        return await self.retrying("starting runs", attempt, lambda: [r.id for r in runs])
+
+    async def _write_new_runs(self, runs: Sequence[NewRun], retried: bool) -> list[UUID | None]:
+        created: dict[UUID, str | None] = {}  # id -> the owner it got (None: queued)
+        if retried:  # an attempt whose reply was lost may have committed
+            existing = await self.fetch(
+                "checking started runs", self.queries.existing_run_ids, [r.id for r in runs]
+            )
+            created = {row["id"]: row["owner"] for row in existing}
+        pending = [r for r in runs if r.id not in created] if created else runs
+        if pending:
+            with translate_errors(self.schema, "starting runs"):
+                created.update(
+                    await self._writers.run(
+                        lambda connection: insert_new_runs(
+                            connection, self.queries, pending, self.channel
+                        )
+                    )
+                )
         for r in runs:
-            if r.owner is not None and r.id in created and created[r.id] is None:
+            if r.owner is not None and r.id in created and created[r.id] != r.owner:
                 r.owner = None  # its queue is managed: queued for a claim instead
         return [r.id if r.id in created else None for r in runs]
 
     async def finish_run(self, outcome: Outcome) -> bool:
-        """Record a run's outcome; False when the writer no longer owns the run."""
+        """Record a run's outcome; False when the writer no longer owns the run.
+
+        Raises ``SerializationError`` when Postgres refuses the outcome's content (the
+        run cannot be finished this way), ``DatabaseError`` when the database stayed
+        unreachable while the lease lasted.
+        """
         return await self._outcomes.submit(outcome)
 
-    async def _flush_outcomes(self, outcomes: Sequence[Outcome]) -> list[bool]:
+    async def _flush_outcomes(self, outcomes: Sequence[Outcome]) -> list[bool | BaseException]:
+        attempts = 0
+
+        async def attempt() -> list[bool | BaseException]:
+            nonlocal attempts
+            attempts += 1
+            retried = attempts > 1
+            return await write_isolating(
+                outcomes, lambda rows: self._write_outcomes(rows, retried), refused_outcome
+            )
+
+        return await self.retrying(
+            "recording run outcomes", attempt, lambda: [o.run_id for o in outcomes]
+        )
+
+    async def _write_outcomes(self, outcomes: Sequence[Outcome], retried: bool) -> list[bool]:
         columns = (
             [o.run_id for o in outcomes],
             [o.status for o in outcomes],
@@ -301,23 +404,48 @@ class Store:
                 lambda connection: connection.fetch(self.queries.finish_runs, *columns)
             )
         finished = {row["id"] for row in rows}
+        if retried and len(finished) < len(outcomes):
+            # A lost reply: the outcome may be there already, written by this writer.
+            missing = {o.run_id: o for o in outcomes if o.run_id not in finished}
+            for row in await self.fetch(
+                "checking recorded outcomes", self.queries.outcome_states, list(missing)
+            ):
+                o = missing[row["id"]]
+                if (row["status"], row["owner"], row["lease_epoch"]) == (
+                    o.status,
+                    o.owner,
+                    o.epoch,
+                ):
+                    finished.add(o.run_id)
         return [o.run_id in finished for o in outcomes]
 
     async def get_run(self, run_id: UUID) -> asyncpg.Record | None:
-        with translate_errors(self.schema, "reading a run"):
-            row: asyncpg.Record | None = await self.pool.fetchrow(self.queries.get_run, run_id)
-            return row
+        return await self.fetchrow("reading a run", self.queries.get_run, run_id)
+
+    async def run_exists(self, run_id: UUID) -> bool:
+        return bool(await self.fetchval("looking up a run", self.queries.run_exists, run_id))
 
     async def run_outcomes(self, run_ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
-        with translate_errors(self.schema, "polling run outcomes"):
-            rows = await self.pool.fetch(self.queries.run_outcomes, list(run_ids))
+        rows = await self.fetch("polling run outcomes", self.queries.run_outcomes, list(run_ids))
         return {row["id"]: row for row in rows}
 
-    async def cancel_run(self, run_id: UUID, reason: str) -> bool:
+    async def cancel_run(self, run_id: UUID, reason: str) -> asyncpg.Record | None:
+        """Cancel a run that has not finished: its (id, workflow, version, error), else None.
+
+        ``RunNotFound`` when there is no such run. Retried through transient faults (the
+        statement is idempotent: a run already cancelled is simply not returned).
+        """
         error = json.dumps({"type": "Cancelled", "message": reason, "traceback": ""})
-        with translate_errors(self.schema, "cancelling a run"):
-            row = await self.pool.fetchrow(self.queries.cancel_run, run_id, error)
-        return row is not None
+
+        async def cancel() -> asyncpg.Record | None:
+            return await self.fetchrow(
+                "cancelling a run", self.queries.cancel_run, run_id, error, self.cancel_channel
+            )
+
+        row = await retry_transient(cancel, keep_trying=until(self.retry_timeout))
+        if row is None and not await self.run_exists(run_id):
+            raise RunNotFound(run_id)
+        return row
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -325,17 +453,26 @@ class Store:
         """Commit one step's checkpoint; raises ``LeaseLost`` if the run moved on."""
         await self._checkpoints.submit(checkpoint)
 
-    async def _flush_checkpoints(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
+    async def _flush_checkpoints(
+        self, batch: Sequence[Checkpoint]
+    ) -> list[LeaseLost | BaseException | None]:
+        return await self.retrying(
+            "writing checkpoints",
+            lambda: write_isolating(batch, self._write_checkpoint_rows, refused_checkpoint),
+            lambda: [c.run_id for c in batch],
+        )
+
+    async def _write_checkpoint_rows(self, batch: Sequence[Checkpoint]) -> list[LeaseLost | None]:
         # -- graphs: a checkpoint's companions go in the same statement (all or none)
-        flat = _with_companions(batch)
+        flat = with_companions(batch)
         with translate_errors(self.schema, "writing checkpoints"):
             if len(batch) == 1 and len(flat) == 2:  # idle: a graph state and its transition
                 rows = await self._writers.run(
-                    lambda connection: _write_checkpoint_pair(connection, self.queries, batch[0])
+                    lambda connection: write_checkpoint_pair(connection, self.queries, batch[0])
                 )
             else:
                 rows = await self._writers.run(
-                    lambda connection: _write_checkpoints(connection, self.queries, flat)
+                    lambda connection: write_checkpoints(connection, self.queries, flat)
                 )
         if len(rows) == len(flat):  # the usual case: every row went in
             return [None] * len(batch)
@@ -345,8 +482,9 @@ class Store:
         if missing:
             # Either the lease moved (fenced off) or an earlier attempt of this very write
             # committed before its reply was lost (conflict): only the first is LeaseLost.
-            with translate_errors(self.schema, "checking run ownership"):
-                owned = await self.pool.fetch(self.queries.run_owners, [c.run_id for c in missing])
+            owned = await self.fetch(
+                "checking run ownership", self.queries.run_owners, [c.run_id for c in missing]
+            )
             still_ours = {(row["id"], row["lease_epoch"], row["owner"]) for row in owned}
         results: list[LeaseLost | None] = []
         for c in batch:
@@ -357,13 +495,18 @@ class Store:
         return results
 
     async def step_rows(self, run_id: UUID) -> list[asyncpg.Record]:
-        with translate_errors(self.schema, "listing a run's steps"):
-            rows: list[asyncpg.Record] = await self.pool.fetch(self.queries.list_steps, run_id)
-            return rows
+        """A run's checkpoints; ``RunNotFound`` when there is no such run."""
+        rows = await self.fetch("listing a run's steps", self.queries.list_steps, run_id)
+        if not rows and not await self.run_exists(run_id):
+            raise RunNotFound(run_id)
+        return rows
 
     async def load_checkpoints(self, run_id: UUID) -> dict[int, RecordedStep]:
-        with translate_errors(self.schema, "loading a run's history"):
-            rows = await self.pool.fetch(self.queries.load_checkpoints, run_id)
+        rows = await self.retrying(
+            "loading a run's history",
+            lambda: self.fetch("loading a run's history", self.queries.load_checkpoints, run_id),
+            lambda: [run_id],
+        )
         return {
             row["step_id"]: RecordedStep(
                 step_id=row["step_id"],
@@ -383,15 +526,15 @@ class Store:
     async def claim_runs(
         self, worker_id: str, queues: list[str], workflows: list[tuple[str, int]], limit: int
     ) -> list[ClaimedRun]:
-        with translate_errors(self.schema, "claiming runs"):
-            rows = await self.pool.fetch(
-                self.queries.claim_runs,
-                worker_id,
-                queues,
-                [name for name, _ in workflows],
-                [version for _, version in workflows],
-                limit,
-            )
+        rows = await self.fetch(
+            "claiming runs",
+            self.queries.claim_runs,
+            worker_id,
+            queues,
+            [name for name, _ in workflows],
+            [version for _, version in workflows],
+            limit,
+        )
         return [claimed_from_row(row) for row in rows]
 
     async def reclaim_orphaned_runs(
@@ -402,26 +545,26 @@ class Store:
         limit: int,
         lease_ttl: float,
     ) -> list[ClaimedRun]:
-        with translate_errors(self.schema, "recovering runs of dead workers"):
-            rows = await self.pool.fetch(
-                self.queries.reclaim_orphaned_runs,
-                worker_id,
-                queues,
-                [name for name, _ in workflows],
-                [version for _, version in workflows],
-                limit,
-                lease_ttl,
-            )
+        rows = await self.fetch(
+            "recovering runs of dead workers",
+            self.queries.reclaim_orphaned_runs,
+            worker_id,
+            queues,
+            [name for name, _ in workflows],
+            [version for _, version in workflows],
+            limit,
+            lease_ttl,
+        )
         return [claimed_from_row(row) for row in rows]
 
     async def release_runs(self, worker_id: str, runs: Sequence[tuple[UUID, int]]) -> int:
-        with translate_errors(self.schema, "releasing runs"):
-            rows = await self.pool.fetch(
-                self.queries.release_runs,
-                worker_id,
-                [run_id for run_id, _ in runs],
-                [epoch for _, epoch in runs],
-            )
+        rows = await self.fetch(
+            "releasing runs",
+            self.queries.release_runs,
+            worker_id,
+            [run_id for run_id, _ in runs],
+            [epoch for _, epoch in runs],
+        )
         return len(rows)
 
     # -- workers -------------------------------------------------------------------
@@ -429,20 +572,19 @@ class Store:
     async def register_worker(
         self, worker_id: str, host: str, pid: int, queues: list[str], workflows: list[Any]
     ) -> None:
-        with translate_errors(self.schema, "registering the worker"):
-            await self.pool.execute(
-                self.queries.register_worker, worker_id, host, pid, queues, json.dumps(workflows)
-            )
-
-    async def heartbeat(self, worker_id: str) -> bool:
-        with translate_errors(self.schema, "heartbeating"):
-            return await self.pool.fetchval(self.queries.heartbeat, worker_id) is not None
+        await self.fetch(
+            "registering the worker",
+            self.queries.register_worker,
+            worker_id,
+            host,
+            pid,
+            queues,
+            json.dumps(workflows),
+        )
 
     async def deregister_worker(self, worker_id: str) -> None:
-        with translate_errors(self.schema, "deregistering the worker"):
-            await self.pool.execute(self.queries.deregister_worker, worker_id)
+        await self.fetch("deregistering the worker", self.queries.deregister_worker, worker_id)
 
     async def move_clock(self, seconds: float) -> float:
         """Shift ``clock_now()`` for every connection (tests)."""
-        with translate_errors(self.schema, "moving the clock"):
-            return float(await self.pool.fetchval(self.queries.move_clock, seconds))
+        return float(await self.fetchval("moving the clock", self.queries.move_clock, seconds))

@@ -33,7 +33,8 @@ from sqlalchemy.ext.asyncio import (
 
 from durableflow._store.errors import translate_errors
 from durableflow._store.records import Checkpoint, NewRun, RecordedStep
-from durableflow._store.store import Store, _insert_new_runs, _write_checkpoints
+from durableflow._store.statements import insert_new_runs, write_checkpoints
+from durableflow._store.store import Store
 from durableflow._store.writers import SERVER_SETTINGS
 from durableflow.errors import ConfigurationError, DatabaseError
 
@@ -310,7 +311,7 @@ class StepTransaction:
         an earlier attempt of the step had already committed it)."""
         assert self._connection is not None
         with translate_errors(self._store.schema, "writing a transactional checkpoint"):
-            rows = await _write_checkpoints(
+            rows = await write_checkpoints(
                 InTransaction(self._connection), self._store.queries, [checkpoint]
             )
         return bool(rows)
@@ -431,7 +432,7 @@ class CallerTransaction:
     async def insert_run(self, run: NewRun) -> UUID | None:
         """Insert ``run`` queued; None when its idempotency key exists already."""
         with translate_errors(self._store.schema, "starting a run in the caller's transaction"):
-            created = await _insert_new_runs(
+            created = await insert_new_runs(
                 self.connection, self._store.queries, [run], self._store.channel
             )
         return run.id if run.id in created else None

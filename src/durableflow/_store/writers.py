@@ -5,8 +5,14 @@ Hot-path writes (new runs, checkpoints, outcomes) go through here instead of
 where a pool acquire/release costs tens, which matters when a checkpoint's round
 trip is a fifth of a millisecond. Connections are opened on first use, or all at
 once by ``open()`` (a worker calls it when it starts, so its first runs do not wait
-for connections); one that fails below the SQL level (dropped socket, cancelled
-mid-statement) is discarded and reopened by the next flush.
+for connections). One that fails below the SQL level (dropped socket, terminated
+backend, a deadline, cancelled mid-statement) is terminated and its slot left empty,
+so the next flush (a retry included) opens a fresh one: a dead connection never goes
+back into a slot. ``timeout`` bounds connecting and every operation: a watchdog
+(one timer for all connections, armed only while operations are in flight) terminates
+a connection whose operation outlives it, so a flush on a connection whose packets
+are silently dropped fails as transient and is retried on a fresh one. The hot path
+pays a clock read and a dict entry per flush, not a timer per statement.
 
 ``open()`` also prepares the statements the connections will run: asyncpg looks up
 the array types of a multi-row statement on each connection the first time (12 ms
@@ -18,10 +24,13 @@ of this.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
+
+from durableflow._store.errors import breaks_connection
 
 T = TypeVar("T")
 
@@ -36,9 +45,16 @@ class WriterConnections:
     ``statements`` are prepared on each connection that ``open()`` opens.
     """
 
-    def __init__(self, database_url: str, size: int, statements: Sequence[str] = ()) -> None:
+    def __init__(
+        self, database_url: str, size: int, statements: Sequence[str] = (), *, timeout: float
+    ) -> None:
         self._database_url = database_url
         self._statements = tuple(statements)
+        self._timeout = timeout
+        self._watch_every = min(1.0, timeout / 4)
+        self._busy: dict[asyncpg.Connection, float] = {}  # connection -> operation start
+        self._expired: set[asyncpg.Connection] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
         # LIFO: an idle caller reuses the connection used last, whose backend is awake
         self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()
         for _ in range(size):
@@ -73,10 +89,14 @@ class WriterConnections:
                 self._slots.put_nowait(connection)
 
     async def _connect(self, *, prepare: bool = False) -> asyncpg.Connection:
-        connection = await asyncpg.connect(self._database_url, server_settings=WRITER_SETTINGS)
+        connection = await asyncpg.connect(
+            self._database_url,
+            server_settings=WRITER_SETTINGS,
+            timeout=self._timeout,
+        )
         try:
             for statement in self._statements if prepare else ():
-                await connection.prepare(statement)
+                await connection.prepare(statement, timeout=self._timeout)
         except BaseException:
             connection.terminate()
             raise
@@ -86,24 +106,57 @@ class WriterConnections:
         connection = await self._slots.get()
         try:
             if connection is None or connection.is_closed():
+                connection = None  # a failed connect must not leave the closed one
                 connection = await self._connect()
-            return await operation(connection)
-        except asyncpg.PostgresError:
-            raise  # the server refused the statement; the connection itself is fine
-        except BaseException:
-            if connection is not None:
+            self._busy[connection] = time.monotonic()
+            if self._watchdog is None:
+                self._arm()
+            try:
+                return await operation(connection)
+            finally:
+                del self._busy[connection]
+        except BaseException as exc:
+            if connection is not None and connection in self._expired:
+                self._expired.discard(connection)
+                connection = None  # terminated by the watchdog
+                raise TimeoutError(f"no answer within {self._timeout:g}s") from exc
+            if connection is not None and breaks_connection(exc):
                 connection.terminate()
-            connection = None
+                connection = None
             raise
         finally:
+            if connection is not None and connection in self._expired:
+                self._expired.discard(connection)  # it finished as the watchdog struck
+                connection = None
             if self._closed and connection is not None:
-                await connection.close()
+                connection.terminate()  # the store is closing: no graceful goodbye to wait on
                 connection = None
             self._slots.put_nowait(connection)
 
+    def _arm(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(self._watch_every, self._watch)
+
+    def _watch(self) -> None:
+        """Terminate connections whose operation outlived the deadline; re-arm if busy."""
+        self._watchdog = None
+        if not self._busy:
+            return
+        too_old = time.monotonic() - self._timeout
+        for connection, started in list(self._busy.items()):
+            if started < too_old and connection not in self._expired:
+                self._expired.add(connection)
+                connection.terminate()  # the awaiting operation fails at once
+        self._arm()
+
     async def close(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while not self._slots.empty():
             connection = self._slots.get_nowait()
             if connection is not None and not connection.is_closed():
-                await connection.close()
+                try:
+                    await connection.close(timeout=self._timeout)
+                except Exception:  # unreachable or already broken: just drop it
+                    connection.terminate()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
-from durableflow._store.records import Checkpoint, RecordedStep
-from durableflow.errors import LeaseLost, NonDeterminismError, NotInWorkflow
+from durableflow._store.records import Checkpoint, FailedAttempt, RecordedAttempt, RecordedStep
+from durableflow.errors import DatabaseError, LeaseLost, NonDeterminismError, NotInWorkflow
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -32,24 +32,48 @@ CheckpointWriter = Callable[[Checkpoint], Awaitable[None]]
 T = TypeVar("T")
 
 
+# Records a failed step attempt under the run's lease (``LeaseLost`` if it moved).
+AttemptRecorder = Callable[[FailedAttempt], Awaitable[None]]
+
+
+class LeaseView(Protocol):
+    """The worker's view of its own lease, consulted before each step body starts.
+
+    A worker whose last successful heartbeat is older than the lease TTL may already
+    have had its runs taken over (it may be a paused "zombie"): it starts no new step
+    body until a heartbeat commits again, and then only for runs it still owns.
+    """
+
+    def fresh(self) -> bool:
+        """True while the last successful heartbeat is within the lease TTL."""
+        ...
+
+    async def wait(self, run_id: UUID, epoch: int) -> None:
+        """Return once the lease is fresh again; ``LeaseLost`` if the run moved meanwhile."""
+        ...
+
+
 class RunState:
     """What one execution of a run knows: its lease, its history, its next step id.
 
     History is loaded once when the run is taken on; afterwards every step consults
-    memory. Once the run hits a fatal condition (lease lost, non-determinism) the
-    condition sticks: every later step raises it again, so user code that swallows
-    it cannot carry on writing.
+    memory. Once the run hits a fatal condition (lease lost, non-determinism, the
+    database failing its writes, cancellation) the condition sticks: every later
+    step raises it again, so user code that swallows it cannot carry on writing.
     """
 
     __slots__ = (
         "_flushing",
         "artefacts",
+        "attempts",
         "epoch",
         "fault",
         "history",
+        "lease",
         "next_step_id",
         "owner",
         "pending",
+        "record_attempt",
         "run_id",
         "waits",
         "write",
@@ -63,16 +87,23 @@ class RunState:
         epoch: int,
         history: dict[int, RecordedStep],
         write: CheckpointWriter,
+        attempts: dict[int, RecordedAttempt] | None = None,
+        record_attempt: AttemptRecorder | None = None,
+        lease: LeaseView | None = None,
     ) -> None:
         self.run_id = run_id
         self.owner = owner
         self.epoch = epoch
         self.history = history
         self.write = write
+        self.attempts = attempts or {}
+        self.record_attempt = record_attempt
+        self.lease = lease
         self.next_step_id = 0
         # Artefacts of this execution (durableflow.artefacts); set by the executor.
         self.artefacts: RunArtefacts | None = None
-        # Sticky: LeaseLost, NonDeterminismError, or ParkRun once the run parked.
+        # Sticky: LeaseLost, NonDeterminismError, ParkRun once the run parked, a
+        # DatabaseError its writes met, or the CancelledError of its cancellation.
         self.fault: BaseException | None = None
         # Durable waits of this execution (engine/waits.py), set by the executor.
         self.waits: RunWaits | None = None
@@ -89,6 +120,58 @@ class RunState:
     def check(self) -> None:
         if self.fault is not None:
             raise self.fault
+
+    def may_start_body(self) -> bool:
+        """The self-fencing gate, fast path: True when a step body may start right now.
+
+        False: this worker may be a zombie (its last heartbeat is older than the lease
+        TTL); ``await wait_for_lease()`` before starting the body.
+        """
+        if self.fault is not None:
+            raise self.fault
+        lease = self.lease
+        return lease is None or lease.fresh()
+
+    async def wait_for_lease(self) -> None:
+        """Wait until a heartbeat commits again; ``LeaseLost`` if the run moved meanwhile."""
+        assert self.lease is not None
+        try:
+            await self.lease.wait(self.run_id, self.epoch)
+        except LeaseLost as exc:
+            self.fault = exc
+            raise
+
+    async def attempt_failed(
+        self,
+        step_id: int,
+        name: str,
+        *,
+        attempt: int,
+        error: str,
+        started_at: datetime | None,
+        retry_in: float,
+    ) -> None:
+        """Record a failed attempt that will be retried: number and backoff survive a crash."""
+        if self.record_attempt is None:
+            return
+        self.check()
+        try:
+            await self.record_attempt(
+                FailedAttempt(
+                    self.run_id,
+                    step_id,
+                    attempt,
+                    name,
+                    error,
+                    started_at,
+                    retry_in,
+                    self.owner,
+                    self.epoch,
+                )
+            )
+        except (LeaseLost, DatabaseError) as exc:
+            self.fault = exc
+            raise
 
     def recorded(self, step_id: int, name: str) -> RecordedStep | None:
         """The checkpoint for ``step_id``, after checking it is the same step."""
@@ -138,7 +221,7 @@ class RunState:
             try:
                 await asyncio.gather(*(self.write(checkpoint) for checkpoint in batch))
             except BaseException as exc:
-                if isinstance(exc, LeaseLost):
+                if isinstance(exc, (LeaseLost, DatabaseError)):
                     self.fault = exc
                 # Not known to be written: whoever writes next writes them again (a
                 # checkpoint that did commit is simply found there).
@@ -185,7 +268,9 @@ class RunState:
                     companions=companions,
                 )
             )
-        except LeaseLost as exc:
+        except (LeaseLost, DatabaseError) as exc:
+            # The database failing a write that was retried as long as the lease held is
+            # not the workflow's failure: the run is given back, never failed.
             self.fault = exc
             raise
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,51 @@ if TYPE_CHECKING:
 
 AsyncFunction = Callable[..., Awaitable[Any]]
 OutputHook = Callable[[Any, Any, str], "tuple[Checkpoint, ...]"]
+# A step body: ``async def`` (awaited on the event loop) or plain ``def`` (run in the
+# loop's default thread pool, for code that blocks).
+StepFunction = Callable[..., Any]
+RetryPredicate = Callable[[BaseException], bool]
+
+MAX_NAME_LENGTH = 200
 
 
-def _annotations(fn: AsyncFunction) -> dict[str, Any]:
+def _where(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function, to name it in errors."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def check_name(name: object, what: str) -> str:
+    """A workflow or step name: 1 to 200 characters, no NUL, valid UTF-8."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise ConfigurationError(
+            f"{what} name must be a string of 1 to {MAX_NAME_LENGTH} characters"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{what} name {name!r} is not valid UTF-8") from None
+    if "\x00" in name:
+        raise ConfigurationError(f"{what} name {name!r} contains U+0000")
+    return name
+
+
+def _positive_seconds(value: object, option: str, owner: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    valid = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+    if not valid:
+        raise ConfigurationError(
+            f"{owner}: {option} must be a finite number of seconds > 0, not {value!r}",
+            setting=option,
+        )
+
+
+def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn)
     except Exception:  # unresolved forward references: fall back to "anything JSON"
@@ -28,10 +71,14 @@ def _annotations(fn: AsyncFunction) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StepDefinition:
-    """A function decorated with ``@flow.step``: its policy and its output type."""
+    """A function decorated with ``@flow.step``: its policy and its output type.
+
+    ``is_async`` is False for a plain ``def`` body, which runs in a thread pool.
+    ``should_retry`` decides, per exception, whether a failed attempt is retried.
+    """
 
     name: str
-    fn: AsyncFunction
+    fn: StepFunction
     retries: int = 0
     backoff: float = 0.5
     max_backoff: float = 60.0
@@ -43,11 +90,13 @@ class StepDefinition:
     # checkpoints to write in the same statement (see engine/graphs.py).
     kind: str = "step"
     on_output: OutputHook | None = None
+    is_async: bool = True
+    should_retry: RetryPredicate | None = None
 
     @classmethod
     def from_function(
         cls,
-        fn: AsyncFunction,
+        fn: StepFunction,
         *,
         name: str | None,
         retries: int,
@@ -55,25 +104,36 @@ class StepDefinition:
         max_backoff: float,
         timeout: float | None,
         artefact: bool = False,
+        should_retry: RetryPredicate | None = None,
     ) -> StepDefinition:
-        if not inspect.iscoroutinefunction(fn):
+        where = _where(fn)
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise ConfigurationError(
-                f"@flow.step needs an async function; {fn.__qualname__} is not one"
+                f"@flow.step: {where} is a generator function; a step returns one value "
+                "(return a list instead)"
             )
-        if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
-            raise ConfigurationError(
-                f"step {fn.__qualname__}: retries and backoff must be >= 0 and timeout > 0"
-            )
+        if not callable(fn) or inspect.isclass(fn):
+            raise ConfigurationError(f"@flow.step needs a function; {fn!r} is not one")
+        owner = f"step {where}"
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"{owner}: retries must be an integer >= 0, not {retries!r}")
+        _positive_seconds(backoff, "backoff", owner)
+        _positive_seconds(max_backoff, "max_backoff", owner)
+        _positive_seconds(timeout, "timeout", owner, optional=True)
+        if should_retry is not None and not callable(should_retry):
+            raise ConfigurationError(f"{owner}: should_retry must be a function of the exception")
         hints = _annotations(fn)
         return cls(
-            name=name or fn.__name__,
+            name=check_name(name or fn.__name__, "step"),
             fn=fn,
             retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            timeout=timeout,
+            backoff=float(backoff),
+            max_backoff=float(max_backoff),
+            timeout=None if timeout is None else float(timeout),
             output_type=hints.get("return", Any),
             artefact=artefact,
+            is_async=inspect.iscoroutinefunction(fn),
+            should_retry=should_retry,
         )
 
 
@@ -90,17 +150,29 @@ class WorkflowDefinition:
     kind: str = "workflow"
     code_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Recoveries (takeovers from silent workers, releases after infrastructure errors)
+    # after which a run is stopped as 'dead'; None: the setting's default.
+    max_recoveries: int | None = None
 
     @classmethod
-    def from_function(cls, fn: AsyncFunction, *, name: str, version: int) -> WorkflowDefinition:
+    def from_function(
+        cls, fn: AsyncFunction, *, name: str, version: int, max_recoveries: int | None = None
+    ) -> WorkflowDefinition:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(
                 f"@flow.workflow needs an async function; {fn.__qualname__} is not one"
             )
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ConfigurationError(f"workflow {name!r}: version must be an integer >= 1")
-        if not name or len(name) > 200:
-            raise ConfigurationError("workflow name must be 1 to 200 characters")
+        check_name(name, "workflow")
+        if max_recoveries is not None and (
+            not isinstance(max_recoveries, int)
+            or isinstance(max_recoveries, bool)
+            or max_recoveries < 0
+        ):
+            raise ConfigurationError(
+                f"workflow {name!r}: max_recoveries must be an integer >= 0, not {max_recoveries!r}"
+            )
         params = list(inspect.signature(fn).parameters.values())
         if not params or len(params) > 2:
             raise ConfigurationError(
@@ -116,6 +188,7 @@ class WorkflowDefinition:
             input_type=input_type,
             output_type=hints.get("return", Any),
             takes_input=len(params) == 2,
+            max_recoveries=max_recoveries,
         )
 
 
@@ -132,11 +205,19 @@ class Registry:
         if existing is not None and existing.fn is not definition.fn:
             raise ConfigurationError(
                 f"workflow {definition.name!r} version {definition.version} is registered "
-                "twice; bump the version of the new one"
+                f"twice, by {_where(existing.fn)} and by {_where(definition.fn)}; bump the "
+                "version of the new one, or give it another name"
             )
         self._workflows[key] = definition
 
     def add_step(self, definition: StepDefinition) -> None:
+        existing = self._steps.get(definition.name)
+        if existing is not None and existing.fn is not definition.fn:
+            raise ConfigurationError(
+                f"step name {definition.name!r} is registered twice, by {_where(existing.fn)} "
+                f"and by {_where(definition.fn)}; give one of them another name "
+                "(@flow.step(name=...)): replay finds steps by name"
+            )
         self._steps[definition.name] = definition
 
     def workflow(self, name: str, version: int | None = None) -> WorkflowDefinition:

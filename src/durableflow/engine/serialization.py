@@ -1,4 +1,9 @@
-"""JSON (de)serialisation driven by annotations, through pydantic. Never pickle."""
+"""JSON (de)serialisation driven by annotations, through pydantic. Never pickle.
+
+Values are checked where they enter durableflow (see ``engine.values``): anything
+JSON or Postgres cannot carry faithfully is refused with a ``SerializationError``
+naming the value, the path inside it and what to do, never silently changed.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,15 @@ import traceback
 from functools import lru_cache
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from durableflow.errors import PayloadTooLarge, SerializationError
+from durableflow.engine.values import annotation_has_typed_keys, find_problem
+from durableflow.errors import NonRetryable, PayloadTooLarge, SerializationError
+
+# Longest idempotency key, correlation id or queue name, in UTF-8 bytes: long enough
+# for any key a caller composes, short enough for a btree index entry.
+MAX_KEY_BYTES = 512
 
 
 def _type_name(annotation: Any) -> str:
@@ -25,32 +35,77 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
 class Codec:
     """Turns values of one annotation into JSON text and back.
 
-    ``what`` names the value in errors, e.g. ``"output of step 'fetch'"``.
+    ``what`` names the value in errors, e.g. ``"output of step 'fetch'"``; ``root``
+    starts the path of a problem inside it (``"output"``, ``"input"``); ``workflow`` and
+    ``step`` name the definition it belongs to. An annotation pydantic cannot handle
+    is refused here, at declaration time, with a ``SerializationError``.
     """
 
-    __slots__ = ("_adapter", "annotation", "max_bytes", "what")
+    __slots__ = (
+        "_adapter",
+        "_typed_keys",
+        "annotation",
+        "max_bytes",
+        "root",
+        "step",
+        "what",
+        "workflow",
+    )
 
-    def __init__(self, annotation: Any, what: str, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        annotation: Any,
+        what: str,
+        *,
+        max_bytes: int,
+        root: str = "value",
+        workflow: str | None = None,
+        step: str | None = None,
+    ) -> None:
         self.annotation = annotation
         self.what = what
         self.max_bytes = max_bytes
+        self.root = root
+        self.workflow = workflow
+        self.step = step
         try:
-            self._adapter = _adapter(annotation)
-        except TypeError:  # unhashable annotation (rare): build one uncached
-            self._adapter = TypeAdapter(annotation)
+            try:
+                self._adapter = _adapter(annotation)
+            except TypeError:  # unhashable annotation (rare): build one uncached
+                self._adapter = TypeAdapter(annotation)
+            self._typed_keys = annotation_has_typed_keys(annotation)
+        except (PydanticUserError, TypeError, NameError) as exc:
+            raise SerializationError(
+                f"the {what} is annotated {_type_name(annotation)}, which pydantic cannot turn "
+                f"into JSON ({str(exc).splitlines()[0]}); annotate it with a pydantic model, a "
+                "dataclass or JSON builtins",
+                what=what,
+                type_name=_type_name(annotation),
+                workflow=workflow,
+                step=step,
+            ) from exc
 
     def dumps(self, value: Any) -> str:
+        problem = find_problem(value, self.root, typed_keys=self._typed_keys)
+        if problem is not None:
+            raise self._refused(
+                value, f"{problem.path} {problem.problem}; {problem.fix}", path=problem.path
+            )
         try:
-            data = self._adapter.dump_json(value)
+            data = self._adapter.dump_json(value, warnings=False)
         except (PydanticSerializationError, ValueError, TypeError) as exc:
-            raise SerializationError(
-                f"cannot serialise the {self.what}: a value of type "
-                f"{type(value).__qualname__} is not JSON for annotation "
+            raise self._refused(
+                value,
+                f"a value of type {type(value).__qualname__} is not JSON for annotation "
                 f"{_type_name(self.annotation)} ({exc}); return a pydantic model, a dataclass "
                 "or JSON builtins",
-                what=self.what,
-                type_name=type(value).__qualname__,
             ) from exc
+        if b"\\u0000" in data:  # a custom serializer wrote a NUL after all
+            problem = find_problem(json.loads(data), self.root, typed_keys=True)
+            if problem is not None:
+                raise self._refused(
+                    value, f"{problem.path} {problem.problem}; {problem.fix}", path=problem.path
+                )
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(
                 f"the {self.what} is {len(data)} bytes as JSON, over the limit of "
@@ -58,8 +113,20 @@ class Codec:
                 "artefact and pass its key",
                 what=self.what,
                 type_name=type(value).__qualname__,
+                workflow=self.workflow,
+                step=self.step,
             )
         return data.decode()
+
+    def _refused(self, value: Any, detail: str, *, path: str | None = None) -> SerializationError:
+        return SerializationError(
+            f"cannot store the {self.what}: {detail}",
+            what=self.what,
+            type_name=type(value).__qualname__,
+            path=path,
+            workflow=self.workflow,
+            step=self.step,
+        )
 
     def loads(self, text: str | None) -> Any:
         try:
@@ -76,22 +143,80 @@ class Codec:
 
     def _mismatch(self, exc: ValidationError) -> SerializationError:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+        )
+        path = f"{self.root}{where}"
         return SerializationError(
             f"the {self.what} does not match its annotation {_type_name(self.annotation)}: "
-            f"{first['msg']}{f' (at {where})' if where else ''}",
+            f"{first['msg']} (at {path})",
             what=self.what,
             type_name=_type_name(self.annotation),
+            path=path,
+            workflow=self.workflow,
+            step=self.step,
         )
 
 
+def check_key(value: str | None, what: str, *, workflow: str | None = None) -> None:
+    """An idempotency key or correlation id: at most 512 UTF-8 bytes, no NUL, encodable."""
+    if value is None:
+        return
+    problem = None
+    fix = "use plain text"
+    if not isinstance(value, str):
+        problem = f"is a {type(value).__name__}, not a string"
+    elif "\x00" in value:
+        problem = "contains U+0000 (NUL), which Postgres cannot store"
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate, which is not valid UTF-8"
+        else:
+            if size > MAX_KEY_BYTES:
+                problem = f"is {size} bytes long in UTF-8, over the limit of {MAX_KEY_BYTES}"
+                fix = "use a shorter one, for example a hash of the long one"
+    if problem is not None:
+        raise SerializationError(
+            f"the {what} {problem}; {fix}",
+            what=what,
+            type_name=type(value).__qualname__,
+            workflow=workflow,
+        )
+
+
+def _safe_text(text: str) -> str:
+    """Diagnostic text Postgres can store: NUL and lone surrogates escaped, visibly."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """The recorded form of an exception: type, message, traceback (JSON-safe)."""
-    cls = type(exc)
+    """The recorded form of an exception: type, message, traceback (JSON-safe).
+
+    A ``NonRetryable`` wrapping another exception is recorded as the wrapped one (with
+    ``"non_retryable": true``), so ``StepFailed.error_type`` names the real cause.
+    Message and traceback are diagnostics, not data: NUL characters and lone surrogates
+    in them are escaped so that the error can always be recorded.
+    """
+    recorded: BaseException = exc
+    extra: dict[str, Any] = {}
+    if isinstance(exc, NonRetryable):
+        extra["non_retryable"] = True
+        if exc.cause is not None:
+            recorded = exc.cause
+    cls = type(recorded)
     return {
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "type": _safe_text(f"{cls.__module__}.{cls.__qualname__}"),
+        "message": _safe_text(str(recorded)),
+        "traceback": _safe_text("".join(traceback.format_exception(exc))),
+        **extra,
     }
 
 

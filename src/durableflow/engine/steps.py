@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import logging
@@ -10,6 +11,7 @@ import random
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from durableflow.engine.context import FlowContext, RunState
@@ -18,6 +20,7 @@ from durableflow.engine.serialization import Codec, describe_error
 from durableflow.errors import (
     LeaseLost,
     NonDeterminismError,
+    NonRetryable,
     SerializationError,
     StepFailed,
     StepTimeout,
@@ -33,9 +36,11 @@ _NOT_RETRIED = (LeaseLost, NonDeterminismError, SerializationError)
 def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) -> Callable[..., Any]:
     """Wrap a step function so that calls inside a workflow are checkpointed.
 
-    The wrapper is a plain function returning a coroutine: the step id is assigned
+    The wrapper is a plain function returning an awaitable: the step id is assigned
     when the step is *called*, before it is awaited, so ``asyncio.gather(step(ctx, a),
-    step(ctx, b))`` numbers its steps the same way on every replay.
+    step(ctx, b))`` numbers its steps the same way on every replay. A plain ``def``
+    step is awaited too (its body runs in a thread). The output annotation is checked
+    here, at declaration: ``SerializationError`` if pydantic cannot serialise it.
     """
     # An artefact step's output may exceed max_payload_bytes: it is streamed to storage
     # and kept out of Postgres (artefacts, issue #12).
@@ -43,6 +48,8 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
         definition.output_type,
         f"output of step {definition.name!r}",
         max_bytes=sys.maxsize if definition.artefact else max_payload_bytes,
+        root="output",
+        step=definition.name,
     )
 
     @functools.wraps(definition.fn)
@@ -50,13 +57,21 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
         run = ctx._run if isinstance(ctx, FlowContext) else None
         if run is None or ctx.step_id is not None:
             # Outside a workflow, or a step calling a step: just run the body.
-            return definition.fn(ctx, *args, **kwargs)
+            if definition.is_async:
+                return definition.fn(ctx, *args, **kwargs)  # type: ignore[no-any-return]
+            return _run_plainly(definition, ctx, args, kwargs)
         step_id = run.assign_step_id()
         # track: a run does not park while one of its steps executes (engine/waits.py)
         return run.track(_run_step(definition, codec, ctx, run, step_id, args, kwargs))
 
     call_step.__durableflow_step__ = definition  # type: ignore[attr-defined]
     return call_step
+
+
+async def _run_plainly(
+    definition: StepDefinition, ctx: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return definition.fn(ctx, *args, **kwargs)
 
 
 async def _run_step(
@@ -78,7 +93,20 @@ async def _run_step(
     artefacts = run.artefacts.begin(definition, step_id, args, kwargs) if run.artefacts else None
     started_at = datetime.now(UTC)
     attempt = 1
+    budget_start = 0  # attempts after this one count against ``retries``
+    prior = run.attempts.get(step_id) if run.attempts else None
+    if prior is not None:
+        # Attempts failed before a crash (or were set aside by a resume): go on from the
+        # next one, after the backoff the last one recorded.
+        attempt = prior.attempt + 1
+        budget_start = prior.set_aside
+        if prior.retry_in > 0:
+            await asyncio.sleep(prior.retry_in)
+            started_at = datetime.now(UTC)
+    attempt_started = started_at
     while True:
+        if not run.may_start_body():  # no coroutine on the hot path, just two checks
+            await run.wait_for_lease()
         step_ctx = ctx.for_step(step_id, definition.name, attempt)
         with step_scope(definition.name, step_id, attempt):
             try:
@@ -93,8 +121,20 @@ async def _run_step(
             except _NOT_RETRIED:
                 raise
             except Exception as exc:
-                if attempt <= definition.retries:
-                    delay = min(definition.backoff * 2 ** (attempt - 1), definition.max_backoff)
+                error = describe_error(exc)
+                error_text = json.dumps(error)
+                tries = attempt - budget_start
+                if tries <= definition.retries and _should_retry(definition, exc):
+                    delay = min(definition.backoff * 2 ** (tries - 1), definition.max_backoff)
+                    delay *= 0.5 + random.random() / 2  # jitter: retries of many runs spread
+                    await run.attempt_failed(
+                        step_id,
+                        definition.name,
+                        attempt=attempt,
+                        error=error_text,
+                        started_at=attempt_started,
+                        retry_in=delay,
+                    )
                     logger.info(
                         "step %s attempt %d failed (%s); retrying in %.2fs",
                         definition.name,
@@ -103,15 +143,15 @@ async def _run_step(
                         delay,
                         extra={"event": "step_retry"},  # run and step come from step_scope
                     )
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                    await asyncio.sleep(delay)
                     attempt += 1
+                    attempt_started = datetime.now(UTC)
                     continue
-                error = describe_error(exc)
                 await run.commit(
                     step_id,
                     definition.name,
                     output=None,
-                    error=json.dumps(error),
+                    error=error_text,
                     attempt=attempt,
                     started_at=started_at,
                     kind=definition.kind,
@@ -133,17 +173,88 @@ async def _run_step(
                 artefact_sha256=stored.sha256 if stored else None,
                 companions=companions,
             )
-            return run.received(value, stored.key if stored else None, step_id)
+            # The workflow sees the recorded value, decoded exactly as replay decodes it.
+            return run.received(codec.loads(output), stored.key if stored else None, step_id)
+
+
+def _should_retry(definition: StepDefinition, exc: Exception) -> bool:
+    if isinstance(exc, NonRetryable):
+        return False
+    if definition.should_retry is None:
+        return True
+    try:
+        return bool(definition.should_retry(exc))
+    except Exception:
+        logger.exception(
+            "step %s: should_retry raised; not retrying",
+            definition.name,
+            extra={"event": "step_should_retry_failed"},
+        )
+        return False
 
 
 async def _attempt(
     definition: StepDefinition, ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """One attempt of the step body, bounded by its timeout."""
-    if definition.timeout is None:
+    timeout = definition.timeout
+    if not definition.is_async:
+        # A plain ``def`` body runs in the loop's default thread pool, with this task's
+        # context (run and step on its log records). A timeout stops waiting for it; the
+        # thread itself cannot be interrupted and finishes on its own.
+        call = functools.partial(
+            contextvars.copy_context().run, definition.fn, ctx, *args, **kwargs
+        )
+        future = asyncio.get_running_loop().run_in_executor(None, call)
+        if timeout is None:
+            return await future
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError as exc:
+            raise StepTimeout(definition.name, timeout) from exc
+    if timeout is None:
         return await definition.fn(ctx, *args, **kwargs)
+    # The body runs as a task of its own so that the timeout holds exactly even if the
+    # body swallows CancelledError: the attempt times out at ``timeout`` whatever the
+    # body does with the cancellation, and its value, if any, is never used.
+    task = asyncio.ensure_future(_call_body(definition, ctx, args, kwargs))
     try:
-        async with asyncio.timeout(definition.timeout):
-            return await definition.fn(ctx, *args, **kwargs)
-    except TimeoutError as exc:
-        raise StepTimeout(definition.name, definition.timeout) from exc
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except BaseException:
+        task.cancel()
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_discard_outcome)
+    raise StepTimeout(definition.name, timeout)
+
+
+async def _call_body(
+    definition: StepDefinition, ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return await definition.fn(ctx, *args, **kwargs)
+
+
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a timed-out attempt's late error is not "unhandled"
+
+
+# Frames that execute a step body on the event loop, each with ``ctx`` in its locals.
+_STEP_FRAMES = frozenset({_attempt.__code__, _call_body.__code__})
+
+
+def running_step(frame: FrameType | None) -> FlowContext | None:
+    """The step whose body ``frame`` (a thread's current frame) is executing, if any.
+
+    Used from the heartbeat thread to name the step that blocks the event loop.
+    """
+    while frame is not None:
+        if frame.f_code in _STEP_FRAMES:
+            ctx = frame.f_locals.get("ctx")
+            if isinstance(ctx, FlowContext):
+                return ctx
+        frame = frame.f_back
+    return None

@@ -63,6 +63,10 @@ def graph_option_problems(
     return problems
 
 
+def _positive_finite(value: object) -> bool:
+    return _is_number(value) and value > 0  # type: ignore[operator]
+
+
 def state_option_problems(
     *,
     name: object,
@@ -95,11 +99,12 @@ def state_option_problems(
         add(found, "signal")
     if not _is_int(retries) or retries < 0:  # type: ignore[operator]
         add("retries must be an integer >= 0", "retries")
-    if timeout is not None and (not _is_number(timeout) or not timeout > 0):  # type: ignore[operator]
-        add("timeout must be a number of seconds > 0, or null", "timeout")
+    # The same rule as a step's options: finite and > 0 (NaN, inf, 0 are refused).
+    if timeout is not None and not _positive_finite(timeout):
+        add("timeout must be a finite number of seconds > 0, or null", "timeout")
     for value, field in ((backoff, "backoff"), (max_backoff, "max_backoff")):
-        if not _is_number(value) or value < 0:  # type: ignore[operator]
-            add(f"{field} must be a number of seconds >= 0", field)
+        if not _positive_finite(value):
+            add(f"{field} must be a finite number of seconds > 0", field)
     return problems
 
 

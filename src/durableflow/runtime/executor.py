@@ -12,11 +12,11 @@ from uuid import UUID
 from durableflow._store.records import ClaimedRun, Outcome
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings
-from durableflow.engine.context import FlowContext, RunState
+from durableflow.engine.context import FlowContext, LeaseView, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
 from durableflow.engine.waits import ParkRun
-from durableflow.errors import LeaseLost, WorkflowNotFound
+from durableflow.errors import DatabaseError, LeaseLost, SerializationError, WorkflowNotFound
 from durableflow.observability import record_run_finished, run_scope, run_span
 from durableflow.runtime.waiting import WaitingRuns, deadline_error
 
@@ -52,6 +52,10 @@ class RunExecutor:
         self._artefacts = artefacts
         # Durable waits of the runs executed here; the worker wires it up (hooks).
         self.waiting = WaitingRuns(store, registry, settings, code_hash_of)
+        self._states: dict[UUID, RunState] = {}
+        self._codec_cache: dict[tuple[str, int], tuple[Codec, Codec]] = {}
+        # Set by the worker: its heartbeat's view of the lease (self-fencing).
+        self.lease: LeaseView | None = None
 
     @property
     def artefacts(self) -> ArtefactService | None:
@@ -59,10 +63,48 @@ class RunExecutor:
         retention duty passes to ``durableflow.artefacts.prune.apply_retention``."""
         return self._artefacts
 
+    def max_recoveries(self, definition: WorkflowDefinition) -> int:
+        if definition.max_recoveries is not None:
+            return definition.max_recoveries
+        return self._settings.max_recoveries
+
+    def _codecs(self, definition: WorkflowDefinition) -> tuple[Codec, Codec]:
+        """The input and output codecs of a workflow, built once per definition."""
+        key = (definition.name, definition.version)
+        codecs = self._codec_cache.get(key)
+        if codecs is None:
+            max_bytes = self._settings.max_payload_bytes
+            what = f"workflow {definition.name!r}"
+            codecs = self._codec_cache[key] = (
+                Codec(
+                    definition.input_type,
+                    f"input of {what}",
+                    max_bytes=max_bytes,
+                    root="input",
+                    workflow=definition.name,
+                ),
+                Codec(
+                    definition.output_type,
+                    f"output of {what}",
+                    max_bytes=max_bytes,
+                    root="output",
+                    workflow=definition.name,
+                ),
+            )
+        return codecs
+
+    def interrupt(self, run_id: UUID) -> None:
+        """The run was cancelled: from now on every step of this execution raises."""
+        state = self._states.get(run_id)
+        if state is not None:
+            state.fault = asyncio.CancelledError(f"run {run_id} was cancelled")
+
     async def execute(self, claimed: ClaimedRun, owner: str) -> None:
         """Run ``claimed`` to completion, or abandon it if the lease is lost.
 
-        Cancellation (shutdown) propagates to the caller, who releases the run.
+        Cancellation (shutdown, or the run's own cancellation) propagates to the caller.
+        A ``DatabaseError`` (the database failed the run's writes for as long as the
+        lease held) propagates too: the caller gives the run back; it never fails it.
         Log records emitted meanwhile carry the run's id, workflow and correlation id.
         """
         with run_scope(claimed.id, claimed.workflow, claimed.version, claimed.correlation_id):
@@ -71,28 +113,47 @@ class RunExecutor:
     async def _execute(self, claimed: ClaimedRun, owner: str) -> None:
         log_extra: dict[str, Any] = {"run_id": str(claimed.id), "workflow": claimed.workflow}
         definition = await self._definition(claimed)  # -- graphs: published ones on demand
+        limit = self.max_recoveries(definition)
+        if claimed.recoveries > limit:
+            await self._stop_dead(
+                claimed,
+                owner,
+                f"it was recovered {claimed.recoveries} times (taken over from a silent worker "
+                f"or given back after an infrastructure error), more than max_recoveries={limit}",
+                log_extra,
+            )
+            return
         if not await self._code_matches(claimed, definition, owner, log_extra):
             return
         if claimed.deadline_in is not None and claimed.deadline_in <= 0:
             await self._finish_past_deadline(claimed, owner, log_extra)  # -- waits
             return
-        history = {} if claimed.fresh else await self._store.load_checkpoints(claimed.id)
+        if claimed.fresh:
+            history, attempts = {}, {}
+        else:
+            history = await self._store.load_checkpoints(claimed.id)
+            attempts = await self._store.faults.load_attempts(claimed.id)
         state = RunState(
             claimed.id,
             owner=owner,
             epoch=claimed.lease_epoch,
             history=history,
             write=self._store.checkpoint,
+            attempts=attempts,
+            record_attempt=self._store.faults.record_attempt,
+            lease=self.lease,
         )
         if self._artefacts is not None and not await self._attach_artefacts(
             claimed, definition, owner, state
         ):
             return
+        self._states[claimed.id] = state
         waits = self.waiting.begin(state, claimed.correlation_id)  # -- waits
         try:
             await self._run_workflow(claimed, owner, definition, state, log_extra)
         finally:
             self.waiting.end(waits)  # -- waits
+            self._states.pop(claimed.id, None)
 
     async def _run_workflow(
         self,
@@ -109,7 +170,7 @@ class RunExecutor:
             correlation_id=claimed.correlation_id,
             run=state,
         )
-        max_bytes = self._settings.max_payload_bytes
+        input_codec, output_codec = self._codecs(definition)
         status: str
         output: str | None = None
         error: str | None = None
@@ -118,21 +179,13 @@ class RunExecutor:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
                 async with deadline:
                     if definition.takes_input:
-                        value = Codec(
-                            definition.input_type,
-                            f"input of workflow {definition.name!r}",
-                            max_bytes=max_bytes,
-                        ).loads(claimed.input)
+                        value = input_codec.loads(claimed.input)
                         result = await definition.fn(ctx, value)
                     else:
                         result = await definition.fn(ctx)
                 state.check()  # a swallowed LeaseLost / NonDeterminismError / ParkRun counts
                 await state.flush_values()  # ctx.now() and friends not written yet
-                output = Codec(
-                    definition.output_type,
-                    f"output of workflow {definition.name!r}",
-                    max_bytes=max_bytes,
-                ).dumps(result)
+                output = output_codec.dumps(result)
             status = "succeeded"
         except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
             if state.waits is not None and state.waits.park_error is not None:
@@ -147,6 +200,7 @@ class RunExecutor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            fault = state.fault
             if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
                 status, error = "cancelled", deadline_error()
                 logger.info(
@@ -154,29 +208,105 @@ class RunExecutor:
                     claimed.id,
                     extra={"event": "run_deadline_exceeded", **log_extra},
                 )
-            elif isinstance(exc, LeaseLost) or isinstance(state.fault, LeaseLost):
+            elif isinstance(exc, LeaseLost) or isinstance(fault, LeaseLost):
                 logger.warning(
                     "run %s: lease lost, abandoning it to its new owner",
                     claimed.id,
                     extra={"event": "run_abandoned", **log_extra},
                 )
                 return
+            # Only the workflow's own code fails a run: a cancellation or a database
+            # fault that user code caught (or that surfaced as another error) still
+            # ends this execution the way it would have uncaught.
+            elif isinstance(fault, (asyncio.CancelledError, DatabaseError)):
+                raise fault from exc
+            elif isinstance(exc, DatabaseError):
+                raise
             else:
                 status = "failed"
-                error = error_json(state.fault or exc)
-        recorded = await self._store.finish_run(
-            Outcome(claimed.id, status, output, error, owner, claimed.lease_epoch)
+                error = error_json(fault or exc)
+        await self._record(
+            claimed,
+            owner,
+            Outcome(claimed.id, status, output, error, owner, claimed.lease_epoch),
+            log_extra,
         )
+
+    async def _record(
+        self, claimed: ClaimedRun, owner: str, outcome: Outcome, log_extra: dict[str, Any]
+    ) -> None:
+        try:
+            recorded = await self._store.finish_run(outcome)
+        except SerializationError as exc:  # Postgres refused the outcome itself
+            await self._stop_dead(
+                claimed, owner, f"its outcome could not be recorded: {exc}", log_extra
+            )
+            return
         if not recorded:
+            row = await self._store.get_run(claimed.id)
+            if row is not None and row["status"] == "cancelled":
+                logger.info(
+                    "run %s was cancelled as it finished; the cancellation stands",
+                    claimed.id,
+                    extra={"event": "run_cancelled", **log_extra},
+                )
+                self._on_outcome(
+                    claimed.id, claimed.workflow, claimed.version, "cancelled", None, row["error"]
+                )
+                return
             logger.warning(
                 "run %s: finished but the lease had moved; the new owner decides",
                 claimed.id,
                 extra={"event": "run_abandoned", **log_extra},
             )
             return
+        status = outcome.status
         logger.debug("run %s %s", claimed.id, status, extra={"event": f"run_{status}", **log_extra})
         record_run_finished(claimed.workflow, status)
-        self._on_outcome(claimed.id, claimed.workflow, claimed.version, status, output, error)
+        self._on_outcome(
+            claimed.id, claimed.workflow, claimed.version, status, outcome.output, outcome.error
+        )
+
+    async def _stop_dead(
+        self, claimed: ClaimedRun, owner: str, reason: str, log_extra: dict[str, Any]
+    ) -> None:
+        """A poison run: record it as 'dead' with the reason, so it stops taking workers."""
+        error = json.dumps(
+            {"type": "RunDead", "message": f"run is dead: {reason}", "traceback": ""}
+        )
+        if not await self._store.faults.mark_dead(claimed.id, owner, claimed.lease_epoch, error):
+            logger.warning(
+                "run %s: could not stop it as dead, the lease had moved",
+                claimed.id,
+                extra={"event": "run_abandoned", **log_extra},
+            )
+            return
+        logger.error(
+            "run %s is dead: %s; `flow.status()` shows the reason",
+            claimed.id,
+            reason,
+            extra={"event": "run_dead", **log_extra},
+        )
+        record_run_finished(claimed.workflow, "dead")
+        self._on_outcome(claimed.id, claimed.workflow, claimed.version, "dead", None, error)
+
+    async def report_cancelled(self, claimed: ClaimedRun) -> None:
+        """The run was cancelled while this worker executed it: log it, wake local waiters."""
+        logger.info(
+            "run %s cancelled; its execution was interrupted",
+            claimed.id,
+            extra={
+                "event": "run_cancelled",
+                "run_id": str(claimed.id),
+                "workflow": claimed.workflow,
+            },
+        )
+        rows = await self._store.run_outcomes([claimed.id])
+        row = rows.get(claimed.id)
+        if row is not None and row["status"] == "cancelled":
+            self._on_outcome(
+                claimed.id, claimed.workflow, claimed.version, "cancelled", None, row["error"]
+            )
 
     async def _definition(self, claimed: ClaimedRun) -> WorkflowDefinition:
         """The registered definition of a claimed run, or one loaded on demand (graphs)."""

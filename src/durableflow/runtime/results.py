@@ -3,7 +3,10 @@
 Runs this process executes resolve their waiters directly. For the others, a single
 poller asks Postgres about every awaited run in one query, backing off from 10 ms to
 ``max_delay`` while nothing changes, so a thousand ``flow.result()`` calls cost one
-query per poll, not a thousand.
+query per poll, not a thousand. Runs executing here are still polled every
+``LOCAL_POLL_SECONDS``: an execution that lost its lease without noticing yet (a
+paused worker, a step hanging in a body) must not keep its waiters from the outcome
+the run's new owner recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from uuid import UUID
 from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.store import Store
 from durableflow.errors import DurableFlowError, RunNotFound
+
+LOCAL_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,18 +73,24 @@ class ResultWaiters:
 
     async def _poll(self) -> None:
         delay = 0.01
+        loop = asyncio.get_running_loop()
+        next_local_poll = loop.time() + LOCAL_POLL_SECONDS
         while self._futures:
             self._new_waiter.clear()
+            include_local = loop.time() >= next_local_poll
+            if include_local:
+                next_local_poll = loop.time() + LOCAL_POLL_SECONDS
             pending = [
                 run_id
                 for run_id, future in self._futures.items()
-                if not future.done() and not self._is_local(run_id)
+                if not future.done() and (include_local or not self._is_local(run_id))
             ]
             changed = False
             if pending:
                 try:
-                    rows = await self._store.run_outcomes(pending)
-                except DurableFlowError:
+                    async with asyncio.timeout(self._store.timeout * 2):
+                        rows = await self._store.run_outcomes(pending)
+                except (DurableFlowError, TimeoutError):
                     rows = None  # transient: try again after the delay
                 for run_id in pending if rows is not None else ():
                     future = self._futures.get(run_id)

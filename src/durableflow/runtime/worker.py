@@ -1,32 +1,45 @@
 """``Worker``: claims runs, executes them, heartbeats, recovers runs of dead workers.
 
-A worker registers a row in ``workers`` and heartbeats it. Its claim loop takes
-queued runs with ``FOR UPDATE SKIP LOCKED`` when woken by NOTIFY, when a slot frees
-after a full claim, or every ``poll_interval`` (so a lost NOTIFY only costs time).
-Every poll it also takes over runs whose owner's heartbeat is older than the lease
-TTL: recovery needs no leader. Claims respect queue limits (``runtime/queues.py``).
-A worker may also compete to lead the schema (``runtime/leader.py``). Shutdown stops
-claiming, gives in-flight runs ``shutdown_grace`` seconds, then cancels and releases
-what is left.
+A worker registers a row in ``workers`` and heartbeats it from a thread of its own
+(``runtime.heartbeat``), so a blocked event loop does not cost it its lease. Its
+claim loop takes queued runs with ``FOR UPDATE SKIP LOCKED`` when woken by NOTIFY,
+when a slot frees after a full claim, or every ``poll_interval`` (so a lost NOTIFY
+only costs time). Every poll it also takes over runs whose owner's heartbeat is
+older than the lease TTL (recovery needs no leader) and looks for cancelled runs
+among those it executes (NOTIFY on cancellation makes that immediate). Claims
+respect queue limits (``runtime/queues.py``). A worker may also compete to lead the
+schema (``runtime/leader.py``). Shutdown stops claiming, gives in-flight runs
+``shutdown_grace`` seconds, then cancels and releases what is left.
+
+Faults: every database call of the loops has a deadline. A worker whose last
+successful heartbeat is older than the lease TTL claims nothing and starts no new
+step body until a heartbeat commits again. A run whose execution fails for a reason
+not in its own code (the database, a bug of ours) is given back, never failed; such
+releases and takeovers count as recoveries, and a run recovered more than its
+workflow's ``max_recoveries`` times is stopped as ``dead``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
+import time
 from typing import Any
 from uuid import UUID, uuid4
 
+from durableflow._store.faults import FaultRelease
 from durableflow._store.records import ClaimedRun
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
-from durableflow.errors import DurableFlowError
+from durableflow.errors import DatabaseError, DurableFlowError
 from durableflow.observability import record_claims
 from durableflow.runtime.executor import RunExecutor
+from durableflow.runtime.heartbeat import Heartbeat
 from durableflow.runtime.leader import Leadership
 from durableflow.runtime.published_graphs import PublishedGraphs
 from durableflow.runtime.queue_metrics import sample_queues
@@ -36,6 +49,12 @@ logger = logging.getLogger("durableflow.worker")
 
 # How long a woken claim loop waits before claiming; bounds the added latency.
 CLAIM_COALESCE_SECONDS = 0.002
+# A claim whose reply was lost may have committed: its runs are owned by this worker
+# and executed by nobody. Runs this old (seconds) are looked for and taken on again.
+ADOPT_AFTER_SECONDS = 1.0
+# Every this many housekeeping rounds, the LISTEN connection is pinged: a connection
+# whose packets are silently dropped never looks closed.
+LISTENER_PING_ROUNDS = 5
 
 
 class Worker:
@@ -68,7 +87,15 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: Any = None
         self._to_release: dict[UUID, int] = {}
+        self._faulted: dict[UUID, FaultRelease] = {}
+        self._cancelling: set[UUID] = set()
+        self._abandoning: set[UUID] = set()
+        self._listen_failing = False
+        self._background: set[asyncio.Task[None]] = set()
         self._backlog = False
+        self._claims_uncertain = False
+        self._claim_failing = False
+        self._heartbeat: Heartbeat | None = None
         self.workflow_keys = [(d.name, d.version) for d in registry.workflows]
         self.leadership = leadership
         self._claimer = QueueClaimer(store, settings, self.id, queues, self.workflow_keys)
@@ -91,12 +118,27 @@ class Worker:
         if self.graphs is not None:
             await self.graphs.refresh()  # -- graphs: every published version, before claiming
         await self._store.open_writers()  # else the first runs wait for connections
+        registered_at = time.monotonic()
         await self._register()
         await self._listen()
+        self._heartbeat = Heartbeat(
+            database_url=self._store.database_url,
+            schema=self._store.schema,
+            worker_id=self.id,
+            registration=self._registration(),
+            settings=self._settings,
+            executing=self._executing,
+            on_lost=self._abandon,
+        )
+        self._heartbeat.start(registered_at)
+        self._store.run_writes_alive = self._heartbeat.fresh
+        self._executor.lease = self._heartbeat
         self._running = True
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name=f"durableflow-claims-{self.id}"),
-            asyncio.create_task(self._heartbeat_loop(), name=f"durableflow-heartbeat-{self.id}"),
+            asyncio.create_task(
+                self._housekeeping_loop(), name=f"durableflow-housekeeping-{self.id}"
+            ),
             asyncio.create_task(
                 sample_queues(self._store, self._settings.heartbeat_interval),
                 name=f"durableflow-queue-metrics-{self.id}",
@@ -115,19 +157,25 @@ class Worker:
             extra={"event": "worker_started", "worker_id": self.id},
         )
 
+    def _registration(self) -> tuple[str, int, list[str], list[Any]]:
+        # The code hash lets an operator's resume of a blocked run check that a live
+        # worker runs the code the run was started with.
+        workflows: list[Any] = [
+            {"name": d.name, "version": d.version, "code_hash": d.code_hash}
+            for d in self._registry.workflows
+        ]
+        return socket.gethostname(), os.getpid(), self.queues, workflows
+
     async def _register(self) -> None:
-        await self._store.register_worker(
-            self.id,
-            socket.gethostname(),
-            os.getpid(),
-            self.queues,
-            # The code hash lets an operator's resume of a blocked run check that a
-            # live worker runs the code the run was started with.
-            [
-                {"name": d.name, "version": d.version, "code_hash": d.code_hash}
-                for d in self._registry.workflows
-            ],
-        )
+        await self._store.register_worker(self.id, *self._registration())
+
+    def _executing(self) -> list[tuple[UUID, int]]:
+        """(run id, epoch) of the runs executing now; called from the heartbeat thread."""
+        return [(run_id, epoch) for run_id, (_, epoch) in self._active.copy().items()]
+
+    def lease_fresh(self) -> bool:
+        """True while this worker's last successful heartbeat is within the lease TTL."""
+        return self._heartbeat is None or self._heartbeat.fresh()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let in-flight runs finish for ``grace`` seconds, release the rest."""
@@ -149,16 +197,25 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.waiting.stop()  # -- waits
         if self.graphs is not None:
             await self.graphs.stop()  # -- graphs
-        await self._release_pending()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.database_timeout):
+                await self._release_pending()
         await self._claimer.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await self._listener.close()
-        with contextlib.suppress(DurableFlowError):
-            await self._store.deregister_worker(self.id)
+                await self._store.close_listener(self._listener)
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        self._store.run_writes_alive = None
+        self._executor.lease = None
+        with contextlib.suppress(DurableFlowError, TimeoutError):
+            async with asyncio.timeout(self._settings.database_timeout):
+                await self._store.deregister_worker(self.id)
         self._running = False
         logger.info(
             "worker %s stopped", self.id, extra={"event": "worker_stopped", "worker_id": self.id}
@@ -176,8 +233,15 @@ class Worker:
         self._reserved += 1
         return True
 
-    def unreserve(self) -> None:
+    def unreserve(self, *, uncertain: bool = False) -> None:
+        """Give back a reserved slot; ``uncertain``: the direct start failed in flight.
+
+        A start whose reply was lost may have inserted the run already owned by this
+        worker: the claim loop then looks for such runs and takes them on.
+        """
         self._reserved -= 1
+        if uncertain:
+            self._claims_uncertain = True
 
     def is_executing(self, run_id: UUID) -> bool:
         return run_id in self._active
@@ -194,46 +258,137 @@ class Worker:
         try:
             await self._executor.execute(claimed, self.id)
         except asyncio.CancelledError:
-            self._to_release[claimed.id] = claimed.lease_epoch
-            raise
+            if claimed.id not in self._cancelling and claimed.id not in self._abandoning:
+                self._to_release[claimed.id] = claimed.lease_epoch  # shutdown
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if claimed.id in self._abandoning:
+                logger.warning(
+                    "run %s: taken over while this worker could not heartbeat; abandoning it "
+                    "to its new owner",
+                    claimed.id,
+                    extra={"event": "run_abandoned", "run_id": str(claimed.id)},
+                )
+                return
+            # The run itself was cancelled: nothing to give back. Free the slot now;
+            # telling local waiters needs a query, done in the background.
+            self._finished(claimed)
+            self._in_background(self._executor.report_cancelled(claimed))
         except DurableFlowError as exc:
-            # The database failed under us: give the run back so it is not stranded.
-            logger.error(
+            # The database (or something else not in the run's code) failed under it:
+            # give the run back, so it is not stranded. A transient fault does not count
+            # as a recovery; anything else does, toward max_recoveries.
+            transient = isinstance(exc, DatabaseError) and exc.transient
+            logger.log(
+                logging.WARNING if transient else logging.ERROR,
                 "run %s: %s; releasing it",
                 claimed.id,
                 exc,
                 extra={"event": "run_released", "run_id": str(claimed.id)},
             )
-            self._to_release[claimed.id] = claimed.lease_epoch
-        except Exception:
+            self._give_back(claimed, exc, counts=not transient)
+        except Exception as exc:
             logger.exception(
                 "run %s: unexpected error in the executor",
                 claimed.id,
                 extra={"event": "run_released", "run_id": str(claimed.id)},
             )
-            self._to_release[claimed.id] = claimed.lease_epoch
+            self._give_back(claimed, exc, counts=True)
         finally:
-            self._active.pop(claimed.id, None)
-            limited_slot_freed = self._claimer.finished(claimed.id)
-            if (self._backlog or limited_slot_freed) and not self._stopping:
-                self._wake.set()  # the last claim filled every slot: more may be waiting
+            self._finished(claimed)
+
+    def _finished(self, claimed: ClaimedRun) -> None:
+        if self._active.pop(claimed.id, None) is None:
+            return
+        self._cancelling.discard(claimed.id)
+        self._abandoning.discard(claimed.id)
+        limited_slot_freed = self._claimer.finished(claimed.id)
+        if self._heartbeat is not None:
+            self._heartbeat.forget(claimed.id, claimed.lease_epoch)
+        if (self._backlog or limited_slot_freed) and not self._stopping:
+            self._wake.set()  # the last claim filled every slot: more may be waiting
+
+    def _give_back(self, claimed: ClaimedRun, exc: BaseException, *, counts: bool) -> None:
+        try:
+            limit = self._executor.max_recoveries(
+                self._registry.workflow(claimed.workflow, claimed.version)
+            )
+        except DurableFlowError:
+            limit = self._settings.max_recoveries
+        error = json.dumps(
+            {
+                "type": "RunDead",
+                "message": f"run is dead: recovered more than max_recoveries={limit} times; "
+                f"last: {type(exc).__name__}: {exc}",
+                "traceback": "",
+            }
+        )
+        self._faulted[claimed.id] = FaultRelease(
+            claimed.id, claimed.lease_epoch, counts, limit, error
+        )
+        if not self._stopping:
+            self._in_background(self._release_pending())
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def cancel_local(self, run_id: UUID) -> bool:
+        """Interrupt the execution of a cancelled run, if this worker executes it."""
+        entry = self._active.get(run_id)
+        if entry is None or run_id in self._cancelling:
+            return False
+        self._cancelling.add(run_id)
+        self._executor.interrupt(run_id)
+        entry[0].cancel()
+        return True
+
+    def _abandon(self, lost: list[tuple[UUID, int]]) -> None:
+        """Stop executions of runs another worker took over (found after a lapse)."""
+        for run_id, epoch in lost:
+            entry = self._active.get(run_id)
+            if entry is None or entry[1] != epoch or run_id in self._cancelling:
+                continue
+            self._abandoning.add(run_id)
+            entry[0].cancel()
 
     async def _release_pending(self) -> None:
-        if not self._to_release:
-            return
-        runs = list(self._to_release.items())
-        try:
-            await self._store.release_runs(self.id, runs)
-        except DurableFlowError as exc:
-            logger.warning(
-                "could not release %d runs yet: %s",
-                len(runs),
-                exc,
-                extra={"event": "release_failed", "worker_id": self.id},
-            )
-            return
-        for run_id, _ in runs:
-            self._to_release.pop(run_id, None)
+        if self._to_release:
+            runs = list(self._to_release.items())
+            try:
+                await self._store.release_runs(self.id, runs)
+            except DurableFlowError as exc:
+                self._release_failed(len(runs), exc)
+            else:
+                for run_id, _ in runs:
+                    self._to_release.pop(run_id, None)
+        if self._faulted:
+            faulted = list(self._faulted.values())
+            try:
+                released = await self._store.faults.release_after_fault(self.id, faulted)
+            except DurableFlowError as exc:
+                self._release_failed(len(faulted), exc)
+                return
+            for release in faulted:
+                self._faulted.pop(release.run_id, None)
+                if released.get(release.run_id) == "dead":
+                    logger.error(
+                        "run %s is dead: recovered more than max_recoveries=%d times",
+                        release.run_id,
+                        release.max_recoveries,
+                        extra={"event": "run_dead", "run_id": str(release.run_id)},
+                    )
+
+    def _release_failed(self, count: int, exc: DurableFlowError) -> None:
+        logger.warning(
+            "could not release %d runs yet: %s",
+            count,
+            exc,
+            extra={"event": "release_failed", "worker_id": self.id},
+        )
 
     # -- loops -------------------------------------------------------------------------
 
@@ -241,53 +396,64 @@ class Worker:
         def on_notify(*_: object) -> None:
             self._wake.set()
 
+        def on_cancel(_connection: object, _pid: object, _channel: object, payload: object) -> None:
+            try:
+                run_id = UUID(str(payload))
+            except ValueError:
+                return
+            self.cancel_local(run_id)
+
         try:
-            self._listener = await self._store.connect_listener(on_notify)
+            self._listener = await self._store.connect_listener(on_notify, on_cancel=on_cancel)
             await self.waiting.listen(self._listener)  # -- waits: wake-up hints per run
             if self.graphs is not None:
                 await self.graphs.listen(self._listener)  # -- graphs: publishes
         except DurableFlowError as exc:
             self._listener = None
-            logger.warning(
-                "LISTEN failed (%s); relying on polling",
-                exc,
-                extra={"event": "listen_failed", "worker_id": self.id},
-            )
+            if not self._listen_failing:  # once per outage
+                self._listen_failing = True
+                logger.warning(
+                    "LISTEN failed (%s); relying on polling until it works again",
+                    exc,
+                    extra={"event": "listen_failed", "worker_id": self.id},
+                )
+        else:
+            self._listen_failing = False
+
+    def _deadline(self) -> float:
+        """A bound on one round of a loop: a few statements, each with its own deadline."""
+        return self._settings.database_timeout * 3
 
     async def _claim_loop(self) -> None:
         poll = self._settings.poll_interval
         loop = asyncio.get_running_loop()
-        next_recovery = 0.0
+        next_poll = 0.0
         while not self._stopping:
             self._wake.clear()
             saturated = False
             try:
-                free = self.free_slots()
-                if free > 0 and loop.time() >= next_recovery:
-                    next_recovery = loop.time() + poll
-                    for claimed in await self._store.reclaim_orphaned_runs(
-                        self.id, self.queues, self.workflow_keys, free, self._settings.lease_ttl
-                    ):
-                        logger.info(
-                            "recovered run %s from a dead worker",
-                            claimed.id,
-                            extra={"event": "run_recovered", "run_id": str(claimed.id)},
-                        )
-                        self.spawn(claimed)
-                    free = self.free_slots()
-                if free > 0 and not self._stopping:
-                    claimed_runs = await self._claimer.claim(free)
-                    for claimed in claimed_runs:
-                        self.spawn(claimed)
-                    record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
-                    saturated = len(claimed_runs) == free
-                    self._backlog = saturated
-            except DurableFlowError as exc:
-                logger.warning(
-                    "claiming failed: %s",
-                    exc,
-                    extra={"event": "claim_failed", "worker_id": self.id},
-                )
+                async with asyncio.timeout(self._deadline()):
+                    polling = loop.time() >= next_poll
+                    if polling:
+                        next_poll = loop.time() + poll
+                    saturated = await self._claim_round(polling)
+                if self._claim_failing:
+                    self._claim_failing = False
+                    logger.info(
+                        "claiming works again",
+                        extra={"event": "claim_recovered", "worker_id": self.id},
+                    )
+            except (DurableFlowError, TimeoutError) as exc:
+                # A claim that failed in flight may have committed: look for its runs.
+                self._claims_uncertain = True
+                if not self._claim_failing:
+                    self._claim_failing = True
+                    logger.warning(
+                        "claiming failed: %s; retrying every %.1fs",
+                        str(exc) or "no answer within the deadline",
+                        poll,
+                        extra={"event": "claim_failed", "worker_id": self.id},
+                    )
             if saturated and self.free_slots() > 0:
                 continue  # there may be more waiting
             with contextlib.suppress(TimeoutError):
@@ -298,19 +464,73 @@ class Worker:
                     # claim statement per run.
                     await asyncio.sleep(CLAIM_COALESCE_SECONDS)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _claim_round(self, polling: bool) -> bool:
+        """One round of claims; True when it filled every free slot (more may wait)."""
+        if polling and self._active:
+            for run_id in await self._store.faults.cancelled_among(list(self._active)):
+                self.cancel_local(run_id)
+        if not self.lease_fresh():
+            return False  # this worker may look dead to the others: take nothing on
+        free = self.free_slots()
+        if polling and free > 0:
+            recovered = await self._store.reclaim_orphaned_runs(
+                self.id, self.queues, self.workflow_keys, free, self._settings.lease_ttl
+            )
+            self._take_on(recovered, "recovered run %s from a dead worker")
+            if self._claims_uncertain:
+                adopted = await self._store.faults.adopt_own_runs(
+                    self.id, list(self._active), ADOPT_AFTER_SECONDS
+                )
+                self._claims_uncertain = False
+                self._take_on(adopted, "took on run %s again: a claim whose reply was lost got it")
+            free = self.free_slots()
+        if free <= 0 or self._stopping:
+            return False
+        claimed_runs = await self._claimer.claim(free)
+        for claimed in claimed_runs:
+            self.spawn(claimed)
+        record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
+        saturated = len(claimed_runs) == free
+        self._backlog = saturated
+        return saturated
+
+    def _take_on(self, runs: list[ClaimedRun], message: str) -> None:
+        for claimed in runs:
+            logger.info(
+                message, claimed.id, extra={"event": "run_recovered", "run_id": str(claimed.id)}
+            )
+            self.spawn(claimed)
+
+    async def _housekeeping_loop(self) -> None:
+        """Releases and the LISTEN connection's health.
+
+        The heartbeat itself runs on its own thread (``runtime.heartbeat``); dead workers'
+        rows are the leader's to forget.
+        """
         interval = self._settings.heartbeat_interval
+        rounds = 0
         while True:
             await asyncio.sleep(interval)
+            rounds += 1
             try:
-                if not await self._store.heartbeat(self.id):
-                    await self._register()  # our row was removed as dead: announce again
-                await self._release_pending()
-                if self._listener is None or self._listener.is_closed():
-                    await self._listen()
-            except DurableFlowError as exc:
-                logger.warning(
-                    "heartbeat failed: %s",
+                async with asyncio.timeout(self._deadline()):
+                    await self._release_pending()
+                    await self._check_listener(ping=rounds % LISTENER_PING_ROUNDS == 0)
+            except (DurableFlowError, TimeoutError) as exc:
+                logger.debug(
+                    "housekeeping failed: %s",
                     exc,
-                    extra={"event": "heartbeat_failed", "worker_id": self.id},
+                    extra={"event": "housekeeping_failed", "worker_id": self.id},
                 )
+
+    async def _check_listener(self, *, ping: bool) -> None:
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            if not ping or await self._store.listener_alive(listener):
+                return
+            logger.warning(
+                "the LISTEN connection stopped answering; opening a new one",
+                extra={"event": "listen_failed", "worker_id": self.id},
+            )
+        await self._listen()
+        self._wake.set()  # notifications may have been missed meanwhile

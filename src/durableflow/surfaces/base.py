@@ -9,7 +9,12 @@ from uuid import UUID
 
 from durableflow.config import FlowSettings
 from durableflow.engine.ids import as_run_id
-from durableflow.engine.registry import Registry, StepDefinition, WorkflowDefinition
+from durableflow.engine.registry import (
+    Registry,
+    RetryPredicate,
+    StepDefinition,
+    WorkflowDefinition,
+)
 from durableflow.engine.steps import make_step_callable
 
 if TYPE_CHECKING:
@@ -53,6 +58,8 @@ class FlowCore:
                 self.settings.schema_name,
                 min_size=self.settings.pool_min_size,
                 max_size=self.settings.pool_max_size,
+                timeout=self.settings.database_timeout,
+                retry_timeout=self.settings.transient_retry_timeout,
             )
             await store.open()
             self._store = store
@@ -85,9 +92,11 @@ class FlowCore:
         max_backoff: float,
         timeout: float | None,
         artefact: bool | None,
+        should_retry: RetryPredicate | None = None,
     ) -> tuple[StepDefinition, Callable[..., Any]]:
         """Register ``function`` as a step; its definition and its checkpointed callable
-        (``@flow.step``, and ``@flow.action`` for graphs)."""
+        (``@flow.step``, and ``@flow.action`` for graphs). Nothing is registered when the
+        declaration is refused (a bad option, an annotation JSON cannot carry)."""
         definition = StepDefinition.from_function(
             function,
             name=name,
@@ -96,11 +105,11 @@ class FlowCore:
             max_backoff=max_backoff,
             timeout=timeout,
             artefact=self.settings.artefacts == "all" if artefact is None else artefact,
+            should_retry=should_retry,
         )
+        wrapped = make_step_callable(definition, max_payload_bytes=self.settings.max_payload_bytes)
         self.registry.add_step(definition)
-        return definition, make_step_callable(
-            definition, max_payload_bytes=self.settings.max_payload_bytes
-        )
+        return definition, wrapped
 
     def _definition(self, workflow: str | Any) -> WorkflowDefinition:
         """The registered definition of a workflow given by name or by its function."""

@@ -14,7 +14,7 @@ from durableflow._store.queues import QueueStore
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow.artefacts.values import config_to_json
 from durableflow.engine.ids import uuid7
-from durableflow.engine.serialization import Codec
+from durableflow.engine.serialization import MAX_KEY_BYTES, Codec, check_key
 from durableflow.errors import (
     ConfigurationError,
     DuplicateRun,
@@ -24,7 +24,7 @@ from durableflow.errors import (
     WorkflowFailed,
 )
 from durableflow.graph import Graph
-from durableflow.observability import metrics_enabled, record_run_finished, record_run_started
+from durableflow.observability import record_run_finished, record_run_started
 from durableflow.runtime.results import Outcome, ResultWaiters
 from durableflow.surfaces.base import FlowCore, as_run_id
 from durableflow.surfaces.transactions import start_in_transaction
@@ -125,6 +125,13 @@ class RunsSurface(FlowCore):
         transaction: it exists if and only if the caller commits, and workers see it
         after the commit. The session is neither flushed nor committed; a session on
         another database raises ``ConfigurationError`` (docs/transactions.md).
+
+        Values are checked before anything is written: ``SerializationError`` for an
+        input JSON cannot carry faithfully, or an ``idempotency_key`` / ``correlation_id``
+        over 512 UTF-8 bytes; ``ConfigurationError`` for a bad ``queue`` name or
+        ``priority``. ``IdempotencyConflict`` when the key names a run of another
+        workflow, or one started with another input. Transient database faults are
+        retried for ``transient_retry_timeout`` seconds.
         """
         if dedup_key is not None and queue is None:
             raise ConfigurationError(
@@ -142,9 +149,19 @@ class RunsSurface(FlowCore):
             )
         definition = await self._resolve_definition(workflow)  # -- graphs: also published ones
         max_bytes = self.settings.max_payload_bytes
+        what = f"workflow {definition.name!r}"
+        check_key(idempotency_key, f"idempotency key of {what}", workflow=definition.name)
+        check_key(correlation_id, f"correlation id of {what}", workflow=definition.name)
+        check_key(dedup_key, f"dedup key of {what}", workflow=definition.name)
+        _check_queue(queue, what)
+        _check_priority(priority, what)
         if definition.takes_input:
             codec = Codec(
-                definition.input_type, f"input of workflow {definition.name!r}", max_bytes=max_bytes
+                definition.input_type,
+                f"input of {what}",
+                max_bytes=max_bytes,
+                root="input",
+                workflow=definition.name,
             )
             input_json: str | None = codec.dumps(codec.validate(input))
         else:
@@ -191,7 +208,8 @@ class RunsSurface(FlowCore):
             run_id, created = await store.insert_run(new_run)
         except BaseException:
             if direct and worker is not None:
-                worker.unreserve()
+                # It may have been inserted (owned by the worker) before the error.
+                worker.unreserve(uncertain=True)
             raise
         if created:
             record_run_started(definition.name)
@@ -332,7 +350,10 @@ class RunsSurface(FlowCore):
         )
 
     async def steps(self, run_id: UUID | str) -> list[StepRecord]:
-        """The committed steps of a run, in order (outputs as plain JSON values)."""
+        """The committed steps of a run, in order (outputs as plain JSON values).
+
+        ``RunNotFound`` for an unknown id.
+        """
         store = await self._connected()
         rows = await store.step_rows(as_run_id(run_id))
         return [
@@ -353,11 +374,57 @@ class RunsSurface(FlowCore):
 
     async def cancel(self, run_id: UUID | str, reason: str = "cancelled") -> bool:
         """Cancel a run that has not finished, and its unfinished descendants (child runs,
-        theirs, ...); False if it had already finished."""
+        theirs, ...); False if it had already finished.
+
+        A queued or waiting run never starts again. A running one is interrupted where
+        it is, on whichever worker executes it (NOTIFY, backed by the workers' poll):
+        the step body in flight is cancelled, no later step starts, the worker's slot is
+        freed, and ``flow.result()`` raises ``WorkflowFailed(status="cancelled")`` in
+        every process. A plain ``def`` step's thread cannot be interrupted: it finishes
+        on its own, and its result is discarded. ``RunNotFound`` for an unknown id.
+        """
         store = await self._connected()
-        run_id = as_run_id(run_id)
-        cancelled = await store.cancel_run(run_id, reason)
-        if cancelled and metrics_enabled():
-            row = await store.get_run(run_id)
-            record_run_finished(row["workflow"] if row else "", "cancelled")
-        return cancelled
+        row = await store.cancel_run(as_run_id(run_id), reason)
+        if row is None:
+            return False
+        record_run_finished(row["workflow"], "cancelled")
+        if self._results is not None:
+            self._results.resolve(
+                row["id"], Outcome(row["workflow"], row["version"], "cancelled", None, row["error"])
+            )
+        return True
+
+
+def _check_queue(queue: str | None, what: str) -> None:
+    if queue is None:
+        return
+    if not isinstance(queue, str) or not queue or "\x00" in queue:
+        raise ConfigurationError(
+            f"starting {what}: queue name {queue!r} must be a non-empty string without U+0000",
+            setting="queue",
+        )
+    try:
+        size = len(queue.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigurationError(
+            f"starting {what}: queue name {queue!r} is not valid UTF-8", setting="queue"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise ConfigurationError(
+            f"starting {what}: the queue name is {size} bytes long in UTF-8, over the limit of "
+            f"{MAX_KEY_BYTES}",
+            setting="queue",
+        )
+
+
+def _check_priority(priority: int, what: str) -> None:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -(2**31) <= priority < 2**31
+    ):
+        raise ConfigurationError(
+            f"starting {what}: priority must be an integer between -2**31 and 2**31-1, "
+            f"not {priority!r}",
+            setting="priority",
+        )

@@ -335,7 +335,7 @@ async def test_state_options_retries_idempotency_key_timeout_and_artefacts(
     keys: list[str] = []
     g = Graph(name="options", version=1, initial="flaky")
 
-    @g.state("flaky", retries=2, backoff=0.0)
+    @g.state("flaky", retries=2, backoff=0.01)
     async def flaky(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
         keys.append(ctx.idempotency_key)
         if ctx.attempt < 2:

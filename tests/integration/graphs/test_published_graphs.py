@@ -65,7 +65,7 @@ def make_flow(database_url: str, **settings: Any) -> Flow:
     async def stamp(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
         return {**payload, "visits": payload.get("visits", 0) + 1}
 
-    @flow.action("score", retries=2, backoff=0.0)
+    @flow.action("score", retries=2, backoff=0.01)
     async def score(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
         attempts[ctx.idempotency_key] = attempts.get(ctx.idempotency_key, 0) + 1
         if attempts[ctx.idempotency_key] == 1:
@@ -88,7 +88,7 @@ async def test_publish_list_and_immutability(database_url: str) -> None:
         assert first.hash == Graph.from_spec(first.spec, actions=flow.actions).spec_hash()
         # A state's unset options come from its action (score: retries=2).
         check = next(s for s in first.spec["states"] if s["name"] == "check")
-        assert (check["retries"], check["backoff"]) == (2, 0.0)
+        assert (check["retries"], check["backoff"]) == (2, 0.01)
 
         # The same content, written differently: a no-op returning the stored version.
         same = copy.deepcopy(SPEC)

@@ -53,10 +53,12 @@ SELECT step_id, name FROM failed ORDER BY step_id;
 -- Resume: the run is queued again with no owner and no outcome; its next claim bumps
 -- the lease epoch, which fences off any execution still going on somewhere. $2 true
 -- clears the recorded code hash (a forced resume of a blocked run accepts any code).
--- NOTIFY wakes the workers of its queue.
+-- NOTIFY wakes the workers of its queue. Its recoveries start again from zero: a
+-- resumed dead run is not stopped again by the recoveries that made it dead.
 WITH requeued AS (
     UPDATE {schema}.runs
     SET status = 'queued', owner = NULL, output = NULL, error = NULL, finished_at = NULL,
+        recoveries = 0,
         code_hash = CASE WHEN $2 THEN '' ELSE code_hash END,
         available_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now())
     WHERE id = $1

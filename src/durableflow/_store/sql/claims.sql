@@ -79,7 +79,8 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
 -- ($6 seconds): leaderless recovery from a crashed or paused worker. Commits
 -- without waiting for its WAL flush, like claim_runs: a takeover lost in a crash
--- leaves the run with its dead owner, to be taken over again.
+-- leaves the run with its dead owner, to be taken over again. Each takeover counts
+-- as a recovery: a run that keeps killing its workers ends 'dead'.
 --
 -- Every worker runs this on every poll, so it must not read the runs of live
 -- workers (reading every running run cost 9-14 ms per poll at 10,000 running, 250 ms
@@ -132,11 +133,12 @@ WITH RECURSIVE commit_without_flush_wait AS (
 )
 UPDATE {schema}.runs AS r
 SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-    updated_at = (SELECT {schema}.clock_now())
+    recoveries = r.recoveries + 1, updated_at = (SELECT {schema}.clock_now())
 WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
-          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in;
+          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in,
+          r.recoveries;
 
 -- name: release_runs
 -- Gives runs back to the queue (graceful shutdown, or a version this worker lacks).

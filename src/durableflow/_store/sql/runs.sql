@@ -138,10 +138,18 @@ SELECT id, workflow, version, status, output::text AS output, error::text AS err
 FROM {schema}.runs WHERE id = ANY($1::uuid[]);
 
 -- name: cancel_run
--- Cancels a run that has not finished; the owner notices at its next checkpoint.
--- Trigger runs_cancel_children (revision 0005_waits) cancels its unfinished children.
-UPDATE {schema}.runs
-SET status = 'cancelled', finished_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now()),
-    error = $2::jsonb
-WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
-RETURNING id;
+-- Cancels a run that has not finished. The NOTIFY on the cancellation channel ($3,
+-- payload: the run id) tells the worker executing it to interrupt the body now;
+-- workers also poll for cancelled runs (which also finds children cancelled by the
+-- trigger runs_cancel_children of revision 0005_waits), and every later write of the
+-- old owner is fenced off by the status.
+WITH cancelled AS (
+    UPDATE {schema}.runs
+    SET status = 'cancelled', finished_at = (SELECT {schema}.clock_now()),
+        updated_at = (SELECT {schema}.clock_now()), error = $2::jsonb
+    WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
+    RETURNING id, workflow, version, error
+), notified AS (
+    SELECT count(pg_notify($3, c.id::text)) AS sent FROM cancelled AS c
+)
+SELECT c.id, c.workflow, c.version, c.error::text AS error FROM cancelled AS c, notified;
