@@ -21,8 +21,9 @@ The verdict, the same at every size:
   step's checkpoint had committed (the checkpoint's ``finished_at`` is its statement's
   transaction time, so it precedes the commit), except those of a worker paused on
   purpose (a zombie) after its pause began;
-* every worker process not killed on purpose is alive, and completes new runs aimed
-  at it within ``fresh_bound`` seconds.
+* every worker process not killed on purpose is alive, heartbeats (its heartbeat is
+  at most twice the lease TTL old), and completes new runs aimed at it within
+  ``fresh_bound`` seconds.
 
 It also measures **re-executed steps** (step bodies run more than once: allowed when a
 process died between the side effect and the checkpoint) and **recovery seconds**: the
@@ -37,14 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -55,7 +55,8 @@ from apps.harness import ChildProcess, Processes
 
 from faults.cluster import PrivateCluster
 from faults.proxy import BlackholeProxy
-from faults.sizes import WORKER_SETTINGS, BatterySize
+from faults.sizes import LEASE_TTL, WORKER_SETTINGS, BatterySize
+from faults.verdict import Execution, Pause, judge_ledger, longest_hold_up
 
 APP = "apps.battery_app:flow"
 FINAL = ("succeeded", "failed", "cancelled", "dead")
@@ -121,15 +122,6 @@ class WorkerSlot:
     @property
     def queue(self) -> str:
         return f"only-{self.name}"
-
-
-@dataclass(frozen=True)
-class Pause:
-    """A worker frozen on purpose: executions it starts after ``stopped_at`` are a zombie's."""
-
-    pid: int
-    stopped_at: float  # wall-clock time.time(), comparable with the ledger's timestamps
-    resumed_at: float
 
 
 class Monitor:
@@ -434,32 +426,27 @@ class Battery:
             )
         )
 
-        report.recovery_seconds = self._longest_hold_up(runs, checkpoints)
+        finished = {
+            run_id: runs[run_id]["finished_at"] if run_id in runs else None
+            for run_id in self.run_ids
+        }
+        report.recovery_seconds = longest_hold_up(finished, checkpoints, self.pause)
 
-        executions: Counter[tuple[UUID, int]] = Counter()
-        after_commit: list[str] = []
-        for row in ledger:
-            key = (row["run_id"], row["step_id"])
-            executions[key] += 1
-            committed_at = checkpoints[row["run_id"]].get(row["step_id"])
-            if committed_at is None or row["recorded_at"] <= committed_at:
-                continue
-            if self._by_zombie(row["pid"], row["recorded_at"]):
-                report.zombie_executions += 1
-                continue
-            after_commit.append(
-                f"run {row['run_id']} step {row['step_id']} started in pid {row['pid']} at "
-                f"{row['recorded_at']:%H:%M:%S.%f}, its checkpoint committed at "
-                f"{committed_at:%H:%M:%S.%f}"
-            )
+        # Ledger times are the ledger server's clock, checkpoint times the cluster's: on
+        # one machine they agree, but the ledger server may be elsewhere.
+        verdict = judge_ledger(
+            (
+                Execution(row["run_id"], row["step_id"], row["pid"], row["recorded_at"])
+                for row in ledger
+            ),
+            checkpoints,
+            self.pauses,
+            ledger_clock_ahead=await self._ledger_clock_ahead(),
+        )
+        after_commit, unexecuted = verdict.after_commit, verdict.unexecuted
         report.after_commit = len(after_commit)
-        report.re_executed = sum(count - 1 for count in executions.values())
-        unexecuted = [
-            (run_id, step_id)
-            for run_id, ids in checkpoints.items()
-            for step_id in ids
-            if executions[(run_id, step_id)] == 0
-        ]
+        report.zombie_executions = verdict.zombie_executions
+        report.re_executed = verdict.re_executed
 
         errors = Counter(_error_label(row["error"]) for row in runs.values() if row["error"])
         report.errors = [f"{count} x {label}" for label, count in errors.most_common(5)]
@@ -492,30 +479,19 @@ class Battery:
                 f"{len(unexecuted)} checkpoints have no execution in the ledger: {unexecuted[:3]}"
             )
 
-    def _longest_hold_up(
-        self, runs: dict[UUID, Any], checkpoints: dict[UUID, dict[int, datetime]]
-    ) -> float | None:
-        """The longest gap between consecutive checkpoints of a run (then its outcome),
-        less the step pause; None when some run never finished."""
-        if len(runs) < len(self.run_ids) or any(
-            row["status"] not in FINAL or row["finished_at"] is None for row in runs.values()
-        ):
-            return None
-        longest = 0.0
-        for run_id, row in runs.items():
-            moments = sorted(checkpoints[run_id].values())
-            moments.append(row["finished_at"])
-            for earlier, later in itertools.pairwise(moments):
-                longest = max(longest, (later - earlier).total_seconds())
-        return max(0.0, longest - self.pause)
+    async def _ledger_clock_ahead(self) -> timedelta:
+        """How far the ledger server's clock is ahead of the private cluster's."""
 
-    def _by_zombie(self, pid: int, recorded_at: datetime) -> bool:
-        # Half a second of slack: a ledger insert sent just before SIGSTOP may be
-        # timestamped by the server just after it.
-        return any(
-            pause.pid == pid and recorded_at.timestamp() >= pause.stopped_at - 0.5
-            for pause in self.pauses
-        )
+        async def offset(url: str) -> float:
+            # The server's clock minus ours, read at the middle of the round trip.
+            before = time.time()
+            rows = await query_with_retry(url, "SELECT clock_timestamp() AS now")
+            after = time.time()
+            return float(rows[0]["now"].timestamp()) - (before + after) / 2
+
+        ahead = await offset(self.ledger_url) - await offset(self.database_url)
+        # Within a few milliseconds it is measurement noise: one machine, one clock.
+        return timedelta(seconds=ahead if abs(ahead) > 0.05 else 0.0)
 
     async def _check_workers(self) -> None:
         """Every worker not killed on purpose is alive and completes new runs of its own."""
@@ -528,7 +504,34 @@ class Battery:
                     f"{slot.process.returncode} though nobody killed it"
                 )
         serving = await self._fresh_runs_complete(alive)
-        report.workers_serving = f"{len(serving)}/{len(self.slots)}"
+        beating = await self._heartbeating(alive)
+        healthy = [slot for slot in serving if slot in beating]
+        report.workers_serving = f"{len(healthy)}/{len(self.slots)}"
+
+    async def _heartbeating(self, slots: Sequence[WorkerSlot]) -> list[WorkerSlot]:
+        """Workers whose heartbeat is fresh: otherwise any worker takes their runs away."""
+        rows = await query_with_retry(
+            self.database_url,
+            "SELECT id, extract(epoch FROM durableflow.clock_now() - heartbeat_at) AS age "
+            "FROM durableflow.workers",
+        )
+        ages = {int(row["id"].split(":")[-2]): float(row["age"]) for row in rows}
+        beating = []
+        for slot in slots:
+            age = ages.get(slot.process.pid)
+            if age is not None and age <= 2 * LEASE_TTL:
+                beating.append(slot)
+                continue
+            self.report.problems.append(
+                f"worker {slot.name} (pid {slot.process.pid}) "
+                + (
+                    "has no row in durableflow.workers"
+                    if age is None
+                    else f"last heartbeated {age:.0f}s ago (lease TTL {LEASE_TTL:.0f}s)"
+                )
+                + ": other workers take its runs away"
+            )
+        return beating
 
     async def _fresh_runs_complete(self, slots: Sequence[WorkerSlot]) -> list[WorkerSlot]:
         report = self.report

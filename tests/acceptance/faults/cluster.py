@@ -323,9 +323,6 @@ class PrivateCluster:
 
     def _run(self, program: str, *args: str, check: bool = True) -> int:
         command = [str(self.bin_dir / program), *args]
-        identity: dict[str, object] = {}
-        if self.user.uid is not None:
-            identity = {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
         # Output to a file, never a pipe: pg_ctl's postmaster inherits the descriptors.
         with tempfile.TemporaryFile() as output:
@@ -339,7 +336,9 @@ class PrivateCluster:
                     env=environment,
                     timeout=COMMAND_TIMEOUT,
                     check=False,
-                    **identity,  # type: ignore[arg-type]
+                    user=self.user.uid,
+                    group=self.user.gid,
+                    extra_groups=[] if self.user.uid is not None else None,
                 )
             except subprocess.TimeoutExpired as exc:
                 raise ClusterError(f"{' '.join(command)} timed out\n{self.log_tail()}") from exc
@@ -350,4 +349,4 @@ class PrivateCluster:
                     f"{' '.join(command)} exited {completed.returncode}:\n{printed}\n"
                     f"--- server log ---\n{self.log_tail()}"
                 )
-        return completed.returncode
+        return int(completed.returncode)

@@ -39,7 +39,7 @@ DEFINITIONS = """\
 - *settled s*: seconds from the end of the last fault until every run was final (this
   includes work the faults did not delay).
 - *workers serving after*: workers (not killed on purpose) that completed new runs
-  aimed at them after the faults.
+  aimed at them after the faults and still heartbeat.
 """
 
 

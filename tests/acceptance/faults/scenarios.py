@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from faults.battery import MONITOR_APPLICATION, Battery, Pause
+from faults.battery import MONITOR_APPLICATION, Battery
 from faults.sizes import LEASE_TTL, BatterySize
+from faults.verdict import Pause
 
 FIRST_FAULT_AT = 1.5  # seconds into the workload: some checkpoints have committed
 RESTART_GAP = 2.5  # scenario 1: seconds between one restart's end and the next stop

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
 SIZE_ENV = "DURABLEFLOW_FAULTS_SIZE"
 
@@ -64,7 +65,7 @@ SIZES = {
         blackholes=1,
         settle_bound=60.0,
         fresh_runs=3,
-        fresh_bound=45.0,
+        fresh_bound=30.0,
         test_timeout=240.0,
     ),
     "full": BatterySize(
@@ -92,7 +93,7 @@ def battery_size() -> BatterySize:
     if name not in SIZES:
         raise ValueError(f"{SIZE_ENV} must be one of {', '.join(SIZES)}, not {name!r}")
     size = SIZES[name]
-    overrides: dict[str, int | float] = {}
+    overrides: dict[str, Any] = {}
     for item in dataclasses.fields(size):
         raw = os.environ.get(f"DURABLEFLOW_FAULTS_{item.name.upper()}", "").strip()
         if raw and item.name != "name":
