@@ -26,7 +26,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres
 
 faults:  ## the fault battery of docs/faults.md at full size; writes the table to bench/results/faults.md
 	DURABLEFLOW_FAULTS_SIZE=full DURABLEFLOW_FAULTS_REPORT=bench/results/faults.md \
-		$(BIN)/pytest tests/acceptance/faults -m faults -p no:cacheprovider
+		$(BIN)/pytest tests/acceptance/faults -m faults
 
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
