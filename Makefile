@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: deps test lint typecheck bench bench-graphs acceptance-leader-full acceptance-tx-full docs clean vendor-mermaid
+.PHONY: deps test lint typecheck bench bench-graphs faults acceptance-leader-full acceptance-tx-full docs clean vendor-mermaid
 
 deps:  ## create .venv and install durableflow with every extra needed for tests
 	$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -e '.[dev,embedded,s3]'
@@ -40,6 +40,10 @@ acceptance-leader-full:  ## the leader/schedule/queue acceptance tests at the is
 acceptance-tx-full:  ## exactly-once transactional steps at the issue's size: 200 runs, 10 kill -9s
 	DURABLEFLOW_TX_RUNS=200 DURABLEFLOW_TX_KILLS=10 $(BIN)/pytest -s \
 		tests/acceptance/test_transactions_kill.py
+
+faults:  ## the fault battery of docs/faults.md at full size; writes the table to bench/results/faults.md
+	DURABLEFLOW_FAULTS_SIZE=full DURABLEFLOW_FAULTS_REPORT=bench/results/faults.md \
+		$(BIN)/pytest tests/acceptance/faults -m faults
 
 docs:  ## the docs are Markdown in docs/; this checks their local links resolve
 	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
