@@ -45,7 +45,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("started_at", timestamp),
         sa.Column("finished_at", timestamp),
         sa.Column("updated_at", timestamp, nullable=False),
-        # Durable waits (revision 0005_waits; see _store/waits.py).
+        # Durable waits (revision 0007_waits; see _store/waits.py).
         sa.Column("deadline", timestamp),
         sa.Column("wake_seq", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("waiting_for", ARRAY(sa.Text)),
@@ -80,7 +80,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             "id",
             postgresql_where=sa.text("correlation_id IS NOT NULL"),
         ),
-        # -- 0009_artefacts: configuration, replay/fork provenance, retention order
+        # -- 0004_artefacts: configuration, replay/fork provenance, retention order
         sa.Column("config", JSONB),
         sa.Column("replayed_from", UUID(as_uuid=True)),
         sa.Column("forked_from", UUID(as_uuid=True)),
@@ -94,7 +94,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             "forked_from",
             postgresql_where=sa.text("forked_from IS NOT NULL"),
         ),
-        # -- 0012_plans: retention reads the oldest finished runs of one workflow at a time.
+        # -- 0008_plans: retention reads the oldest finished runs of one workflow at a time.
         sa.Index(
             "runs_finished_idx",
             "workflow",
@@ -102,7 +102,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             "id",
             postgresql_where=sa.text("finished_at IS NOT NULL"),
         ),
-        # -- 0007_leader_queues: dedup keys, executing runs per queue and owner
+        # -- 0005_leader_queues: dedup keys, executing runs per queue and owner
         sa.Index(
             "runs_dedup_idx",
             "queue",
@@ -112,7 +112,7 @@ def metadata_for(schema: str) -> sa.MetaData:
                 "dedup_key IS NOT NULL AND status IN ('queued', 'running', 'waiting')"
             ),
         ),
-        # 0012_plans added updated_at: recovery reads a dead owner's runs oldest first.
+        # 0008_plans added updated_at: recovery reads a dead owner's runs oldest first.
         sa.Index(
             "runs_executing_idx",
             "queue",
@@ -120,7 +120,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             "updated_at",
             postgresql_where=sa.text("status = 'running'"),
         ),
-        # -- 0004_claim_order. Only runs that have a key: every version of a run without
+        # -- 0006_claim_order. Only runs that have a key: every version of a run without
         # one (its start, claim and finish) would otherwise add a NULL entry to this index.
         sa.Index(
             "runs_idempotency_key_idx",
@@ -128,7 +128,7 @@ def metadata_for(schema: str) -> sa.MetaData:
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        # -- 0005_waits: parked runs by wake-up time, deadlines of runs nobody executes
+        # -- 0007_waits: parked runs by wake-up time, deadlines of runs nobody executes
         sa.Index(
             "runs_waiting_idx", "available_at", postgresql_where=sa.text("status = 'waiting'")
         ),
@@ -208,7 +208,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("retry_at", timestamp),
     )
 
-    # -- 0009_artefacts: one row per artefact; inputs are the lineage ids it was made from.
+    # -- 0004_artefacts: one row per artefact; inputs are the lineage ids it was made from.
     sa.Table(
         "lineage",
         metadata,
@@ -227,7 +227,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Index("lineage_inputs_idx", "inputs", postgresql_using="gin"),
     )
 
-    # -- 0009_artefacts: how long finished runs are kept ('' = the default policy).
+    # -- 0004_artefacts: how long finished runs are kept ('' = the default policy).
     sa.Table(
         "retention",
         metadata,
@@ -311,7 +311,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Index("queue_starts_window_idx", "queue", "started_at"),
     )
 
-    # -- 0006_graphs: published graph versions (immutable once stored)
+    # -- 0009_graphs: published graph versions (immutable once stored)
     sa.Table(
         "graphs",
         metadata,

@@ -24,7 +24,7 @@ from durableflow.errors import LeaseLost
 def wake_channel(schema: str) -> str:
     """The NOTIFY channel whose payload is the id of a run something may have woken.
 
-    The triggers of revision ``0005_waits`` spell the same name.
+    The triggers of revision ``0007_waits`` spell the same name.
     """
     return f"durableflow_wake_{schema}"[:63]
 

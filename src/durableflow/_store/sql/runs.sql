@@ -141,7 +141,7 @@ FROM {schema}.runs WHERE id = ANY($1::uuid[]);
 -- Cancels a run that has not finished. The NOTIFY on the cancellation channel ($3,
 -- payload: the run id) tells the worker executing it to interrupt the body now;
 -- workers also poll for cancelled runs (which also finds children cancelled by the
--- trigger runs_cancel_children of revision 0005_waits), and every later write of the
+-- trigger runs_cancel_children of revision 0007_waits), and every later write of the
 -- old owner is fenced off by the status.
 WITH cancelled AS (
     UPDATE {schema}.runs

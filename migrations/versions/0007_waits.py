@@ -14,7 +14,7 @@
   Triggers, not statements, so that every path that finishes or cancels a run
   (workers, ``flow.cancel``, deadlines, operators) does it in the same transaction.
 
-Revision ID: 0005_waits
+Revision ID: 0007_waits
 Revises: 0002_run_statuses
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds nullable or defaulted columns, new tables, triggers)
@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-revision = "0005_waits"
-down_revision = "0004_claim_order"
+revision = "0007_waits"
+down_revision = "0006_claim_order"
 branch_labels = None
 depends_on = None
 
@@ -67,7 +67,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status IN ('queued', 'waiting') AND deadline IS NOT NULL"),
     )
     # Cancelling a run cancels its children: found through runs_parent_created_idx
-    # (0008_operations), which leads with parent_id.
+    # (0003_operations), which leads with parent_id.
 
     op.create_table(
         "signals",

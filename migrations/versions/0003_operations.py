@@ -5,7 +5,7 @@ below serves one filter with that key as its tail, so a page is an index range s
 that stops after ``limit`` rows, whatever the table's size. The parent and correlation
 indexes are partial: runs without a parent or a correlation id do not pay for them.
 
-Revision ID: 0008_operations
+Revision ID: 0003_operations
 Revises: 0002_run_statuses
 Create Date: 2026-12-03
 Deploy: safe before deploy (creates indexes only; on a large table create them
@@ -14,7 +14,7 @@ CONCURRENTLY by hand first, under the same names, and this revision skips them)
 
 from alembic import op
 
-revision = "0008_operations"
+revision = "0003_operations"
 down_revision = "0002_run_statuses"
 branch_labels = None
 depends_on = None

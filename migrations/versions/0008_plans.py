@@ -18,8 +18,8 @@
   start in its rate window) on every claim; the counts now stop at the limit, which
   is all the answer needs, so a claim reads at most ``concurrency`` index entries.
 
-Revision ID: 0012_plans
-Revises: 0005_waits
+Revision ID: 0008_plans
+Revises: 0007_waits
 Create Date: 2026-12-05
 Deploy: safe before deploy (the old code's statements work with the new indexes, only
 slower: the old reclaim scan reads runs_executing_idx instead of runs_running_idx).
@@ -30,17 +30,17 @@ runs: on a large table, apply it in a quiet moment.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_plans"
-down_revision = "0005_waits"
+revision = "0008_plans"
+down_revision = "0007_waits"
 branch_labels = None
 depends_on = None
 
 
 def queue_allowance_sql(schema: str, *, capped: bool) -> str:
-    """``queue_allowance()``: as 0007_leader_queues defined it (``capped`` False), or
+    """``queue_allowance()``: as 0005_leader_queues defined it (``capped`` False), or
     with each count stopped at the limit it is compared with.
 
-    Otherwise the same body and behaviour (see 0007_leader_queues for why it is plpgsql
+    Otherwise the same body and behaviour (see 0005_leader_queues for why it is plpgsql
     and VOLATILE): a count that reaches its limit already means "none may start".
     """
 

@@ -12,7 +12,7 @@
 * ``queue_allowance()``: how many runs a claim may take from a limited queue (see the
   function's comment).
 
-Revision ID: 0007_leader_queues
+Revision ID: 0005_leader_queues
 Revises: 0002_run_statuses
 Create Date: 2026-12-03
 Deploy: safe before deploy (new tables, a nullable column, new indexes and a function)
@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0007_leader_queues"
-down_revision = "0009_artefacts"
+revision = "0005_leader_queues"
+down_revision = "0004_artefacts"
 branch_labels = None
 depends_on = None
 

@@ -5,8 +5,8 @@ given back after an infrastructure error; past its workflow's ``max_recoveries``
 run is stopped as ``dead``. Claims of healthy runs (first claim, wake-ups, graceful
 shutdown releases) do not count.
 
-Revision ID: 0003_fault_hardening
-Revises: 0005_waits (chained after main's head when main was merged)
+Revision ID: 0010_fault_hardening
+Revises: 0007_waits (chained after main's head when main was merged)
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds a column with a default)
 """
@@ -14,8 +14,8 @@ Deploy: safe before deploy (adds a column with a default)
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_fault_hardening"
-down_revision = "0006_graphs"
+revision = "0010_fault_hardening"
+down_revision = "0009_graphs"
 branch_labels = None
 depends_on = None
 

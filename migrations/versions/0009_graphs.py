@@ -11,8 +11,8 @@ Graph runs need nothing else of the schema: a run of a graph is a row of ``runs`
 and its walk is recorded in ``steps`` (kinds ``state`` and ``transition``, plus the
 ``signal`` waits of manual states).
 
-Revision ID: 0006_graphs
-Revises: 0012_plans
+Revision ID: 0009_graphs
+Revises: 0008_plans
 Create Date: 2026-12-05
 Deploy: safe before deploy (a new table)
 """
@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0006_graphs"
-down_revision = "0012_plans"
+revision = "0009_graphs"
+down_revision = "0008_plans"
 branch_labels = None
 depends_on = None
 

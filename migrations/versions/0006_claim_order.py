@@ -11,7 +11,7 @@
   entry. ``runs_idempotency_key_idx`` is the same uniqueness over keyed runs only
   (``ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL`` infers it).
 
-Revision ID: 0004_claim_order
+Revision ID: 0006_claim_order
 Revises: 0002_run_statuses
 Create Date: 2026-12-04
 Deploy: apply before deploying the code that needs it (the new ON CONFLICT clause
@@ -23,8 +23,8 @@ apply it in a quiet moment.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_claim_order"
-down_revision = "0007_leader_queues"
+revision = "0006_claim_order"
+down_revision = "0005_leader_queues"
 branch_labels = None
 depends_on = None
 

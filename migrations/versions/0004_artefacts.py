@@ -10,8 +10,8 @@
 - ``retention``: how long finished runs are kept, per workflow ('' = every workflow
   without a policy of its own).
 
-Revision ID: 0009_artefacts
-Revises: 0008_operations
+Revision ID: 0004_artefacts
+Revises: 0003_operations
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds nullable columns, new tables and indexes)
 """
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-revision = "0009_artefacts"
-down_revision = "0008_operations"
+revision = "0004_artefacts"
+down_revision = "0003_operations"
 branch_labels = None
 depends_on = None
 
