@@ -13,7 +13,7 @@
   function's comment).
 
 Revision ID: 0005_leader_queues
-Revises: 0002_run_statuses
+Revises: 0004_artefacts
 Create Date: 2026-12-03
 Deploy: safe before deploy (new tables, a nullable column, new indexes and a function)
 """

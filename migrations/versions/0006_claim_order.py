@@ -12,7 +12,7 @@
   (``ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL`` infers it).
 
 Revision ID: 0006_claim_order
-Revises: 0002_run_statuses
+Revises: 0005_leader_queues
 Create Date: 2026-12-04
 Deploy: apply before deploying the code that needs it (the new ON CONFLICT clause
 needs the partial index; the old code works with either). The indexes are built with

@@ -15,7 +15,7 @@
   (workers, ``flow.cancel``, deadlines, operators) does it in the same transaction.
 
 Revision ID: 0007_waits
-Revises: 0002_run_statuses
+Revises: 0006_claim_order
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds nullable or defaulted columns, new tables, triggers)
 """

@@ -6,7 +6,7 @@ run is stopped as ``dead``. Claims of healthy runs (first claim, wake-ups, grace
 shutdown releases) do not count.
 
 Revision ID: 0010_fault_hardening
-Revises: 0007_waits (chained after main's head when main was merged)
+Revises: 0009_graphs
 Create Date: 2026-12-04
 Deploy: safe before deploy (adds a column with a default)
 """
