@@ -45,8 +45,8 @@ faults:  ## the fault battery of docs/faults.md at full size; writes the table t
 	DURABLEFLOW_FAULTS_SIZE=full DURABLEFLOW_FAULTS_REPORT=bench/results/faults.md \
 		$(BIN)/pytest tests/acceptance/faults -m faults
 
-docs:  ## the docs are Markdown in docs/; this checks their local links resolve
-	$(BIN)/python -c "import pathlib,re,sys; bad=[(p,l) for p in pathlib.Path('docs').glob('*.md') for l in re.findall(r'\]\(([^)#:]+)\)', p.read_text()) if not (p.parent/l).exists()]; print('\n'.join(f'{p}: broken link {l}' for p,l in bad) or 'docs: all local links resolve'); sys.exit(bool(bad))"
+docs:  ## the docs keep up with the code: local links and anchors, public names, settings, log events, commands
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_docs.py
 
 clean:
 	rm -rf $(VENV) .venv-peers .venv-absurd .venv-langgraph .pytest_cache .mypy_cache .ruff_cache .durableflow

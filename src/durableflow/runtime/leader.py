@@ -57,7 +57,8 @@ class LeaderDuty:
     """Work only the leader does, every ``interval`` seconds, fenced on its epoch.
 
     The slot for housekeeping that must happen once per deployment: schedule ticks,
-    dead-worker cleanup, and (wired by the coordinator) expired deadlines and retention.
+    dead-worker cleanup and retention (see ``runtime.duties``). Expired deadlines are
+    not a duty: every worker's wake-up path enforces them.
     ``run(epoch)`` must make every write conditional on ``epoch`` (see
     ``forget_dead_workers_fenced`` in ``leader.sql`` for the pattern) and raise
     ``NotLeader`` when the fence refused it.
