@@ -37,7 +37,7 @@ from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DatabaseError, DurableFlowError
-from durableflow.observability import record_claims
+from durableflow.observability import record_claims, record_run_finished
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.heartbeat import Heartbeat
 from durableflow.runtime.leader import Leadership
@@ -326,7 +326,7 @@ class Worker:
             }
         )
         self._faulted[claimed.id] = FaultRelease(
-            claimed.id, claimed.lease_epoch, counts, limit, error
+            claimed.id, claimed.lease_epoch, counts, limit, error, claimed.workflow
         )
         if not self._stopping:
             self._in_background(self._release_pending())
@@ -381,6 +381,7 @@ class Worker:
                         release.max_recoveries,
                         extra={"event": "run_dead", "run_id": str(release.run_id)},
                     )
+                    record_run_finished(release.workflow, "dead")
 
     def _release_failed(self, count: int, exc: DurableFlowError) -> None:
         logger.warning(
