@@ -15,6 +15,7 @@ Only the asyncpg driver is supported: durableflow's SQL uses its ``$n`` paramete
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -39,6 +40,8 @@ from durableflow._store.statements import insert_new_runs, write_checkpoints
 from durableflow._store.store import Store
 from durableflow._store.writers import SERVER_SETTINGS
 from durableflow.errors import ConfigurationError, DatabaseError
+
+logger = logging.getLogger("durableflow.transactions")
 
 # Named apart in pg_stat_activity: an 'idle in transaction' backend of these is a
 # transactional step's body at work.
@@ -347,12 +350,14 @@ class StepTransaction:
         await self._connection.rollback()
         self._committed = True  # nothing left to roll back
 
-    def abandon(self) -> None:
-        """Drop the connection now, without a word to the server, which rolls back.
+    async def abandon(self) -> None:
+        """Stop this transaction now, on the server too, without a word on its connection.
 
         For an attempt whose body may still be running (it outlived its timeout, or has
         yet to see its cancellation): nothing more may be sent on a connection it may be
-        using, and whatever it still does with its session fails instead of waiting.
+        using, yet its transaction must roll back and release its locks now, even if it
+        is in the middle of a long statement. Its backend is terminated from the pool,
+        then its socket closed; whatever the body still does with its session fails.
         """
         connection = self._connection
         if connection is None or self._abandoned:
@@ -362,7 +367,22 @@ class StepTransaction:
         if sync is None or sync.invalidated:
             return
         driver = sync.connection.driver_connection
-        if isinstance(driver, asyncpg.Connection):
+        if not isinstance(driver, asyncpg.Connection) or driver.is_closed():
+            return
+        try:
+            await self._store.fetchval(
+                "stopping a transactional step's transaction",
+                self._store.queries.stop_transaction_backend,
+                driver.get_server_pid(),
+            )
+        except DatabaseError as exc:
+            logger.warning(
+                "could not stop the backend of a transactional step that was cut off (%s); "
+                "its transaction rolls back when its current statement ends",
+                exc,
+                extra={"event": "transaction_stop_failed"},
+            )
+        finally:
             driver.terminate()
 
     async def __aexit__(

@@ -20,8 +20,9 @@ attempt, and what follows:
 * the checkpoint is fenced off (the lease moved): rollback; ``LeaseLost``. If instead
   an earlier attempt of this step had committed (its commit's reply was lost), that
   attempt's output stands and this one's writes are rolled back;
-* the run is cancelled, or the attempt times out: the transaction's connection is
-  dropped at once (the server rolls it back), since the body may still be running.
+* the run is cancelled, or the attempt times out: the transaction's backend is
+  stopped and its connection dropped at once (the server rolls it back, even in the
+  middle of a statement), since the body may still be running.
 
 The store side (connections, sessions, driver errors) is ``_store/transactions.py``;
 this module sees it only through ``TransactionBackend``.
@@ -90,7 +91,7 @@ class StepTransaction(Protocol):
 
     async def rollback(self) -> None: ...
 
-    def abandon(self) -> None: ...
+    async def abandon(self) -> None: ...
 
 
 class TransactionBackend(Protocol):
@@ -262,9 +263,10 @@ class TransactionalAttempts:
                 value = await run_body(definition, self._body, ctx, (transaction, *args), kwargs)
             except (StepTimeout, asyncio.CancelledError):
                 # The body may still be running (it ignores its cancellation, or has yet
-                # to see it): nothing more may be sent on its connection. Dropping it
-                # rolls the transaction back at once and fails the body's late statements.
-                transaction.abandon()
+                # to see it): nothing more may be sent on its connection. Stopping its
+                # backend rolls the transaction back at once, even mid-statement, and
+                # fails the body's late statements.
+                await transaction.abandon()
                 raise
             output = codec.dumps(value)  # refused here, before the checkpoint statement
             await run.flush_values()  # values recorded before this step are written first
