@@ -133,9 +133,7 @@ async def test_no_transactional_body_starts_while_the_heartbeat_is_stale(
 ) -> None:
     """The heartbeat fails alone (another session holds the worker's row locked): past
     the lease TTL no transactional body starts, and they go on once a beat commits."""
-    flow = make_flow(
-        database_url, poll_interval=0.05, heartbeat_interval=0.1, lease_ttl=LEASE_TTL
-    )
+    flow = make_flow(database_url, poll_interval=0.05, heartbeat_interval=0.1, lease_ttl=LEASE_TTL)
     body_starts: list[float] = []
 
     @flow.transaction()
