@@ -14,6 +14,8 @@ Only the asyncpg driver is supported: durableflow's SQL uses its ``$n`` paramete
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -31,12 +33,15 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from durableflow._store.errors import translate_errors
+from durableflow._store.errors import is_content_error, translate_errors
+from durableflow._store.faults import refused_checkpoint
 from durableflow._store.records import Checkpoint, NewRun, RecordedStep
 from durableflow._store.statements import insert_new_runs, write_checkpoints
 from durableflow._store.store import Store
 from durableflow._store.writers import SERVER_SETTINGS
 from durableflow.errors import ConfigurationError, DatabaseError
+
+logger = logging.getLogger("durableflow.transactions")
 
 # Named apart in pg_stat_activity: an 'idle in transaction' backend of these is a
 # transactional step's body at work.
@@ -47,17 +52,23 @@ _CONFLICTS = {"40001": "serialization failure", "40P01": "deadlock detected"}
 # The server went away or is going away: admin shutdown, crash shutdown, cannot connect now.
 _SERVER_GONE = {"57P01", "57P02", "57P03"}
 _CONNECTION_LOST = "connection lost"
+_TRANSIENT_FAULT = "transient database fault"
 
 
 def retry_reason(exc: BaseException) -> str | None:
     """Why the transaction ``exc`` ended should simply run again, or None.
 
     Serialization failures and deadlocks (the database chose this transaction to
-    abort), and the database connection lost mid-transaction (nothing of it committed,
+    abort), the database connection lost mid-transaction (nothing of it committed,
     or its commit's reply was lost: the fenced checkpoint tells which on the next
-    attempt). Looks through SQLAlchemy's and durableflow's wrapping to the driver's
-    error. An ``OSError`` counts only below a database error: a body's own call to
-    some other service failing is the body's failure, as is a step timeout.
+    attempt), and any other transient ``DatabaseError`` (opening the transaction when
+    the server has no connection free, say). Looks through SQLAlchemy's and
+    durableflow's wrapping to the driver's error. An ``OSError`` counts only below a
+    database error: a body's own call to some other service failing is the body's
+    failure, as is a step timeout.
+
+    The error the block raised is what is asked about, not the rollback's that
+    followed it (``StepTransaction`` keeps the first).
     """
     below_database_error = False
     current: BaseException | None = exc
@@ -78,12 +89,16 @@ def retry_reason(exc: BaseException) -> str | None:
             below_database_error = True
         if isinstance(current, asyncpg.ConnectionDoesNotExistError):
             return _CONNECTION_LOST
-        if below_database_error and isinstance(current, OSError):
-            return _CONNECTION_LOST
+        if below_database_error and isinstance(current, OSError | asyncpg.InterfaceError):
+            return _CONNECTION_LOST  # the socket, or asyncpg's "connection is closed"
         if isinstance(current, sa_exc.TimeoutError):
             return "no connection free in the transaction pool"
         following = getattr(current, "orig", None)
         current = following if isinstance(following, BaseException) else current.__cause__
+    if isinstance(exc, DatabaseError) and exc.transient:
+        # Opening the transaction, or a durableflow call, met a fault that goes away by
+        # itself (too many connections, a deadline): not the body's failure either.
+        return _TRANSIENT_FAULT
     return None
 
 
@@ -263,6 +278,7 @@ class StepTransaction:
     """
 
     __slots__ = (
+        "_abandoned",
         "_committed",
         "_connection",
         "_engine",
@@ -279,6 +295,7 @@ class StepTransaction:
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
         self._committed = False
+        self._abandoned = False
         self.session: AsyncSession | None = None
 
     async def __aenter__(self) -> StepTransaction:
@@ -310,10 +327,15 @@ class StepTransaction:
         """Write the fenced checkpoint in this transaction; False if it was fenced off (or
         an earlier attempt of the step had already committed it)."""
         assert self._connection is not None
-        with translate_errors(self._store.schema, "writing a transactional checkpoint"):
-            rows = await write_checkpoints(
-                InTransaction(self._connection), self._store.queries, [checkpoint]
-            )
+        try:
+            with translate_errors(self._store.schema, "writing a transactional checkpoint"):
+                rows = await write_checkpoints(
+                    InTransaction(self._connection), self._store.queries, [checkpoint]
+                )
+        except DatabaseError as exc:
+            if is_content_error(exc):  # what a plain step's checkpoint gets in this case
+                raise refused_checkpoint(checkpoint, exc) from exc
+            raise
         return bool(rows)
 
     async def commit(self) -> None:
@@ -328,6 +350,41 @@ class StepTransaction:
         await self._connection.rollback()
         self._committed = True  # nothing left to roll back
 
+    async def abandon(self) -> None:
+        """Stop this transaction now, on the server too, without a word on its connection.
+
+        For an attempt whose body may still be running (it outlived its timeout, or has
+        yet to see its cancellation): nothing more may be sent on a connection it may be
+        using, yet its transaction must roll back and release its locks now, even if it
+        is in the middle of a long statement. Its backend is terminated from the pool,
+        then its socket closed; whatever the body still does with its session fails.
+        """
+        connection = self._connection
+        if connection is None or self._abandoned:
+            return
+        self._abandoned = True
+        sync = connection.sync_connection
+        if sync is None or sync.invalidated:
+            return
+        driver = sync.connection.driver_connection
+        if not isinstance(driver, asyncpg.Connection) or driver.is_closed():
+            return
+        try:
+            await self._store.fetchval(
+                "stopping a transactional step's transaction",
+                self._store.queries.stop_transaction_backend,
+                driver.get_server_pid(),
+            )
+        except DatabaseError as exc:
+            logger.warning(
+                "could not stop the backend of a transactional step that was cut off (%s); "
+                "its transaction rolls back when its current statement ends",
+                exc,
+                extra={"event": "transaction_stop_failed"},
+            )
+        finally:
+            driver.terminate()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -338,13 +395,19 @@ class StepTransaction:
         if connection is None:
             return
         try:
+            if self._abandoned:
+                await connection.invalidate()  # never back to the pool
+                return
             if self.session is not None:
                 await self.session.close()
             if not self._committed:
                 await connection.rollback()
-        except BaseException:
+        except BaseException as cleanup:
             await connection.invalidate()
-            raise
+            # The block's own error (or cancellation) is what the caller must see: the
+            # connection is gone, and with it whatever its transaction held.
+            if exc is None or isinstance(cleanup, asyncio.CancelledError):
+                raise
         finally:
             await connection.close()
 
@@ -386,10 +449,14 @@ class TransactionalEngine:
         self, run_id: UUID, step_id: int, owner: str, epoch: int
     ) -> tuple[bool, RecordedStep | None]:
         """Whether the run is still ``owner``'s at ``epoch``, and the step's checkpoint."""
-        with translate_errors(self._store.schema, "checking a transactional step's outcome"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.transaction_outcome, run_id, step_id, owner, epoch
-            )
+        action = "checking a transactional step's outcome"
+        row = await self._store.retrying(
+            action,
+            lambda: self._store.fetchrow(
+                action, self._store.queries.transaction_outcome, run_id, step_id, owner, epoch
+            ),
+            lambda: [run_id],
+        )
         if row is None:
             return False, None
         recorded = (

@@ -35,14 +35,17 @@ def check_name(name: object, what: str) -> str:
     """A workflow or step name: 1 to 200 characters, no NUL, valid UTF-8."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise ConfigurationError(
-            f"{what} name must be a string of 1 to {MAX_NAME_LENGTH} characters"
+            f"{what} name must be a string of 1 to {MAX_NAME_LENGTH} characters",
+            setting="name",
         )
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ConfigurationError(f"{what} name {name!r} is not valid UTF-8") from None
+        raise ConfigurationError(
+            f"{what} name {name!r} is not valid UTF-8", setting="name"
+        ) from None
     if "\x00" in name:
-        raise ConfigurationError(f"{what} name {name!r} contains U+0000")
+        raise ConfigurationError(f"{what} name {name!r} contains U+0000", setting="name")
     return name
 
 
@@ -105,26 +108,34 @@ class StepDefinition:
         timeout: float | None,
         artefact: bool = False,
         should_retry: RetryPredicate | None = None,
+        what: str = "step",
     ) -> StepDefinition:
+        """The definition of step ``fn``; ``ConfigurationError`` naming the bad option
+        (``setting``). ``what`` names the kind of step in messages."""
         where = _where(fn)
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise ConfigurationError(
-                f"@flow.step: {where} is a generator function; a step returns one value "
+                f"{what} {where} is a generator function; a step returns one value "
                 "(return a list instead)"
             )
         if not callable(fn) or inspect.isclass(fn):
-            raise ConfigurationError(f"@flow.step needs a function; {fn!r} is not one")
-        owner = f"step {where}"
+            raise ConfigurationError(f"a {what} needs a function; {fn!r} is not one")
+        owner = f"{what} {where}"
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ConfigurationError(f"{owner}: retries must be an integer >= 0, not {retries!r}")
+            raise ConfigurationError(
+                f"{owner}: retries must be an integer >= 0, not {retries!r}", setting="retries"
+            )
         _positive_seconds(backoff, "backoff", owner)
         _positive_seconds(max_backoff, "max_backoff", owner)
         _positive_seconds(timeout, "timeout", owner, optional=True)
         if should_retry is not None and not callable(should_retry):
-            raise ConfigurationError(f"{owner}: should_retry must be a function of the exception")
+            raise ConfigurationError(
+                f"{owner}: should_retry must be a function of the exception",
+                setting="should_retry",
+            )
         hints = _annotations(fn)
         return cls(
-            name=check_name(name or fn.__name__, "step"),
+            name=check_name(name or fn.__name__, what),
             fn=fn,
             retries=retries,
             backoff=float(backoff),

@@ -1,4 +1,14 @@
-"""How a step call becomes a checkpoint (or a replayed result)."""
+"""How a step call becomes a checkpoint (or a replayed result).
+
+One retry loop serves every kind of step: the lease gate before each body, retries
+(``retries``, ``backoff``, ``should_retry``, ``NonRetryable``), failed attempts
+recorded so that a crash during a backoff resumes at the next attempt, exact
+timeouts, sticky faults, and the recorded value decoded as replay decodes it. What
+one attempt does is pluggable: a plain step's attempt runs the body and its
+checkpoint goes through the run's group committer; a step that commits its own
+checkpoint (``@flow.transaction``, see ``OwnCommit``) runs body and checkpoint in one
+transaction.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from durableflow.engine.context import FlowContext, RunState
 from durableflow.engine.registry import StepDefinition
@@ -31,9 +41,42 @@ logger = logging.getLogger("durableflow.steps")
 
 # Errors that say "stop this execution", not "this attempt went wrong".
 _NOT_RETRIED = (LeaseLost, NonDeterminismError, SerializationError)
+# For steps that commit their own checkpoint, also StepFailed: an attempt found the
+# step's failure already recorded (by an earlier attempt whose commit's reply was lost).
+_NOT_RETRIED_OWN_COMMIT = (*_NOT_RETRIED, StepFailed)
 
 
-def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) -> Callable[..., Any]:
+class OwnCommit(Protocol):
+    """The attempts of a step that commits its checkpoint itself (``@flow.transaction``).
+
+    ``attempt`` runs the body once (within the step's timeout, see ``run_body``) and
+    commits the checkpoint together with whatever the body did, returning the output
+    as recorded (JSON). If it raises, nothing of the attempt committed, and the step's
+    retry loop treats the error as it treats a plain step body's; an error that is
+    not the body's (the database failing the checkpoint) must be set as the run's
+    sticky ``fault`` first. ``StepFailed`` means the step's failure was found already
+    recorded. ``outside`` runs the body when no workflow records the call.
+    """
+
+    async def attempt(
+        self,
+        ctx: FlowContext,
+        run: RunState,
+        step_id: int,
+        codec: Codec,
+        started_at: datetime,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> str: ...
+
+    def outside(
+        self, ctx: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]: ...
+
+
+def make_step_callable(
+    definition: StepDefinition, *, max_payload_bytes: int, own_commit: OwnCommit | None = None
+) -> Callable[..., Any]:
     """Wrap a step function so that calls inside a workflow are checkpointed.
 
     The wrapper is a plain function returning an awaitable: the step id is assigned
@@ -41,6 +84,7 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
     step(ctx, b))`` numbers its steps the same way on every replay. A plain ``def``
     step is awaited too (its body runs in a thread). The output annotation is checked
     here, at declaration: ``SerializationError`` if pydantic cannot serialise it.
+    ``own_commit``: the step's attempts commit its checkpoint themselves.
     """
     # An artefact step's output may exceed max_payload_bytes: it is streamed to storage
     # and kept out of Postgres (artefacts, issue #12).
@@ -57,12 +101,14 @@ def make_step_callable(definition: StepDefinition, *, max_payload_bytes: int) ->
         run = ctx._run if isinstance(ctx, FlowContext) else None
         if run is None or ctx.step_id is not None:
             # Outside a workflow, or a step calling a step: just run the body.
+            if own_commit is not None:
+                return own_commit.outside(ctx, args, kwargs)
             if definition.is_async:
                 return definition.fn(ctx, *args, **kwargs)  # type: ignore[no-any-return]
             return _run_plainly(definition, ctx, args, kwargs)
         step_id = run.assign_step_id()
         # track: a run does not park while one of its steps executes (engine/waits.py)
-        return run.track(_run_step(definition, codec, ctx, run, step_id, args, kwargs))
+        return run.track(_run_step(definition, codec, ctx, run, step_id, args, kwargs, own_commit))
 
     call_step.__durableflow_step__ = definition  # type: ignore[attr-defined]
     return call_step
@@ -82,6 +128,7 @@ async def _run_step(
     step_id: int,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    own_commit: OwnCommit | None,
 ) -> Any:
     run.check()
     recorded = run.recorded(step_id, definition.name)
@@ -104,6 +151,7 @@ async def _run_step(
             await asyncio.sleep(prior.retry_in)
             started_at = datetime.now(UTC)
     attempt_started = started_at
+    not_retried = _NOT_RETRIED if own_commit is None else _NOT_RETRIED_OWN_COMMIT
     while True:
         if not run.may_start_body():  # no coroutine on the hot path, just two checks
             await run.wait_for_lease()
@@ -111,16 +159,28 @@ async def _run_step(
         with step_scope(definition.name, step_id, attempt):
             try:
                 with step_span(definition.name, step_id, attempt):
-                    value = await _attempt(definition, step_ctx, args, kwargs)
+                    if own_commit is not None:  # body and checkpoint, committed together
+                        output = await own_commit.attempt(
+                            step_ctx, run, step_id, codec, started_at, args, kwargs
+                        )
+                        return run.received(codec.loads(output), None, step_id)
+                    value = await run_body(definition, definition.fn, step_ctx, args, kwargs)
                     output = codec.dumps(value)
                     inline: str | None = output
                     stored = None
                     if artefacts is not None and definition.artefact:
                         # Object and sidecar are in storage before the checkpoint commits.
                         inline, stored = await artefacts.store_output(step_ctx, output)
-            except _NOT_RETRIED:
+            except not_retried:
                 raise
             except Exception as exc:
+                fault = run.fault
+                if fault is not None:
+                    # Cancelled, lease lost, the database failing the run's writes: this
+                    # execution stops, whatever the body made of it; not the step's failure.
+                    if fault is exc:
+                        raise
+                    raise fault from exc
                 error = describe_error(exc)
                 error_text = json.dumps(error)
                 tries = attempt - budget_start
@@ -193,18 +253,25 @@ def _should_retry(definition: StepDefinition, exc: Exception) -> bool:
         return False
 
 
-async def _attempt(
-    definition: StepDefinition, ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+async def run_body(
+    definition: StepDefinition,
+    body: Callable[..., Any],
+    ctx: FlowContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
-    """One attempt of the step body, bounded by its timeout."""
+    """``body(ctx, *args, **kwargs)``, one attempt of a step, bounded by its timeout.
+
+    ``body`` is the step's function, or what a transactional attempt wraps around it.
+    When the timeout is reached the attempt raises ``StepTimeout`` at once, even if the
+    body ignores its cancellation; that body may then still be running.
+    """
     timeout = definition.timeout
     if not definition.is_async:
         # A plain ``def`` body runs in the loop's default thread pool, with this task's
         # context (run and step on its log records). A timeout stops waiting for it; the
         # thread itself cannot be interrupted and finishes on its own.
-        call = functools.partial(
-            contextvars.copy_context().run, definition.fn, ctx, *args, **kwargs
-        )
+        call = functools.partial(contextvars.copy_context().run, body, ctx, *args, **kwargs)
         future = asyncio.get_running_loop().run_in_executor(None, call)
         if timeout is None:
             return await future
@@ -214,11 +281,11 @@ async def _attempt(
         except TimeoutError as exc:
             raise StepTimeout(definition.name, timeout) from exc
     if timeout is None:
-        return await definition.fn(ctx, *args, **kwargs)
+        return await body(ctx, *args, **kwargs)
     # The body runs as a task of its own so that the timeout holds exactly even if the
     # body swallows CancelledError: the attempt times out at ``timeout`` whatever the
     # body does with the cancellation, and its value, if any, is never used.
-    task = asyncio.ensure_future(_call_body(definition, ctx, args, kwargs))
+    task = asyncio.ensure_future(_call_body(body, ctx, args, kwargs))
     try:
         done, _ = await asyncio.wait((task,), timeout=timeout)
     except BaseException:
@@ -232,9 +299,9 @@ async def _attempt(
 
 
 async def _call_body(
-    definition: StepDefinition, ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+    body: Callable[..., Any], ctx: FlowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    return await definition.fn(ctx, *args, **kwargs)
+    return await body(ctx, *args, **kwargs)
 
 
 def _discard_outcome(task: asyncio.Future[Any]) -> None:
@@ -243,7 +310,7 @@ def _discard_outcome(task: asyncio.Future[Any]) -> None:
 
 
 # Frames that execute a step body on the event loop, each with ``ctx`` in its locals.
-_STEP_FRAMES = frozenset({_attempt.__code__, _call_body.__code__})
+_STEP_FRAMES = frozenset({run_body.__code__, _call_body.__code__})
 
 
 def running_step(frame: FrameType | None) -> FlowContext | None:

@@ -16,6 +16,7 @@ from durableflow._store.queues import QueueStore
 from durableflow._store.records import NewRun
 from durableflow.engine.context import FlowContext
 from durableflow.engine.payloads import check_faithful
+from durableflow.engine.registry import RetryPredicate
 from durableflow.engine.transactions import (
     TransactionBackend,
     TransactionDefinition,
@@ -69,6 +70,7 @@ class TransactionsSurface(FlowCore):
         max_backoff: float = 60.0,
         timeout: float | None = None,
         isolation: str = "read committed",
+        should_retry: RetryPredicate | None = None,
     ) -> Callable[[TransactionBody[P, T]], TransactionStep[P, T]]: ...
 
     def transaction(
@@ -81,6 +83,7 @@ class TransactionsSurface(FlowCore):
         max_backoff: float = 60.0,
         timeout: float | None = None,
         isolation: str = "read committed",
+        should_retry: RetryPredicate | None = None,
     ) -> TransactionStep[P, T] | Callable[[TransactionBody[P, T]], TransactionStep[P, T]]:
         """Declare a transactional step: ``async def t(ctx, session, *args) -> T``.
 
@@ -90,10 +93,13 @@ class TransactionsSurface(FlowCore):
         made from the database URL. When the body returns, the step's checkpoint is
         written in that transaction and it commits once: the body's writes happen
         exactly once. Call it as ``await t(ctx, *args)``; replay returns the recorded
-        output. If the body raises, everything rolls back and the step is retried
-        (``retries``, ``backoff``) or fails like any step; a serialization failure,
-        deadlock or lost connection runs the whole transaction again without counting
-        as a failure. Do not commit or roll back the session: durableflow does.
+        output. If the body raises, everything rolls back and the attempt counts as
+        failed, exactly as a ``@flow.step``'s: retried per ``retries``, ``backoff``,
+        ``max_backoff``, ``should_retry`` and ``NonRetryable``, recorded so that a crash
+        during the backoff resumes at the next attempt, each attempt bounded exactly by
+        ``timeout``. A serialization failure, deadlock, lost connection or other
+        transient database fault runs the whole transaction again without counting as
+        an attempt. Do not commit or roll back the session: durableflow does.
 
         Example::
 
@@ -113,6 +119,7 @@ class TransactionsSurface(FlowCore):
                 max_backoff=max_backoff,
                 timeout=timeout,
                 isolation=isolation,
+                should_retry=should_retry,
             )
             self.registry.add_step(definition)
             return make_transaction_callable(

@@ -11,58 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from uuid import UUID
 
 import asyncpg
 import pytest
-import pytest_asyncio
+from orders_table import make_flow, orders
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from durableflow import (
     ConfigurationError,
-    Flow,
     FlowContext,
     LeaseLost,
     SerializationError,
     StepFailed,
     WorkflowFailed,
 )
-
-ORDERS_DDL = """
-CREATE TABLE public.orders (
-    id bigserial PRIMARY KEY,
-    run_id uuid NOT NULL,
-    note text NOT NULL
-);
-CREATE TABLE public.counter (id int PRIMARY KEY, value int NOT NULL);
-INSERT INTO public.counter VALUES (1, 0);
-"""
-
-
-@pytest_asyncio.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    await connection.execute(ORDERS_DDL)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
-def make_flow(database_url: str, **settings: object) -> Flow:
-    return Flow(database_url=database_url, **{"poll_interval": 0.1, **settings})
-
-
-async def orders(db: asyncpg.Connection, run_id: UUID | None = None) -> list[str]:
-    if run_id is None:
-        rows = await db.fetch("SELECT note FROM public.orders ORDER BY id")
-    else:
-        rows = await db.fetch(
-            "SELECT note FROM public.orders WHERE run_id = $1 ORDER BY id", run_id
-        )
-    return [row["note"] for row in rows]
 
 
 async def test_the_body_writes_and_the_checkpoint_commit_together(

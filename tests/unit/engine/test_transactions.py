@@ -43,6 +43,7 @@ def test_declarations_are_checked_when_they_are_made() -> None:
         ({"timeout": float("inf")}, "timeout"),
         ({"name": "bad\x00name"}, "name"),
         ({"isolation": 3}, "isolation"),
+        ({"should_retry": "yes"}, "should_retry"),
     ):
         with pytest.raises(ConfigurationError) as refused:
             flow.transaction(**options)(good)  # type: ignore[call-overload]
@@ -104,6 +105,15 @@ def test_a_lost_socket_reruns_only_below_a_database_error() -> None:
     database = DatabaseError("committing a transactional step: cannot reach Postgres")
     database.__cause__ = ConnectionResetError("reset by peer")
     assert retry_reason(database) == "connection lost"
+    closed = DatabaseError("writing a transactional checkpoint: cannot reach Postgres")
+    closed.__cause__ = asyncpg.InterfaceError("connection is closed")
+    assert retry_reason(closed) == "connection lost"
+    # Any other fault durableflow calls transient (opening the transaction when the
+    # server has no connection free, say) is not the body's failure either.
+    busy = DatabaseError("opening a step's transaction", transient=True, sqlstate="53300")
+    busy.__cause__ = asyncpg.TooManyConnectionsError("too many clients")
+    assert retry_reason(busy) == "transient database fault"
+    assert retry_reason(DatabaseError("refused", transient=False, sqlstate="42501")) is None
 
     # The body calling some other service: its failure, counted against retries.
     body = RuntimeError("payment API unreachable")

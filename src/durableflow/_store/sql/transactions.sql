@@ -26,3 +26,13 @@ SELECT r.owner IS NOT DISTINCT FROM $3::text AND r.lease_epoch = $4::bigint
 FROM {schema}.runs AS r
 LEFT JOIN {schema}.steps AS s ON s.run_id = r.id AND s.step_id = $2::int
 WHERE r.id = $1::uuid;
+
+-- name: stop_transaction_backend
+-- A transactional step's attempt was cut off (its timeout, the run's cancellation)
+-- while its body may still be running: its backend ($1, the pid) is terminated, so
+-- that its transaction rolls back and its locks go now, even mid-statement (a
+-- backend busy in a statement would notice its client gone only at the statement's
+-- end). Sent while the step's own connection is still open, so the pid cannot have
+-- been reused by another backend. Needs the privileges of the role the backend runs
+-- as (the same role, or pg_signal_backend).
+SELECT pg_terminate_backend($1::int);
