@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from run_bench import load_summary, machine, record_end_load
 
 from durableflow import Flow
 from durableflow._store.admin import RunFilter, explain_list_runs
@@ -86,6 +87,8 @@ async def main() -> int:
     args = parser.parse_args()
 
     server = os.environ.get("DURABLEFLOW_BENCH_DSN", DEFAULT_DSN)
+    info = machine()
+    print(f"load average {info['load_average_at_start'][0]:.2f} at the start", flush=True)
     name = "durableflow_admin_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(server)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -149,6 +152,8 @@ async def main() -> int:
                         continue  # same plan as the first page, with a key bound
                     print(f"\n-- plan: {label}")
                     print(await explain_list_runs(store, where, limit=100))
+            record_end_load(info)
+            print(f"\n{load_summary(info)}")
     finally:
         if not args.keep:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

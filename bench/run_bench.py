@@ -280,7 +280,7 @@ async def collect(args: argparse.Namespace) -> dict[str, Any]:
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
         derive(run)
         runs.append(run)
-    info["load_average_at_end"] = os.getloadavg()
+    record_end_load(info)
     return {
         "date": datetime.date.today().isoformat(),
         "server": redact(server_dsn),
@@ -300,6 +300,25 @@ def under_load(info: dict[str, Any]) -> bool:
     return max(loads) > cores / 2
 
 
+def record_end_load(info: dict[str, Any]) -> None:
+    """Note the load average once the measurements are done (``machine()`` noted the
+    start's), so that figures taken on a busy machine are flagged as such."""
+    info["load_average_at_end"] = os.getloadavg()
+
+
+def load_summary(info: dict[str, Any]) -> str:
+    """``load average S at the start, E at the end``, flagged when measured under load.
+
+    Every bench script prints this line, so that no figure is read without it.
+    """
+    start = info["load_average_at_start"][0]
+    end = info.get("load_average_at_end", (float("nan"),))[0]
+    text = f"load average {start:.2f} at the start, {end:.2f} at the end"
+    if under_load(info):
+        text += ": MEASURED UNDER LOAD, figures are noisy"
+    return text
+
+
 def render(report: dict[str, Any], markdown: bool) -> str:
     """The side-by-side table and the targets' table, as plain text or Markdown."""
     info = report["machine"]
@@ -309,14 +328,9 @@ def render(report: dict[str, Any], markdown: bool) -> str:
     what = f"median of {repeat} runs" if repeat > 1 else "1 run"
     if report["quick"]:
         what += ", --quick (smaller sizes, no peers: a guide, not a measurement)"
-    start = info["load_average_at_start"][0]
-    end = info.get("load_average_at_end", (float("nan"),))[0]
-    load = f"load average {start:.2f} at the start, {end:.2f} at the end"
-    if under_load(info):
-        load += ": MEASURED UNDER LOAD, figures are noisy"
     context = (
         f"{report['date']}, {info['cpus']} cores, {info['memory_gib']} GiB, "
-        f"Python {info['python']}, Postgres {info['postgres']}, {what}; {load}"
+        f"Python {info['python']}, Postgres {info['postgres']}, {what}; {load_summary(info)}"
     )
     table = markdown_table if markdown else plain_table
     return "\n".join(

@@ -31,8 +31,10 @@ from run_bench import (
     BenchError,
     Figures,
     Job,
+    load_summary,
     machine,
     plain_table,
+    record_end_load,
     redact,
     run_in_fresh_database,
     setup_peers,
@@ -51,6 +53,7 @@ def queue_jobs() -> list[Job]:
 
 async def collect(repeat: int) -> dict[str, object]:
     server_dsn = os.environ.get("DURABLEFLOW_BENCH_DSN", DEFAULT_DSN)
+    info = machine()
     await setup_peers()
     runs: list[dict[str, Figures]] = []
     for index in range(repeat):
@@ -60,7 +63,8 @@ async def collect(repeat: int) -> dict[str, object]:
             run[job.name] = await run_in_fresh_database(job, server_dsn, f"{os.getpid()}_{index}")
             print(f"    {json.dumps(run[job.name])}", file=sys.stderr, flush=True)
         runs.append(run)
-    return {"server": redact(server_dsn), "machine": machine(), "runs": runs}
+    record_end_load(info)
+    return {"server": redact(server_dsn), "machine": info, "runs": runs}
 
 
 def median(runs: list[dict[str, Figures]], job: str, key: str) -> float:
@@ -95,7 +99,7 @@ def render(report: dict[str, object]) -> tuple[str, bool]:
     )
     text = "\n".join(
         [
-            f"load average at start: {report['machine']['load_average_at_start']}",  # type: ignore[index]
+            load_summary(report["machine"]),  # type: ignore[arg-type]
             "",
             plain_table(["metric (1,000 x 3 steps)", "durableflow", "DBOS 3.4.0"], rows),
             "",

@@ -4,6 +4,7 @@
   orphan, and the checkpoint points at the object it wrote (ledger-checked);
 - the CLI's lineage and replay on that run;
 - a prune killed half-way is finished by the second call; a running run is refused;
+- a prune by age draws a progress bar on a terminal, and none when piped or with --json;
 - a 200 MB artefact streamed by a step keeps the worker under 150 MiB RSS.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -211,6 +213,61 @@ async def test_a_prune_killed_half_way_is_finished_by_the_second_call(
     assert counts["runs"] == 3 and counts["artefacts"] == 6  # the third run's were gone
     assert counts["rows"]["lineage"] == 9 and counts["rows"]["steps"] == 9
     assert {row["id"] for row in await db.fetch("SELECT id FROM durableflow.runs")} == {queued}
+    assert await db.fetchval("SELECT count(*) FROM durableflow.lineage") == 0
+    assert not (root / "executions").exists() or not any((root / "executions").iterdir())
+
+
+async def test_a_prune_by_age_shows_its_progress_on_a_terminal_only(
+    database_url: str, db: asyncpg.Connection, processes: Processes, tmp_path: Path
+) -> None:
+    root = tmp_path / "artefacts"
+    flow = artefact_app.build_flow(database_url, str(root), ledger=False)
+    sizes = (4, 3, 2)  # finished runs, in three windows of time: one prune each
+    cutoffs = []
+    async with flow:
+        async with flow.worker(concurrency=4):
+            for size in sizes:
+                window = [
+                    await flow.start(artefact_app.PIPELINE, input=f"https://x.test/{i}")
+                    for i in range(size)
+                ]
+                for run_id in window:
+                    await flow.result(run_id, timeout=30)
+                cutoffs.append((await db.fetchval("SELECT durableflow.clock_now()")).isoformat())
+        queued = await flow.start(artefact_app.PIPELINE, input="https://x.test/later")
+    env = _env(database_url, root)
+    prune = ["runs", "prune", "--app", APP, "--before"]
+
+    async def remaining() -> int:
+        return int(await db.fetchval("SELECT count(*) FROM durableflow.runs"))
+
+    # At a terminal: a bar, drawn and redrawn, ending full; then the counts.
+    shown = await processes.run_on_terminal([*prune, cutoffs[0]], env)
+    assert shown.returncode == 0, shown
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout)  # colours, cursor moves
+    assert re.search(r"pruning .*━.* 4/4 runs, 12 artefacts", screen), screen
+    assert "pruned 4 runs, 12 artefacts" in screen
+    # The log lines (stderr, the same terminal) are printed above the bar, not through it.
+    logged = [line for line in re.split(r"[\r\n]+", screen) if "pruned run " in line]
+    assert len(logged) == 4 and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in logged), screen
+    assert await remaining() == 3 + 2 + 1
+
+    # Piped: the counts alone, one line.
+    piped = await processes.run([*prune, cutoffs[1]], env)
+    assert piped.returncode == 0, piped
+    assert piped.stdout.splitlines() == [
+        "pruned 3 runs, 9 artefacts (events 0, lineage 9, signals 0, step_attempts 0, steps 9)"
+    ], piped.stdout
+    assert await remaining() == 2 + 1
+
+    # --json: the counts as JSON, nothing else on stdout.
+    as_json = await processes.run([*prune, cutoffs[2], "--json"], env)
+    assert as_json.returncode == 0, as_json
+    counts = json.loads(as_json.stdout)
+    assert (counts["runs"], counts["artefacts"], counts["skipped"]) == (2, 6, [])
+    assert counts["rows"]["lineage"] == 6 and counts["rows"]["steps"] == 6
+
+    assert [row["id"] for row in await db.fetch("SELECT id FROM durableflow.runs")] == [queued]
     assert await db.fetchval("SELECT count(*) FROM durableflow.lineage") == 0
     assert not (root / "executions").exists() or not any((root / "executions").iterdir())
 

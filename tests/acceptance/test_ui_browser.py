@@ -103,6 +103,10 @@ def build_flow(database_url: str, gate: asyncio.Event, artefacts: Path) -> Flow:
     review.transition("in review", "approved")
     flow.register_graph(review)
 
+    @flow.action("stamp")  # for the graph the graphs page test publishes
+    async def stamp(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "stamped": True}
+
     @flow.workflow(name="ui.approval", version=1)
     async def approval(ctx: FlowContext, order: str) -> Any:
         await ctx.set_event("stage", "awaiting approval")
@@ -310,7 +314,51 @@ async def test_a_graph_run_page_draws_the_graph_with_the_current_state(
     await expect(history).to_have_count(2)
     assert (await history.nth(0).locator("td").first.inner_text()) == "submitted"
     await page.screenshot(path=str(shots / "ui-graph.png"), full_page=True)
-    assert problems == []
+
+    # The run links to its graph's page: the graph drawn alone, no state highlighted.
+    await page.click("#run-graph")
+    pictures = page.locator("section.graph-picture")
+    await expect(pictures).to_have_count(1)
+    await expect(pictures.locator("svg")).to_have_count(1, timeout=15_000)
+    assert await pictures.get_attribute("data-graph") == "ui.review"
+    assert await pictures.locator("svg g.current").count() == 0
+
+    # The graphs page: the graph in code and a published one, each drawn.
+    published = await ui.flow.publish_graph(
+        {
+            "name": "ui.intake",
+            "version": 3,
+            "initial": "received",
+            "states": [
+                {"name": "received", "action": "stamp"},
+                {"name": "triage", "manual": True, "signal": "triaged"},
+                {"name": "closed", "terminal": True},
+            ],
+            "transitions": [
+                {"from": "received", "to": "triage"},
+                {"from": "triage", "to": "closed"},
+            ],
+        }
+    )
+    await page.click("nav >> text=Graphs")
+    rows = page.locator("tr.graph")
+    await expect(rows).to_have_count(2)
+    intake = page.locator('tr.graph[data-graph="ui.intake"]')
+    await expect(intake).to_have_attribute("data-origin", "published")
+    await expect(intake.locator("td").nth(1)).to_have_text("3")
+    await expect(intake.locator("td").nth(4)).to_have_text(published.hash[:12])
+    await expect(intake.locator("td").nth(5)).not_to_have_text("-")
+    code = page.locator('tr.graph[data-graph="ui.review"]')
+    await expect(code).to_have_attribute("data-origin", "code")
+    await expect(code.locator("td").nth(5)).to_have_text("-")  # never published
+    drawn = page.locator('section.graph-picture[data-graph="ui.intake"] svg')
+    await expect(drawn).to_have_count(1, timeout=15_000)
+    assert "triage" in (await drawn.text_content() or "")
+    await expect(page.locator("section.graph-picture svg")).to_have_count(2)
+    await page.screenshot(path=str(shots / "ui-graphs.png"), full_page=True)
+    missing = await page.goto(f"{ui.url}/graphs?name=ui.nothing")
+    assert missing is not None and missing.status == 404
+    assert [p for p in problems if "status of 404" not in p] == []
     await context.close()
     await ui.flow.send_signal(run_id, "decision", {"ok": True})
     assert await ui.flow.result(run_id, timeout=10) == {"doc": 1, "ok": True}

@@ -236,6 +236,24 @@ class ArtefactStore:
             )
         return [row["id"] for row in rows]
 
+    async def count_prune_candidates(
+        self,
+        before: datetime,
+        statuses: Sequence[str],
+        workflow: str | None,
+        excluded_workflows: Sequence[str],
+    ) -> int:
+        """How many runs ``prune_candidates`` would select, batch after batch."""
+        with translate_errors(self._schema, "counting runs to prune"):
+            count = await self._store.pool.fetchval(
+                self._queries.count_prune_candidates,
+                before,
+                list(statuses),
+                workflow,
+                list(excluded_workflows),
+            )
+        return int(count)
+
     async def run_tables(self) -> list[str]:
         """The schema's tables holding rows of a run, in prune order."""
         with translate_errors(self._schema, "listing tables to prune"):

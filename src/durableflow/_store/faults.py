@@ -40,6 +40,7 @@ class FaultRelease:
     counts: bool  # counts as a recovery (a non-transient fault), toward max_recoveries
     max_recoveries: int
     error: str  # recorded if the run becomes 'dead'
+    workflow: str  # counted in durableflow.runs.finished if it becomes 'dead'
 
 
 class FaultStore:

@@ -16,7 +16,7 @@ run's artefacts).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -39,6 +39,9 @@ PRUNE_BATCH = 100
 
 DEFAULT_POLICY = ""
 """The retention row that applies to every workflow without a policy of its own."""
+
+PruneProgress = Callable[[PruneResult, int], object]
+"""``progress(done, total)`` of ``flow.prune(before=..., progress=...)``."""
 
 
 class Pruner:
@@ -101,17 +104,30 @@ class Pruner:
         workflow: str | None,
         statuses: Sequence[str],
         excluded_workflows: Sequence[str] = (),
+        progress: PruneProgress | None = None,
     ) -> PruneResult:
-        """Prune every finished run older than ``before`` (matching the filters)."""
-        total = PruneResult()
+        """Prune every finished run older than ``before`` (matching the filters).
+
+        With ``progress``, the runs to prune are counted first, and ``progress(done,
+        total)`` is called with the running totals before the first run and after each.
+        """
+        done = PruneResult()
+        expected = 0
+        if progress is not None:
+            expected = await self._sql.count_prune_candidates(
+                before, statuses, workflow, excluded_workflows
+            )
+            progress(done, expected)
         while True:
             batch = await self._sql.prune_candidates(
-                before, statuses, workflow, excluded_workflows, PRUNE_BATCH, total.skipped
+                before, statuses, workflow, excluded_workflows, PRUNE_BATCH, done.skipped
             )
             if not batch:
-                return total
+                return done
             for run_id in batch:
-                total.add(await self._prune_one(run_id, refuse=False))
+                done.add(await self._prune_one(run_id, refuse=False))
+                if progress is not None:
+                    progress(done, expected)
 
 
 def check_prune_filters(before: object, statuses: object) -> tuple[datetime, list[str]]:

@@ -5,6 +5,7 @@
 - ``runs fork ID --from-step STEP``: a new run continuing from a step (id or name)
 - ``runs prune ID`` / ``runs prune --older-than 30d|--before ISO [--workflow W]
   [--status S]`` / ``runs prune --apply-retention``: delete finished runs, storage first
+  (by age: with a progress bar on a terminal)
 - ``runs watch ID``: print the run's events until it finishes
 - ``lineage KEY [--down] [--depth N]``: what an artefact was made from (or made into)
 
@@ -17,15 +18,19 @@ refused prune, 2 for an error (a replay refused for a missing artefact included)
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
 from typing import Any
 
+from durableflow import PruneResult
 from durableflow.cli.common import (
     EXIT_NO,
     EXIT_OK,
     add_connection_options,
+    console,
     fail,
     make_flow,
     noun,
@@ -166,7 +171,10 @@ async def prune_command(args: argparse.Namespace) -> int:
             else:
                 assert cutoff is not None
                 filters: dict[str, Any] = {"status": tuple(args.status)} if args.status else {}
-                result = await flow.prune(before=cutoff, workflow=args.workflow, **filters)
+                with _progress_bar(shown=not args.json and sys.stdout.isatty()) as progress:
+                    result = await flow.prune(
+                        before=cutoff, workflow=args.workflow, progress=progress, **filters
+                    )
         except RunActionRefused as exc:
             fail(str(exc))
             return EXIT_NO
@@ -179,6 +187,54 @@ async def prune_command(args: argparse.Namespace) -> int:
             + (f" ({rows})" if rows else "")
         )
     return EXIT_OK
+
+
+@contextmanager
+def _progress_bar(*, shown: bool) -> Iterator[Callable[[PruneResult, int], None] | None]:
+    """A progress bar while a prune by age runs, or None (``--json``, or stdout not a
+    terminal: a script wants the counts at the end, not the bar's redraws)."""
+    if not shown:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("pruning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs, {task.fields[artefacts]} artefacts"),
+        TimeElapsedColumn(),
+    )
+    # Log handlers writing to the terminal (the run_pruned lines) would write through
+    # the bar: while it is drawn they write to rich's stand-in for sys.stderr, which
+    # prints each line above the bar.
+    on_terminal = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and _is_terminal(handler.stream)
+    ]
+    with Progress(*columns, console=console()) as bar:
+        task = bar.add_task("prune", total=None, artefacts=0)
+        moved = [(handler, handler.setStream(sys.stderr)) for handler in on_terminal]
+
+        def report(done: PruneResult, total: int) -> None:
+            handled = done.runs + len(done.skipped)
+            # More than counted: runs that finished meanwhile are pruned too.
+            bar.update(task, completed=handled, total=max(total, handled), artefacts=done.artefacts)
+
+        try:
+            yield report
+        finally:
+            for handler, stream in moved:
+                handler.setStream(stream)
+        # Fewer than counted (another prune took some): the bar ends full all the same.
+        finished = bar.tasks[0].completed
+        bar.update(task, total=finished)
+
+
+def _is_terminal(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 async def watch_command(args: argparse.Namespace) -> int:

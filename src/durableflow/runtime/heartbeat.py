@@ -65,7 +65,9 @@ class Heartbeat:
         on_lost: Callable[[list[tuple[UUID, int]]], None],
     ) -> None:
         self._worker_id = worker_id
-        self._registration = registration
+        # What the worker's row says; replaced (from the loop) when it serves more
+        # workflows, read by the thread when it registers again.
+        self.registration = registration
         self._interval = settings.heartbeat_interval
         self._ttl = settings.lease_ttl
         self._block_limit = settings.event_loop_block_limit
@@ -168,7 +170,7 @@ class Heartbeat:
             alive = loop.run_until_complete(self._bounded(self._connection.beat(self._worker_id)))
             if not alive:  # our row was removed as dead: announce ourselves again
                 loop.run_until_complete(
-                    self._bounded(self._connection.register(self._worker_id, *self._registration))
+                    self._bounded(self._connection.register(self._worker_id, *self.registration))
                 )
             if time.monotonic() - self._last_ok >= self._ttl:
                 # We may have looked dead: find the runs taken over meanwhile before

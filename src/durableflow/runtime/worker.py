@@ -37,7 +37,7 @@ from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DatabaseError, DurableFlowError
-from durableflow.observability import record_claims
+from durableflow.observability import record_claims, record_run_finished
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.heartbeat import Heartbeat
 from durableflow.runtime.leader import Leadership
@@ -105,7 +105,9 @@ class Worker:
         # -- graphs: graphs published while we run join workflow_keys (claims bind it)
         self.graphs = graphs
         if graphs is not None:
-            graphs.attach(self.workflow_keys, self._wake.set)
+            graphs.attach(self.workflow_keys, self._serves_more)
+        self._registered = False  # the workers row exists (start registered it)
+        self._registering = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -168,6 +170,33 @@ class Worker:
 
     async def _register(self) -> None:
         await self._store.register_worker(self.id, *self._registration())
+        self._registered = True
+
+    def _serves_more(self) -> None:
+        """-- graphs: a published graph joined ``workflow_keys``: claim its runs, and list
+        it in the ``workers`` row (once per burst of loads)."""
+        self._wake.set()
+        if self._registered and not self._stopping and not self._registering:
+            self._registering = True
+            self._in_background(self._register_again())
+
+    async def _register_again(self) -> None:
+        await asyncio.sleep(0)  # graphs loaded in the same pass share one statement
+        self._registering = False
+        registration = self._registration()
+        if self._heartbeat is not None:
+            self._heartbeat.registration = registration  # if our row is removed as dead
+        try:  # through transient faults, as long as the lease holds
+            await self._store.retrying(
+                "listing the served workflows",
+                lambda: self._store.register_worker(self.id, *registration),
+            )
+        except DurableFlowError as exc:
+            logger.warning(
+                "could not list the newly served workflows in the workers row yet: %s",
+                exc,
+                extra={"event": "worker_registration_failed", "worker_id": self.id},
+            )
 
     def _executing(self) -> list[tuple[UUID, int]]:
         """(run id, epoch) of the runs executing now; called from the heartbeat thread."""
@@ -216,6 +245,7 @@ class Worker:
         with contextlib.suppress(DurableFlowError, TimeoutError):
             async with asyncio.timeout(self._settings.database_timeout):
                 await self._store.deregister_worker(self.id)
+        self._registered = False
         self._running = False
         logger.info(
             "worker %s stopped", self.id, extra={"event": "worker_stopped", "worker_id": self.id}
@@ -326,7 +356,7 @@ class Worker:
             }
         )
         self._faulted[claimed.id] = FaultRelease(
-            claimed.id, claimed.lease_epoch, counts, limit, error
+            claimed.id, claimed.lease_epoch, counts, limit, error, claimed.workflow
         )
         if not self._stopping:
             self._in_background(self._release_pending())
@@ -381,6 +411,7 @@ class Worker:
                         release.max_recoveries,
                         extra={"event": "run_dead", "run_id": str(release.run_id)},
                     )
+                    record_run_finished(release.workflow, "dead")
 
     def _release_failed(self, count: int, exc: DurableFlowError) -> None:
         logger.warning(

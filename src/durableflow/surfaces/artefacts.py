@@ -15,6 +15,7 @@ from durableflow.admin import RunSection, SectionContent, SectionLink, register_
 from durableflow.artefacts import prune as pruning
 from durableflow.artefacts import replay as replays
 from durableflow.artefacts.naming import lineage_id_for
+from durableflow.artefacts.prune import PruneProgress
 from durableflow.artefacts.records import LineageNode, PruneResult, RunEvent
 from durableflow.artefacts.values import name_argument
 from durableflow.artefacts.watch import watch_run
@@ -91,21 +92,34 @@ class ArtefactsSurface(FlowCore):
         before: datetime | None = None,
         workflow: str | None = None,
         status: Sequence[str] = FINISHED,
+        progress: PruneProgress | None = None,
     ) -> PruneResult:
         """Delete finished runs: their artefacts, then lineage, then their rows.
 
         ``prune(run_id)`` prunes one run (``PruneRefused`` if it has not finished or a
         replay/fork made from it is still running; a run already pruned counts zero).
         ``prune(before=..., workflow=None, status=...)`` prunes every finished run older
-        than ``before``. Idempotent and resumable: a prune that stopped half-way is
-        finished by the next one. Returns what was removed.
+        than ``before``, a batch of runs at a time. Idempotent and resumable: a prune
+        that stopped half-way is finished by the next one. Returns what was removed.
+
+        ``progress(done, total)``, for a prune by age, is called before the first run
+        and after each run removed or skipped: ``done`` is the running ``PruneResult``
+        (updated in place), ``total`` the runs there were to prune when it began (one
+        count query first, whose cost grows with that number). A plain function, called
+        on the event loop: keep it quick. Example::
+
+            def report(done: PruneResult, total: int) -> None:
+                print(f"{done.runs + len(done.skipped)} of {total} runs done")
+
+            await flow.prune(before=datetime.now(UTC) - timedelta(days=30), progress=report)
         """
         service = await self._artefacts()
         pruner = pruning.Pruner(service.sql, service.storage)
         if run_id is not None:
-            if before is not None or workflow is not None:
+            if before is not None or workflow is not None or progress is not None:
                 raise InvalidFieldValue(
-                    "run_id", "prune one run by id, or many by before=/workflow=, not both"
+                    "run_id",
+                    "prune one run by id, or many by before=/workflow= (with progress=), not both",
                 )
             return await pruner.prune_run(as_run_id(run_id))
         if before is None:
@@ -113,7 +127,11 @@ class ArtefactsSurface(FlowCore):
         cutoff, statuses = pruning.check_prune_filters(before, status)
         if workflow is not None:
             name_argument(workflow, "workflow")
-        return await pruner.prune_finished(cutoff, workflow=workflow, statuses=statuses)
+        if progress is not None and not callable(progress):
+            raise InvalidFieldValue("progress", "give a function progress(done, total), or None")
+        return await pruner.prune_finished(
+            cutoff, workflow=workflow, statuses=statuses, progress=progress
+        )
 
     async def configure_retention(
         self, keep: timedelta | None, *, workflow: str | None = None

@@ -65,6 +65,11 @@ class PublishedGraph:
     published_at: datetime
     spec: dict[str, Any]
 
+    def to_mermaid(self, current: str | None = None) -> str:
+        """The graph as a Mermaid ``stateDiagram-v2`` (``current`` state highlighted),
+        drawn from the spec alone: a Flow without the graph's actions can draw it."""
+        return Graph.from_spec(self.spec, actions=_stand_in).to_mermaid(current=current)
+
 
 @dataclass(frozen=True)
 class GraphVisit:

@@ -56,6 +56,7 @@ from durableflow.web.security import (
 from durableflow.web.views import (
     RunFilters,
     link_target,
+    load_graphs_view,
     load_lineage_view,
     load_run_view,
     load_runs_view,
@@ -198,6 +199,21 @@ class AdminUI:
     async def schedules_page(self, request: Request) -> Response:
         schedules = await self.flow.list_schedules()
         return self._render(request, "schedules.html", schedules=schedules)
+
+    async def graphs_page(self, request: Request) -> Response:
+        """Every graph, or one (``?name=...&version=...``: a graph run's page links here)."""
+        name = request.query_params.get("name") or None
+        version_text = request.query_params.get("version") or None
+        version = None
+        if version_text is not None:
+            if not version_text.isdigit():
+                return self._render(request, "error.html", 400, message="version is a number")
+            version = int(version_text)
+        graphs = await load_graphs_view(self.flow, name=name, version=version)
+        if name is not None and not graphs:
+            what = f"{name!r}" + (f" version {version}" if version is not None else "")
+            return self._render(request, "error.html", 404, message=f"no graph {what}")
+        return self._render(request, "graphs.html", graphs=graphs, chosen=name is not None)
 
     async def lineage_page(self, request: Request) -> Response:
         key = request.query_params.get("key", "")
@@ -450,6 +466,7 @@ def create_app(flow: Any, *, token: str | None = None, title: str = "durableflow
         Route("/workers", ui.workers_page, name="workers"),
         Route("/queues", ui.queues_page, name="queues"),
         Route("/schedules", ui.schedules_page, name="schedules"),
+        Route("/graphs", ui.graphs_page, name="graphs"),
         Route("/lineage", ui.lineage_page, name="lineage"),
         Route("/live/runs", ui.live_runs, name="live_runs"),
         Route("/live/runs/{run_id}", ui.live_run, name="live_run"),

@@ -21,6 +21,8 @@ from durableflow.admin import (
     StepAttempt,
     load_run_sections,
 )
+from durableflow.audit.graphs import PUBLISHED_KEY
+from durableflow.engine.graphs import graph_of
 from durableflow.web.actions import RunAction, run_actions
 
 SINCE_CHOICES = {"15m": 15 * 60, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -130,6 +132,11 @@ class RunView:
     actions: list[RunAction]
 
     @property
+    def is_graph_run(self) -> bool:
+        """A graph's run: its page links to the graph's own page."""
+        return any(section.name == "graph" for section, _ in self.sections)
+
+    @property
     def fingerprint(self) -> Any:
         # The sections too: a signal that no wait takes yet changes no run column.
         return (
@@ -234,3 +241,60 @@ async def load_lineage_view(flow: Any, key: str) -> LineageView:
     up = await flow.lineage(key, "up")
     down = await flow.lineage(key, "down")
     return LineageView(key=key, up=up, down=[node for node in down if node.depth > 0])
+
+
+@dataclass(frozen=True)
+class GraphView:
+    """A graph on the graphs page: registered in code, or published (by data)."""
+
+    name: str
+    version: int
+    origin: str  # "code" or "published"
+    hash: str  # the code hash (code), the spec's sha256 (published)
+    published_at: datetime | None
+    initial: str
+    states: int
+    mermaid: str
+
+
+async def load_graphs_view(
+    flow: Any, *, name: str | None = None, version: int | None = None
+) -> list[GraphView]:
+    """Every graph ``flow`` knows, by name then version (or the one asked for): those
+    registered on it in code and those published in the graphs table."""
+    graphs = []
+    for definition in flow.registry.workflows:
+        graph = graph_of(definition)
+        if graph is None or definition.extra.get(PUBLISHED_KEY):
+            continue  # a workflow; or a published graph this Flow loaded: listed below
+        graphs.append(
+            GraphView(
+                name=graph.name,
+                version=graph.version,
+                origin="code",
+                hash=flow.code_hash(definition),
+                published_at=None,
+                initial=graph.initial,
+                states=len(graph.states),
+                mermaid=graph.to_mermaid(),
+            )
+        )
+    for published in await flow.list_graphs():
+        graphs.append(
+            GraphView(
+                name=published.name,
+                version=published.version,
+                origin="published",
+                hash=published.hash,
+                published_at=published.published_at,
+                initial=str(published.spec.get("initial", "")),
+                states=len(published.spec.get("states", [])),
+                mermaid=published.to_mermaid(),
+            )
+        )
+    chosen = [
+        graph
+        for graph in graphs
+        if (name is None or graph.name == name) and (version is None or graph.version == version)
+    ]
+    return sorted(chosen, key=lambda graph: (graph.name, graph.version, graph.origin))

@@ -164,6 +164,68 @@ class Processes:
         assert child.returncode is not None
         return Completed(child.returncode, child.stdout(), child.stderr())
 
+    async def run_on_terminal(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> Completed:
+        """Run ``durableflow <args>`` on a pseudo-terminal (stdout and stderr), as a person
+        at a terminal would (160 columns); ``stdout`` is everything the terminal received."""
+        child, terminal = self._start_on_terminal(args, env)
+        received = bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                exited = child.returncode is not None  # before the read: then it read all
+                try:
+                    chunk = os.read(terminal, 65536)
+                except BlockingIOError:
+                    if exited:
+                        break
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{child.name} did not exit in {timeout}s") from None
+                    await asyncio.sleep(0.02)
+                    continue
+                except OSError:  # EIO: the terminal's other end is closed, all was read
+                    break
+                if not chunk:
+                    break
+                received.extend(chunk)
+        finally:
+            os.close(terminal)
+            child.stdout_path.write_bytes(bytes(received))
+        code = await child.wait_exit(10)
+        return Completed(code, child.stdout(), child.stderr())
+
+    def _start_on_terminal(
+        self, args: Sequence[str], env: Mapping[str, str] | None
+    ) -> tuple[ChildProcess, int]:
+        """The process, and our end of its terminal (non-blocking)."""
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        name = f"tty-{len(self._children)}"
+        transcript = self._directory / f"{name}.stdout"  # written once it exited
+        nothing = self._directory / f"{name}.stderr"  # stderr goes to the terminal too
+        nothing.touch()
+        terminal, device = pty.openpty()
+        fcntl.ioctl(device, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        os.set_blocking(terminal, False)
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "durableflow.cli", *args],
+                stdout=device,
+                stderr=device,
+                stdin=subprocess.DEVNULL,
+                env=child_environment({"TERM": "xterm-256color", **(env or {})}),
+                cwd=self._directory,
+            )
+        finally:
+            os.close(device)  # the child has its own copy
+        child = ChildProcess(name, popen, transcript, nothing)
+        self._children.append(child)
+        return child, terminal
+
     def kill_all(self) -> None:
         for child in self._children:
             child.kill()

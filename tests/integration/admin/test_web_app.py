@@ -69,6 +69,12 @@ async def test_mounted_under_a_path_with_escaped_output_and_refused_actions(
 
         status, _, body = await request(port, "GET", "/ops/runs/not-a-run")
         assert status == 404 and "no run with id" in body
+        status, _, body = await request(port, "GET", "/ops/graphs")
+        assert status == 200 and "no graph yet" in body and 'href="/ops/graphs"' in body
+        status, _, body = await request(port, "GET", "/ops/graphs?name=echo&version=one")
+        assert status == 400 and "version is a number" in body
+        status, _, body = await request(port, "GET", "/ops/graphs?name=echo")
+        assert status == 404 and "no graph &#39;echo&#39;" in body  # a workflow, not a graph
         status, _, _ = await request(port, "GET", f"/ops/runs/{run_id}/actions/resume")
         assert status == 405  # actions are POST only
         status, _, body = await request(port, "POST", f"/ops/runs/{run_id}/actions/resume")

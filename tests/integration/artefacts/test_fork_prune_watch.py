@@ -124,8 +124,15 @@ async def test_prune_one_run_refuses_unfinished_and_is_idempotent(
         again = await flow.prune(done)
         assert (again.runs, again.artefacts, sum(again.rows.values())) == (0, 0, 0)
 
-        pruned = await flow.prune(before=datetime.now(UTC) + timedelta(minutes=1))
+        reports: list[tuple[int, int, int]] = []
+        pruned = await flow.prune(
+            before=datetime.now(UTC) + timedelta(minutes=1),
+            progress=lambda done, total: reports.append((done.runs, done.artefacts, total)),
+        )
         assert pruned.runs == 2  # the held run and the cancelled replay
+        assert reports == [(0, 0, 2), (1, 0, 2), (2, 0, 2)]  # counted first, then run by run
+        with pytest.raises(InvalidFieldValue):
+            await flow.prune(done, progress=lambda done, total: None)  # only by age
         with pytest.raises(InvalidFieldValue):
             await flow.prune(before=datetime.now())  # naive
         with pytest.raises(InvalidFieldValue):

@@ -206,6 +206,9 @@ async def test_a_running_worker_runs_graphs_published_after_it_started(
         assert status.code_hash == worker_flow.code_hash(
             worker_flow.registry.workflow("tenant.onboarding", 1)
         )
+        # The worker's row lists it too (resume's code-hash check reads the rows).
+        listed = await served_by(client, worker.id, ("tenant.onboarding", 1))
+        assert listed[("tenant.onboarding", 1)] == status.code_hash
 
         # A start by name runs the highest published version, also once one is loaded.
         two = {**copy.deepcopy(SPEC), "version": 2}
@@ -215,6 +218,21 @@ async def test_a_running_worker_runs_graphs_published_after_it_started(
         assert (await client.status(second)).version == 2
         await client.send_signal(second, "submitted", {"form": {"email": "bad@x"}})
         assert (await client.result(second, timeout=20))["outcome"] == "state:declined"
+        await served_by(client, worker.id, ("tenant.onboarding", 2))
+
+
+async def served_by(
+    flow: Flow, worker_id: str, expected: tuple[str, int]
+) -> dict[tuple[str, int], str]:
+    """(workflow, version) -> code hash, as the worker's row in ``workers`` lists them,
+    once it lists ``expected`` (the row is updated in the background, just after a load)."""
+    async with asyncio.timeout(5):
+        while True:
+            [row] = [w for w in await flow.list_workers() if w.id == worker_id]
+            served = {(d["name"], d["version"]): d["code_hash"] for d in row.workflows}
+            if expected in served:
+                return served
+            await asyncio.sleep(0.05)
 
 
 async def test_a_worker_without_the_actions_leaves_the_graph_alone(

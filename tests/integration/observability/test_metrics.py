@@ -153,3 +153,46 @@ async def test_nothing_is_measured_without_a_meter_provider(database_url: str) -
 
     assert not metrics_enabled()
     assert step_span("any", 0) is _NO_SPAN  # the hot path stays the shared no-op
+
+
+async def test_a_run_given_back_too_often_is_counted_dead(database_url: str, reader: Any) -> None:
+    """A run a worker gives back after an infrastructure error, past its max_recoveries,
+    is stopped as 'dead' by the release statement: counted like every other outcome."""
+    from durableflow.errors import StorageError
+    from durableflow.storage.memory import MemoryStorageProvider
+
+    class UnreadableStorage(MemoryStorageProvider):
+        """Writes work; reads fail as an unreachable store's would."""
+
+        async def read(self, key: str) -> bytes:
+            raise StorageError(f"storage unreachable reading {key}")
+
+    flow = Flow(
+        database_url=database_url,
+        storage=UnreadableStorage(),
+        inline_max_bytes=0,  # every artefact output lives only in storage
+        max_wait_in_memory=0.0,  # the sleep parks the run: it is replayed from history
+        poll_interval=0.05,
+        shutdown_grace=0,
+    )
+
+    @flow.step(artefact=True)
+    async def produce(ctx: FlowContext) -> str:
+        return "made"
+
+    @flow.workflow(name="fragile", version=1, max_recoveries=0)
+    async def fragile(ctx: FlowContext) -> str:
+        made = await produce(ctx)
+        await ctx.sleep(0.05)
+        return made  # never reached: replay cannot read the artefact back
+
+    async with flow, flow.worker(2):
+        run_id = await flow.start("fragile")
+        with pytest.raises(WorkflowFailed) as failed:
+            await flow.result(run_id, timeout=15)
+    assert failed.value.status == "dead"
+    assert "max_recoveries=0" in failed.value.error["message"]
+    found = points(reader)
+    assert value(found, "durableflow.runs.finished", workflow="fragile", status="dead").value == 1
+    statuses = {p.attributes["status"] for p in found["durableflow.runs.finished"]}
+    assert statuses == {"dead"}

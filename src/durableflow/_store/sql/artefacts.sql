@@ -197,6 +197,25 @@ WHERE w.workflow IS NOT NULL AND w.workflow <> ALL($4::text[])
 ORDER BY c.finished_at, c.id
 LIMIT $5;
 
+-- name: count_prune_candidates
+-- How many runs prune_candidates would hand out, batch after batch, with the same
+-- filters ($1 to $4): what a prune reports progress against. Its cost grows with the
+-- runs counted (an operator's prune asks for it; retention does not).
+SELECT count(*)
+FROM {schema}.runs AS r
+WHERE r.finished_at IS NOT NULL AND r.finished_at < $1
+  AND r.status = ANY($2::text[])
+  AND ($3::text IS NULL OR r.workflow = $3::text)
+  AND r.workflow <> ALL($4::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.runs AS d
+      WHERE d.replayed_from = r.id
+        AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.runs AS d
+      WHERE d.forked_from = r.id
+        AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'));
+
 -- name: delete_pruned_run
 -- The last row of a pruned run; only ever a finished one.
 DELETE FROM {schema}.runs

@@ -2,9 +2,11 @@
 
 -- name: register_worker
 -- Announces a worker; its runs stay its own while heartbeat_at is within the TTL.
+-- Sent again when the worker starts serving more workflows (a graph published after
+-- it started): the row then lists them too, as resume's code-hash check reads it.
 INSERT INTO {schema}.workers (id, host, pid, queues, workflows, started_at, heartbeat_at)
 VALUES ($1, $2, $3, $4::text[], $5::jsonb, (SELECT {schema}.clock_now()), (SELECT {schema}.clock_now()))
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at;
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, workflows = excluded.workflows;
 
 -- name: heartbeat
 -- Keeps this worker's lease alive; no row back means it was removed as dead.
