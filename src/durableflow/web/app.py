@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,7 +29,6 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -66,7 +66,7 @@ logger = logging.getLogger("durableflow.web")
 
 TOKEN_ENV = "DURABLEFLOW_UI_TOKEN"  # noqa: S105 - the variable's name, not a secret
 LIVE_INTERVAL = 1.0  # seconds between checks of a live page
-KEEPALIVE_EVERY = 15  # checks between keep-alive comments on an idle stream
+KEEPALIVE_SECONDS = 15.0  # a keep-alive comment on a stream idle this long
 
 
 class _SecurityHeaders:
@@ -248,40 +248,36 @@ class AdminUI:
     def _stream(
         self, produce: Callable[[], Awaitable[tuple[Any, str]]], seen: str | None
     ) -> Response:
-        """Server-sent events: the page part again each time its fingerprint changes.
+        """Server-sent events (sse-starlette): the page part again each time its
+        fingerprint changes, and a keep-alive comment while nothing does.
 
         ``seen`` is the digest of the fingerprint the page was rendered with: until the
         part changes, nothing is sent (a swap would only wipe what the operator types).
         """
 
-        async def events() -> AsyncIterator[str]:
+        async def events() -> AsyncIterator[ServerSentEvent]:
             last: Any = seen
-            quiet = 0
             while True:
                 try:
                     fingerprint, html = await produce()
                     fingerprint = _digest(fingerprint)
                 except RunNotFound:
-                    yield _event("gone", "this run no longer exists")
+                    yield ServerSentEvent("this run no longer exists", event="gone")
                     return
                 except DurableFlowError as exc:
                     logger.warning("live update failed: %s", exc, extra={"event": "ui_live_failed"})
-                    yield _event("problem", str(exc))
+                    yield ServerSentEvent(str(exc), event="problem")
                     fingerprint, html = last, None
                 if html is not None and fingerprint != last:
                     last = fingerprint
-                    quiet = 0
-                    yield _event("update", html)
-                else:
-                    quiet += 1
-                    if quiet % KEEPALIVE_EVERY == 0:
-                        yield ": keep-alive\n\n"
+                    yield ServerSentEvent(html, event="update")
                 await asyncio.sleep(LIVE_INTERVAL)
 
-        return StreamingResponse(
+        return EventSourceResponse(
             events(),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+            ping=KEEPALIVE_SECONDS,
+            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive"),
+            headers={"cache-control": "no-store"},
         )
 
     # -- actions -----------------------------------------------------------------------
@@ -435,11 +431,6 @@ def _link(request: Request, cell: Any) -> str | None:
 
 def _json_text(value: Any, indent: int | None = None) -> str:
     return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
-
-
-def _event(name: str, data: str) -> str:
-    lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
-    return f"event: {name}\n{lines}\n"
 
 
 def _root(request: Request) -> str:
