@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from durableflow.errors import GraphError, GraphProblem
@@ -30,6 +30,8 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 DEFAULT_SIGNAL = "advance"
 DEFAULT_MAX_TRANSITIONS = 10_000
+STEP_OPTIONS = ("retries", "timeout", "backoff", "max_backoff")
+"""A state's step options; a data-defined state leaving one unset takes its action's."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ class Graph:
         self._transitions: list[Transition] = []
         self._outgoing: dict[str, list[Transition]] = {}
         self._frozen = False
+        # State -> the step options its spec gave, for actions resolved on registration.
+        self._deferred: dict[str, frozenset[str]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -291,6 +295,53 @@ class Graph:
                 ],
             )
 
+    def defer_action(self, state: str, given: frozenset[str]) -> None:
+        """Leave ``state``'s action to be resolved on registration (``resolve_actions``);
+        ``given``: the step options its spec set, which the action's do not replace."""
+        self._deferred[state] = given
+
+    def unresolved_actions(self) -> list[str]:
+        """States naming an action whose handler is not known yet (a graph built with
+        ``Graph.from_spec(spec)`` and no ``actions``)."""
+        return [s.name for s in self._states.values() if s.action and s.handler is None]
+
+    def resolve_actions(
+        self,
+        actions: ActionResolver,
+        options: Callable[[str], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Give each state naming an action without its handler the handler ``actions``
+        has for that name, and the action's step ``options`` the spec left unset;
+        ``GraphError`` lists every unknown or unfit action."""
+        self._check_not_frozen()
+        lookup = actions.get if isinstance(actions, Mapping) else actions
+        problems: list[GraphProblem] = []
+        resolved: dict[str, State] = {}
+        for index, state in enumerate(self._states.values()):
+            if not state.action or state.handler is not None:
+                continue
+            path = f"states[{index}].action"
+            handler = lookup(state.action)
+            if handler is None:
+                problems.append(
+                    GraphProblem(f"unknown action {state.action!r}", state=state.name, path=path)
+                )
+                continue
+            problems += [
+                GraphProblem(f"action {state.action!r}: {p.message}", state=state.name, path=path)
+                for p in validation.handler_problems(handler, state=state.name, path=path)
+            ]
+            given = self._deferred.get(state.name, frozenset())
+            unset = {
+                key: value
+                for key, value in (options(state.action) if options else {}).items()
+                if key in STEP_OPTIONS and key not in given
+            }
+            resolved[state.name] = replace(state, handler=handler, **unset)
+        if problems:
+            raise GraphError(self.name, problems)
+        self._states.update(resolved)
+
     # -- reading -------------------------------------------------------------------
 
     @property
@@ -329,8 +380,10 @@ class Graph:
     def from_spec(cls, spec: Mapping[str, Any], *, actions: ActionResolver | None = None) -> Graph:
         """Build and validate a graph from a JSON-compatible spec (see ``graph.spec``).
 
-        ``actions`` resolves each state's ``action`` name to its handler. Raises
-        ``GraphError`` listing every problem with its path in the spec.
+        ``actions`` resolves each state's ``action`` name to its handler; without it the
+        names are resolved when the graph is registered (``flow.register_graph`` looks
+        them up among the Flow's ``@flow.action`` functions). Raises ``GraphError``
+        listing every problem with its path in the spec.
         """
         from durableflow.graph.spec import graph_from_spec  # spec builds Graphs: import late
 

@@ -41,6 +41,7 @@ from durableflow.graph.conditions import Condition, parse_condition
 from durableflow.graph.model import (
     DEFAULT_MAX_TRANSITIONS,
     DEFAULT_SIGNAL,
+    STEP_OPTIONS,
     ActionResolver,
     Graph,
     Handler,
@@ -183,9 +184,12 @@ class _SpecReader:
         graph = Graph(
             spec["name"], spec["version"], spec["initial"], max_transitions=max_transitions
         )
-        for options in read_states:
+        for item, options in zip(states, read_states, strict=True):
             assert options is not None  # a None is always reported as a problem
             graph.add_state(**options)
+            if options["action"] is not None and options["handler"] is None:
+                given = frozenset(key for key in STEP_OPTIONS if item.get(key) is not None)
+                graph.defer_action(options["name"], given)
         for edge in read_transitions:
             assert edge is not None
             graph.transition(*edge)
@@ -254,10 +258,7 @@ class _SpecReader:
             return None
         assert isinstance(action, str)
         if self._resolve is None:
-            self.problem(
-                f"names the action {action!r} but no actions were given to resolve it", path, state
-            )
-            return None
+            return None  # resolved on registration (Graph.resolve_actions)
         handler = self._resolve(action)
         if handler is None:
             known = f"; known: {', '.join(self._known)}" if self._known else ""

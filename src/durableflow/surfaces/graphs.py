@@ -34,6 +34,7 @@ from durableflow.errors import (
     WorkflowNotFound,
 )
 from durableflow.graph import Graph, State, spec_hash
+from durableflow.graph.model import STEP_OPTIONS
 from durableflow.graph.validation import handler_problems
 from durableflow.surfaces.base import FlowCore, as_run_id
 
@@ -47,7 +48,6 @@ logger = logging.getLogger("durableflow.graphs")
 F = TypeVar("F", bound=AsyncFunction)
 
 # A state's step options an action gives when the spec does not (``null`` or absent).
-_ACTION_DEFAULTS = ("retries", "timeout", "backoff", "max_backoff")
 _SIGNAL_PREFIX = "wait_for_signal:"
 
 
@@ -112,7 +112,9 @@ class GraphsSurface(FlowCore):
     def register_graph(self, graph: Graph) -> Graph:
         """Validate, freeze and register ``graph``: ``flow.start(graph.name, ...)`` runs it.
 
-        Every structural problem is reported at once as a ``GraphError``; a registered
+        States of a ``Graph.from_spec(spec)`` that name actions get the Flow's
+        ``@flow.action`` of that name. Every structural problem (and an unknown action)
+        is reported at once as a ``GraphError``; a registered
         graph cannot change (declare a new ``Graph`` with a higher version). Returns the
         graph. Example::
 
@@ -133,6 +135,8 @@ class GraphsSurface(FlowCore):
         if existing is not None and graph_of(existing) is graph:
             return graph  # the same graph again
         self._check_kind(graph.name)
+        if graph.unresolved_actions():  # Graph.from_spec(spec) without actions=
+            graph.resolve_actions(self._action_handlers(), self._action_options)
         definition = graph_definition(
             graph, max_payload_bytes=self.settings.max_payload_bytes, artefact_of=self._artefact_of
         )
@@ -376,6 +380,10 @@ class GraphsSurface(FlowCore):
     def _action_handlers(self) -> dict[str, Callable[..., Any]]:
         return {name: definition.fn for name, definition in self._actions.items()}
 
+    def _action_options(self, name: str) -> dict[str, Any]:
+        action = self._actions[name]
+        return {key: getattr(action, key) for key in STEP_OPTIONS}
+
     def _artefact_of(self, state: State) -> bool:
         """Whether a state's handler output is also an artefact (as for steps)."""
         if state.artefact is not None:
@@ -397,7 +405,7 @@ class GraphsSurface(FlowCore):
             if action is None or not isinstance(item, Mapping):
                 filled.append(item)
                 continue
-            unset = {key: getattr(action, key) for key in _ACTION_DEFAULTS if item.get(key) is None}
+            unset = {key: getattr(action, key) for key in STEP_OPTIONS if item.get(key) is None}
             filled.append({**item, **unset})
         return {**spec, "states": filled}
 

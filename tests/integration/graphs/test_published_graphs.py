@@ -175,6 +175,31 @@ async def test_every_condition_operator_end_to_end(database_url: str) -> None:
     assert paths["flagged"] == ["collect", "check", "declined"]
 
 
+async def test_a_spec_graph_registered_in_code_takes_the_flows_actions(
+    database_url: str,
+) -> None:
+    """Graph.from_spec(spec) without actions=: register_graph resolves them, and each
+    state's unset step options come from its action, as for a published graph."""
+    flow = make_flow(database_url)
+    spec = {**copy.deepcopy(SPEC), "name": "tenant.in_code"}
+    graph = Graph.from_spec(spec)
+    assert graph.unresolved_actions() == ["collect", "check", "approved", "declined"]
+    flow.register_graph(graph)
+    assert graph.unresolved_actions() == []
+    assert graph.states["check"].retries == 2  # score's, not the spec's default
+    async with flow, flow.worker(concurrency=4):
+        run_id = await flow.start("tenant.in_code", input={"flags": []})
+        await flow.send_signal(run_id, "submitted", {"form": {"email": "good@x"}})
+        # score fails once and is retried (its retries=2): the run still succeeds
+        assert await flow.result(run_id, timeout=20) == {"outcome": "state:approved", "visits": 1}
+
+    unknown = Flow(database_url=database_url)
+    with pytest.raises(GraphError) as caught:
+        unknown.register_graph(Graph.from_spec(spec))
+    assert "unknown action 'stamp'" in str(caught.value)
+    assert "states[0].action" in str(caught.value)
+
+
 async def wait_for_state(flow: Flow, run_id: Any, state: str) -> None:
     for _ in range(400):
         status = await flow.status(run_id)

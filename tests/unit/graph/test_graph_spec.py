@@ -71,14 +71,24 @@ def test_an_unknown_action_is_refused_with_its_path() -> None:
     assert "unknown action 'scroe'; known: score, send_email, welcome" in message
 
 
-def test_actions_without_a_resolver_are_refused() -> None:
-    problems = spec_problems(onboarding_spec(), actions=None)
-    assert [path for path, _ in problems] == [
-        "states[0].action",
-        "states[1].action",
-        "states[3].action",
-    ]
-    assert "no actions were given" in problems[0][1]
+def test_actions_without_a_resolver_are_left_for_registration() -> None:
+    spec = onboarding_spec()
+    graph = Graph.from_spec(spec)
+    names = graph.unresolved_actions()
+    assert names == [state["name"] for state in spec["states"] if state.get("action")]
+    assert all(graph.states[name].handler is None for name in names)
+    graph.resolve_actions(ACTIONS)
+    assert graph.unresolved_actions() == []
+    assert all(graph.states[name].handler is ACTIONS[graph.states[name].action] for name in names)
+
+
+def test_resolving_an_unknown_action_names_its_path() -> None:
+    graph = Graph.from_spec(onboarding_spec())
+    with pytest.raises(GraphError) as caught:
+        graph.resolve_actions({})
+    paths = [problem.path for problem in caught.value.problems]
+    assert paths == ["states[0].action", "states[1].action", "states[3].action"]
+    assert "unknown action" in str(caught.value)
 
 
 def test_a_sync_action_is_refused() -> None:
