@@ -85,6 +85,9 @@ async def test_start_list_show_steps_and_workers(cli: Cli, db: asyncpg.Connectio
 
     missing = await cli.run("runs", "show", str(uuid.uuid4()))
     assert missing.returncode == 1 and "no run with id" in missing.stderr, missing
+    for verb in (["fork", "--from-step", "0"], ["replay", "--from-stage", "a"], ["watch"]):
+        unknown = await cli.run("runs", verb[0], str(uuid.uuid4()), *verb[1:])
+        assert unknown.returncode == 1 and "no run with id" in unknown.stderr, unknown
     bad = await cli.run("runs", "list", "--status", "finished")
     assert bad.returncode == 2 and "unknown run status" in bad.stderr, bad
     assert (await cli.run("runs", "delete", run_id)).returncode == 2  # --yes is required

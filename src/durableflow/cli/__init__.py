@@ -19,7 +19,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from durableflow.errors import ConfigurationError, DurableFlowError
+from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound
 from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
@@ -114,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(getattr(args, "loop", "asyncio"))) as runner:
             code: int = runner.run(args.func(args))
+    except RunNotFound as exc:  # the answer is "no such run", whichever command asked
+        print(f"durableflow: {exc}", file=sys.stderr)
+        return 1
     except DurableFlowError as exc:
         print(f"durableflow: error: {exc}", file=sys.stderr)
         return 2

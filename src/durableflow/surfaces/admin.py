@@ -13,7 +13,7 @@ from uuid import UUID
 from durableflow._store import admin as admin_store
 from durableflow._store.records import RUN_STATUSES
 from durableflow.admin.records import RunDetail, RunPage, RunSummary, StepAttempt, WorkerInfo
-from durableflow.errors import ConfigurationError
+from durableflow.errors import ConfigurationError, RunNotFound
 from durableflow.surfaces.base import FlowCore, as_run_id
 
 logger = logging.getLogger("durableflow.admin")
@@ -197,10 +197,14 @@ class AdminSurface(FlowCore):
         """The failed attempts of a run's steps, by step then attempt.
 
         A step that failed and was retried has a row per failed attempt; a step whose
-        error an operator's ``resume`` set aside keeps that error here.
+        error an operator's ``resume`` set aside keeps that error here. ``RunNotFound``
+        for an unknown id.
         """
         store = await self._connected()
-        rows = await admin_store.step_attempts(store, as_run_id(run_id))
+        run_id = as_run_id(run_id)
+        rows = await admin_store.step_attempts(store, run_id)
+        if not rows and not await store.run_exists(run_id):
+            raise RunNotFound(run_id)
         return [
             StepAttempt(
                 step_id=row["step_id"],

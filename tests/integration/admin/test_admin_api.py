@@ -105,11 +105,29 @@ async def test_unknown_ids_raise_run_not_found_everywhere(database_url: str) -> 
     flow = make_flow(database_url)
     async with flow:
         missing = uuid.uuid4()
-        for call in (flow.describe_run, flow.resume, flow.delete, flow.status):
+        calls = (
+            flow.describe_run,
+            flow.resume,
+            flow.delete,
+            flow.status,
+            flow.steps,
+            flow.step_attempts,
+            flow.cancel,
+            flow.signals,
+            flow.get_events,
+            flow.graph_history,
+        )
+        for call in calls:
             with pytest.raises(RunNotFound):
                 await call(missing)
             with pytest.raises(RunNotFound):
                 await call("not-a-uuid")
+        with pytest.raises(RunNotFound):
+            await flow.fork(missing, from_step=0)
+        with pytest.raises(RunNotFound):
+            await flow.replay(missing, from_stage="a")
+        with pytest.raises(RunNotFound):
+            await flow.send_signal(missing, "go")
 
 
 async def test_resume_reruns_the_failed_step_only_and_keeps_its_error(database_url: str) -> None:
@@ -272,7 +290,8 @@ async def test_delete_removes_the_run_and_its_rows(database_url: str) -> None:
             await flow.describe_run(run_id)
         with pytest.raises(RunNotFound):  # steps() of an unknown run, like status()
             await flow.steps(run_id)
-        assert await flow.step_attempts(run_id) == []
+        with pytest.raises(RunNotFound):
+            await flow.step_attempts(run_id)
 
 
 async def test_a_sleeping_run_says_when_it_wakes_and_its_deadline(database_url: str) -> None:
