@@ -49,7 +49,7 @@ SELECT gen_random_uuid(),
             WHEN i % 50 = 1 THEN 'running'
             ELSE 'succeeded' END,
        jsonb_build_object('n', i),
-       CASE WHEN i % 10 = 0 THEN 'emails' ELSE 'default' END,
+       CASE WHEN i <= 100 THEN 'rare' WHEN i % 10 = 0 THEN 'emails' ELSE 'default' END,
        0,
        t,
        1,
@@ -120,6 +120,7 @@ async def main() -> int:
                 ("status=blocked", {"status": "blocked"}),
                 ("workflow=workflow-7", {"workflow": "workflow-7"}),
                 ("queue=emails", {"queue": "emails"}),
+                ("queue=rare (its 100 runs the oldest)", {"queue": "rare"}),
                 ("children of a parent", {"parent_id": parent}),
                 ("correlation id", {"correlation_id": f"request-{args.runs // 2 + 5}"}),
                 (
@@ -127,7 +128,7 @@ async def main() -> int:
                     {"status": "failed", "since": newest["created_at"] - timedelta(days=1)},
                 ),
             ]
-            print(f"\n{'listing':32} {'median ms':>10} {'p95 ms':>8}  budget {BUDGET_MS:.0f} ms")
+            print(f"\n{'listing':38} {'median ms':>10} {'p95 ms':>8}  budget {BUDGET_MS:.0f} ms")
             for label, filters in cases:
 
                 async def call(filters: dict[str, Any] = filters) -> Any:
@@ -136,7 +137,7 @@ async def main() -> int:
                 median, p95 = await timed(call, args.repeat)
                 verdict = "ok" if median < BUDGET_MS else "OVER"
                 failures += median >= BUDGET_MS
-                print(f"{label:32} {median:10.2f} {p95:8.2f}  {verdict}")
+                print(f"{label:38} {median:10.2f} {p95:8.2f}  {verdict}")
             if not args.no_plans:
                 store = await flow._connected()
                 for label, filters in cases:

@@ -328,3 +328,33 @@ async def test_the_queue_overview_reads_the_runs_in_progress_not_the_history(
     assert ages["configured"] is None
     assert 49 < ages["default"] < 120
     assert 19_999 < ages["emails"] < 20_100
+
+
+# -- operator listings -------------------------------------------------------------------------
+
+
+async def test_listing_a_rare_queue_reads_a_page_not_the_newest_runs(
+    connection: asyncpg.Connection, database_schema: str
+) -> None:
+    """list_runs(queue=...) walks (queue, created_at, id): a queue holding only the
+    oldest runs is found at once, not after every newer run of the other queues."""
+    from durableflow._store.admin import RunFilter, list_runs_sql
+
+    await connection.execute(
+        """
+        INSERT INTO durableflow.runs (id, workflow, version, status, queue, available_at,
+                                      created_at, updated_at, finished_at)
+        SELECT gen_random_uuid(), 'wf', 1, 'succeeded',
+               CASE WHEN g <= 100 THEN 'rare' ELSE 'default' END,
+               now(), now() - make_interval(secs => $1 - g), now(), now()
+        FROM generate_series(1, $1) AS g
+        """,
+        SIZE,
+    )
+    sql, args = list_runs_sql(
+        database_schema, RunFilter(queue=["rare"]), limit=LIMIT, cursor=None, descending=True
+    )
+    await assert_reads_little(
+        connection, sql, args, most_read=LIMIT + 1, most_sorted=0, what="list_runs(queue=)"
+    )
+    assert len(await connection.fetch(sql, *args)) == LIMIT + 1

@@ -66,6 +66,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Index("runs_created_idx", "created_at", "id"),
         sa.Index("runs_status_created_idx", "status", "created_at", "id"),
         sa.Index("runs_workflow_created_idx", "workflow", "created_at", "id"),
+        sa.Index("runs_queue_created_idx", "queue", "created_at", "id"),
         sa.Index(
             "runs_parent_created_idx",
             "parent_id",
