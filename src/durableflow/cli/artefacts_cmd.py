@@ -56,7 +56,11 @@ def register(subparsers: Any) -> None:
         "(sha256-verified); the rest runs anew. Nothing starts if an artefact is missing.",
     )
     replay.add_argument("run_id", metavar="ID")
-    replay.add_argument("--from-stage", required=True, help="step (or graph state) to rerun from")
+    replay.add_argument(
+        "--from-stage",
+        required=True,
+        help="step name to rerun from; for a graph run a state name (or state:NAME)",
+    )
     replay.add_argument("--config", metavar="JSON", help="new configuration (default: the run's)")
     _options(replay)
     replay.set_defaults(func=replay_command)
@@ -66,7 +70,11 @@ def register(subparsers: Any) -> None:
         help="start a new run continuing from a step, history copied from the database",
     )
     fork.add_argument("run_id", metavar="ID")
-    fork.add_argument("--from-step", required=True, help="step id, or step name")
+    fork.add_argument(
+        "--from-step",
+        required=True,
+        help="step id, or step name; for a graph run a state name (or state:NAME)",
+    )
     _options(fork)
     fork.set_defaults(func=fork_command)
 

@@ -80,8 +80,20 @@ SELECT id, workflow, version, code_hash, status, input::text AS input, config::t
 FROM {schema}.runs WHERE id = $1;
 
 -- name: first_step_named
--- Where a replay starts: the first execution of the stage (a step or graph state).
-SELECT min(step_id) FROM {schema}.steps WHERE run_id = $1 AND name = $2;
+-- Where a replay or fork starts: the first record named $2 (a step, or any record such
+-- as a graph state's "state:<name>"), or the first execution of the graph state whose
+-- handler's record is named $3 (so a graph run's stage can be given by its plain name).
+SELECT min(step_id) FROM {schema}.steps
+WHERE run_id = $1 AND (name = $2 OR (kind = 'state' AND name = $3));
+
+-- name: stage_names
+-- What a replay or fork could start from, for the error naming a stage that never ran:
+-- the names of a run's steps and graph states, in the order they first ran.
+SELECT name, kind FROM {schema}.steps
+WHERE run_id = $1 AND kind IN ('step', 'state')
+GROUP BY name, kind
+ORDER BY min(step_id)
+LIMIT $2;
 
 -- name: source_steps
 -- The checkpoints a replay republishes or a fork copies: all before step $2.
