@@ -6,7 +6,8 @@
 - ``runs prune ID`` / ``runs prune --older-than 30d|--before ISO [--workflow W]
   [--status S]`` / ``runs prune --apply-retention``: delete finished runs, storage first
   (by age: with a progress bar on a terminal)
-- ``runs watch ID``: print the run's events until it finishes
+- ``runs watch ID``: print the run's events (a graph run's states included) until it
+  finishes
 - ``lineage KEY [--down] [--depth N]``: what an artefact was made from (or made into)
 
 Each takes the operator commands' ``--dsn``, ``--schema``, ``-a/--app`` and ``--json``
@@ -251,7 +252,10 @@ async def watch_command(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(asdict(event), compact=True)
                 continue
-            detail = event.status or f"{event.name}#{event.step_id}"
+            if event.kind == "state_changed":
+                detail = f"{event.previous_state or '(start)'} -> {event.state}"
+            else:
+                detail = event.status or f"{event.name}#{event.step_id}"
             print(
                 f"{event.at.isoformat()} {event.kind} {detail}"
                 + (f" {event.key}" if event.key else ""),

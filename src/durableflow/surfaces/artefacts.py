@@ -192,7 +192,8 @@ class ArtefactsSurface(FlowCore):
         self, run_id: UUID | str, *, poll_interval: float = 0.25
     ) -> AsyncIterator[RunEvent]:
         """The run's events as they happen: ``status_changed``, ``step_finished``,
-        ``artefact_written``; ends after the run's final status.
+        ``artefact_written``, and for a graph run ``state_changed`` (``state`` entered,
+        ``previous_state`` left); ends after the run's final status.
 
         Example::
 
@@ -202,7 +203,12 @@ class ArtefactsSurface(FlowCore):
         if not poll_interval > 0:
             raise InvalidFieldValue("poll_interval", "give a number of seconds > 0")
         service = await self._artefacts()
-        async for event in watch_run(service.sql, as_run_id(run_id), poll_interval=poll_interval):
+        async for event in watch_run(
+            service.sql,
+            as_run_id(run_id),
+            poll_interval=poll_interval,
+            initial_state=self._graph_initial,
+        ):
             yield event
 
 

@@ -1,7 +1,8 @@
-"""Replay and fork of graph runs: a stage is named by its state's plain name."""
+"""Replay, fork and watch of graph runs: a stage is named by its state's plain name."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Any
@@ -9,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from durableflow import Flow, FlowContext, Graph, InvalidFieldValue, ReplayError
+from durableflow import Flow, FlowContext, Graph, InvalidFieldValue, ReplayError, RunEvent
 
 GRAPH = "tally"
 
@@ -103,3 +104,48 @@ async def test_fork_of_a_graph_run_from_a_state_by_its_plain_name(
     assert _ran_in(ledger, forked) == ["three"]
     assert _ran_in(ledger, by_record) == ["two", "three"]
     assert status.forked_from == run_id
+
+
+async def test_watch_reports_each_state_a_graph_run_enters(
+    database_url: str, file_storage_url: str
+) -> None:
+    flow = build_line(database_url, file_storage_url, [])
+    async with flow:
+        run_id = await flow.start(GRAPH, input={"trail": []})
+        events: list[RunEvent] = []
+        fork_events: list[RunEvent] = []
+
+        async def collect(watched: UUID, into: list[RunEvent]) -> None:
+            async for event in flow.watch(watched, poll_interval=0.05):
+                into.append(event)
+
+        watcher = asyncio.create_task(collect(run_id, events))
+        await asyncio.sleep(0.2)  # the watcher has seen the queued run
+        async with flow.worker():
+            await flow.result(run_id, timeout=30)
+            await asyncio.wait_for(watcher, timeout=10)
+
+        # A fork's copied history is seen before the run starts: the states it went
+        # through are reported in order all the same, the initial one first, once.
+        forked = await flow.fork(run_id, from_step="three")
+        watcher = asyncio.create_task(collect(forked, fork_events))
+        await asyncio.sleep(0.2)
+        async with flow.worker():
+            await flow.result(forked, timeout=30)
+            await asyncio.wait_for(watcher, timeout=10)
+
+    entered = [(e.previous_state, e.state) for e in events if e.kind == "state_changed"]
+    assert entered == [(None, "one"), ("one", "two"), ("two", "three")]
+    kinds = [(e.kind, e.state or e.name or e.status) for e in events]
+    assert kinds[0] == ("status_changed", "queued") and kinds[-1] == ("status_changed", "succeeded")
+    # Each state is reported entered before its handler's record, and after the
+    # record of the transition into it.
+    for state in ("one", "two", "three"):
+        position = kinds.index(("state_changed", state))
+        assert position < kinds.index(("step_finished", f"state:{state}"))
+    for left, state in (("one", "two"), ("two", "three")):
+        position = kinds.index(("state_changed", state))
+        assert kinds.index(("step_finished", f"{left} -> {state}")) == position - 1
+    assert {e.step_kind for e in events if e.kind == "step_finished"} == {"state", "transition"}
+    fork_entered = [(e.previous_state, e.state) for e in fork_events if e.kind == "state_changed"]
+    assert fork_entered == entered

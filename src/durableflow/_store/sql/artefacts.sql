@@ -250,14 +250,18 @@ SELECT workflow, keep_seconds,
 FROM {schema}.retention ORDER BY workflow;
 
 -- name: watch_run
--- flow.watch(): the run's status as it changes.
-SELECT status, updated_at FROM {schema}.runs WHERE id = $1;
+-- flow.watch(): the run's status as it changes, and what a graph run's first state
+-- event needs (which graph, and when the run started walking it).
+SELECT status, updated_at, started_at, workflow, version FROM {schema}.runs WHERE id = $1;
 
 -- name: watch_steps
 -- flow.watch(): checkpoints that committed since $2 (the caller subtracts a margin
 -- and drops those it has already reported: finished_at is the committing
--- transaction's start, so a slow transaction can commit an earlier time later).
-SELECT step_id, name, kind, attempt, error IS NOT NULL AS failed, finished_at, artefact_key
+-- transaction's start, so a slow transaction can commit an earlier time later). A graph
+-- run's transition also gives the states it leaves and enters.
+SELECT step_id, name, kind, attempt, error IS NOT NULL AS failed, finished_at, artefact_key,
+       CASE WHEN kind = 'transition' THEN output ->> 'from' END AS left_state,
+       CASE WHEN kind = 'transition' THEN output ->> 'to' END AS entered_state
 FROM {schema}.steps
 WHERE run_id = $1 AND finished_at >= $2
 ORDER BY finished_at, step_id;
