@@ -148,12 +148,19 @@ class ArtefactStore:
             )
         return row
 
-    async def first_step_named(self, run_id: UUID, name: str) -> int | None:
+    async def first_step_named(self, run_id: UUID, name: str, state_record: str) -> int | None:
+        """The first step named ``name``, or recorded as ``state_record`` (kind ``state``)."""
         with translate_errors(self._schema, "finding the stage to replay from"):
             found: int | None = await self._store.pool.fetchval(
-                self._queries.first_step_named, run_id, name
+                self._queries.first_step_named, run_id, name, state_record
             )
         return found
+
+    async def stage_names(self, run_id: UUID, limit: int) -> list[tuple[str, str]]:
+        """``(name, kind)`` of the run's steps and graph states, in first-run order."""
+        with translate_errors(self._schema, "listing the stages of a run"):
+            rows = await self._store.pool.fetch(self._queries.stage_names, run_id, limit)
+        return [(row["name"], row["kind"]) for row in rows]
 
     async def source_steps(self, run_id: UUID, before: int) -> list[SourceStep]:
         with translate_errors(self._schema, "reading the checkpoints to replay or fork"):

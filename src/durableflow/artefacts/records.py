@@ -67,7 +67,7 @@ class PruneResult:
         self.skipped.extend(other.skipped)
 
 
-RunEventKind = Literal["status_changed", "step_finished", "artefact_written"]
+RunEventKind = Literal["status_changed", "step_finished", "artefact_written", "state_changed"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,10 @@ class RunEvent:
       waits record other kinds), ``failed``, and ``key`` when the step's output was
       written as an artefact;
     - ``artefact_written``: ``key``, ``step_id``, ``name`` (the step's, or the file's),
-      ``sha256`` and ``size``.
+      ``sha256`` and ``size``;
+    - ``state_changed`` (graph runs): ``state`` is the state the run entered,
+      ``previous_state`` the one it left (None for the initial state, entered when the
+      run starts).
     """
 
     kind: RunEventKind
@@ -93,3 +96,5 @@ class RunEvent:
     sha256: str | None = None
     size: int | None = None
     step_kind: str | None = None
+    state: str | None = None
+    previous_state: str | None = None

@@ -14,6 +14,10 @@ came from, so the lineage of what the new run computes points at those artefacts
 
 **Fork** (``flow.fork(run_id, from_step=...)``) copies the checkpoints before
 ``from_step`` from the database as they are (DBOS's fork): no storage involved.
+
+A stage is named as its checkpoints are (a step's name, a graph state's ``state:<name>``)
+or, for a graph run, by the state's plain name: ``from_stage="review"`` finds the first
+execution of state ``review``'s handler, recorded as ``state:review``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from uuid import UUID
 
 from durableflow._store.artefacts import ArtefactStore, DerivedRun, SourceStep
 from durableflow.artefacts.values import config_to_json, name_argument
+from durableflow.engine.graphs import STATE_KIND, STATE_STEP_PREFIX, state_step_name
 from durableflow.engine.ids import uuid7
 from durableflow.errors import (
     ArtefactNotFound,
@@ -43,6 +48,9 @@ results; a replay copies them from the database as they are.
 """
 
 PREFLIGHT_CONCURRENCY = 8
+
+STAGES_LISTED = 30
+"""How many of a run's stage names the error for an unknown stage lists."""
 
 
 def _derived_from(source: Any, **changes: Any) -> DerivedRun:
@@ -70,6 +78,25 @@ async def _source(sql: ArtefactStore, run_id: UUID) -> Any:
     return source
 
 
+async def _first_execution(sql: ArtefactStore, run_id: UUID, name: str) -> int | None:
+    """The step id of the first execution of the step or graph state ``name``."""
+    return await sql.first_step_named(run_id, name, state_step_name(name))
+
+
+async def _stages_that_ran(sql: ArtefactStore, run_id: UUID) -> str:
+    """The run's step and state names, for an error naming a stage that never ran."""
+    names = [
+        name.removeprefix(STATE_STEP_PREFIX) if kind == STATE_KIND else name
+        for name, kind in await sql.stage_names(run_id, STAGES_LISTED + 1)
+    ]
+    if not names:
+        return "no step or state of it has a checkpoint yet"
+    listed = ", ".join(repr(name) for name in names[:STAGES_LISTED])
+    return f"the steps and states that ran: {listed}" + (
+        ", ..." if len(names) > STAGES_LISTED else ""
+    )
+
+
 async def replay(
     sql: ArtefactStore,
     storage: StorageProtocol,
@@ -85,12 +112,12 @@ async def replay(
     config_json, config_hash = (
         config_to_json(config) if config is not None else (source["config"], source["config_hash"])
     )
-    first = await sql.first_step_named(run_id, from_stage)
+    first = await _first_execution(sql, run_id, from_stage)
     if first is None:
         raise ReplayError(
             run_id,
-            f"no step or state named {from_stage!r} ran in it; replay from a stage that "
-            "has a checkpoint (flow.steps(run_id) lists them)",
+            f"no step or state named {from_stage!r} ran in it; "
+            f"{await _stages_that_ran(sql, run_id)}",
         )
     steps = await sql.source_steps(run_id, first)
     seeded = await _preflight(run_id, storage, steps, inline_max_bytes)
@@ -158,10 +185,14 @@ async def _read_verified(
 async def fork(sql: ArtefactStore, run_id: UUID, *, from_step: int | str) -> UUID:
     """Start a fork that continues from ``from_step``; returns the new run's id."""
     if isinstance(from_step, str):
-        found = await sql.first_step_named(run_id, name_argument(from_step, "from_step"))
+        found = await _first_execution(sql, run_id, name_argument(from_step, "from_step"))
         if found is None:
             await _source(sql, run_id)  # an unknown run is RunNotFound, not a bad step
-            raise InvalidFieldValue("from_step", f"no step named {from_step!r} ran in run {run_id}")
+            raise InvalidFieldValue(
+                "from_step",
+                f"no step or state named {from_step!r} ran in run {run_id} (give one of "
+                f"its names, or a step id); {await _stages_that_ran(sql, run_id)}",
+            )
         before = found
     elif isinstance(from_step, int) and not isinstance(from_step, bool) and from_step >= 0:
         before = from_step

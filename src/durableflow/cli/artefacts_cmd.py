@@ -6,7 +6,8 @@
 - ``runs prune ID`` / ``runs prune --older-than 30d|--before ISO [--workflow W]
   [--status S]`` / ``runs prune --apply-retention``: delete finished runs, storage first
   (by age: with a progress bar on a terminal)
-- ``runs watch ID``: print the run's events until it finishes
+- ``runs watch ID``: print the run's events (a graph run's states included) until it
+  finishes
 - ``lineage KEY [--down] [--depth N]``: what an artefact was made from (or made into)
 
 Each takes the operator commands' ``--dsn``, ``--schema``, ``-a/--app`` and ``--json``
@@ -56,7 +57,11 @@ def register(subparsers: Any) -> None:
         "(sha256-verified); the rest runs anew. Nothing starts if an artefact is missing.",
     )
     replay.add_argument("run_id", metavar="ID")
-    replay.add_argument("--from-stage", required=True, help="step (or graph state) to rerun from")
+    replay.add_argument(
+        "--from-stage",
+        required=True,
+        help="step name to rerun from; for a graph run a state name (or state:NAME)",
+    )
     replay.add_argument("--config", metavar="JSON", help="new configuration (default: the run's)")
     _options(replay)
     replay.set_defaults(func=replay_command)
@@ -66,7 +71,11 @@ def register(subparsers: Any) -> None:
         help="start a new run continuing from a step, history copied from the database",
     )
     fork.add_argument("run_id", metavar="ID")
-    fork.add_argument("--from-step", required=True, help="step id, or step name")
+    fork.add_argument(
+        "--from-step",
+        required=True,
+        help="step id, or step name; for a graph run a state name (or state:NAME)",
+    )
     _options(fork)
     fork.set_defaults(func=fork_command)
 
@@ -243,7 +252,10 @@ async def watch_command(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(asdict(event), compact=True)
                 continue
-            detail = event.status or f"{event.name}#{event.step_id}"
+            if event.kind == "state_changed":
+                detail = f"{event.previous_state or '(start)'} -> {event.state}"
+            else:
+                detail = event.status or f"{event.name}#{event.step_id}"
             print(
                 f"{event.at.isoformat()} {event.kind} {detail}"
                 + (f" {event.key}" if event.key else ""),

@@ -57,8 +57,11 @@ class ArtefactsSurface(FlowCore):
         Every step before the first execution of ``from_stage`` returns the output read
         back from its artefact (sha256-verified), without running; ``from_stage`` and
         everything after it run anew, with ``config`` when given (else the original
-        run's). Raises ``ReplayError`` naming the key, and starts nothing, when an
-        artefact is missing or corrupt. The new run records ``replayed_from``.
+        run's). ``from_stage`` is a step's name or, for a graph run, a state's
+        (``"review"``, or its record's name ``"state:review"``). Raises ``ReplayError``
+        naming the key, and starts nothing, when an artefact is missing or corrupt, and
+        listing the stages that ran when ``from_stage`` did not. The new run records
+        ``replayed_from``.
 
         Example::
 
@@ -78,8 +81,9 @@ class ArtefactsSurface(FlowCore):
     async def fork(self, run_id: UUID | str, *, from_step: int | str) -> UUID:
         """Start a new run with the checkpoints before ``from_step`` copied from the database.
 
-        ``from_step`` is a step id, or a step name (its first execution). The new run
-        continues from there with the original input and configuration and records
+        ``from_step`` is a step id, or a step name (its first execution): for a graph
+        run, a state's name or its record's (``"review"``, ``"state:review"``). The new
+        run continues from there with the original input and configuration and records
         ``forked_from``.
         """
         service = await self._artefacts()
@@ -188,7 +192,8 @@ class ArtefactsSurface(FlowCore):
         self, run_id: UUID | str, *, poll_interval: float = 0.25
     ) -> AsyncIterator[RunEvent]:
         """The run's events as they happen: ``status_changed``, ``step_finished``,
-        ``artefact_written``; ends after the run's final status.
+        ``artefact_written``, and for a graph run ``state_changed`` (``state`` entered,
+        ``previous_state`` left); ends after the run's final status.
 
         Example::
 
@@ -198,7 +203,12 @@ class ArtefactsSurface(FlowCore):
         if not poll_interval > 0:
             raise InvalidFieldValue("poll_interval", "give a number of seconds > 0")
         service = await self._artefacts()
-        async for event in watch_run(service.sql, as_run_id(run_id), poll_interval=poll_interval):
+        async for event in watch_run(
+            service.sql,
+            as_run_id(run_id),
+            poll_interval=poll_interval,
+            initial_state=self._graph_initial,
+        ):
             yield event
 
 

@@ -115,7 +115,7 @@ class FlowCore:
         """The registered definition of a workflow given by name or by its function."""
         return self.registry.definition_of(workflow)
 
-    # -- graphs: GraphsSurface (surfaces/graphs.py) overrides these two --------------------
+    # -- graphs: GraphsSurface (surfaces/graphs.py) overrides these three------------------
 
     async def _resolve_definition(self, workflow: str | Any) -> WorkflowDefinition:
         """What ``flow.start`` runs for ``workflow``; graphs add published ones."""
@@ -123,6 +123,11 @@ class FlowCore:
 
     async def _graph_state(self, run_id: UUID, workflow: str, version: int) -> str | None:
         """The current state of a graph run; None for a workflow's run."""
+        return None
+
+    async def _graph_initial(self, workflow: str, version: int) -> str | None:
+        """The initial state of the graph runs of ``(workflow, version)`` walk; None for a
+        workflow."""
         return None
 
 

@@ -309,6 +309,11 @@ class GraphsSurface(FlowCore):
         published = await self._published_graphs()
         return await published.graphs.position(run_id) or picture.initial
 
+    async def _graph_initial(self, workflow: str, version: int) -> str | None:
+        """The initial state of graph ``(workflow, version)`` (None for a workflow)."""
+        picture = await self._graph_picture(workflow, version)
+        return picture.initial if picture is not None else None
+
     async def _graph_picture(self, name: str, version: int) -> Graph | None:
         """The graph a run of ``(name, version)`` walks, enough to draw it and name its
         states: registered, or published (actions this Flow lacks are stood in for,

@@ -141,7 +141,7 @@ async def _fork(flow: Any, run: RunDetail, form: Mapping[str, str]) -> ActionRes
 
 
 async def _replay(flow: Any, run: RunDetail, form: Mapping[str, str]) -> ActionResult:
-    stage = text_field(form, "from_stage", "stage (a step's name)")
+    stage = text_field(form, "from_stage", "stage (a step's or graph state's name)")
     config = json_field(form, "config", "configuration")
     new_id = await flow.replay(run.id, from_stage=stage, config=config)
     return ActionResult(f"replayed run {run.id} from stage {stage!r}", run_id=new_id)

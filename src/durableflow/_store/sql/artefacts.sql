@@ -80,8 +80,20 @@ SELECT id, workflow, version, code_hash, status, input::text AS input, config::t
 FROM {schema}.runs WHERE id = $1;
 
 -- name: first_step_named
--- Where a replay starts: the first execution of the stage (a step or graph state).
-SELECT min(step_id) FROM {schema}.steps WHERE run_id = $1 AND name = $2;
+-- Where a replay or fork starts: the first record named $2 (a step, or any record such
+-- as a graph state's "state:<name>"), or the first execution of the graph state whose
+-- handler's record is named $3 (so a graph run's stage can be given by its plain name).
+SELECT min(step_id) FROM {schema}.steps
+WHERE run_id = $1 AND (name = $2 OR (kind = 'state' AND name = $3));
+
+-- name: stage_names
+-- What a replay or fork could start from, for the error naming a stage that never ran:
+-- the names of a run's steps and graph states, in the order they first ran.
+SELECT name, kind FROM {schema}.steps
+WHERE run_id = $1 AND kind IN ('step', 'state')
+GROUP BY name, kind
+ORDER BY min(step_id)
+LIMIT $2;
 
 -- name: source_steps
 -- The checkpoints a replay republishes or a fork copies: all before step $2.
@@ -238,14 +250,18 @@ SELECT workflow, keep_seconds,
 FROM {schema}.retention ORDER BY workflow;
 
 -- name: watch_run
--- flow.watch(): the run's status as it changes.
-SELECT status, updated_at FROM {schema}.runs WHERE id = $1;
+-- flow.watch(): the run's status as it changes, and what a graph run's first state
+-- event needs (which graph, and when the run started walking it).
+SELECT status, updated_at, started_at, workflow, version FROM {schema}.runs WHERE id = $1;
 
 -- name: watch_steps
 -- flow.watch(): checkpoints that committed since $2 (the caller subtracts a margin
 -- and drops those it has already reported: finished_at is the committing
--- transaction's start, so a slow transaction can commit an earlier time later).
-SELECT step_id, name, kind, attempt, error IS NOT NULL AS failed, finished_at, artefact_key
+-- transaction's start, so a slow transaction can commit an earlier time later). A graph
+-- run's transition also gives the states it leaves and enters.
+SELECT step_id, name, kind, attempt, error IS NOT NULL AS failed, finished_at, artefact_key,
+       CASE WHEN kind = 'transition' THEN output ->> 'from' END AS left_state,
+       CASE WHEN kind = 'transition' THEN output ->> 'to' END AS entered_state
 FROM {schema}.steps
 WHERE run_id = $1 AND finished_at >= $2
 ORDER BY finished_at, step_id;
