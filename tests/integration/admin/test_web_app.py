@@ -132,7 +132,7 @@ async def test_action_input_is_validated_and_refusals_are_not_server_errors(
         status, answer = await act(finished, "signal", name="go", payload="1")
         assert status == 409 and "cancelled" in str(answer["message"])
         status, answer = await act(finished, "fork", from_step="nope")
-        assert status == 400 and "no step named 'nope'" in str(answer["message"])
+        assert status == 400 and "no step or state named 'nope'" in str(answer["message"])
         status, answer = await act(finished, "replay", from_stage="nope", config="[")
         assert status == 400 and "configuration is not valid JSON" in str(answer["message"])
         status, answer = await act("not-a-run", "signal", name="go")
