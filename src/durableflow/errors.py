@@ -3,7 +3,8 @@
 ::
 
     DurableFlowError                 base of everything below; catch this to catch us all
-    ├── ConfigurationError           a setting is missing or malformed (schema name, URL, session)
+    ├── ConfigurationError           a setting, name or duration is missing or malformed (schema
+    │                                name, URL, session, queue, signal name, sleep seconds)
     ├── DatabaseError                Postgres did not answer or refused (driver error attached;
     │   │                            ``transient`` says whether retrying can help)
     │   ├── EmbeddedPostgresError    the embedded Postgres (no URL configured) would not start
@@ -57,10 +58,16 @@ class DurableFlowError(Exception):
 class ConfigurationError(DurableFlowError):
     """A setting is missing or malformed.
 
-    Raised at construction time (``Flow(...)``, ``FlowSettings(...)``), never mid-run;
-    also when a worker starts or a call is given a ``session`` whose database is not the
-    schema's (``setting="sqlalchemy_engine"`` / ``"session"``, see docs/transactions.md).
-    Fix the named setting; nothing has been written.
+    Raised at construction time (``Flow(...)``, ``FlowSettings(...)``); also when a
+    worker starts or a call is given a ``session`` whose database is not the schema's
+    (``setting="sqlalchemy_engine"`` / ``"session"``, see docs/transactions.md); and
+    when a call is given a malformed option or name: a queue name or priority
+    (``flow.start``, ``ctx.start_child``), a signal name or event key, a duration that
+    is NaN, infinite, negative or over 100 years (``ctx.sleep``, a wait's ``timeout``),
+    a client ``timeout`` that is NaN or negative (``flow.result``, ``flow.get_event``).
+    The message names the workflow and the call where there is one, ``setting`` the
+    argument. Fix it; nothing has been written. Raised in a workflow body, it fails
+    that run only (or the workflow catches it).
     """
 
     def __init__(self, message: str, *, setting: str | None = None) -> None:
@@ -243,8 +250,9 @@ class SerializationError(DurableFlowError):
     Also raised for values JSON (or Postgres) cannot carry faithfully, instead of
     silently changing them: a string containing U+0000, a float NaN or infinity, a
     dict key that is not a string where the annotation does not say how to convert
-    it, a generator (consumed once), an idempotency key or correlation id over 512
-    UTF-8 bytes. Raised where the value enters durableflow (``start``, a step's
+    it, a generator (consumed once), an idempotency key (of a run, a child run or a
+    signal) or correlation id over 512 UTF-8 bytes or holding NUL. Raised where the
+    value enters durableflow (``start``, ``send_signal``, ``ctx.start_child``, a step's
     return, a workflow's return), so it affects only its own run.
 
     ``what`` names the value (``"output of step 'fetch'"``); ``type_name`` its annotation;

@@ -30,10 +30,11 @@ from uuid import UUID
 
 from durableflow.engine.context import INHERIT_DEADLINE as INHERIT
 from durableflow.engine.ids import as_run_id
+from durableflow.engine.limits import check_name, check_start_options, wait_seconds, wake_time
 from durableflow.engine.payloads import payload_json
 from durableflow.engine.registry import StepDefinition, _annotations
 from durableflow.engine.steps import make_step_callable
-from durableflow.errors import LeaseLost, WorkflowFailed
+from durableflow.errors import ConfigurationError, LeaseLost, WorkflowFailed
 
 if TYPE_CHECKING:
     from durableflow.engine.context import FlowContext, RunState
@@ -169,9 +170,12 @@ def _release(entry: _Blocked) -> None:
 class RunWaits:
     """The waits of one execution of one run, and the decision to park it."""
 
-    def __init__(self, run: RunState, services: WaitServices, *, max_payload_bytes: int) -> None:
+    def __init__(
+        self, run: RunState, services: WaitServices, *, workflow: str, max_payload_bytes: int
+    ) -> None:
         self.run = run
         self.services = services
+        self.workflow = workflow  # names the run's workflow in the errors of bad calls
         self.max_payload_bytes = max_payload_bytes
         self.correlation_id: str | None = None  # given to child runs
         self.in_flight = 0  # steps and wait checks executing now
@@ -397,13 +401,16 @@ class RunWaits:
 
     # -- sleeps -------------------------------------------------------------------------------
 
+    def _where(self, call: str) -> str:
+        """Names a call in the errors of its bad arguments: the workflow, then the call."""
+        return f"workflow {self.workflow!r}, {call}"
+
     def sleep(self, seconds: float) -> Awaitable[None]:
-        seconds = _seconds(seconds, "sleep(seconds)")
+        seconds = wait_seconds(seconds, "seconds", self._where("ctx.sleep()"))
         return self._sleep(self.run.assign_step_id(), seconds, None)
 
     def sleep_until(self, when: datetime) -> Awaitable[None]:
-        if not isinstance(when, datetime) or when.tzinfo is None:
-            raise ValueError("sleep_until() needs a timezone-aware datetime")
+        when = wake_time(when, self.services.now(), self._where("ctx.sleep_until()"))
         return self._sleep(self.run.assign_step_id(), None, when)
 
     async def _sleep(self, step_id: int, seconds: float | None, when: datetime | None) -> None:
@@ -431,9 +438,10 @@ class RunWaits:
     # -- signals ------------------------------------------------------------------------------
 
     def wait_for_signal(self, name: str, timeout: float | None) -> Awaitable[Any]:
-        _check_name(name, "signal name")
+        where = self._where("ctx.wait_for_signal()")
+        check_name(name, "signal name", where)
         if timeout is not None:
-            timeout = _seconds(timeout, "wait_for_signal(timeout)")
+            timeout = wait_seconds(timeout, "timeout", where)
         step_id = self.run.assign_step_id()
         timer_id = self.run.assign_step_id() if timeout else None
         return self._wait_for_signal(step_id, timer_id, name, timeout)
@@ -471,7 +479,7 @@ class RunWaits:
                 return json.loads(delivered).get("payload")
 
     def send_signal(self, run_id: UUID | str, name: str, payload: Any) -> Awaitable[None]:
-        _check_name(name, "signal name")
+        check_name(name, "signal name", self._where("ctx.send_signal()"))
         target = as_run_id(run_id)
         what = f"payload of signal {name!r} to run {target}"
         text = payload_json(payload, what, max_bytes=self.max_payload_bytes)
@@ -490,7 +498,7 @@ class RunWaits:
     # -- events -------------------------------------------------------------------------------
 
     def set_event(self, key: str, value: Any) -> Awaitable[None]:
-        _check_name(key, "event key")
+        check_name(key, "event key", self._where("ctx.set_event()"))
         text = payload_json(value, f"value of event {key!r}", max_bytes=self.max_payload_bytes)
         return self._set_event(self.run.assign_step_id(), key, text)
 
@@ -502,10 +510,11 @@ class RunWaits:
         await self._checked(self.services.set_event(self.run, step_id, name, key, value))
 
     def get_event(self, run_id: UUID | str, key: str, timeout: float | None) -> Awaitable[Any]:
-        _check_name(key, "event key")
+        where = self._where("ctx.get_event()")
+        check_name(key, "event key", where)
         target = as_run_id(run_id)
         if timeout is not None:
-            timeout = _seconds(timeout, "get_event(timeout)")
+            timeout = wait_seconds(timeout, "timeout", where)
         step_id = self.run.assign_step_id()
         timer_id = self.run.assign_step_id() if timeout else None
         return self._get_event(step_id, timer_id, target, key, timeout)
@@ -557,9 +566,17 @@ class RunWaits:
         queue: str | None,
         timeout: Any,
     ) -> Awaitable[UUID]:
+        child = self.services.workflow_name(workflow)
+        where = self._where(f"ctx.start_child({child!r})")
         if timeout is not INHERIT and timeout is not None:
-            timeout = _seconds(timeout, "start_child(timeout)")
-        name = f"start_child:{self.services.workflow_name(workflow)}"
+            timeout = wait_seconds(timeout, "timeout", where)
+        check_start_options(
+            f"child workflow {child!r} from workflow {self.workflow!r} (ctx.start_child)",
+            workflow=self.workflow,
+            idempotency_key=idempotency_key,
+            queue=queue,
+        )
+        name = f"start_child:{child}"
         step_id = self.run.assign_step_id()
         return self._start_child(step_id, name, workflow, input, idempotency_key, queue, timeout)
 
@@ -630,7 +647,10 @@ class RunWaits:
     def wait_first(self, run_ids: Sequence[UUID | str]) -> Awaitable[UUID]:
         targets = [as_run_id(r) for r in run_ids]
         if not targets:
-            raise ValueError("wait_first() needs at least one run id")
+            raise ConfigurationError(
+                f"{self._where('ctx.wait_first()')}: run_ids is empty; give at least one run id",
+                setting="run_ids",
+            )
         return self._wait_first(self.run.assign_step_id(), targets)
 
     async def _wait_first(self, step_id: int, targets: list[UUID]) -> UUID:
@@ -707,16 +727,3 @@ class RunWaits:
         call = make_step_callable(definition, max_payload_bytes=self.max_payload_bytes)
         result: Awaitable[Any] = call(ctx, *args, **kwargs)
         return result
-
-
-def _seconds(value: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ValueError(f"{what} must be a number of seconds, not {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, not {value!r}")
-    return float(value)
-
-
-def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
-        raise ValueError(f"a {what} must be a non-empty string of at most 200 characters")

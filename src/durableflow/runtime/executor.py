@@ -148,7 +148,7 @@ class RunExecutor:
         ):
             return
         self._states[claimed.id] = state
-        waits = self.waiting.begin(state, claimed.correlation_id)  # -- waits
+        waits = self.waiting.begin(state, claimed.workflow, claimed.correlation_id)  # -- waits
         try:
             await self._run_workflow(claimed, owner, definition, state, log_extra)
         finally:

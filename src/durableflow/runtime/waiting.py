@@ -147,9 +147,11 @@ class WaitingRuns:
 
     # -- executor hooks ------------------------------------------------------------------------
 
-    def begin(self, state: RunState, correlation_id: str | None) -> RunWaits:
+    def begin(self, state: RunState, workflow: str, correlation_id: str | None) -> RunWaits:
         """The waits of one execution; ``end()`` it when the execution ends."""
-        waits = RunWaits(state, self, max_payload_bytes=self._settings.max_payload_bytes)
+        waits = RunWaits(
+            state, self, workflow=workflow, max_payload_bytes=self._settings.max_payload_bytes
+        )
         waits.correlation_id = correlation_id
         state.waits = waits
         self._executing[state.run_id] = waits
@@ -274,7 +276,11 @@ class WaitingRuns:
         input_json: str | None = None
         if definition.takes_input:
             codec = Codec(
-                definition.input_type, f"input of workflow {definition.name!r}", max_bytes=max_bytes
+                definition.input_type,
+                f"input of workflow {definition.name!r}",
+                max_bytes=max_bytes,
+                root="input",
+                workflow=definition.name,
             )
             input_json = codec.dumps(codec.validate(input))
         waits = parent.waits

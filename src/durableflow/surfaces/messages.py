@@ -11,7 +11,9 @@ from uuid import UUID
 
 from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.waits import WaitStore
+from durableflow.engine.limits import check_name, client_timeout
 from durableflow.engine.payloads import payload_json
+from durableflow.engine.serialization import check_key
 from durableflow.errors import RunNotFound
 from durableflow.runtime.waiting import send_signal
 from durableflow.surfaces.base import FlowCore, as_run_id
@@ -61,18 +63,22 @@ class MessagesSurface(FlowCore):
         The run receives it with ``ctx.wait_for_signal(name)``, now or later, exactly
         once; a parked run waiting for it is woken at once. The same
         ``idempotency_key`` twice for one run stores one signal. Raises
-        ``RunNotFound``, ``RunFinished`` (nothing will receive it), or
+        ``RunNotFound``, ``RunFinished`` (nothing will receive it),
         ``SerializationError`` naming the signal when the payload is not faithful JSON
-        or is too large. With ``session`` (a SQLAlchemy ``AsyncSession`` or
-        ``AsyncConnection`` on the schema's database), the signal is stored in the
-        caller's transaction: it exists, and wakes the run, only once the caller commits.
+        or is too large, or when the ``idempotency_key`` is over 512 UTF-8 bytes or holds
+        NUL, and ``ConfigurationError`` for a ``name`` that is not a non-empty string of
+        at most 200 characters; all before anything is written. With ``session`` (a
+        SQLAlchemy ``AsyncSession`` or ``AsyncConnection`` on the schema's database), the
+        signal is stored in the caller's transaction: it exists, and wakes the run, only
+        once the caller commits.
         Example::
 
             await flow.send_signal(run_id, "approve", {"by": "ops"})
         """
         target = as_run_id(run_id)
-        if not isinstance(name, str) or not name or len(name) > 200 or "\x00" in name:
-            raise ValueError("a signal name must be a non-empty string of at most 200 characters")
+        where = f"flow.send_signal() to run {target}"
+        check_name(name, "signal name", where)
+        check_key(idempotency_key, f"idempotency key of signal {name!r} to run {target}")
         text = payload_json(
             payload,
             f"payload of signal {name!r} to run {target}",
@@ -112,8 +118,13 @@ class MessagesSurface(FlowCore):
     async def get_event(self, run_id: UUID | str, key: str, timeout: float | None = None) -> Any:
         """The latest value a run set under ``key`` (``ctx.set_event``), waiting until it
         is set; ``None`` after ``timeout`` seconds, or once the run finished without
-        setting it. ``RunNotFound`` for an unknown run."""
+        setting it. ``RunNotFound`` for an unknown run. ``timeout=None`` (or ``math.inf``)
+        waits as long as it takes; a NaN, negative or non-number ``timeout`` is refused
+        with ``ConfigurationError``."""
         target = as_run_id(run_id)
+        where = f"flow.get_event() from run {target}"
+        check_name(key, "event key", where)
+        timeout = client_timeout(timeout, where)
         store = await self._wait_store()
         loop = asyncio.get_running_loop()
         give_up = None if timeout is None else loop.time() + timeout

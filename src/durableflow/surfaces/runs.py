@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,8 @@ from durableflow._store.queues import QueueStore
 from durableflow._store.records import FINAL_STATUSES, ClaimedRun, NewRun
 from durableflow.artefacts.values import config_to_json
 from durableflow.engine.ids import uuid7
-from durableflow.engine.serialization import MAX_KEY_BYTES, Codec, check_key
+from durableflow.engine.limits import MAX_WAIT_SECONDS, check_start_options, client_timeout
+from durableflow.engine.serialization import Codec
 from durableflow.errors import (
     ConfigurationError,
     DuplicateRun,
@@ -138,23 +138,32 @@ class RunsSurface(FlowCore):
                 "dedup_key needs queue=...: a dedup key is unique within one queue",
                 setting="dedup_key",
             )
-        if timeout is not None and (isinstance(timeout, bool) or not 0 < timeout < math.inf):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not 0 < timeout <= MAX_WAIT_SECONDS
+        ):
             raise ConfigurationError(
-                f"timeout must be a finite number of seconds > 0, not {timeout!r}",
+                f"timeout must be a finite number of seconds > 0 and <= {MAX_WAIT_SECONDS} "
+                f"(100 years), not {timeout!r}",
                 setting="timeout",
             )
-        if isinstance(delay, bool) or not 0 <= delay < math.inf:
+        if isinstance(delay, bool) or not 0 <= delay <= MAX_WAIT_SECONDS:
             raise ConfigurationError(
-                f"delay must be a finite number of seconds >= 0, not {delay!r}", setting="delay"
+                f"delay must be a finite number of seconds >= 0 and <= {MAX_WAIT_SECONDS} "
+                f"(100 years), not {delay!r}",
+                setting="delay",
             )
         definition = await self._resolve_definition(workflow)  # -- graphs: also published ones
         max_bytes = self.settings.max_payload_bytes
         what = f"workflow {definition.name!r}"
-        check_key(idempotency_key, f"idempotency key of {what}", workflow=definition.name)
-        check_key(correlation_id, f"correlation id of {what}", workflow=definition.name)
-        check_key(dedup_key, f"dedup key of {what}", workflow=definition.name)
-        _check_queue(queue, what)
-        _check_priority(priority, what)
+        check_start_options(
+            what,
+            workflow=definition.name,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            dedup_key=dedup_key,
+            queue=queue,
+            priority=priority,
+        )
         if definition.takes_input:
             codec = Codec(
                 definition.input_type,
@@ -282,9 +291,12 @@ class RunsSurface(FlowCore):
         cancelled, ``RunBlocked`` if it is blocked for an operator (its code changed
         without a version bump; ``flow.resume()`` it, then wait again),
         ``ResultTimeout`` after ``timeout`` seconds (the run goes on), and
-        ``RunNotFound`` for an unknown id.
+        ``RunNotFound`` for an unknown id. ``timeout=None`` (or ``math.inf``) waits until
+        the run finishes; a NaN, negative or non-number ``timeout`` is refused with
+        ``ConfigurationError`` before anything is read.
         """
         run_id = as_run_id(run_id)
+        timeout = client_timeout(timeout, f"flow.result({run_id})")
         store = await self._connected()
         if self._results is None:
             self._results = ResultWaiters(store, self._is_executing_here, max_delay=0.5)
@@ -393,38 +405,3 @@ class RunsSurface(FlowCore):
                 row["id"], Outcome(row["workflow"], row["version"], "cancelled", None, row["error"])
             )
         return True
-
-
-def _check_queue(queue: str | None, what: str) -> None:
-    if queue is None:
-        return
-    if not isinstance(queue, str) or not queue or "\x00" in queue:
-        raise ConfigurationError(
-            f"starting {what}: queue name {queue!r} must be a non-empty string without U+0000",
-            setting="queue",
-        )
-    try:
-        size = len(queue.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ConfigurationError(
-            f"starting {what}: queue name {queue!r} is not valid UTF-8", setting="queue"
-        ) from None
-    if size > MAX_KEY_BYTES:
-        raise ConfigurationError(
-            f"starting {what}: the queue name is {size} bytes long in UTF-8, over the limit of "
-            f"{MAX_KEY_BYTES}",
-            setting="queue",
-        )
-
-
-def _check_priority(priority: int, what: str) -> None:
-    if (
-        not isinstance(priority, int)
-        or isinstance(priority, bool)
-        or not -(2**31) <= priority < 2**31
-    ):
-        raise ConfigurationError(
-            f"starting {what}: priority must be an integer between -2**31 and 2**31-1, "
-            f"not {priority!r}",
-            setting="priority",
-        )

@@ -207,3 +207,91 @@ async def test_rows_postgres_refuses_are_retried_one_by_one(database_url: str) -
         statuses = [(await flow.status(run_id)).status for run_id in good_ids]
         assert statuses == ["running"] + ["succeeded"] * (GOOD_RUNS - 1)
         assert len(await flow.steps(good_ids[0])) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "send_kwargs", "error", "words"),
+    [
+        ("go", {"idempotency_key": "k" * 600}, SerializationError, "600 bytes"),
+        ("go", {"idempotency_key": "k" * 5000}, SerializationError, "5000 bytes"),
+        ("go", {"idempotency_key": "a\x00"}, SerializationError, "U+0000"),
+        ("go", {"idempotency_key": 7}, SerializationError, "is a int"),
+        ("n" * 600, {}, ConfigurationError, "600 characters"),
+        (5, {}, ConfigurationError, "is a int"),
+        ("a\x00", {}, ConfigurationError, "U+0000"),
+    ],
+)
+async def test_bad_signal_values_are_refused_before_anything_is_written(
+    database_url: str, name: Any, send_kwargs: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="approval")
+    async def approval(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("go", timeout=60)
+
+    async with flow, flow.worker(concurrency=GOOD_RUNS + 2):
+        run_ids = [await flow.start("approval") for _ in range(GOOD_RUNS + 1)]
+        target = run_ids.pop(7)
+        sends = [
+            flow.send_signal(r, "go", {"n": i}, idempotency_key=f"go-{i}")
+            for i, r in enumerate(run_ids)
+        ]
+        sends.insert(7, flow.send_signal(target, name, {"bad": True}, **send_kwargs))
+        sent = await asyncio.gather(*sends, return_exceptions=True)
+        refused = sent.pop(7)
+        assert isinstance(refused, error), refused
+        assert words in str(refused) and str(target) in str(refused), str(refused)
+        assert ("signal name" if error is ConfigurationError else "idempotency key") in str(refused)
+        assert sent == [None] * GOOD_RUNS
+        results = await asyncio.gather(*(flow.result(r, timeout=30) for r in run_ids))
+        assert results == [{"n": i} for i in range(GOOD_RUNS)]
+        assert await flow.signals(target) == []  # nothing was stored for the refused send
+        await flow.cancel(target)
+
+
+CHILD_OPTIONS: dict[str, tuple[dict[str, Any], Any, str, list[str]]] = {
+    "long_key": ({"idempotency_key": "k" * 600}, 1, "SerializationError", ["600 bytes"]),
+    "nul_key": ({"idempotency_key": "k\x00"}, 1, "SerializationError", ["U+0000"]),
+    "long_queue": ({"queue": "q" * 600}, 1, "ConfigurationError", ["600 bytes", "queue"]),
+    "nul_queue": ({"queue": "a\x00"}, 1, "ConfigurationError", ["queue", "U+0000"]),
+    "nan_input": ({}, {"v": math.nan}, "SerializationError", ["input.v", "'kid'"]),
+}
+
+
+async def test_bad_child_start_values_fail_only_the_parent(database_url: str) -> None:
+    """``ctx.start_child`` checks what ``flow.start`` checks: the parent fails with the
+    same typed error, no child is created, good parents beside it succeed."""
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+    gate = Gate(GOOD_RUNS + len(CHILD_OPTIONS))
+
+    @flow.workflow(name="kid")
+    async def kid(ctx: FlowContext, x: Any) -> Any:
+        return x
+
+    @flow.workflow(name="parent")
+    async def parent(ctx: FlowContext, kind: str) -> Any:
+        await gate.wait()
+        if kind in CHILD_OPTIONS:
+            options, child_input, _, _ = CHILD_OPTIONS[kind]
+            return await ctx.run_child("kid", child_input, **options)
+        return await ctx.run_child("kid", kind, idempotency_key=f"kid-{kind}", queue="kids")
+
+    async with flow, flow.worker(concurrency=2 * GOOD_RUNS + 10, queues=["default", "kids"]):
+        kinds = [f"good-{i}" for i in range(GOOD_RUNS)] + list(CHILD_OPTIONS)
+        run_ids = [await flow.start("parent", kind) for kind in kinds]
+        outcomes = await asyncio.gather(
+            *(flow.result(r, timeout=30) for r in run_ids), return_exceptions=True
+        )
+        assert outcomes[:GOOD_RUNS] == kinds[:GOOD_RUNS]
+        for kind, outcome in zip(CHILD_OPTIONS, outcomes[GOOD_RUNS:], strict=True):
+            _, _, error_type, words = CHILD_OPTIONS[kind]
+            assert isinstance(outcome, WorkflowFailed), (kind, outcome)
+            assert outcome.error_type == f"durableflow.errors.{error_type}", (kind, outcome)
+            message = outcome.error["message"]
+            for word in words:
+                assert word in message, (kind, word, message)
+            if kind != "nan_input":
+                assert "workflow 'parent' (ctx.start_child)" in message, message
+        kids = await flow.list_runs(workflow="kid")
+        assert len(kids) == GOOD_RUNS  # no child of a refused start exists

@@ -1,0 +1,176 @@
+"""Bad arguments to durable waits are refused at the call, on a real Postgres.
+
+A sleep of ``inf`` or a thousand centuries, a NaN timeout, a signal name that is not a
+string: each is refused where the workflow makes the call, with a ``ConfigurationError``
+naming the workflow, the call and the argument, so the run fails once (or the workflow
+catches it), instead of Postgres refusing the wake-up time and the run being given
+back and claimed again in a loop. Good runs waiting beside it are unharmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from durableflow import ConfigurationError, Flow, FlowContext, WorkflowFailed
+from durableflow.engine.limits import MAX_WAIT_SECONDS
+
+GOOD_RUNS = 10
+FAR = datetime(9999, 12, 31, tzinfo=UTC)
+
+# kind: (the bad call, words its error names besides the workflow)
+BAD_CALLS: dict[str, tuple[Callable[[FlowContext], Awaitable[Any]], list[str]]] = {
+    "sleep_inf": (lambda ctx: ctx.sleep(math.inf), ["ctx.sleep()", "seconds", "inf"]),
+    "sleep_huge": (lambda ctx: ctx.sleep(1e12), ["ctx.sleep()", "seconds", "100 years"]),
+    "sleep_over": (lambda ctx: ctx.sleep(MAX_WAIT_SECONDS + 1), ["ctx.sleep()", "100 years"]),
+    "sleep_nan": (lambda ctx: ctx.sleep(math.nan), ["ctx.sleep()", "nan"]),
+    "sleep_negative": (lambda ctx: ctx.sleep(-5), ["ctx.sleep()", "below 0"]),
+    "sleep_text": (lambda ctx: ctx.sleep("1"), ["ctx.sleep()", "not a number"]),  # type: ignore[arg-type]
+    "sleep_until_far": (lambda ctx: ctx.sleep_until(FAR), ["ctx.sleep_until()", "9999"]),
+    "sleep_until_naive": (
+        lambda ctx: ctx.sleep_until(datetime(2030, 1, 1)),
+        ["ctx.sleep_until()", "timezone-aware"],
+    ),
+    "signal_timeout_inf": (
+        lambda ctx: ctx.wait_for_signal("go", timeout=math.inf),
+        ["ctx.wait_for_signal()", "timeout", "inf"],
+    ),
+    "signal_timeout_nan": (
+        lambda ctx: ctx.wait_for_signal("go", timeout=math.nan),
+        ["ctx.wait_for_signal()", "timeout", "nan"],
+    ),
+    "event_timeout_inf": (
+        lambda ctx: ctx.get_event(ctx.run_id, "k", timeout=math.inf),
+        ["ctx.get_event()", "timeout", "inf"],
+    ),
+    "child_timeout_inf": (
+        lambda ctx: ctx.start_child("good", 0, timeout=math.inf),
+        ["ctx.start_child('good')", "timeout", "inf"],
+    ),
+    "signal_name_int": (
+        lambda ctx: ctx.wait_for_signal(5, timeout=0),  # type: ignore[arg-type]
+        ["ctx.wait_for_signal()", "signal name", "is a int"],
+    ),
+    "signal_name_long": (
+        lambda ctx: ctx.wait_for_signal("n" * 600, timeout=0),
+        ["ctx.wait_for_signal()", "signal name", "600 characters"],
+    ),
+    "send_name_nul": (
+        lambda ctx: ctx.send_signal(ctx.run_id, "a\x00", 1),
+        ["ctx.send_signal()", "signal name", "U+0000"],
+    ),
+    "event_key_long": (
+        lambda ctx: ctx.set_event("k" * 5000, 1),
+        ["ctx.set_event()", "event key", "5000 characters"],
+    ),
+    "event_key_empty": (
+        lambda ctx: ctx.get_event(ctx.run_id, "", timeout=0),
+        ["ctx.get_event()", "event key", "is empty"],
+    ),
+}
+
+
+async def test_each_bad_wait_argument_fails_only_its_run_once(database_url: str) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="good")
+    async def good(ctx: FlowContext, n: int) -> int:
+        await ctx.sleep(0.2)
+        await ctx.wait_for_signal("go", timeout=0.3)
+        return n
+
+    @flow.workflow(name="edge")
+    async def edge(ctx: FlowContext, kind: str) -> str:
+        await BAD_CALLS[kind][0](ctx)
+        return "not refused"
+
+    async with flow, flow.worker(concurrency=GOOD_RUNS + len(BAD_CALLS) + 2):
+        good_ids = [await flow.start("good", n) for n in range(GOOD_RUNS)]
+        bad_ids = {kind: await flow.start("edge", kind) for kind in BAD_CALLS}
+        outcomes = await asyncio.gather(
+            *(flow.result(r, timeout=30) for r in bad_ids.values()), return_exceptions=True
+        )
+        for (kind, run_id), outcome in zip(bad_ids.items(), outcomes, strict=True):
+            assert isinstance(outcome, WorkflowFailed), (kind, outcome)
+            assert outcome.status == "failed", (kind, outcome)
+            assert outcome.error_type == "durableflow.errors.ConfigurationError", (kind, outcome)
+            message = outcome.error["message"]
+            for words in ["workflow 'edge'", *BAD_CALLS[kind][1]]:
+                assert words in message, (kind, words, message)
+            status = await flow.status(run_id)
+            assert status.claims == 1, (kind, status.claims)  # failed once: not given back
+            assert await flow.steps(run_id) == [], kind  # refused before anything was written
+        assert await asyncio.gather(*(flow.result(r, timeout=30) for r in good_ids)) == list(
+            range(GOOD_RUNS)
+        )
+
+
+async def test_a_workflow_can_catch_a_refused_wait_and_go_on(database_url: str) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="careful")
+    async def careful(ctx: FlowContext) -> dict[str, Any]:
+        try:
+            await ctx.sleep(math.inf)
+        except ConfigurationError as exc:
+            refused = {"setting": exc.setting, "message": str(exc)}
+        await ctx.sleep(0.01)  # the refused call took no step id: history stays aligned
+        return refused
+
+    async with flow, flow.worker(concurrency=2):
+        out = await flow.result(await flow.start("careful"), timeout=30)
+        assert out["setting"] == "seconds"
+        assert "workflow 'careful', ctx.sleep()" in out["message"]
+
+
+async def test_the_longest_allowed_sleep_is_recorded_and_parks(database_url: str) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="century")
+    async def century(ctx: FlowContext) -> str:
+        await ctx.sleep(MAX_WAIT_SECONDS)
+        return "woke"
+
+    async with flow, flow.worker(concurrency=2):
+        run_id = await flow.start("century")
+        for _ in range(200):
+            status = await flow.status(run_id)
+            if status.status == "waiting":
+                break
+            await asyncio.sleep(0.05)
+        assert status.status == "waiting" and status.claims == 1
+        assert status.available_at is not None
+        assert status.available_at - datetime.now(UTC) > timedelta(days=36000)
+        await flow.cancel(run_id)
+
+
+@pytest.mark.parametrize("timeout", [math.nan, -1, "1", True])
+async def test_client_timeouts_that_mean_nothing_are_refused(
+    database_url: str, timeout: Any
+) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="slow")
+    async def slow(ctx: FlowContext) -> int:
+        await ctx.wait_for_signal("go", timeout=60)
+        return 1
+
+    async with flow:  # no worker: the run stays queued, so only the refusal can end a call
+        run_id = await flow.start("slow")
+        for call in (flow.result(run_id, timeout=timeout), flow.get_event(run_id, "k", timeout)):
+            with pytest.raises(ConfigurationError) as refused:
+                await asyncio.wait_for(call, 5)
+            assert refused.value.setting == "timeout"
+            assert str(run_id) in str(refused.value) and repr(timeout) in str(refused.value)
+        # Valid values keep their meaning: 0 gives up at once, inf waits like None.
+        assert await flow.get_event(run_id, "k", timeout=0) is None
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flow.get_event(run_id, "k", timeout=math.inf), 0.3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(flow.result(run_id, timeout=math.inf), 0.3)
+        await flow.cancel(run_id)
