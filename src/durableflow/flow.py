@@ -375,7 +375,7 @@ class Flow(
                     self.registry,
                     self.code_hash,
                     list(self._declared_schedules.values()),
-                    retention=lambda: apply_retention(artefacts),
+                    retention=lambda epoch: apply_retention(artefacts, epoch=epoch),
                 )
                 if self.settings.leader_election
                 else None

@@ -6,7 +6,8 @@
   delete) reaches ``runs`` through the primary key, with 10,000 runs running
   elsewhere, whatever the statistics say: never analysed, analysed while none was
   running (the plan that scanned every running run), analysed, and analysed while all
-  were running before they all finished. No table is read without an index.
+  were running before they all finished. No table is read without an index (but the
+  one-row ``leader``, which retention's prune fences on).
 * A claim at 100,000 queued reads about LIMIT rows of the claim index and sorts at
   most LIMIT rows per queue, never the backlog.
 
@@ -57,6 +58,9 @@ NO_RUNS = {
     "list_step_attempts",
     "set_aside_step_errors",
 }
+# Tables of one row (a check constraint says so): reading all of one is reading its
+# row. The leader row is what a leader duty's statement fences on (prune_lock_run).
+SINGLE_ROW = {"leader"}
 
 
 @pytest_asyncio.fixture
@@ -227,7 +231,7 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
         "set_aside_step_errors": [run],
         "source_run": [run],
         "watch_run": [run],
-        "prune_lock_run": [run],
+        "prune_lock_run": [run, 1],  # the leader's fenced form; a user's passes NULL
         "prune_statuses": [runs],
         "delete_pruned_run": [run],
         "describe_run": [run],
@@ -257,7 +261,8 @@ async def assert_runs_are_found_by_primary_key(
                 assert "runs_pkey" in reached.get("runs", set()), f"{what}: {reached}"
                 assert reached["runs"] <= allowed, f"{what}: reaches runs via {reached['runs']}"
             for table, ways in reached.items():
-                assert not ways & {"Seq Scan"}, f"{what}: reads all of {table}"
+                if table not in SINGLE_ROW:
+                    assert not ways & {"Seq Scan"}, f"{what}: reads all of {table}"
             for node in nodes(plan):  # an index read from end to end finds nothing by key
                 if "Index Name" in node:
                     assert "Index Cond" in node, f"{what}: reads all of {node['Index Name']}"

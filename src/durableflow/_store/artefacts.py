@@ -267,19 +267,28 @@ class ArtefactStore:
             rows = await self._store.pool.fetch(self._queries.run_tables, self._schema)
         return prune_order([row["table_name"] for row in rows])
 
-    async def delete_run_rows(self, run_id: UUID, tables: Sequence[str]) -> dict[str, int] | None:
+    async def delete_run_rows(
+        self, run_id: UUID, tables: Sequence[str], *, epoch: int | None = None
+    ) -> tuple[bool, dict[str, int] | None]:
         """Delete the run's rows from ``tables`` and then the run row, in one transaction.
 
-        Returns rows deleted per table (``runs`` included), or None when the run is not
-        finished (nothing deleted). A run already gone deletes nothing and counts zero.
+        Returns (fenced in, rows deleted per table with ``runs``). With ``epoch`` (the
+        leader's retention duty) the transaction is fenced on that leader epoch:
+        (False, None) when it moved on, and nothing is deleted. Without, it is always
+        fenced in. The counts are None when the run is not finished (nothing deleted);
+        a run already gone deletes nothing and counts zero.
         """
         counts: dict[str, int] = {}
         schema = quote_schema(self._schema)
         with translate_errors(self._schema, "pruning a run"):
             async with self._store.pool.acquire() as connection, connection.transaction():
-                status = await connection.fetchval(self._queries.prune_lock_run, run_id)
+                lock = await connection.fetchrow(self._queries.prune_lock_run, run_id, epoch)
+                assert lock is not None
+                if not lock["fenced_in"]:
+                    return False, None
+                status = lock["status"]
                 if status is not None and status not in FINAL_STATUSES:
-                    return None
+                    return True, None
                 for table in tables:
                     # Names from the catalogue (run_tables), double-quoted: `"` cannot
                     # occur in them, the migrations create them.
@@ -291,7 +300,7 @@ class ArtefactStore:
                 counts["runs"] = _deleted(
                     await connection.execute(self._queries.delete_pruned_run, run_id)
                 )
-        return counts
+        return True, counts
 
     # -- retention -------------------------------------------------------------------
 

@@ -179,3 +179,9 @@ class LeaderStore:
             )
         assert row is not None
         return bool(row["fenced_in"]), int(row["removed"])
+
+    async def epoch_is(self, epoch: int) -> bool:
+        """Whether ``epoch`` is still the leader epoch (a check before an unfenceable write)."""
+        with translate_errors(self._store.schema, "checking the leader epoch"):
+            value = await self._store.pool.fetchval(self._store.queries.leader_epoch_is, epoch)
+        return value is not None

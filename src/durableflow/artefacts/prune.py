@@ -11,6 +11,14 @@ points to.
 A run that has not finished is refused (``PruneRefused``), and so is a run that a
 replay or fork still being executed reads from (its seeded history may point at this
 run's artefacts).
+
+Run by the leader (the retention duty), a prune is fenced on the leader epoch it was
+given: before each run's storage prefix it checks that the epoch is still current, and
+the transaction deleting the run's rows locks the leader row at that epoch
+(``prune_lock_run``), so it deletes nothing once another leader took office. Either
+refusal raises ``StaleEpoch`` and the pass stops there: a deposed leader deletes at
+most the prefix of the run it was on (which the next prune finishes, as after a
+crash). A user's prune has no epoch and no fence.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from durableflow._store.artefacts import ArtefactStore
+from durableflow._store.leader import LeaderStore
 from durableflow._store.records import FINAL_STATUSES
 from durableflow.artefacts.naming import RESOLVER
 from durableflow.artefacts.records import PruneResult
@@ -44,12 +53,28 @@ PruneProgress = Callable[[PruneResult, int], object]
 """``progress(done, total)`` of ``flow.prune(before=..., progress=...)``."""
 
 
-class Pruner:
-    """Prunes runs of one Flow: its storage and its artefact statements."""
+class StaleEpoch(Exception):  # an internal signal to the retention duty
+    """A fenced prune found that the leader epoch moved on; it deleted nothing more."""
 
-    def __init__(self, sql: ArtefactStore, storage: StorageProtocol) -> None:
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"leader epoch {epoch} is stale")
+        self.epoch = epoch
+
+
+class Pruner:
+    """Prunes runs of one Flow: its storage and its artefact statements.
+
+    With ``epoch`` (the leader's retention duty), every run's deletion is fenced on
+    that leader epoch, and ``StaleEpoch`` stops the prune when it moved on.
+    """
+
+    def __init__(
+        self, sql: ArtefactStore, storage: StorageProtocol, *, epoch: int | None = None
+    ) -> None:
         self._sql = sql
         self._storage = storage
+        self._epoch = epoch
+        self._leader = LeaderStore(sql.store)
         self._tables: list[str] | None = None
 
     async def _run_tables(self) -> list[str]:
@@ -79,8 +104,16 @@ class Pruner:
 
     async def _prune_one(self, run_id: UUID, *, refuse: bool) -> PruneResult:
         result = PruneResult()
+        tables = await self._run_tables()
+        # Storage cannot be fenced in SQL: check the epoch right before, so that a
+        # deposed leader stops before touching any further prefix.
+        if self._epoch is not None and not await self._leader.epoch_is(self._epoch):
+            raise StaleEpoch(self._epoch)
         result.artefacts = await self._storage.delete_prefix(RESOLVER.execution_prefix(str(run_id)))
-        counts = await self._sql.delete_run_rows(run_id, await self._run_tables())
+        fenced_in, counts = await self._sql.delete_run_rows(run_id, tables, epoch=self._epoch)
+        if not fenced_in:
+            assert self._epoch is not None  # only a fenced prune is ever refused
+            raise StaleEpoch(self._epoch)
         if counts is None:
             # It became unfinished between the check and the delete (resumed).
             if refuse:
@@ -160,15 +193,16 @@ def check_retention(keep: object, workflow: object) -> tuple[str, float | None]:
     return name, keep.total_seconds()
 
 
-async def apply_retention(service: ArtefactService) -> PruneResult:
+async def apply_retention(service: ArtefactService, *, epoch: int | None = None) -> PruneResult:
     """Prune what every retention policy says has expired; safe to run twice at once.
 
-    The leader's retention duty: a worker's ``RunExecutor`` holds the Flow's
-    ``ArtefactService`` (attached to its pool). Until the leader runs it, call
-    ``flow.apply_retention()`` (for example from a scheduled job).
+    The leader's retention duty passes its ``epoch``: every run's deletion is fenced on
+    it, and ``StaleEpoch`` stops the pass once another leader took office. Without an
+    epoch (``flow.apply_retention()``, for example from a scheduled job) nothing is
+    fenced.
     """
     sql = service.sql
-    pruner = Pruner(sql, service.storage)
+    pruner = Pruner(sql, service.storage, epoch=epoch)
     policies = await sql.retention_cutoffs()
     own = [workflow for workflow, _, _ in policies if workflow != DEFAULT_POLICY]
     total = PruneResult()

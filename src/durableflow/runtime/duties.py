@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from durableflow._store.leader import LeaderStore
 from durableflow._store.schedules import ScheduleDefinition, ScheduleStore
 from durableflow._store.store import Store
+from durableflow.artefacts.prune import StaleEpoch
 from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.runtime.leader import LeaderDuty, Leadership, NotLeader
@@ -30,28 +30,30 @@ logger = logging.getLogger("durableflow.leader")
 # Retention is coarse by nature (policies keep days, not seconds): once a minute is ample.
 RETENTION_INTERVAL = 60.0
 
-RetentionPass = Callable[[], Awaitable[object]]
+# One retention pass fenced on the given leader epoch; raises StaleEpoch when refused.
+RetentionPass = Callable[[int], Awaitable[object]]
 
 
 class RetentionDuty:
     """Applies the retention policies while this worker leads.
 
-    Pruning is idempotent and resumable (storage prefix, then rows, per run), so two
-    leaders overlapping for a moment prune the same runs at worst. The duty still
-    checks the epoch before each pass, so a deposed leader stops at once.
+    Every run's deletion is fenced on the epoch (see ``artefacts.prune``): the epoch is
+    checked before the run's storage prefix goes, and the transaction deleting its rows
+    locks the leader row at that epoch. A refusal stops the pass at once and steps this
+    worker down. Pruning is idempotent and resumable (storage prefix, then rows, per
+    run), so a run a deposed leader left half-pruned is finished by the next pass.
     """
 
     name = "retention"
 
-    def __init__(self, leader_store: LeaderStore, apply: RetentionPass) -> None:
-        self._leader_store = leader_store
+    def __init__(self, apply: RetentionPass) -> None:
         self._apply = apply
 
     async def __call__(self, epoch: int) -> float | None:
-        record = await self._leader_store.status()
-        if record.epoch != epoch:
-            raise NotLeader(epoch)
-        result = await self._apply()
+        try:
+            result = await self._apply(epoch)
+        except StaleEpoch as exc:
+            raise NotLeader(epoch) from exc
         logger.debug("retention pass: %s", result, extra={"event": "retention_applied"})
         return None
 
@@ -75,6 +77,6 @@ def build_leadership(
     )
     leadership.add_duty(LeaderDuty(schedules.name, schedules, interval=MAX_PASS_INTERVAL))
     if retention is not None:
-        duty = RetentionDuty(LeaderStore(store), retention)
+        duty = RetentionDuty(retention)
         leadership.add_duty(LeaderDuty(duty.name, duty, interval=RETENTION_INTERVAL))
     return leadership

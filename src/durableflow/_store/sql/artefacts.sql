@@ -138,9 +138,22 @@ SELECT $2, step_id, name, kind, output, error, attempt, started_at, finished_at,
 FROM {schema}.steps WHERE run_id = $1 AND step_id < $3;
 
 -- name: prune_lock_run
--- Inside the prune transaction: the run to delete, locked so that nothing (a resume)
--- can make it unfinished while its rows go.
-SELECT status FROM {schema}.runs WHERE id = $1 FOR UPDATE;
+-- Inside the prune transaction, its first statement: the run to delete, locked so that
+-- nothing (a resume) can make it unfinished while its rows go. The leader's retention
+-- duty passes its epoch ($2) and is fenced on it like every duty: the leader row is
+-- locked FOR SHARE at that epoch until the transaction ends (an epoch bump waits for
+-- it), and when the epoch moved on the run is not locked, fenced_in is false and the
+-- caller deletes nothing. A user's prune passes NULL: no fence, the leader row is not
+-- read. status is NULL when the run is gone (or not locked).
+WITH fence AS (
+    SELECT epoch FROM {schema}.leader WHERE epoch = $2 FOR SHARE
+), locked AS (
+    SELECT r.status FROM {schema}.runs AS r
+    WHERE r.id = $1 AND ($2::bigint IS NULL OR EXISTS (SELECT 1 FROM fence))
+    FOR UPDATE
+)
+SELECT $2::bigint IS NULL OR EXISTS (SELECT 1 FROM fence) AS fenced_in,
+       (SELECT status FROM locked) AS status;
 
 -- name: prune_statuses
 -- Before pruning by id: each run's status, and whether an unfinished replay or fork

@@ -53,3 +53,9 @@ WITH fence AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM fence) AS fenced_in, (SELECT count(*) FROM removed) AS removed;
+
+-- name: leader_epoch_is
+-- Whether $1 is still the leader epoch: what a duty checks before a write that no
+-- statement can fence (retention deleting a run's storage prefix). A check, not a
+-- fence: the duty's fenced statement after it is what decides.
+SELECT epoch FROM {schema}.leader WHERE epoch = $1;
