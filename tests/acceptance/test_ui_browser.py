@@ -510,7 +510,9 @@ async def test_fork_and_replay_from_the_run_page_and_lineage_links(
     form = page.locator("form[data-form=fork]")
     await form.locator("input[name=from_step]").fill("no_such_step")
     await form.locator("button[type=submit]").click()
-    await expect(page.locator("p.notice.failed")).to_contain_text("no step or state named 'no_such_step'")
+    await expect(page.locator("p.notice.failed")).to_contain_text(
+        "no step or state named 'no_such_step'"
+    )
     form = page.locator("form[data-form=fork]")
     await form.locator("input[name=from_step]").fill("1")
     await form.locator("button[type=submit]").click()

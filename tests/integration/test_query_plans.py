@@ -222,7 +222,7 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
         "list_steps": [run],
         "get_events": [run],
         "run_artefacts": [run],
-        "first_step_named": [run, "step"],
+        "first_step_named": [run, "step", "state:step"],
         "source_steps": [run, 10],
         "fork_steps": [run, runs[-1], 10],
         "watch_steps": [run, now],
