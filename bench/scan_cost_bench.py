@@ -2,19 +2,21 @@
 
 The statements a worker or the leader repeats (recovering the runs of dead workers,
 waking parked runs, expiring deadlines, claiming from a queue with priority aging,
-choosing runs to prune) and the queue overview, each timed on a schema holding SMALL
-runs of the shape it reads and on one holding LARGE, one execution of each in
-alternation, each inside a transaction rolled back afterwards (so every execution
-sees the same rows). Every statement returns at most its LIMIT (32; 100 for
-retention) from either size, so a flat statement costs the same on both. Statistics:
-analysed (``tests/integration/test_scan_plans.py`` asserts the plans with statistics
-never taken as well).
+choosing runs to prune, finding due schedules) and the queue overview, each timed on
+a schema holding SMALL runs (or schedules) of the shape it reads and on one holding
+LARGE, one execution of each in alternation, each inside a transaction rolled back
+afterwards (so every execution sees the same rows). Every statement returns at most
+its LIMIT (32; 100 for retention; the 3 due schedules) from either size, so a flat
+statement costs the same on both. Statistics: analysed
+(``tests/integration/test_scan_plans.py`` asserts the plans with statistics never
+taken as well).
 
 Shapes, SIZE runs each: recovery, SIZE running on 20 live workers plus 40 of a worker
 that died a moment ago (so older runs of live workers come first in updated_at order);
 waits, SIZE parked of which 100 are due and 100 past their deadline; aged claim,
 SIZE queued in a queue with priority_aging, five priority levels; retention, SIZE
-finished of 7 workflows; overview, the retention schema plus 150 runs in progress.
+finished of 7 workflows; overview, the retention schema plus 150 runs in progress;
+schedules, SIZE active schedules ticking within the next day plus 3 due (and no runs).
 
 Usage: python bench/scan_cost_bench.py DSN [--small N] [--large N] [--rounds N]
 (also ``flat_cost_bench.py DSN --scans``). Prints one JSON line: per statement the
@@ -81,6 +83,17 @@ SHAPES = {
         FROM (VALUES ('queued', NULL), ('running', 'w')) AS s(status, owner),
              generate_series(1, 75) AS g;
     """,
+    "schedules": """
+        INSERT INTO {s}.schedules (name, workflow, version, cron, timezone, last_tick,
+                                   next_tick, created_at, updated_at)
+        SELECT 's' || g, 'wf', 1, '0 * * * *', 'UTC', now() - interval '1 hour',
+               now() + make_interval(secs => 5 + g * 86400.0 / {size}), now(), now()
+        FROM generate_series(1, {size}) AS g
+        UNION ALL
+        SELECT 'due' || g, 'wf', 1, '* * * * *', 'UTC', now() - interval '1 hour',
+               now() - make_interval(secs => g * 20), now(), now()
+        FROM generate_series(1, 3) AS g;
+    """,
 }
 
 
@@ -111,6 +124,7 @@ def statements(queries: Queries) -> dict[str, tuple[str, str, list[Any]]]:
             [before, FINAL, "wf2", [], 100, []],
         ),
         "queue_overview": ("retention", queries.queue_overview, []),
+        "due_schedules (3 due)": ("schedules", queries.due_schedules, [500]),
     }
 
 
@@ -123,6 +137,7 @@ async def build(dsn: str, schema: str, shape: str, size: int) -> None:
         await conn.execute(f"ALTER TABLE {schema}.runs SET (autovacuum_enabled = false)")
         await conn.execute(SHAPES[shape].format(s=schema, size=size))
         await conn.execute(f"VACUUM ANALYZE {schema}.runs")
+        await conn.execute(f"VACUUM ANALYZE {schema}.schedules")
     finally:
         await conn.close()
 

@@ -2,7 +2,8 @@
 
 Each statement a worker or the leader runs over and over (recovering the runs of dead
 workers, waking parked runs, expiring deadlines, claiming from limited queues,
-choosing runs to prune) and the queue overview is executed under EXPLAIN ANALYZE on a
+choosing runs to prune, finding and firing due schedules) and the queue overview is
+executed under EXPLAIN ANALYZE on a
 table of 100,000 runs or more, generic and custom plan, never analysed and analysed,
 and must read and sort at most a small multiple of its LIMIT: no sequential scan of
 ``runs``, no sort of the backlog. Each is also executed for real and its answer
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -56,18 +58,19 @@ async def assert_reads_little(
     most_sorted: int,
     what: str,
     states: Sequence[str] = ("never analysed", "analysed"),
+    table: str = "runs",
 ) -> None:
     """Generic and custom plans, in each statistics state (never analysed, then
-    analysed), read and sort little. Leaves the table analysed."""
+    analysed), read and sort little of ``table``. Leaves the table analysed."""
     for statistics in states:
         if statistics == "analysed":
-            await conn.execute("ANALYZE durableflow.runs")
+            await conn.execute(f"ANALYZE durableflow.{table}")
         for generic in (True, False):
             plan = await explain(conn, sql, args, generic=generic, analyze=True)
             label = f"{what}, {'generic' if generic else 'custom'} plan, {statistics}"
-            assert "runs" not in plain_scans(plan), f"{label}: a sequential scan of runs"
-            read = rows_read(plan, "runs")
-            assert read <= most_read, f"{label}: read {read} rows of runs"
+            assert table not in plain_scans(plan), f"{label}: a sequential scan of {table}"
+            read = rows_read(plan, table)
+            assert read <= most_read, f"{label}: read {read} rows of {table}"
             sorted_ = rows_sorted(plan)
             assert sorted_ <= most_sorted, f"{label}: sorted {sorted_} rows"
 
@@ -358,3 +361,112 @@ async def test_listing_a_rare_queue_reads_a_page_not_the_newest_runs(
         connection, sql, args, most_read=LIMIT + 1, most_sorted=0, what="list_runs(queue=)"
     )
     assert len(await connection.fetch(sql, *args)) == LIMIT + 1
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+SCHEDULES = 10_000
+
+
+async def test_the_schedule_pass_reads_only_the_due_schedules(
+    connection: asyncpg.Connection, queries: Queries
+) -> None:
+    """due_schedules reads the schedules whose next tick has come (and those with none
+    computed yet), not every active schedule; firing them reads them by name."""
+    # 10,000 active schedules ticking within the next day, 3 of them due (one a minute
+    # ago), 2 with no next tick computed yet, 2,000 paused.
+    await connection.execute("ALTER TABLE durableflow.schedules SET (autovacuum_enabled = false)")
+    await connection.execute(
+        """
+        INSERT INTO durableflow.schedules (name, workflow, version, cron, timezone, paused,
+                                           last_tick, next_tick, created_at, updated_at)
+        SELECT 's' || g, 'wf', 1, '0 * * * *', 'UTC', false,
+               now() - interval '1 hour', now() + make_interval(secs => 5 + g * 8), now(), now()
+        FROM generate_series(1, $1) AS g
+        UNION ALL
+        SELECT 'due' || g, 'wf', 1, '* * * * *', 'UTC', false, now() - interval '1 hour',
+               now() - make_interval(secs => g * 20), now(), now()
+        FROM generate_series(1, 3) AS g
+        UNION ALL
+        SELECT 'new' || g, 'wf', 1, '* * * * *', 'UTC', false, now(), NULL, now(), now()
+        FROM generate_series(1, 2) AS g
+        UNION ALL
+        SELECT 'paused' || g, 'wf', 1, '* * * * *', 'UTC', true, now() - interval '1 day',
+               NULL, now(), now()
+        FROM generate_series(1, 2000) AS g
+        """,
+        SCHEDULES,
+    )
+    await assert_reads_little(
+        connection,
+        queries.due_schedules,
+        [500],
+        most_read=5 + 5,  # the 5 returned, the probe for the earliest upcoming tick
+        most_sorted=5,
+        what="due_schedules",
+        table="schedules",
+    )
+    rows = await connection.fetch(queries.due_schedules, 500)
+    assert sorted(row["name"] for row in rows) == ["due1", "due2", "due3", "new1", "new2"]
+    upcoming = await connection.fetchval(
+        "SELECT min(next_tick) FROM durableflow.schedules WHERE NOT paused AND next_tick > now()"
+    )
+    assert {row["upcoming"] for row in rows} == {upcoming}
+
+    # Nothing due: one row, the clock and the upcoming tick, and still no scan.
+    await connection.execute(
+        "UPDATE durableflow.schedules SET next_tick = now() + interval '1 day' "
+        "WHERE name LIKE 'due%' OR name LIKE 'new%'"
+    )
+    await assert_reads_little(
+        connection,
+        queries.due_schedules,
+        [500],
+        most_read=5,
+        most_sorted=0,
+        what="due_schedules, none due",
+        table="schedules",
+        states=["analysed"],
+    )
+    (row,) = await connection.fetch(queries.due_schedules, 500)
+    assert row["name"] is None and row["upcoming"] == upcoming
+
+    # Firing 3 schedules' ticks (and storing their next ticks) reads those 3 by name.
+    await connection.execute("UPDATE durableflow.leader SET epoch = 1")
+    tick = datetime.now(UTC).replace(second=0, microsecond=0)
+    names = ["due1", "due2", "due3"]
+    args = [
+        [uuid4() for _ in names],
+        names,
+        ["wf"] * 3,
+        [1] * 3,
+        [""] * 3,
+        ['{"context": null}'] * 3,
+        ["default"] * 3,
+        [tick] * 3,
+        [f"schedule:{name}:{tick.isoformat()}" for name in names],
+        "durableflow_test",
+        1,
+        names,
+        [tick - timedelta(hours=1)] * 3,
+        ["* * * * *"] * 3,
+        ["UTC"] * 3,
+        [tick + timedelta(minutes=1)] * 3,
+    ]
+    await assert_reads_little(
+        connection,
+        queries.fire_schedule_ticks,
+        args,
+        most_read=3 * 2,
+        most_sorted=10,
+        what="fire_schedule_ticks",
+        table="schedules",
+    )
+    fired = await connection.fetchrow(queries.fire_schedule_ticks, *args)
+    assert (fired["fenced_in"], fired["advanced"], fired["created"]) == (1, 3, 3)
+    stored = await connection.fetch(
+        "SELECT last_tick, next_tick FROM durableflow.schedules WHERE name = ANY($1)", names
+    )
+    assert {(row["last_tick"], row["next_tick"]) for row in stored} == {
+        (tick, tick + timedelta(minutes=1))
+    }

@@ -280,6 +280,10 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("fired_epoch", sa.BigInteger),
         sa.Column("created_at", timestamp, nullable=False),
         sa.Column("updated_at", timestamp, nullable=False),
+        # The first tick after last_tick; NULL while paused or not computed yet (the
+        # leader's pass computes it: Postgres cannot evaluate cron).
+        sa.Column("next_tick", timestamp),
+        sa.Index("schedules_next_tick_idx", "next_tick", postgresql_where=sa.text("NOT paused")),
     )
 
     sa.Table(

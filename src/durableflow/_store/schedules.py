@@ -1,8 +1,16 @@
-"""The schedules table: definitions kept by API calls, ticks fired by the leader."""
+"""The schedules table: definitions kept by API calls, ticks fired by the leader.
+
+Each active schedule stores ``next_tick``, the first tick after its ``last_tick``, so
+the leader's pass reads only the schedules due (``due_schedules``). Postgres cannot
+evaluate cron, so every write that moves ``last_tick`` or changes the cron takes a
+``next_after`` function (from ``runtime.schedules``) and stores what it returns, on
+the condition that the row did not change under it; otherwise it stores NULL, which
+the leader's next pass computes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +51,26 @@ class TickRun:
     idempotency_key: str
 
 
+# (cron, timezone, moment) -> the schedule's first tick strictly after moment.
+NextAfter = Callable[[str, str, datetime], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class NextTick:
+    """A schedule the leader's pass read: its next tick, and what that was computed from.
+
+    ``assumed_last_tick`` is the row's ``last_tick`` (or the pass's now when it had
+    none); ``next_tick`` is the first tick after the newest tick fired (or after
+    ``assumed_last_tick`` when none fired), under ``cron`` in ``timezone``.
+    """
+
+    schedule: str
+    cron: str
+    timezone: str
+    assumed_last_tick: datetime
+    next_tick: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class FireResult:
     """What a fenced ``fire_ticks`` did: ``fenced_in`` False means "not the leader"."""
@@ -59,9 +87,18 @@ class ScheduleStore:
         self._store = store
         self._queries = store.queries
 
-    async def upsert(self, definition: ScheduleDefinition, *, declared: bool = False) -> None:
+    async def _clock(self, names: Sequence[str]) -> tuple[datetime, dict[str, Any]]:
+        """The schema's clock and the rows of ``names`` that exist, by name."""
+        rows = await self._store.pool.fetch(self._queries.schedule_clock, list(names))
+        return rows[0]["now"], {row["name"]: row for row in rows if row["name"] is not None}
+
+    async def upsert(
+        self, definition: ScheduleDefinition, next_after: NextAfter, *, declared: bool = False
+    ) -> None:
         d = definition
         with translate_errors(self._store.schema, "saving a schedule"):
+            now, rows = await self._clock([d.name])
+            seen = rows[d.name]["last_tick"] if d.name in rows else None
             await self._store.pool.execute(
                 self._queries.upsert_schedule,
                 d.name,
@@ -73,11 +110,18 @@ class ScheduleStore:
                 d.queue,
                 d.catch_up,
                 declared,
+                now,
+                next_after(d.cron, d.timezone, seen or now),
+                seen,
             )
 
-    async def sync_declared(self, definitions: Sequence[ScheduleDefinition], epoch: int) -> int:
+    async def sync_declared(
+        self, definitions: Sequence[ScheduleDefinition], next_after: NextAfter, epoch: int
+    ) -> int:
         with translate_errors(self._store.schema, "saving declared schedules"):
-            rows = await self._store.pool.fetch(
+            now, rows = await self._clock([d.name for d in definitions])
+            seen = [rows[d.name]["last_tick"] if d.name in rows else None for d in definitions]
+            saved = await self._store.pool.fetch(
                 self._queries.sync_declared_schedules,
                 [d.name for d in definitions],
                 [d.workflow for d in definitions],
@@ -87,8 +131,14 @@ class ScheduleStore:
                 [d.queue for d in definitions],
                 [d.catch_up for d in definitions],
                 epoch,
+                now,
+                [
+                    next_after(d.cron, d.timezone, last or now)
+                    for d, last in zip(definitions, seen, strict=True)
+                ],
+                seen,
             )
-        return len(rows)
+        return len(saved)
 
     async def all(self) -> list[Any]:
         with translate_errors(self._store.schema, "listing schedules"):
@@ -98,23 +148,46 @@ class ScheduleStore:
         with translate_errors(self._store.schema, "reading a schedule"):
             return await self._store.pool.fetchrow(self._queries.get_schedule, name)
 
-    async def active(self) -> list[Any]:
+    async def due(self, limit: int) -> list[Any]:
+        """Schedules whose next tick has come or is not computed (at most ``limit`` of
+        each), with ``now`` and ``upcoming`` (the earliest next tick still to come) on
+        every row; one row with a NULL name when none is due."""
         with translate_errors(self._store.schema, "reading due schedules"):
-            return list(await self._store.pool.fetch(self._queries.due_schedules))
+            return list(await self._store.pool.fetch(self._queries.due_schedules, limit))
 
     async def delete(self, name: str) -> bool:
         with translate_errors(self._store.schema, "deleting a schedule"):
             return await self._store.pool.fetchval(self._queries.delete_schedule, name) is not None
 
-    async def set_paused(self, name: str, paused: bool) -> bool:
-        with translate_errors(self._store.schema, "pausing or resuming a schedule"):
+    async def pause(self, name: str) -> bool:
+        with translate_errors(self._store.schema, "pausing a schedule"):
+            value = await self._store.pool.fetchval(self._queries.pause_schedule, name)
+        return value is not None
+
+    async def resume(self, name: str, next_after: NextAfter) -> bool:
+        with translate_errors(self._store.schema, "resuming a schedule"):
+            now, rows = await self._clock([name])
+            if name not in rows:
+                return False
+            row = rows[name]
+            last_tick = max(now, row["last_tick"] or now)  # as greatest() in the statement
             value = await self._store.pool.fetchval(
-                self._queries.pause_schedule, name, paused, not paused
+                self._queries.resume_schedule,
+                name,
+                now,
+                next_after(row["cron"], row["timezone"], last_tick),
+                row["last_tick"],
+                row["cron"],
+                row["timezone"],
             )
         return value is not None
 
-    async def fire_ticks(self, ticks: Sequence[TickRun], epoch: int) -> FireResult:
-        """Create the ticks' runs and advance ``last_tick``, fenced on ``epoch``."""
+    async def fire_ticks(
+        self, ticks: Sequence[TickRun], next_ticks: Sequence[NextTick], epoch: int
+    ) -> FireResult:
+        """Create the ticks' runs, advance ``last_tick`` and store each schedule's
+        ``next_tick``, fenced on ``epoch``. A tick's run is created only when its
+        schedule is among ``next_ticks``."""
         with translate_errors(self._store.schema, "firing schedule ticks"):
             row = await self._store.pool.fetchrow(
                 self._queries.fire_schedule_ticks,
@@ -129,6 +202,11 @@ class ScheduleStore:
                 [t.idempotency_key for t in ticks],
                 self._store.channel,
                 epoch,
+                [n.schedule for n in next_ticks],
+                [n.assumed_last_tick for n in next_ticks],
+                [n.cron for n in next_ticks],
+                [n.timezone for n in next_ticks],
+                [n.next_tick for n in next_ticks],
             )
         assert row is not None
         return FireResult(bool(row["fenced_in"]), int(row["advanced"]), int(row["created"]))

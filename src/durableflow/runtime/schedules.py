@@ -5,14 +5,20 @@ evaluator Healthchecks.io maintains; it handles time zones and DST transitions t
 Debian's cron does, and six-field expressions with seconds first). durableflow never
 parses cron itself.
 
-Due ticks. Each schedule remembers ``last_tick``, the newest tick fired. At every pass
-the leader computes the ticks in ``(last_tick, now]``:
+Due ticks. Each schedule remembers ``last_tick``, the newest tick fired, and
+``next_tick``, the first tick after it (NULL while paused, or until the leader computes
+it). At every pass the leader reads only the schedules whose ``next_tick`` has come (or
+is NULL), through an index, and computes the ticks in ``(last_tick, now]``:
 
 * normally (the oldest due tick is at most ``schedule_misfire_grace`` seconds old, as
   after a leader change) every due tick fires, in order;
 * after downtime (an older due tick) only the latest due tick fires, unless the
   schedule has ``catch_up=True``, which fires every missed tick (at most
   ``CATCH_UP_PER_PASS`` per pass, the rest on the following passes).
+
+The statement that fires them also stores each schedule's new ``next_tick`` (the first
+tick after the newest one fired), computed here: Postgres cannot evaluate cron. A pass
+therefore costs the schedules due, not all of them.
 
 Each tick is a queued run with the idempotency key ``schedule:<name>:<tick>`` (the tick
 in UTC, ISO 8601) and the input ``{"scheduled_at": <tick>, "context": <context>}``.
@@ -31,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from durableflow._store.schedules import ScheduleDefinition, ScheduleStore, TickRun
+from durableflow._store.schedules import NextTick, ScheduleDefinition, ScheduleStore, TickRun
 from durableflow.engine.ids import uuid7
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.errors import ConfigurationError, WorkflowNotFound
@@ -44,6 +50,9 @@ CATCH_UP_PER_PASS = 100
 # schedules are noticed within a second.
 MAX_PASS_INTERVAL = 1.0
 MIN_PASS_INTERVAL = 0.02
+# At most this many due schedules per pass (and as many with no next tick computed
+# yet); when a pass reads that many, the next one follows at once.
+DUE_PER_PASS = 500
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,11 @@ def parse_cron(expression: str, timezone: str = "UTC") -> CronSchedule:
             f"invalid cron expression {expression!r}: {exc}", setting="cron"
         ) from None
     return CronSchedule(expression, timezone)
+
+
+def next_tick_after(cron: str, timezone: str, moment: datetime) -> datetime:
+    """The first tick of ``cron`` in ``timezone`` strictly after ``moment`` (UTC)."""
+    return parse_cron(cron, timezone).next_after(moment)
 
 
 def tick_key(name: str, tick: datetime) -> str:
@@ -172,15 +186,17 @@ class ScheduleDuty:
         """One pass; returns the seconds until the next pass is wanted."""
         if self._synced_epoch != epoch:
             if self._declared:
-                await self._schedules.sync_declared(self._declared, epoch)
+                await self._schedules.sync_declared(self._declared, next_tick_after, epoch)
             self._synced_epoch = epoch
-        rows = await self._schedules.active()
-        if not rows:
-            return MAX_PASS_INTERVAL
+        rows = await self._schedules.due(DUE_PER_PASS)
         now: datetime = rows[0]["now"]
-        ticks: list[TickRun] = []
         next_due = now + timedelta(seconds=MAX_PASS_INTERVAL)
-        for row in rows:
+        if rows[0]["upcoming"] is not None:
+            next_due = min(next_due, rows[0]["upcoming"])
+        due_rows = [row for row in rows if row["name"] is not None]
+        ticks: list[TickRun] = []
+        next_ticks: list[NextTick] = []
+        for row in due_rows:
             try:
                 cron = parse_cron(row["cron"], row["timezone"])
             except ConfigurationError as exc:
@@ -195,17 +211,23 @@ class ScheduleDuty:
             due = due_ticks(cron, last_tick, now, catch_up=row["catch_up"], grace=self._grace)
             ticks.extend(self._tick_runs(row, due))
             upcoming = cron.next_after(due[-1] if due else last_tick)
+            next_ticks.append(
+                NextTick(row["name"], row["cron"], row["timezone"], last_tick, upcoming)
+            )
             next_due = min(next_due, upcoming)
-        if ticks:
-            result = await self._schedules.fire_ticks(ticks, epoch)
+        if next_ticks:
+            result = await self._schedules.fire_ticks(ticks, next_ticks, epoch)
             if not result.fenced_in:
                 raise NotLeader(epoch)
-            logger.debug(
-                "fired %d schedule ticks (%d runs created)",
-                len(ticks),
-                result.created,
-                extra={"event": "schedule_fired", "epoch": epoch, "ticks": len(ticks)},
-            )
+            if ticks:
+                logger.debug(
+                    "fired %d schedule ticks (%d runs created)",
+                    len(ticks),
+                    result.created,
+                    extra={"event": "schedule_fired", "epoch": epoch, "ticks": len(ticks)},
+                )
+        if len(due_rows) >= DUE_PER_PASS:
+            return MIN_PASS_INTERVAL  # more are due than one pass takes
         wait = (next_due - now).total_seconds()
         return min(MAX_PASS_INTERVAL, max(MIN_PASS_INTERVAL, wait))
 

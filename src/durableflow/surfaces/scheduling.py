@@ -23,7 +23,13 @@ from durableflow.engine.registry import WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, ScheduleNotFound
 from durableflow.runtime.leader import LeaderInfo
-from durableflow.runtime.schedules import parse_cron, resolve_version, tick_input, tick_key
+from durableflow.runtime.schedules import (
+    next_tick_after,
+    parse_cron,
+    resolve_version,
+    tick_input,
+    tick_key,
+)
 from durableflow.surfaces.base import FlowCore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,7 +192,8 @@ class SchedulingSurface(FlowCore):
                 context=context_json,
                 queue=queue,
                 catch_up=catch_up,
-            )
+            ),
+            next_tick_after,
         )
         return await self.get_schedule(name)
 
@@ -214,14 +221,14 @@ class SchedulingSurface(FlowCore):
     async def pause_schedule(self, name: str) -> Schedule:
         """Stop firing ticks until ``resume_schedule``."""
         store = await self._connected()
-        if not await ScheduleStore(store).set_paused(name, True):
+        if not await ScheduleStore(store).pause(name):
             raise ScheduleNotFound(name)
         return await self.get_schedule(name)
 
     async def resume_schedule(self, name: str) -> Schedule:
         """Fire ticks again, from now on (ticks that fell while paused are not fired)."""
         store = await self._connected()
-        if not await ScheduleStore(store).set_paused(name, False):
+        if not await ScheduleStore(store).resume(name, next_tick_after):
             raise ScheduleNotFound(name)
         return await self.get_schedule(name)
 
@@ -286,8 +293,11 @@ class SchedulingSurface(FlowCore):
     def _schedule(self, row: Any) -> Schedule:
         next_tick = None
         if not row["paused"]:
-            cron = parse_cron(row["cron"], row["timezone"])
-            next_tick = cron.next_after(row["last_tick"] or row["created_at"])
+            # Stored by every write; NULL until the leader's next pass when a write raced
+            # the leader or the row predates the column: computed here meanwhile.
+            next_tick = row["next_tick"] or next_tick_after(
+                row["cron"], row["timezone"], row["last_tick"] or row["created_at"]
+            )
         return Schedule(
             name=row["name"],
             workflow=row["workflow"],

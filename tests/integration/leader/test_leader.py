@@ -11,7 +11,7 @@ from leader_helpers import build_flow, eventually
 
 from durableflow._store.identifiers import advisory_key
 from durableflow._store.leader import LeaderStore, leader_lock_key
-from durableflow._store.schedules import ScheduleStore, TickRun
+from durableflow._store.schedules import NextTick, ScheduleStore, TickRun
 from durableflow.engine.ids import uuid7
 
 pytestmark = pytest.mark.timeout(60)
@@ -115,8 +115,15 @@ async def test_duty_writes_of_a_stale_epoch_change_nothing(database_url: str) ->
                 idempotency_key=f"schedule:every-second:{tick.isoformat()}",
             )
             before = await db.fetchrow("SELECT * FROM durableflow.schedules")
+            following = NextTick(
+                "every-second",
+                "* * * * * *",
+                "UTC",
+                before["last_tick"],
+                tick + timedelta(seconds=1),
+            )
 
-            stale = await ScheduleStore(store).fire_ticks([run], epoch=1)
+            stale = await ScheduleStore(store).fire_ticks([run], [following], epoch=1)
             fenced_in, removed = await LeaderStore(store).forget_dead_workers(60, epoch=1)
 
             assert (stale.fenced_in, stale.advanced, stale.created) == (False, 0, 0)
@@ -126,13 +133,19 @@ async def test_duty_writes_of_a_stale_epoch_change_nothing(database_url: str) ->
             assert await db.fetchval("SELECT count(*) FROM durableflow.workers") == 1
 
             # The same writes at the current epoch go through (the test can fail).
-            current = await ScheduleStore(store).fire_ticks([run], epoch=2)
+            current = await ScheduleStore(store).fire_ticks([run], [following], epoch=2)
             assert (current.fenced_in, current.advanced, current.created) == (True, 1, 1)
             assert await LeaderStore(store).forget_dead_workers(60, epoch=2) == (True, 1)
-            row = await db.fetchrow("SELECT last_tick, fired_epoch FROM durableflow.schedules")
-            assert (row["last_tick"], row["fired_epoch"]) == (tick, 2)
+            row = await db.fetchrow(
+                "SELECT last_tick, next_tick, fired_epoch FROM durableflow.schedules"
+            )
+            assert (row["last_tick"], row["next_tick"], row["fired_epoch"]) == (
+                tick,
+                tick + timedelta(seconds=1),
+                2,
+            )
             # ...and twice is once: the tick's idempotency key.
-            again = await ScheduleStore(store).fire_ticks([run], epoch=2)
+            again = await ScheduleStore(store).fire_ticks([run], [following], epoch=2)
             assert (again.fenced_in, again.created) == (True, 0)
             assert await db.fetchval("SELECT count(*) FROM durableflow.runs") == 1
     finally:

@@ -121,10 +121,12 @@ async def test_after_downtime_only_the_latest_missed_tick_fires_unless_catch_up(
     try:
         async with flow:
             await flow.create_schedule("minutely", "tick", "* * * * *", catch_up=catch_up)
-            # The deployment was down for five and a half minutes.
+            # The deployment was down for five and a half minutes: its next tick is
+            # four minutes old.
             await db.execute(
                 "UPDATE durableflow.schedules SET last_tick = date_trunc('minute', "
-                "durableflow.clock_now()) - interval '5 minutes' + interval '1 second'"
+                "durableflow.clock_now()) - interval '5 minutes' + interval '1 second', "
+                "next_tick = date_trunc('minute', durableflow.clock_now()) - interval '4 minutes'"
             )
             async with flow.worker(2):
                 runs = await eventually(
