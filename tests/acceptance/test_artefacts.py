@@ -131,6 +131,29 @@ async def test_kill_9_between_artefact_and_checkpoint_the_rerun_overwrites_the_o
             (key, 1),
             (steps[0]["artefact_key"], 2),
         ]
+        # The storage commands, as processes: the run's artefacts and a sidecar.
+        storage = root.as_uri()
+        listed = await processes.run(
+            ["storage", "ls", f"executions/{run_id}", "--storage", storage], env
+        )
+        assert listed.returncode == 0, listed
+        assert sorted(listed.stdout.splitlines()) == sorted(row["artefact_key"] for row in steps)
+        sidecar = await processes.run(
+            ["storage", "metadata", summary_key, "--storage", storage], env
+        )
+        assert sidecar.returncode == 0, sidecar
+        assert json.loads(sidecar.stdout)["sha256"] == steps[2]["artefact_sha256"]
+        missing = await processes.run(
+            [
+                "storage",
+                "metadata",
+                f"executions/{run_id}/nothing/here/0.json",
+                "--storage",
+                storage,
+            ],
+            env,
+        )
+        assert missing.returncode == 1 and "no artefact stored under" in missing.stderr, missing
         replay_cli = await processes.run(
             ["runs", "replay", str(run_id), "--from-stage", "convert", "--json", "--app", APP],
             env,

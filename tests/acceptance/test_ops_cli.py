@@ -68,6 +68,22 @@ async def test_start_list_show_steps_and_workers(cli: Cli, db: asyncpg.Connectio
     )
     assert [run["id"] for run in listing["runs"]] == [run_id]
     assert listing["next_cursor"] is None
+    # Paging: a second run, then one run a page, the cursor passed back.
+    second = await cli.json("runs", "start", "ops.greet", "-a", APP, "--input", '"ann"', "--wait")
+    page_one = await cli.json("runs", "list", "--workflow", "ops.greet", "--limit", "1")
+    assert [run["id"] for run in page_one["runs"]] == [second["run_id"]]  # newest first
+    page_two = await cli.json(
+        "runs",
+        "list",
+        "--workflow",
+        "ops.greet",
+        "--limit",
+        "1",
+        "--cursor",
+        page_one["next_cursor"],
+    )
+    assert [run["id"] for run in page_two["runs"]] == [run_id]
+    assert page_two["next_cursor"] is None
     assert shown["run"]["status"] == "succeeded"
     assert shown["run"]["input"] == "bob" and shown["run"]["output"] == "hello bob"
     assert shown["run"]["finished_at"] and shown["run"]["duration"] is not None
