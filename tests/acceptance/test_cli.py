@@ -4,6 +4,7 @@ processes against a real, initially empty database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 
@@ -23,12 +24,21 @@ async def test_db_commands_on_a_blank_database(
     head = head_revision()
 
     # Read-only commands run side by side: each process pays the interpreter start-up.
-    check, current = await asyncio.gather(
-        processes.run(["db", "check", *url]), processes.run(["db", "current", *url])
+    check, current, behind = await asyncio.gather(
+        processes.run(["db", "check", *url]),
+        processes.run(["db", "current", *url]),
+        processes.run(["db", "check", *url, "--json"]),
     )
     assert check.returncode == 1, check
     assert "durableflow db upgrade" in check.stdout
     assert "nothing" in check.stdout
+    assert behind.returncode == 1, behind
+    assert json.loads(behind.stdout) == {
+        "schema": "durableflow",
+        "current": None,
+        "head": head,
+        "up_to_date": False,
+    }
     assert current.returncode == 0, current
     assert re.search(r"current:\s+none", current.stdout)
     assert re.search(rf"head:\s+{head}", current.stdout)
@@ -37,12 +47,16 @@ async def test_db_commands_on_a_blank_database(
     assert upgrade.returncode == 0, upgrade
     assert head in upgrade.stdout
 
-    check, current = await asyncio.gather(
-        processes.run(["db", "check", *url]), processes.run(["db", "current", *url])
+    check, current, as_json = await asyncio.gather(
+        processes.run(["db", "check", *url]),
+        processes.run(["db", "current", *url]),
+        processes.run(["db", "current", *url, "--json"]),
     )
     assert check.returncode == 0, check
     assert "up to date" in check.stdout
     assert re.search(rf"current:\s+{head}", current.stdout)
+    assert as_json.returncode == 0, as_json
+    assert json.loads(as_json.stdout)["current"] == head
 
     connection = await asyncpg.connect(blank_database_url)
     try:

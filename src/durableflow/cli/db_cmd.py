@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from durableflow.flow import Flow
+from durableflow.cli.common import print_json
+from durableflow.flow import Flow, SchemaStatus
 
 
 def register(subparsers: Any) -> None:
@@ -23,6 +24,12 @@ def register(subparsers: Any) -> None:
             help="Postgres URL (default: DURABLEFLOW_DATABASE_URL, else embedded Postgres)",
         )
         action.add_argument("--schema", help="schema name (default: DURABLEFLOW_SCHEMA_NAME)")
+        if handler is not sql:
+            action.add_argument(
+                "--json",
+                action="store_true",
+                help='print {"schema", "current", "head", "up_to_date"} as JSON',
+            )
         action.set_defaults(func=handler)
 
 
@@ -30,17 +37,34 @@ def _flow(args: argparse.Namespace) -> Flow:
     return Flow(database_url=args.database_url, schema=args.schema)
 
 
+def _print_status(status: SchemaStatus) -> None:
+    print_json(
+        {
+            "schema": status.schema,
+            "current": status.current,
+            "head": status.head,
+            "up_to_date": status.up_to_date,
+        }
+    )
+
+
 async def upgrade(args: argparse.Namespace) -> int:
     async with _flow(args) as flow:
         await flow.migrate()
         status = await flow.schema_status()
-    print(f"schema {status.schema!r} is at {status.current} (newest)")
+    if args.json:
+        _print_status(status)
+    else:
+        print(f"schema {status.schema!r} is at {status.current} (newest)")
     return 0
 
 
 async def check(args: argparse.Namespace) -> int:
     async with _flow(args) as flow:
         status = await flow.schema_status()
+    if args.json:
+        _print_status(status)
+        return 0 if status.up_to_date else 1
     if status.up_to_date:
         print(f"schema {status.schema!r} is up to date ({status.head})")
         return 0
@@ -54,7 +78,10 @@ async def check(args: argparse.Namespace) -> int:
 async def current(args: argparse.Namespace) -> int:
     async with _flow(args) as flow:
         status = await flow.schema_status()
-    print(f"current: {status.current or 'none'}\nhead:    {status.head}")
+    if args.json:
+        _print_status(status)
+    else:
+        print(f"current: {status.current or 'none'}\nhead:    {status.head}")
     return 0
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
 
     listing = commands.add_parser("ls", help="list artefact keys under a prefix")
     listing.add_argument("prefix", nargs="?", default="", help="folder to list (default: all)")
+    listing.add_argument("--json", action="store_true", help="print one JSON list of the keys")
     _add_storage_option(listing)
     listing.set_defaults(func=ls_command)
 
@@ -87,13 +89,20 @@ async def metadata_command(args: argparse.Namespace) -> int:
 
 
 async def ls_command(args: argparse.Namespace) -> int:
-    """Print every object key under ``args.prefix``, one per line, as they are listed."""
+    """Print every object key under ``args.prefix``, one per line as they are listed
+    (``--json``: one JSON list once all are listed)."""
+    keys: list[str] = []
     try:
         async with create_storage_provider(args.storage) as storage:
             async for key in storage.list(args.prefix):
-                print(key)
+                if args.json:
+                    keys.append(key)
+                else:
+                    print(key)
     except StorageError as exc:
         return _fail(str(exc))
+    if args.json:
+        print(json.dumps(keys))
     sys.stdout.flush()
     return 0
 

@@ -72,6 +72,15 @@ async def test_ls_everything(filled_root: Path, capsys: pytest.CaptureFixture[st
     assert len(capsys.readouterr().out.splitlines()) == 3
 
 
+async def test_ls_as_json(filled_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = f"file://{filled_root}"
+    assert await run_cli("storage", "ls", "executions/r1", "--json", "--storage", root) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        "executions/r1/main/fetch/m1.json",
+        "executions/r1/main/parse/m1.json",
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
