@@ -47,7 +47,8 @@ async def test_a_blocking_step_runs_once_and_is_named(
     assert [(r["step_id"], r["n"]) for r in executions] == [(0, 1), (1, 1)]
     assert pids[0] == pids[1]  # never taken over
     owner = next(w for w in workers if w.pid == pids[0])
-    await owner.wait_for_output(f"EVENT event_loop_blocked run_id={run_id}", 10)
+    # The warning names the run and the step that blocks the loop.
+    await owner.wait_for_output(f"EVENT event_loop_blocked run_id={run_id} step=blocks", 10)
     await asyncio.sleep(0.5)
     assert all("EVENT run_recovered" not in w.stderr() for w in workers), workers[0].describe()
     assert await db.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", run_id) == (

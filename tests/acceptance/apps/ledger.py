@@ -76,7 +76,8 @@ class _EventEcho(logging.Handler):
         if event is None:
             return
         run_id = getattr(record, "run_id", None)
-        suffix = f" run_id={run_id}" if run_id else ""
+        step = getattr(record, "step", None)
+        suffix = (f" run_id={run_id}" if run_id else "") + (f" step={step}" if step else "")
         sys.stderr.write(f"EVENT {event}{suffix} pid={os.getpid()}\n")
         sys.stderr.flush()
 
