@@ -8,6 +8,7 @@ connection; retries and row-by-row isolation are the store's business.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -16,42 +17,34 @@ from durableflow._store.queries import Queries
 from durableflow._store.records import Checkpoint, NewRun
 
 
+def _checkpoint_row(c: Checkpoint) -> tuple[Any, ...]:
+    """A checkpoint's parameters, in the order every checkpoint statement takes them."""
+    return (
+        c.run_id,
+        c.step_id,
+        c.name,
+        c.kind,
+        c.output,
+        c.error,
+        c.attempt,
+        c.started_at,
+        c.owner,
+        c.epoch,
+        c.artefact_key,
+        c.artefact_sha256,
+    )
+
+
 async def write_checkpoints(
     connection: asyncpg.Connection, queries: Queries, batch: Sequence[Checkpoint]
 ) -> list[asyncpg.Record]:
     if len(batch) == 1:  # idle: scalar parameters are cheaper than one-element arrays
-        c = batch[0]
         rows: list[asyncpg.Record] = await connection.fetch(
-            queries.checkpoint_step,
-            c.run_id,
-            c.step_id,
-            c.name,
-            c.kind,
-            c.output,
-            c.error,
-            c.attempt,
-            c.started_at,
-            c.owner,
-            c.epoch,
-            c.artefact_key,
-            c.artefact_sha256,
+            queries.checkpoint_step, *_checkpoint_row(batch[0])
         )
         return rows
-    rows = await connection.fetch(
-        queries.checkpoint_steps,
-        [c.run_id for c in batch],
-        [c.step_id for c in batch],
-        [c.name for c in batch],
-        [c.kind for c in batch],
-        [c.output for c in batch],
-        [c.error for c in batch],
-        [c.attempt for c in batch],
-        [c.started_at for c in batch],
-        [c.owner for c in batch],
-        [c.epoch for c in batch],
-        [c.artefact_key for c in batch],
-        [c.artefact_sha256 for c in batch],
-    )
+    columns = [list(column) for column in zip(*map(_checkpoint_row, batch), strict=True)]
+    rows = await connection.fetch(queries.checkpoint_steps, *columns)
     return rows
 
 
@@ -72,29 +65,12 @@ async def write_checkpoint_pair(
     """
     (d,) = c.companions
     assert (d.run_id, d.owner, d.epoch) == (c.run_id, c.owner, c.epoch)
+    companion = _checkpoint_row(d)
     rows: list[asyncpg.Record] = await connection.fetch(
         queries.checkpoint_step_pair,
-        c.run_id,
-        c.step_id,
-        c.name,
-        c.kind,
-        c.output,
-        c.error,
-        c.attempt,
-        c.started_at,
-        c.owner,
-        c.epoch,
-        c.artefact_key,
-        c.artefact_sha256,
-        d.step_id,
-        d.name,
-        d.kind,
-        d.output,
-        d.error,
-        d.attempt,
-        d.started_at,
-        d.artefact_key,
-        d.artefact_sha256,
+        *_checkpoint_row(c),
+        *companion[1:8],  # step_id .. started_at: run, owner and epoch are c's
+        *companion[10:],  # artefact_key, artefact_sha256
     )
     return rows
 
