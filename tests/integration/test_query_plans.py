@@ -33,6 +33,8 @@ import pytest_asyncio
 
 from _plans import accesses, explain, index_tables, nodes
 from durableflow._store.queries import Queries
+from durableflow._store.records import NewRun
+from durableflow._store.store import Store
 
 ME = "worker-me"
 ELSEWHERE = "worker-elsewhere"
@@ -238,6 +240,26 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
         "lock_run": [run],
         "requeue_run": [run, False, "runs"],
         "delete_run": [run],
+        # a child run that inherits its parent's deadline reads the parent by id
+        "insert_run": [
+            uuid4(),
+            "wf",
+            1,
+            "",
+            "1",
+            "default",
+            0,
+            None,
+            None,
+            None,
+            run,
+            "runs",
+            None,
+            None,
+            0.0,
+            None,
+            True,
+        ],
     }
 
 
@@ -410,3 +432,38 @@ async def test_a_claim_skips_the_flush_wait_for_its_own_transaction_only(
         await connection.fetch(queries.claim_runs, ME, ["default"], ["wf"], [1], 1)
         assert await connection.fetchval("SHOW synchronous_commit") == "off"
     assert await connection.fetchval("SHOW synchronous_commit") == "on"
+
+
+# -- the writers' plans ---------------------------------------------------------------------
+
+
+async def test_writer_connections_plan_each_hot_statement_once(
+    database_url: str, database_schema: str, queries: Queries
+) -> None:
+    """The writers use the generic plans checked above, made once per connection. Left to
+    choose, Postgres planned a queued start and a batched checkpoint afresh every time."""
+    store = Store(database_url, database_schema, min_size=1, max_size=1)  # one writer
+    await store.open()
+    try:
+        for _ in range(12):  # queued starts, the statement that was always re-planned
+            await store.insert_run(NewRun(uuid4(), "wf", 1, "", "1", "nobody", 0, None, None, None))
+        batch = fenced_arguments([uuid4(), uuid4()])["checkpoint_steps"]  # no such runs
+        plans = await store._writers.run(  # the one writer connection
+            lambda connection: _run_and_read_plans(connection, queries.checkpoint_steps, batch)
+        )
+    finally:
+        await store.close()
+    for statement in (queries.insert_run, queries.checkpoint_steps):
+        generic, custom = plans[statement]
+        assert (generic, custom) == (12, 0), (statement[:60], generic, custom)
+
+
+async def _run_and_read_plans(
+    connection: asyncpg.Connection, sql: str, args: list[Any]
+) -> dict[str, tuple[int, int]]:
+    for _ in range(12):
+        assert await connection.fetch(sql, *args) == []
+    rows = await connection.fetch(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+    )
+    return {row["statement"]: (row["generic_plans"], row["custom_plans"]) for row in rows}
