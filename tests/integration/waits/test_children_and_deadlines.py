@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from durableflow import Flow, FlowContext, WorkflowFailed
+from durableflow import Flow, FlowContext, RunFinished, WorkflowFailed
 
 
 def make_flow(database_url: str, **settings: object) -> Flow:
@@ -277,3 +277,56 @@ async def test_gather_parks_only_after_in_flight_steps_commit(database_url: str)
         await flow.send_signal(run_id, "a", "A")
         assert await flow.result(run_id, timeout=10) == ["A", 3, "B"]
         assert executions == [1, 2]
+
+
+@pytest.mark.parametrize("hold", [0, 30], ids=["parked", "blocked_in_memory"])
+async def test_a_deadline_ends_a_run_waiting_for_a_signal_and_a_later_signal_is_refused(
+    database_url: str, hold: float
+) -> None:
+    # hold=0: the wait parks at once (no owner, no slot), so only the wake-up path can
+    # end it; hold=30: the run is blocked in memory and its owner must end it.
+    flow = make_flow(database_url, max_wait_in_memory=hold)
+    continued: list[Any] = []
+
+    @flow.step()
+    async def after(ctx: FlowContext, payload: Any) -> None:
+        continued.append(payload)
+
+    @flow.workflow(name="approval", version=1)
+    async def approval(ctx: FlowContext) -> Any:
+        payload = await ctx.wait_for_signal("approve")
+        await after(ctx, payload)
+        return payload
+
+    async with flow, flow.worker(concurrency=2) as worker:
+        started = time.monotonic()
+        run_id = await flow.start(approval, timeout=1.0)
+        if hold:
+            await wait_status(flow, run_id, "running")
+            await asyncio.sleep(0.2)
+            assert worker.is_executing(run_id)
+        else:
+            await wait_status(flow, run_id, "waiting")
+            status = await flow.status(run_id)
+            assert status.owner is None and status.waiting_for == ("signal:approve",)
+            assert not worker.is_executing(run_id)
+        with pytest.raises(WorkflowFailed) as failed:
+            await flow.result(run_id, timeout=10)
+        assert failed.value.status == "cancelled"
+        assert failed.value.error["reason"] == "timeout"
+        assert "timeout" in failed.value.error["message"]
+        assert 0.95 <= time.monotonic() - started < 3
+        status = await flow.status(run_id)
+        assert status.finished_at is not None and status.deadline is not None
+        assert 0 <= (status.finished_at - status.deadline).total_seconds() < 1
+        # The signal it waited for comes too late: refused, not stored, nothing revived.
+        with pytest.raises(RunFinished) as refused:
+            await flow.send_signal(run_id, "approve", "yes")
+        assert refused.value.status == "cancelled" and refused.value.signal == "approve"
+        assert await flow.signals(run_id) == []
+        await asyncio.sleep(0.5)  # five poll intervals for anything to pick it up again
+        after_signal = await flow.status(run_id)
+        assert after_signal.status == "cancelled"
+        assert (after_signal.owner, after_signal.claims) == (status.owner, status.claims)
+        assert after_signal.finished_at == status.finished_at
+        assert continued == []
