@@ -330,3 +330,41 @@ async def test_a_deadline_ends_a_run_waiting_for_a_signal_and_a_later_signal_is_
         assert (after_signal.owner, after_signal.claims) == (status.owner, status.claims)
         assert after_signal.finished_at == status.finished_at
         assert continued == []
+
+
+async def test_a_parent_waiting_for_its_child_gives_its_only_slot_to_the_child(
+    database_url: str,
+) -> None:
+    # The default max_wait_in_memory (1 s): with its one slot taken by the parent, the
+    # worker is under pressure, so the parent must park at once rather than hold it.
+    flow = make_flow(database_url)
+    in_child = asyncio.Event()
+    release = asyncio.Event()
+
+    @flow.step()
+    async def work(ctx: FlowContext, n: int) -> int:
+        in_child.set()
+        await release.wait()
+        return n + 1
+
+    @flow.workflow(name="only_child", version=1)
+    async def only_child(ctx: FlowContext, n: int) -> int:
+        return await work(ctx, n)
+
+    @flow.workflow(name="single_parent", version=1)
+    async def single_parent(ctx: FlowContext, n: int) -> int:
+        return 2 * await ctx.run_child(only_child, n)
+
+    async with flow, flow.worker(concurrency=1) as worker:
+        started = time.monotonic()
+        parent = await flow.start(single_parent, input=20)
+        await asyncio.wait_for(in_child.wait(), 5)
+        assert time.monotonic() - started < 0.9  # not after the in-memory hold ran out
+        (child,) = await flow.list_runs(workflow="only_child")
+        status = await flow.status(parent)
+        assert status.status == "waiting" and status.owner is None
+        assert status.waiting_for == (f"run:{child.id}",)
+        assert worker.is_executing(child.id) and not worker.is_executing(parent)
+        release.set()
+        assert await flow.result(parent, timeout=10) == 42
+        assert (await flow.status(child.id)).parent_id == parent
