@@ -694,7 +694,8 @@ class RunWaits:
         encode: Callable[[T], Any],
         decode: Callable[[Any], T],
     ) -> T:
-        """A value recorded the first time (written with the run's next write)."""
+        """A value recorded the first time (written with the run's next write, or before the
+        next step body starts)."""
         step_id = self.run.assign_step_id()
         found, output = self._recorded_output(step_id, name)
         if found:
