@@ -1,5 +1,6 @@
 """Durable waits across kill -9: a sleep is not slept again from the start, a signal is
-received exactly once, a deadline outlives the worker that was enforcing it.
+received exactly once, a deadline outlives the worker that was enforcing it, and
+``ctx.now()`` / ``ctx.uuid4()`` / ``ctx.random()`` return on replay what a killed step saw.
 
 Worker A is killed with SIGKILL while it holds the run (the sleep in memory, or a step
 running after the signal was consumed); worker B takes the run over once A's lease
@@ -9,9 +10,11 @@ expires. The independent ledger lists every execution of every step body.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from datetime import datetime
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -145,3 +148,45 @@ async def test_a_deadline_is_enforced_after_its_worker_dies(
         assert status.finished_at is not None and status.deadline is not None
         assert 0 <= (status.finished_at - status.deadline).total_seconds() < 3
     await asyncio.sleep(0)
+
+
+async def test_recorded_values_are_the_same_after_kill_9(
+    ledger_url: str, db: asyncpg.Connection, processes: Processes
+) -> None:
+    # ctx.now(), ctx.uuid4() and ctx.random() are handed to a step that A is executing
+    # when it is killed: the values that step saw may have left the process (an
+    # idempotency key made from ctx.uuid4(), say), so B must replay the same ones.
+    env = {"DURABLEFLOW_DATABASE_URL": ledger_url, **FAST_WORKER_SETTINGS}
+    client = waits_app.build_flow(ledger_url)
+    async with client:
+        run_id = await client.start(waits_app.RECORDER, queue="default")
+        worker_a = processes.worker("worker-a", APP, {**env, "HOLD_STEPS": "1"})
+        await wait_until(
+            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1)",
+            db,
+            run_id,
+            timeout=20,
+            message="the step given the values to start",
+        )
+        worker_a.send(signal.SIGKILL)
+        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        processes.worker("worker-b", APP, env)
+        out = await client.result(run_id, timeout=30)
+        ledger = await db.fetch(
+            "SELECT step_id, pid, note FROM public.ledger WHERE run_id = $1 ORDER BY id", run_id
+        )
+        assert [(row["step_id"], row["pid"] == worker_a.pid) for row in ledger] == [
+            (3, True),
+            (3, False),
+        ]
+        seen_by_a = json.loads(ledger[0]["note"])
+        assert json.loads(ledger[1]["note"]) == seen_by_a
+        assert out == seen_by_a
+        now, ident, roll = seen_by_a
+        assert datetime.fromisoformat(now) and UUID(ident) and 0 <= float(roll) < 1
+        recorded = [(s.name, s.kind, s.output) for s in await client.steps(run_id)][:3]
+        assert recorded == [
+            ("now", "value", now),
+            ("uuid4", "value", ident),
+            ("random", "value", float(roll)),
+        ]

@@ -121,6 +121,11 @@ class RunState:
         if self.fault is not None:
             raise self.fault
 
+    @property
+    def has_unwritten_values(self) -> bool:
+        """True while recorded values (``ctx.now()`` and friends) are not yet written."""
+        return bool(self.pending) or self._flushing is not None
+
     def may_start_body(self) -> bool:
         """The self-fencing gate, fast path: True when a step body may start right now.
 
@@ -188,7 +193,8 @@ class RunState:
         return self.waits.track(awaitable)
 
     def defer(self, step_id: int, name: str, output: str, *, kind: str) -> None:
-        """Record ``output`` for ``step_id`` with the run's next write (values, not effects)."""
+        """Record ``output`` for ``step_id`` with the run's next write (values, not effects),
+        at the latest before the next step body starts."""
         self.pending.append(self.value_checkpoint(step_id, name, output, kind=kind))
 
     def value_checkpoint(self, step_id: int, name: str, output: str, *, kind: str) -> Checkpoint:
@@ -248,7 +254,7 @@ class RunState:
         """Write one checkpoint, after the deferred values; ``companions`` (built with
         ``value_checkpoint``) go in the same statement: a graph state's transition."""
         self.check()
-        if self.pending or self._flushing is not None:
+        if self.has_unwritten_values:
             await self.flush_values()
         try:
             await self.write(

@@ -19,14 +19,17 @@ from durableflow.errors import SerializationError
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
-def payload_json(value: Any, what: str, *, max_bytes: int) -> str:
-    """``value`` as JSON text, or ``SerializationError`` / ``PayloadTooLarge`` naming ``what``."""
-    text = Codec(Any, what, max_bytes=max_bytes).dumps(value)
-    check_faithful(value, what, verb="send")
+def payload_json(value: Any, what: str, *, max_bytes: int, workflow: str | None = None) -> str:
+    """``value`` as JSON text, or ``SerializationError`` / ``PayloadTooLarge`` naming ``what``
+    (and, sent from a workflow, that ``workflow``)."""
+    text = Codec(Any, what, max_bytes=max_bytes, workflow=workflow).dumps(value)
+    check_faithful(value, what, verb="send", workflow=workflow)
     return text
 
 
-def check_faithful(value: Any, what: str, *, verb: str = "store") -> None:
+def check_faithful(
+    value: Any, what: str, *, verb: str = "store", workflow: str | None = None
+) -> None:
     """``SerializationError`` naming ``what`` if JSON would change ``value`` or Postgres
     would refuse it (NUL, NaN, infinities, keys that are not strings).
 
@@ -40,6 +43,7 @@ def check_faithful(value: Any, what: str, *, verb: str = "store") -> None:
             f"cannot {verb} the {what}: {problem}; JSON cannot carry it faithfully",
             what=what,
             type_name=type(value).__qualname__,
+            workflow=workflow,
         )
 
 

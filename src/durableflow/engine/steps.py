@@ -137,6 +137,11 @@ async def _run_step(
             raise StepFailed(definition.name, step_id, json.loads(recorded.error))
         return run.received(codec.loads(recorded.output), recorded.artefact_key)
 
+    if run.has_unwritten_values:
+        # The body may pass on a value recorded before it (an idempotency key made with
+        # ctx.uuid4()): written first, a replay after a crash inside the body sees the
+        # same value, not a new one.
+        await run.flush_values()
     artefacts = run.artefacts.begin(definition, step_id, args, kwargs) if run.artefacts else None
     started_at = datetime.now(UTC)
     attempt = 1

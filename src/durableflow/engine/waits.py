@@ -481,8 +481,9 @@ class RunWaits:
     def send_signal(self, run_id: UUID | str, name: str, payload: Any) -> Awaitable[None]:
         check_name(name, "signal name", self._where("ctx.send_signal()"))
         target = as_run_id(run_id)
-        what = f"payload of signal {name!r} to run {target}"
-        text = payload_json(payload, what, max_bytes=self.max_payload_bytes)
+        # A refused payload fails this run: its error names the workflow and the call too.
+        what = f"payload of signal {name!r} to run {target} ({self._where('ctx.send_signal()')})"
+        text = payload_json(payload, what, max_bytes=self.max_payload_bytes, workflow=self.workflow)
         return self._send_signal(self.run.assign_step_id(), target, name, text)
 
     async def _send_signal(self, step_id: int, target: UUID, signal: str, payload: str) -> None:
@@ -499,7 +500,8 @@ class RunWaits:
 
     def set_event(self, key: str, value: Any) -> Awaitable[None]:
         check_name(key, "event key", self._where("ctx.set_event()"))
-        text = payload_json(value, f"value of event {key!r}", max_bytes=self.max_payload_bytes)
+        what = f"value of event {key!r} ({self._where('ctx.set_event()')})"
+        text = payload_json(value, what, max_bytes=self.max_payload_bytes, workflow=self.workflow)
         return self._set_event(self.run.assign_step_id(), key, text)
 
     async def _set_event(self, step_id: int, key: str, value: str) -> None:
@@ -692,7 +694,8 @@ class RunWaits:
         encode: Callable[[T], Any],
         decode: Callable[[Any], T],
     ) -> T:
-        """A value recorded the first time (written with the run's next write)."""
+        """A value recorded the first time (written with the run's next write, or before the
+        next step body starts)."""
         step_id = self.run.assign_step_id()
         found, output = self._recorded_output(step_id, name)
         if found:

@@ -1,10 +1,11 @@
 """The independent ledger: every step body records its own execution, outside durableflow.
 
-Each step writes ``(run_id, step_id, attempt, pid)`` into ``public.ledger`` on a
-connection of its own (a small asyncpg pool in the worker process, autocommit), and
-that insert has committed before the step returns. The ledger therefore holds every
-execution of every step body, including those whose checkpoint never committed, and
-the tests compare it with the checkpoints in durableflow's ``steps`` table.
+Each step writes ``(run_id, step_id, attempt, pid)``, and a ``note`` of what it saw if
+it likes, into ``public.ledger`` on a connection of its own (a small asyncpg pool in
+the worker process, autocommit), and that insert has committed before the step
+returns. The ledger therefore holds every execution of every step body, including
+those whose checkpoint never committed, and the tests compare it with the checkpoints
+in durableflow's ``steps`` table.
 
 ``install_event_echo()`` makes the worker print each log record's stable ``event`` name
 (``EVENT run_abandoned run_id=...``) on stderr, so the tests can assert on event names,
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS public.ledger (
     step_id int NOT NULL,
     attempt int NOT NULL,
     pid int NOT NULL,
+    note text,
     recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )
 """
@@ -57,16 +59,21 @@ async def _ledger_pool() -> asyncpg.Pool:
     return _pool
 
 
-async def record_execution(ctx: FlowContext) -> None:
-    """Commit one ledger row for this execution of the current step, then return."""
+async def record_execution(ctx: FlowContext, note: str | None = None) -> None:
+    """Commit one ledger row for this execution of the current step, then return.
+
+    ``note``: what this execution saw (its arguments, say), for tests that compare them.
+    """
     pool = await _ledger_pool()
     # Outside a transaction asyncpg runs in autocommit: the row is durable on return.
     await pool.execute(
-        "INSERT INTO public.ledger (run_id, step_id, attempt, pid) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO public.ledger (run_id, step_id, attempt, pid, note) "
+        "VALUES ($1, $2, $3, $4, $5)",
         ctx.run_id,
         ctx.step_id,
         ctx.attempt,
         os.getpid(),
+        note,
     )
 
 

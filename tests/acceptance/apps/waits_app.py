@@ -8,6 +8,7 @@ started without it run ``hold`` straight through.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any
 
@@ -16,6 +17,7 @@ from durableflow import Flow, FlowContext
 
 SLEEPER = "waits.sleeper"
 RECEIVER = "waits.receiver"
+RECORDER = "waits.recorder"
 SLEEP_SECONDS = 8.0  # long enough for worker B to start and A to be killed
 
 
@@ -29,7 +31,7 @@ def build_flow(database_url: str | None = None) -> Flow:
 
     @flow.step()
     async def hold(ctx: FlowContext, value: Any) -> Any:
-        await record_execution(ctx)
+        await record_execution(ctx, note=json.dumps(value))
         if os.environ.get("HOLD_STEPS") == "1":
             await asyncio.sleep(3600)
         return value
@@ -44,6 +46,11 @@ def build_flow(database_url: str | None = None) -> Flow:
     async def receiver(ctx: FlowContext) -> Any:
         payload = await ctx.wait_for_signal("go")
         return await hold(ctx, payload)
+
+    @flow.workflow(name=RECORDER, version=1)
+    async def recorder(ctx: FlowContext) -> Any:
+        seen = [ctx.now().isoformat(), str(ctx.uuid4()), repr(ctx.random())]
+        return await hold(ctx, seen)
 
     return flow
 

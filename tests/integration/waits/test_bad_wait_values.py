@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from durableflow import ConfigurationError, Flow, FlowContext, WorkflowFailed
+from durableflow import ConfigurationError, Flow, FlowContext, PayloadTooLarge, WorkflowFailed
 from durableflow.engine.limits import MAX_WAIT_SECONDS
 
 GOOD_RUNS = 10
@@ -174,3 +174,66 @@ async def test_client_timeouts_that_mean_nothing_are_refused(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(flow.result(run_id, timeout=math.inf), 0.3)
         await flow.cancel(run_id)
+
+
+OVER_LIMIT = "x" * 2000  # as JSON, over the 1,024-byte max_payload_bytes of the flow below
+
+
+async def test_payloads_over_the_limit_are_refused_naming_the_run_the_name_and_the_field(
+    database_url: str,
+) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05, max_payload_bytes=1024)
+
+    @flow.workflow(name="inbox")
+    async def inbox(ctx: FlowContext, n: int) -> Any:
+        await ctx.set_event("ready", n)
+        return await ctx.wait_for_signal("approve", timeout=30)
+
+    @flow.workflow(name="oversender")
+    async def oversender(ctx: FlowContext, target: str) -> str:
+        await ctx.send_signal(target, "approve", {"note": OVER_LIMIT})
+        return "sent"
+
+    @flow.workflow(name="overpublisher")
+    async def overpublisher(ctx: FlowContext) -> str:
+        await ctx.set_event("progress", {"log": OVER_LIMIT})
+        return "published"
+
+    async with flow, flow.worker(concurrency=GOOD_RUNS + 4):
+        inboxes = [await flow.start("inbox", n) for n in range(GOOD_RUNS)]
+        target = inboxes[3]
+        with pytest.raises(PayloadTooLarge) as refused:
+            await flow.send_signal(target, "approve", {"note": OVER_LIMIT})
+        for words in (f"payload of signal 'approve' to run {target}", "over the limit of 1024"):
+            assert words in str(refused.value), (words, str(refused.value))
+        assert refused.value.what == f"payload of signal 'approve' to run {target}"
+
+        sender = await flow.start("oversender", str(target))
+        publisher = await flow.start("overpublisher")
+        expected = {
+            sender: [
+                f"payload of signal 'approve' to run {target}",
+                "workflow 'oversender', ctx.send_signal()",
+            ],
+            publisher: ["value of event 'progress'", "workflow 'overpublisher', ctx.set_event()"],
+        }
+        for run_id, words in expected.items():
+            with pytest.raises(WorkflowFailed) as failed:
+                await flow.result(run_id, timeout=30)
+            assert failed.value.status == "failed"
+            assert failed.value.error_type == "durableflow.errors.PayloadTooLarge"
+            message = failed.value.error["message"]
+            for word in [*words, "over the limit of 1024"]:
+                assert word in message, (word, message)
+            status = await flow.status(run_id)
+            assert status.claims == 1  # failed once, not given back and claimed again
+            assert await flow.steps(run_id) == []  # refused before anything was written
+        assert await flow.signals(target) == []
+        assert await flow.get_events(publisher) == {}
+
+        # The runs beside them are unharmed: each receives its own signal.
+        for n, run_id in enumerate(inboxes):
+            await flow.send_signal(run_id, "approve", n)
+        outputs = await asyncio.gather(*(flow.result(r, timeout=30) for r in inboxes))
+        assert outputs == list(range(GOOD_RUNS))
+        assert await flow.get_event(target, "ready") == 3

@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from durableflow import Flow, FlowContext, WorkflowFailed
+from durableflow import Flow, FlowContext, RunFinished, WorkflowFailed
 
 
 def make_flow(database_url: str, **settings: object) -> Flow:
@@ -277,3 +277,94 @@ async def test_gather_parks_only_after_in_flight_steps_commit(database_url: str)
         await flow.send_signal(run_id, "a", "A")
         assert await flow.result(run_id, timeout=10) == ["A", 3, "B"]
         assert executions == [1, 2]
+
+
+@pytest.mark.parametrize("hold", [0, 30], ids=["parked", "blocked_in_memory"])
+async def test_a_deadline_ends_a_run_waiting_for_a_signal_and_a_later_signal_is_refused(
+    database_url: str, hold: float
+) -> None:
+    # hold=0: the wait parks at once (no owner, no slot), so only the wake-up path can
+    # end it; hold=30: the run is blocked in memory and its owner must end it.
+    flow = make_flow(database_url, max_wait_in_memory=hold)
+    continued: list[Any] = []
+
+    @flow.step()
+    async def after(ctx: FlowContext, payload: Any) -> None:
+        continued.append(payload)
+
+    @flow.workflow(name="approval", version=1)
+    async def approval(ctx: FlowContext) -> Any:
+        payload = await ctx.wait_for_signal("approve")
+        await after(ctx, payload)
+        return payload
+
+    async with flow, flow.worker(concurrency=2) as worker:
+        started = time.monotonic()
+        run_id = await flow.start(approval, timeout=1.0)
+        if hold:
+            await wait_status(flow, run_id, "running")
+            await asyncio.sleep(0.2)
+            assert worker.is_executing(run_id)
+        else:
+            await wait_status(flow, run_id, "waiting")
+            status = await flow.status(run_id)
+            assert status.owner is None and status.waiting_for == ("signal:approve",)
+            assert not worker.is_executing(run_id)
+        with pytest.raises(WorkflowFailed) as failed:
+            await flow.result(run_id, timeout=10)
+        assert failed.value.status == "cancelled"
+        assert failed.value.error["reason"] == "timeout"
+        assert "timeout" in failed.value.error["message"]
+        assert 0.95 <= time.monotonic() - started < 3
+        status = await flow.status(run_id)
+        assert status.finished_at is not None and status.deadline is not None
+        assert 0 <= (status.finished_at - status.deadline).total_seconds() < 1
+        # The signal it waited for comes too late: refused, not stored, nothing revived.
+        with pytest.raises(RunFinished) as refused:
+            await flow.send_signal(run_id, "approve", "yes")
+        assert refused.value.status == "cancelled" and refused.value.signal == "approve"
+        assert await flow.signals(run_id) == []
+        await asyncio.sleep(0.5)  # five poll intervals for anything to pick it up again
+        after_signal = await flow.status(run_id)
+        assert after_signal.status == "cancelled"
+        assert (after_signal.owner, after_signal.claims) == (status.owner, status.claims)
+        assert after_signal.finished_at == status.finished_at
+        assert continued == []
+
+
+async def test_a_parent_waiting_for_its_child_gives_its_only_slot_to_the_child(
+    database_url: str,
+) -> None:
+    # The default max_wait_in_memory (1 s): with its one slot taken by the parent, the
+    # worker is under pressure, so the parent must park at once rather than hold it.
+    flow = make_flow(database_url)
+    in_child = asyncio.Event()
+    release = asyncio.Event()
+
+    @flow.step()
+    async def work(ctx: FlowContext, n: int) -> int:
+        in_child.set()
+        await release.wait()
+        return n + 1
+
+    @flow.workflow(name="only_child", version=1)
+    async def only_child(ctx: FlowContext, n: int) -> int:
+        return await work(ctx, n)
+
+    @flow.workflow(name="single_parent", version=1)
+    async def single_parent(ctx: FlowContext, n: int) -> int:
+        return 2 * await ctx.run_child(only_child, n)
+
+    async with flow, flow.worker(concurrency=1) as worker:
+        started = time.monotonic()
+        parent = await flow.start(single_parent, input=20)
+        await asyncio.wait_for(in_child.wait(), 5)
+        assert time.monotonic() - started < 0.9  # not after the in-memory hold ran out
+        (child,) = await flow.list_runs(workflow="only_child")
+        status = await flow.status(parent)
+        assert status.status == "waiting" and status.owner is None
+        assert status.waiting_for == (f"run:{child.id}",)
+        assert worker.is_executing(child.id) and not worker.is_executing(parent)
+        release.set()
+        assert await flow.result(parent, timeout=10) == 42
+        assert (await flow.status(child.id)).parent_id == parent
