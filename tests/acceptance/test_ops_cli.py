@@ -334,14 +334,20 @@ async def test_queues_schedules_and_the_leader(cli: Cli, db: asyncpg.Connection)
         timeout=30,
         message="the leader saves the declared schedule",
     )
-    configured, bad_rate, leader, workers, schedules = await asyncio.gather(
-        cli.json("queues", "configure", "emails", "--concurrency", "3", "--rate-limit", "10/1m"),
+    limits = ["--concurrency", "3", "--worker-concurrency", "2", "--rate-limit", "10/1m"]
+    configured, bad_rate, leader, workers, schedules, shown, *texts = await asyncio.gather(
+        cli.json("queues", "configure", "emails", *limits, "--priority-aging", "30"),
         cli.run("queues", "configure", "emails", "--rate-limit", "ten"),
         cli.json("leader"),
         cli.json("workers", "list"),
         cli.json("schedules", "list"),
+        cli.json("schedules", "show", "ops.nightly"),
+        cli.run("leader"),
+        cli.run("workers", "list"),
+        cli.run("schedules", "list"),
     )
     assert configured["name"] == "emails" and configured["concurrency"] == 3
+    assert configured["worker_concurrency"] == 2 and configured["priority_aging"] == 30.0
     assert configured["rate_limit"] == {"count": 10, "seconds": 60.0}
     assert bad_rate.returncode == 2 and "--rate-limit" in bad_rate.stderr, bad_rate
     [alive] = [w for w in workers if w["alive"]]
@@ -354,6 +360,16 @@ async def test_queues_schedules_and_the_leader(cli: Cli, db: asyncpg.Connection)
         False,
     )
     assert nightly["next_tick"] is not None
+    assert shown == nightly and shown["declared"] is True and shown["timezone"] == "UTC"
+    leader_text, workers_text, schedules_text = texts
+    assert leader_text.returncode == 0, leader_text
+    facts = dict(line.strip().split(None, 1) for line in leader_text.stdout.splitlines())
+    assert facts["leader"] == alive["id"] and facts["epoch"] == str(leader["leader"]["epoch"])
+    assert f"(pid {worker.pid})" in facts["host"]
+    [row] = [line for line in workers_text.stdout.splitlines() if line.startswith(alive["id"])]
+    assert str(worker.pid) in row.split() and row.split()[-1] == "yes", workers_text.stdout
+    [row] = [line for line in schedules_text.stdout.splitlines() if line.startswith("ops.nightly")]
+    assert "0 3 * * *" in row and "active" in row, schedules_text.stdout
 
     queues, paused, text = await asyncio.gather(
         cli.json("queues", "list"),
@@ -361,22 +377,29 @@ async def test_queues_schedules_and_the_leader(cli: Cli, db: asyncpg.Connection)
         cli.run("queues", "list"),
     )
     [emails] = [q for q in queues if q["name"] == "emails"]
-    assert (emails["concurrency"], emails["worker_concurrency"]) == (3, None)
+    assert (emails["concurrency"], emails["worker_concurrency"]) == (3, 2)
     assert emails["queued"] == 0 and emails["executing"] == 0
     assert "emails" in text.stdout and "10 / 1m00s" in text.stdout, text
     assert paused["paused"] is True and paused["next_tick"] is None
 
-    resumed, triggered, backfilled, unknown = await asyncio.gather(
+    resumed, triggered, backfilled, earlier, unknown, replaced = await asyncio.gather(
         cli.json("schedules", "resume", "ops.nightly"),
         cli.json("schedules", "trigger", "ops.nightly"),
         cli.json("schedules", "backfill", "ops.nightly", "--start", "3d"),
+        cli.json("schedules", "backfill", "ops.nightly", "--start", "5d", "--end", "3d"),
         cli.run("schedules", "pause", "no.such.schedule"),
+        cli.json("queues", "configure", "emails", "--priority-aging", "60"),
     )
     assert resumed["paused"] is False and resumed["next_tick"] is not None
     assert len(backfilled["runs"]) == 3  # one 03:00 tick a day in the last three days
+    assert len(earlier["runs"]) == 2  # [5 days ago, 3 days ago): two ticks, none of those
+    assert not set(earlier["runs"]) & set(backfilled["runs"])
+    # configure replaces every limit: those not given are gone.
+    assert (replaced["concurrency"], replaced["worker_concurrency"]) == (None, None)
+    assert (replaced["rate_limit"], replaced["priority_aging"]) == (None, 60.0)
     assert unknown.returncode == 1 and "no schedule named" in unknown.stderr, unknown
     await wait_until(
-        "SELECT count(*) = 4 FROM durableflow.runs "
+        "SELECT count(*) = 6 FROM durableflow.runs "
         "WHERE workflow = 'ops.nightly' AND status = 'succeeded'",
         db,
         timeout=30,
