@@ -181,35 +181,53 @@ async def test_cancel_resume_and_watch(cli: Cli, db: asyncpg.Connection) -> None
     worker.kill()
 
 
-async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code(
+async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code_or_by_force(
     cli: Cli, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
     old = cli.worker("old")
-    run_id = (await cli.json("runs", "start", "ops.evolving", "-a", APP, "--input", "1"))["run_id"]
+    run_id, forced_id = [
+        (await cli.json("runs", "start", "ops.evolving", "-a", APP, "--input", str(n)))["run_id"]
+        for n in (1, 10)
+    ]
     await wait_until(
-        "SELECT count(*) = 1 FROM durableflow.steps WHERE run_id = $1",
+        "SELECT count(*) = 2 FROM durableflow.steps WHERE run_id = any($1::uuid[])",
         db,
-        uuid.UUID(run_id),
+        [uuid.UUID(run_id), uuid.UUID(forced_id)],
         timeout=30,
-        message="the old worker committed the first step and waits at the gate",
+        message="the old worker committed each run's first step and waits at the gate",
     )
     old.kill()  # the old code goes away mid-run...
     new = cli.worker("new", OPS_APP_CODE="new")  # ...and changed code, same version, arrives
     await wait_until(
-        "SELECT status = 'blocked' FROM durableflow.runs WHERE id = $1",
+        "SELECT bool_and(status = 'blocked') FROM durableflow.runs WHERE id = any($1::uuid[])",
         db,
-        uuid.UUID(run_id),
+        [uuid.UUID(run_id), uuid.UUID(forced_id)],
         timeout=30,
     )
     blocked = await cli.json("runs", "list", "--status", "blocked")
-    assert [run["id"] for run in blocked["runs"]] == [run_id]
-    assert blocked["runs"][0]["error_type"] == "CodeChanged"
-    refused = await cli.json("runs", "resume", run_id, expect=1)
+    assert {run["id"] for run in blocked["runs"]} == {run_id, forced_id}
+    assert {run["error_type"] for run in blocked["runs"]} == {"CodeChanged"}
+    refused = await cli.json("runs", "resume", run_id, forced_id, expect=1)
+    assert [r["ok"] for r in refused] == [False, False]
     assert "no live worker" in refused[0]["message"]
+
+    # --force: the new code, the only code running, continues the second run.
+    (tmp_path / "open").touch()
+    forced = await cli.json("runs", "resume", forced_id, "--force")
+    assert forced == [{"run_id": forced_id, "ok": True, "message": "queued again"}]
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(forced_id),
+        timeout=30,
+    )
+    assert (await cli.json("runs", "show", forced_id))["run"]["output"] == 1011  # new code's
+    assert (
+        await db.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", uuid.UUID(run_id))
+    ) == "blocked"
 
     new.send(signal.SIGTERM)  # restore the old code
     assert await new.wait_exit(20) == 0, new.describe()
-    (tmp_path / "open").touch()
     restored = cli.worker("restored")
     await restored.wait_for_output("running", timeout=30, stream="stdout")
     resumed = await cli.json("runs", "resume", run_id)
