@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,104 @@ async def test_queues_schedules_and_the_leader(cli: Cli, db: asyncpg.Connection)
     assert await worker.wait_exit(20) == 0, worker.describe()
     nobody = await cli.run("leader", "--json")
     assert nobody.returncode == 1 and json.loads(nobody.stdout) == {"leader": None}
+
+
+async def test_start_options_and_the_list_filters(
+    cli: Cli, database_url: str, db: asyncpg.Connection
+) -> None:
+    # Queued runs (no worker yet), each started with the options that describe it.
+    tagged = await cli.json(
+        "runs", "start", "ops.greet", "-a", APP, "--input", '"a"',
+        "--queue", "emails", "--correlation-id", "order-1", "--priority", "5",
+    )  # fmt: skip
+    delayed = await cli.json(
+        "runs", "start", "ops.greet", "-a", APP, "--input", '"c"', "--delay", "3600"
+    )
+    keyed = await cli.run(
+        "runs", "start", "ops.greet", "-a", APP, "--input", '"b"', "--idempotency-key", "k1"
+    )
+    assert keyed.returncode == 0, keyed
+    keyed_id = keyed.stdout.strip()  # without --json: the id alone
+    again, conflict = await asyncio.gather(
+        cli.json(
+            "runs", "start", "ops.greet", "-a", APP, "--input", '"b"', "--idempotency-key", "k1"
+        ),
+        cli.run(
+            "runs", "start", "ops.greet", "-a", APP, "--input", '"x"', "--idempotency-key", "k1"
+        ),
+    )
+    assert again["run_id"] == keyed_id  # the same key and input return the same run
+    assert conflict.returncode == 2 and keyed_id in conflict.stderr, conflict  # another input
+    given_up = await cli.run(
+        "runs", "start", "ops.greet", "-a", APP, "--input", '"d"', "--wait", "--timeout", "0.5"
+    )
+    assert given_up.returncode == 2, given_up  # no worker yet: waiting gave up, the run goes on
+    tagged, delayed = tagged["run_id"], delayed["run_id"]
+
+    shown_tagged, shown_delayed = await asyncio.gather(
+        cli.json("runs", "show", tagged), cli.json("runs", "show", delayed)
+    )
+    run = shown_tagged["run"]
+    assert (run["queue"], run["priority"], run["correlation_id"]) == ("emails", 5, "order-1")
+    run = shown_delayed["run"]
+    assert run["status"] == "waiting" and run["waiting_for"] == []  # due in an hour
+    due_in = datetime.fromisoformat(run["wakes_at"]) - datetime.fromisoformat(run["created_at"])
+    assert 3590 < due_in.total_seconds() < 3610
+
+    worker = cli.worker("worker")  # serves "default": the keyed and the last run finish
+    await wait_until(
+        "SELECT count(*) = 2 FROM durableflow.runs WHERE status = 'succeeded'", db, timeout=30
+    )
+    (
+        newest,
+        oldest,
+        emails,
+        order,
+        finished,
+        unfinished,
+        recent,
+        before,
+        tomorrow,
+    ) = await asyncio.gather(
+        cli.json("runs", "list"),
+        cli.json("runs", "list", "--oldest-first"),
+        cli.json("runs", "list", "--queue", "emails"),
+        cli.json("runs", "list", "--correlation-id", "order-1"),
+        cli.json("runs", "list", "--status", "succeeded"),
+        cli.json("runs", "list", "--status", "queued,running", "--status", "waiting"),
+        cli.json("runs", "list", "--since", "1h"),
+        cli.json("runs", "list", "--until", "1h"),
+        cli.json("runs", "list", "--since", "2999-01-01T00:00:00+00:00"),
+    )
+    everything = [r["id"] for r in newest["runs"]]
+    assert len(everything) == 4 and everything[1:] == [keyed_id, delayed, tagged]
+    assert [r["id"] for r in oldest["runs"]] == everything[::-1]
+    assert [r["id"] for r in emails["runs"]] == [tagged]
+    assert [r["id"] for r in order["runs"]] == [tagged]
+    assert {r["id"] for r in finished["runs"]} == {keyed_id, everything[0]}
+    assert [r["id"] for r in unfinished["runs"]] == [delayed, tagged]
+    assert [r["id"] for r in recent["runs"]] == everything
+    assert before["runs"] == [] and tomorrow["runs"] == []
+
+    table = await cli.run("runs", "list", "--status", "queued,waiting", "--oldest-first")
+    assert table.returncode == 0, table
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "WORKFLOW", "STATUS", "QUEUE", "CREATED", "DURATION", "ERROR"]
+    assert [line.split()[0] for line in lines[1:]] == [tagged, delayed]
+    assert "ops.greet v1" in lines[1] and "emails" in lines[1]
+
+    cancelled = await cli.json("runs", "cancel", delayed, "--reason", "no longer needed")
+    assert cancelled[0]["ok"] is True
+    shown = await cli.json("runs", "show", delayed)
+    assert shown["run"]["status"] == "cancelled"
+    assert "no longer needed" in shown["run"]["error"]["message"]
+
+    # --dsn and --schema name the database on their own, with no environment.
+    explicit = await cli.processes.run(
+        ["runs", "list", "--dsn", database_url, "--schema", "durableflow", "--json"], {}
+    )
+    assert explicit.returncode == 0, explicit
+    assert [r["id"] for r in json.loads(explicit.stdout)["runs"]] == everything
+    wrong = await cli.processes.run(["runs", "list", "--dsn", database_url, "--schema", "nope"], {})
+    assert wrong.returncode == 2 and wrong.stderr.strip(), wrong
+    worker.kill()
