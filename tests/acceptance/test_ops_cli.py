@@ -2,7 +2,9 @@
 
 Every command runs as its own process against the test's database, with ``--json``
 output parsed here; the blocked-run test changes a worker's code without a version
-bump, then restores it and unblocks the run with ``runs resume``.
+bump, then restores it and unblocks the run with ``runs resume`` (and another with
+``runs resume --force``); the dead-run test kills the workers of a run until it is
+``dead``, then resumes it.
 """
 
 from __future__ import annotations
@@ -539,3 +541,85 @@ async def test_start_options_and_the_list_filters(
     wrong = await cli.processes.run(["runs", "list", "--dsn", database_url, "--schema", "nope"], {})
     assert wrong.returncode == 2 and wrong.stderr.strip(), wrong
     worker.kill()
+
+
+OWNER_PID = """
+SELECT w.pid FROM durableflow.runs AS r JOIN durableflow.workers AS w ON w.id = r.owner
+WHERE r.id = $1 AND r.status = 'running'
+"""
+
+
+async def test_a_run_whose_workers_died_is_dead_until_resumed_with_its_recoveries_reset(
+    cli: Cli, ledger_url: str, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    """``ops.fragile`` (max_recoveries=1) dies with two workers; resumed, it survives one more."""
+    workers = {}
+    for name in ("w1", "w2"):
+        worker = cli.worker(name)
+        workers[worker.pid] = worker
+    run_id = (await cli.json("runs", "start", "ops.fragile", "-a", APP, "--input", "1"))["run_id"]
+    run_uuid = uuid.UUID(run_id)
+    await wait_until(
+        "SELECT count(*) = 1 FROM durableflow.steps WHERE run_id = $1",
+        db,
+        run_uuid,
+        timeout=30,
+        message="a worker committed the counted step and waits at the gate",
+    )
+    first_pid = await db.fetchval(OWNER_PID, run_uuid)
+
+    async def kill_its_worker(spare: str) -> None:
+        """SIGKILL the worker running the run, with a spare ready to take it over."""
+        worker = workers.pop(await db.fetchval(OWNER_PID, run_uuid))
+        worker.kill()
+        replacement = cli.worker(spare)
+        workers[replacement.pid] = replacement
+
+    await kill_its_worker("w3")
+    await wait_until(
+        f"SELECT recoveries = 1 AND EXISTS ({OWNER_PID}) FROM durableflow.runs WHERE id = $1",
+        db,
+        run_uuid,
+        timeout=30,
+        message="another worker takes the run over: its first recovery",
+    )
+    await kill_its_worker("w4")
+    await wait_until(
+        "SELECT status = 'dead' FROM durableflow.runs WHERE id = $1",
+        db,
+        run_uuid,
+        timeout=30,
+        message="recovered a second time, past max_recoveries=1: dead",
+    )
+    dead, text = await asyncio.gather(
+        cli.json("runs", "list", "--status", "dead"), cli.run("runs", "show", run_id)
+    )
+    assert [run["id"] for run in dead["runs"]] == [run_id]
+    assert "max_recoveries=1" in dead["runs"][0]["error_message"]
+    assert text.returncode == 0 and "dead" in text.stdout, text
+
+    resumed = await cli.json("runs", "resume", run_id)
+    assert resumed == [{"run_id": run_id, "ok": True, "message": "queued again"}]
+    await wait_until(
+        f"SELECT EXISTS ({OWNER_PID})", db, run_uuid, timeout=30, message="a worker claims it"
+    )
+    # Its worker dies once more: a first recovery again, not a third, so it goes on.
+    await kill_its_worker("w5")
+    (tmp_path / "open").touch()
+    await wait_until(
+        "SELECT status IN ('succeeded', 'dead') FROM durableflow.runs WHERE id = $1",
+        db,
+        run_uuid,
+        timeout=30,
+    )
+    shown = await cli.json("runs", "show", run_id)
+    assert shown["run"]["status"] == "succeeded", shown["run"]["error"]
+    assert shown["run"]["output"] == 2
+    assert [(s["name"], s["attempt"]) for s in shown["steps"]] == [("counted", 1), ("gate", 1)]
+    # The independent ledger: the counted step's body ran once, in the first worker.
+    executions = await db.fetch(
+        "SELECT step_id, pid FROM public.ledger WHERE run_id = $1", run_uuid
+    )
+    assert [(row["step_id"], row["pid"]) for row in executions] == [(0, first_pid)]
+    for worker in workers.values():
+        worker.kill()
