@@ -515,6 +515,7 @@ async def test_start_options_and_the_list_filters(
     assert [r["id"] for r in emails["runs"]] == [tagged]
     assert [r["id"] for r in order["runs"]] == [tagged]
     assert {r["id"] for r in finished["runs"]} == {keyed_id, everything[0]}
+    assert f"run {everything[0]} did not reach a final status" in given_up.stderr  # named
     assert [r["id"] for r in unfinished["runs"]] == [delayed, tagged]
     assert [r["id"] for r in recent["runs"]] == everything
     assert before["runs"] == [] and tomorrow["runs"] == []
@@ -612,10 +613,14 @@ async def test_a_run_whose_workers_died_is_dead_until_resumed_with_its_recoverie
         run_uuid,
         timeout=30,
     )
-    shown = await cli.json("runs", "show", run_id)
+    shown, steps = await asyncio.gather(
+        cli.json("runs", "show", run_id), cli.run("runs", "steps", run_id)
+    )
     assert shown["run"]["status"] == "succeeded", shown["run"]["error"]
     assert shown["run"]["output"] == 2
     assert [(s["name"], s["attempt"]) for s in shown["steps"]] == [("counted", 1), ("gate", 1)]
+    rows = [line.split() for line in steps.stdout.splitlines()[1:]]  # the table, as text
+    assert [row[:2] for row in rows] == [["0", "counted"], ["1", "gate"]], steps.stdout
     # The independent ledger: the counted step's body ran once, in the first worker.
     executions = await db.fetch(
         "SELECT step_id, pid FROM public.ledger WHERE run_id = $1", run_uuid
