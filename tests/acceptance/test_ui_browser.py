@@ -640,3 +640,22 @@ async def test_the_runs_filters_narrow_what_the_page_shows(
     await expect(page.locator("#runs-body")).to_contain_text("no runs match")
     assert problems == []
     await context.close()
+
+
+async def test_older_runs_are_paged_with_the_filters_kept(ui: UI, browser: Any) -> None:
+    expect = playwright_api.expect
+    await ui.flow.start("user.onboarding", input=1)  # older, on another queue: never listed
+    queued = [await ui.flow.start("ui.pipeline", input=n, queue="emails") for n in range(51)]
+    context, page, problems = await new_page(browser)
+
+    newest = await filter_runs(page, ui.url, queue="emails")
+    assert newest == {str(run_id) for run_id in queued[1:]}  # a page holds 50
+    async with page.expect_navigation():
+        await page.click("tr.more a")
+    await expect(page.locator("input[name=queue]")).to_have_value("emails")
+    rows = page.locator("tr.run")
+    await expect(rows).to_have_count(1)
+    assert await rows.get_attribute("data-run-id") == str(queued[0])
+    assert await page.locator("tr.more").count() == 0  # the last page
+    assert problems == []
+    await context.close()
