@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
 
 from _serve import serve
 from durableflow import Flow, FlowContext, Graph
+from durableflow.errors import WorkflowFailed
 from durableflow.graph.mermaid import CLASS_STYLES
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(180)]
@@ -84,6 +86,14 @@ def build_flow(database_url: str, gate: asyncio.Event, artefacts: Path) -> Flow:
     @flow.workflow(name="user.onboarding", version=1)
     async def onboarding(ctx: FlowContext, n: int) -> int:
         return await fetch(ctx, n)
+
+    @flow.step()
+    async def explode(ctx: FlowContext, n: int) -> int:
+        raise ValueError(f"cannot take {n}: {HOSTILE}")
+
+    @flow.workflow(name="ui.broken", version=1)
+    async def broken(ctx: FlowContext, n: int) -> int:
+        return await explode(ctx, n)
 
     review = Graph(name="ui.review", version=1, initial="submitted")
 
@@ -530,4 +540,122 @@ async def test_fork_and_replay_from_the_run_page_and_lineage_links(
     assert missing is not None and missing.status == 404
     await expect(page.locator("p.error")).to_contain_text("no artefact stored under")
     assert [p for p in problems if "status of 404" not in p] == []
+    await context.close()
+
+
+async def test_a_failed_run_shows_its_error_and_traceback_as_text(ui: UI, browser: Any) -> None:
+    expect = playwright_api.expect
+    run_id = await ui.flow.start("ui.broken", input=7)
+    with pytest.raises(WorkflowFailed):
+        await ui.flow.result(run_id, timeout=10)
+    context, page, problems = await new_page(browser)
+
+    await page.goto(f"{ui.url}/?status=failed")  # the list shows the error, as text
+    row = page.locator(f'tr[data-run-id="{run_id}"]')
+    await expect(row.locator(".error-cell")).to_contain_text(f"cannot take 7: {HOSTILE}")
+
+    await page.click(f'a[href$="/runs/{run_id}"]')
+    await expect(page.locator("#run-status")).to_have_text("failed")
+    error = page.locator("#run-error")
+    await expect(error).to_contain_text("StepFailed")
+    await expect(error).to_contain_text(f"ValueError: cannot take 7: {HOSTILE}")
+    assert await page.locator("#run-output").count() == 0  # a failed run has no output
+    failed_step = page.locator('#steps tr.step.failed[data-step="explode"]')
+    await expect(failed_step.locator(".error")).to_contain_text(f"cannot take 7: {HOSTILE}")
+
+    # The traceback is folded away until asked for, then shown as text.
+    traceback = page.locator("#run-error ~ details pre.traceback")
+    await expect(traceback).to_be_hidden()
+    await page.locator("#run-error ~ details summary").click()
+    await expect(traceback).to_be_visible()
+    await expect(traceback).to_contain_text("Traceback (most recent call last)")
+    await expect(traceback).to_contain_text('raise ValueError(f"cannot take {n}: {HOSTILE}")')
+    await expect(traceback).to_contain_text(f"ValueError: cannot take 7: {HOSTILE}")
+
+    # The hostile message made no element anywhere, and nothing ran.
+    assert await page.locator("#run-body script, #run-body img").count() == 0
+    assert await page.evaluate("window.__pwned") is None
+    await page.goto(f"{ui.url}/?status=failed")
+    await expect(row).to_have_count(1)
+    assert await page.locator("#runs-body script, #runs-body img").count() == 0
+    assert await page.evaluate("window.__pwned") is None
+    assert problems == []
+    await context.close()
+
+
+async def filter_runs(page: Any, url: str, **fields: str) -> set[str]:
+    """Fill the runs page's filter form as a user would, submit it; the run ids shown."""
+    await page.goto(url + "/")
+    form = page.locator("form.filters")
+    for name, value in fields.items():
+        field = form.locator(f"[name={name}]")
+        if name in ("status", "since"):
+            await field.select_option(value)
+        else:
+            await field.fill(value)
+    async with page.expect_navigation():
+        await form.locator("button[type=submit]").click()
+    for name, value in fields.items():  # the page keeps what it was asked for
+        await playwright_api.expect(form.locator(f"[name={name}]")).to_have_value(value)
+    return {await row.get_attribute("data-run-id") for row in await page.locator("tr.run").all()}
+
+
+async def test_the_runs_filters_narrow_what_the_page_shows(
+    ui: UI, browser: Any, db: asyncpg.Connection
+) -> None:
+    expect = playwright_api.expect
+    recent = await ui.flow.start("user.onboarding", input=1)
+    old = await ui.flow.start("user.onboarding", input=2)
+    broken = await ui.flow.start("ui.broken", input=3)
+    elsewhere = await ui.flow.start("ui.pipeline", input=4, queue="emails")  # nobody serves it
+    running = await ui.flow.start("ui.pipeline", input=5)
+    for run_id in (recent, old):
+        await ui.flow.result(run_id, timeout=10)
+    with pytest.raises(WorkflowFailed):
+        await ui.flow.result(broken, timeout=10)
+    await db.execute(  # as if it had been started two hours ago
+        "UPDATE durableflow.runs SET created_at = created_at - interval '2 hours' WHERE id = $1",
+        old,
+    )
+    await eventually(lambda: ui.flow.count_runs(status="running"), "the pipeline waits at its gate")
+    recent, old, broken, elsewhere, running = map(str, (recent, old, broken, elsewhere, running))
+    context, page, problems = await new_page(browser)
+
+    assert await filter_runs(page, ui.url) == {recent, old, broken, elsewhere, running}
+    assert await filter_runs(page, ui.url, status="failed") == {broken}
+    assert await filter_runs(page, ui.url, workflow="user.onboarding") == {recent, old}
+    assert await filter_runs(page, ui.url, queue="emails") == {elsewhere}
+    assert await filter_runs(page, ui.url, since="1h") == {recent, broken, elsewhere, running}
+    assert await filter_runs(page, ui.url, q=running) == {running}
+    assert await filter_runs(
+        page, ui.url, status="succeeded", workflow="user.onboarding", since="1h"
+    ) == {recent}
+    assert await filter_runs(page, ui.url, workflow="no.such.workflow") == set()
+    await expect(page.locator("#runs-body")).to_contain_text("no runs match")
+
+    # A filtered page stays filtered as it updates live: the run that finishes leaves it.
+    assert await filter_runs(page, ui.url, status="running") == {running}
+    ui.gate.set()
+    await expect(page.locator("tr.run")).to_have_count(0, timeout=10_000)
+    await expect(page.locator("#runs-body")).to_contain_text("no runs match")
+    assert problems == []
+    await context.close()
+
+
+async def test_older_runs_are_paged_with_the_filters_kept(ui: UI, browser: Any) -> None:
+    expect = playwright_api.expect
+    await ui.flow.start("user.onboarding", input=1)  # older, on another queue: never listed
+    queued = [await ui.flow.start("ui.pipeline", input=n, queue="emails") for n in range(51)]
+    context, page, problems = await new_page(browser)
+
+    newest = await filter_runs(page, ui.url, queue="emails")
+    assert newest == {str(run_id) for run_id in queued[1:]}  # a page holds 50
+    async with page.expect_navigation():
+        await page.click("tr.more a")
+    await expect(page.locator("input[name=queue]")).to_have_value("emails")
+    rows = page.locator("tr.run")
+    await expect(rows).to_have_count(1)
+    assert await rows.get_attribute("data-run-id") == str(queued[0])
+    assert await page.locator("tr.more").count() == 0  # the last page
+    assert problems == []
     await context.close()

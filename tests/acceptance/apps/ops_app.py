@@ -6,8 +6,10 @@ worker of the new one. ``OPS_APP_FLAGS`` is a directory of flag files the tests 
 steer steps: ``gate`` waits until ``open`` exists, ``flaky`` fails while ``broken`` exists.
 
 ``ops.approval`` publishes events, runs a child (``ops.greet``) and then waits for the
-signal ``approve``; ``ops.nightly`` is scheduled (``ops.nightly``, 03:00 UTC daily),
-saved by whichever worker leads.
+signal ``approve``; ``ops.fragile`` is stopped as ``dead`` at its second recovery (its
+``counted`` step writes the independent ledger, then it waits at the gate);
+``ops.nightly`` is scheduled (``ops.nightly``, 03:00 UTC daily), saved by whichever
+worker leads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from apps.ledger import record_execution
 from durableflow import Flow, FlowContext
 
 flow = Flow()
@@ -68,6 +71,17 @@ else:
     @flow.workflow(name="ops.evolving", version=1)
     async def evolving(ctx: FlowContext, value: int) -> int:
         return await gate(ctx, await first(ctx, value)) + 1000
+
+
+@flow.step()
+async def counted(ctx: FlowContext, value: int) -> int:
+    await record_execution(ctx)
+    return value + 1
+
+
+@flow.workflow(name="ops.fragile", version=1, max_recoveries=1)
+async def fragile(ctx: FlowContext, value: int) -> int:
+    return await gate(ctx, await counted(ctx, value))
 
 
 @flow.workflow(name="ops.approval", version=1)
