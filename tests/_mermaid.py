@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PACKAGES = ("mermaid@11", "jsdom@26")
 SCRIPT = Path(__file__).parent / "mermaid" / "parse_mermaid.mjs"
 INSTALL_TIMEOUT = 600.0
@@ -44,6 +46,17 @@ def unavailable_reason() -> str | None:
     if shutil.which("npm") is None:
         return "npm is not installed: it installs the Mermaid parser (apt install npm)"
     return None
+
+
+def require() -> None:
+    """Skip the calling test where the parser cannot run; in CI (``CI`` set), fail it:
+    a diagram nobody parsed must not pass as checked."""
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 @contextlib.contextmanager

@@ -196,9 +196,7 @@ BROKEN = "stateDiagram-v2\n    s0 --> --> s1\n"
 @pytest.fixture(scope="module")
 def parsed() -> dict[str, Any]:
     """The real Mermaid parser's reading of every example and of BROKEN, in one node run."""
-    reason = _mermaid.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    _mermaid.require()
     texts = {
         name: build().to_mermaid(current=current) for name, (build, current) in EXAMPLES.items()
     }
