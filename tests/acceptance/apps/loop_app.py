@@ -1,8 +1,10 @@
-"""A workflow that reports which event loop runs it, for ``durableflow worker --loop``."""
+"""Workflows that report on the worker process running them: its event loop (for
+``durableflow worker --loop``) and how many objects it froze out of the collector's reach."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from durableflow import Flow, FlowContext
 
@@ -13,3 +15,8 @@ flow = Flow()
 async def which_loop(ctx: FlowContext) -> str:
     loop = asyncio.get_running_loop()
     return f"{type(loop).__module__}.{type(loop).__name__}"
+
+
+@flow.workflow(name="loop.frozen", version=1)
+async def frozen_objects(ctx: FlowContext) -> int:
+    return gc.get_freeze_count()
