@@ -54,6 +54,16 @@ def cli(processes: Processes, database_url: str, tmp_path: Path) -> Cli:
     return Cli(processes, database_url, tmp_path)
 
 
+async def succeeded(db: asyncpg.Connection, run_id: str) -> None:
+    """Wait (up to 30 s) until the run has succeeded."""
+    await wait_until(
+        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
+        db,
+        uuid.UUID(run_id),
+        timeout=30,
+    )
+
+
 async def test_start_list_show_steps_and_workers(cli: Cli, db: asyncpg.Connection) -> None:
     worker = cli.worker("worker")
     await worker.wait_for_output("running", timeout=30, stream="stdout")
@@ -138,12 +148,7 @@ async def test_failed_run_shows_its_traceback_and_resumes(
     (tmp_path / "broken").unlink()
     resumed = await cli.json("runs", "resume", run_id)
     assert resumed == [{"run_id": run_id, "ok": True, "message": "queued again"}]
-    await wait_until(
-        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
-        db,
-        uuid.UUID(run_id),
-        timeout=30,
-    )
+    await succeeded(db, run_id)
     shown = await cli.json("runs", "show", run_id)
     assert shown["run"]["output"] == 42
     [step] = shown["steps"]
@@ -169,12 +174,7 @@ async def test_cancel_resume_and_watch(cli: Cli, db: asyncpg.Connection) -> None
 
     await cli.json("runs", "resume", queued)
     worker = cli.worker("worker")
-    await wait_until(
-        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
-        db,
-        uuid.UUID(queued),
-        timeout=30,
-    )
+    await succeeded(db, queued)
     # The watcher printed one JSON line per change: queued, cancelled, queued, succeeded.
     await watch.wait_for_output('"status": "succeeded"', timeout=20, stream="stdout")
     statuses = [json.loads(line)["runs"][0]["status"] for line in watch.stdout().splitlines()]
@@ -218,12 +218,7 @@ async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code_or_
     (tmp_path / "open").touch()
     forced = await cli.json("runs", "resume", forced_id, "--force")
     assert forced == [{"run_id": forced_id, "ok": True, "message": "queued again"}]
-    await wait_until(
-        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
-        db,
-        uuid.UUID(forced_id),
-        timeout=30,
-    )
+    await succeeded(db, forced_id)
     assert (await cli.json("runs", "show", forced_id))["run"]["output"] == 1011  # new code's
     assert (
         await db.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", uuid.UUID(run_id))
@@ -235,12 +230,7 @@ async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code_or_
     await restored.wait_for_output("running", timeout=30, stream="stdout")
     resumed = await cli.json("runs", "resume", run_id)
     assert resumed[0]["ok"] is True
-    await wait_until(
-        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
-        db,
-        uuid.UUID(run_id),
-        timeout=30,
-    )
+    await succeeded(db, run_id)
     shown = await cli.json("runs", "show", run_id)
     assert shown["run"]["output"] == 2  # the old code's answer: no +1000
     restored.kill()
@@ -320,12 +310,7 @@ async def test_a_waiting_run_is_shown_signalled_and_finishes(
         "runs", "signal", run_id, "approve", "--payload", payload, "--idempotency-key", "k1"
     )
     assert sent == {"run_id": run_id, "signal": "approve", "sent": True}
-    await wait_until(
-        "SELECT status = 'succeeded' FROM durableflow.runs WHERE id = $1",
-        db,
-        uuid.UUID(run_id),
-        timeout=30,
-    )
+    await succeeded(db, run_id)
     signals, events, shown, late = await asyncio.gather(
         cli.json("runs", "signals", run_id),
         cli.json("runs", "events", run_id),

@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 from apps import waits_app
-from apps.harness import FAST_WORKER_SETTINGS, Processes, wait_until
+from apps.harness import FAST_WORKER_SETTINGS, ChildProcess, Processes, wait_until
 
 from durableflow import WorkflowFailed
 
@@ -28,6 +28,28 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(90)]
 APP = "apps.waits_app:flow"
 # A's sleep stays in memory (and A holds the run) when the kill lands.
 HOLD_IN_MEMORY = {"DURABLEFLOW_MAX_WAIT_IN_MEMORY": "30"}
+
+
+async def kill_9_inside_a_step(
+    worker: ChildProcess,
+    db: asyncpg.Connection,
+    run_id: object,
+    message: str,
+    *,
+    from_step: int = 0,
+) -> None:
+    """SIGKILL ``worker`` once the ledger shows it executing a step (``from_step`` or a
+    later one) of the run, and wait for it to be gone."""
+    await wait_until(
+        "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1 AND step_id >= $2)",
+        db,
+        run_id,
+        from_step,
+        timeout=20,
+        message=message,
+    )
+    worker.send(signal.SIGKILL)
+    assert await worker.wait_exit(5) == -signal.SIGKILL
 
 
 async def test_a_sleep_survives_kill_9_and_is_not_slept_again(
@@ -88,15 +110,9 @@ async def test_a_signal_is_received_exactly_once_when_the_worker_dies_after_cons
         await client.send_signal(run_id, "go", "second")
         worker_a = processes.worker("worker-a", APP, {**env, "HOLD_STEPS": "1"})
         # A consumed "first" (checkpoint committed) and is inside the next step.
-        await wait_until(
-            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1 AND step_id = 1)",
-            db,
-            run_id,
-            timeout=20,
-            message="the step after the wait to start",
+        await kill_9_inside_a_step(
+            worker_a, db, run_id, "the step after the wait to start", from_step=1
         )
-        worker_a.send(signal.SIGKILL)
-        assert await worker_a.wait_exit(5) == -signal.SIGKILL
         processes.worker("worker-b", APP, env)
         assert await client.result(run_id, timeout=30) == "first"
         signals = await client.signals(run_id)
@@ -128,15 +144,7 @@ async def test_a_deadline_is_enforced_after_its_worker_dies(
         started = time.monotonic()
         run_id = await client.start(waits_app.RECEIVER, queue="default", timeout=5)
         await client.send_signal(run_id, "go", "x")
-        await wait_until(
-            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1)",
-            db,
-            run_id,
-            timeout=20,
-            message="the held step to start",
-        )
-        worker_a.send(signal.SIGKILL)
-        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        await kill_9_inside_a_step(worker_a, db, run_id, "the held step to start")
         # B holds the step forever too: only the stored deadline can end the run.
         processes.worker("worker-b", APP, env)
         with pytest.raises(WorkflowFailed) as failed:
@@ -161,15 +169,7 @@ async def test_recorded_values_are_the_same_after_kill_9(
     async with client:
         run_id = await client.start(waits_app.RECORDER, queue="default")
         worker_a = processes.worker("worker-a", APP, {**env, "HOLD_STEPS": "1"})
-        await wait_until(
-            "SELECT EXISTS (SELECT 1 FROM public.ledger WHERE run_id = $1)",
-            db,
-            run_id,
-            timeout=20,
-            message="the step given the values to start",
-        )
-        worker_a.send(signal.SIGKILL)
-        assert await worker_a.wait_exit(5) == -signal.SIGKILL
+        await kill_9_inside_a_step(worker_a, db, run_id, "the step given the values to start")
         processes.worker("worker-b", APP, env)
         out = await client.result(run_id, timeout=30)
         ledger = await db.fetch(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apps.harness import Processes
@@ -14,29 +15,38 @@ from durableflow import Flow, FlowContext
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(120)]
 
 
-async def test_a_worker_started_with_loop_uvloop_runs_workflows_on_uvloop(
-    database_url: str, processes: Processes
-) -> None:
-    pytest.importorskip("uvloop", reason="uvloop (the `fast` extra) is not installed")
+async def ask_a_worker(
+    processes: Processes, database_url: str, workflow: str, *worker_args: str
+) -> Any:
+    """What ``workflow`` of ``apps.loop_app`` returns, run by a ``durableflow worker``
+    process started with ``worker_args``; the worker is stopped (SIGTERM, exit 0) after."""
     worker = processes.worker(
-        "uvloop-worker",
+        "loop-worker",
         "apps.loop_app:flow",
         {"DURABLEFLOW_DATABASE_URL": database_url},
-        "--loop",
-        "uvloop",
+        *worker_args,
     )
     await worker.wait_for_output("running", timeout=30, stream="stdout")
     client = Flow(database_url=database_url)
 
-    @client.workflow(name="loop.which", version=1)
-    async def which_loop(ctx: FlowContext) -> str:
+    @client.workflow(name=workflow, version=1)
+    async def in_the_worker(ctx: FlowContext) -> Any:
         raise AssertionError("runs in the worker process, not here")
 
     async with client:
-        run_id = await client.start("loop.which", queue="default")
-        assert await client.result(run_id, timeout=30) == "uvloop.Loop"
+        run_id = await client.start(workflow, queue="default")
+        answer = await client.result(run_id, timeout=30)
     worker.send(signal.SIGTERM)
     assert await worker.wait_exit(15) == 0, worker.describe()
+    return answer
+
+
+async def test_a_worker_started_with_loop_uvloop_runs_workflows_on_uvloop(
+    database_url: str, processes: Processes
+) -> None:
+    pytest.importorskip("uvloop", reason="uvloop (the `fast` extra) is not installed")
+    loop = await ask_a_worker(processes, database_url, "loop.which", "--loop", "uvloop")
+    assert loop == "uvloop.Loop"
 
 
 async def test_loop_uvloop_without_uvloop_installed_is_a_clear_error(
@@ -55,19 +65,5 @@ async def test_a_started_worker_has_frozen_its_startup_objects(
 ) -> None:
     # Unfrozen, the collector's oldest generation walks every module, the app and the
     # worker's connections each time it runs: 40-50 ms of a stopped event loop.
-    worker = processes.worker(
-        "frozen-worker", "apps.loop_app:flow", {"DURABLEFLOW_DATABASE_URL": database_url}
-    )
-    await worker.wait_for_output("running", timeout=30, stream="stdout")
-    client = Flow(database_url=database_url)
-
-    @client.workflow(name="loop.frozen", version=1)
-    async def frozen_objects(ctx: FlowContext) -> int:
-        raise AssertionError("runs in the worker process, not here")
-
-    async with client:
-        run_id = await client.start("loop.frozen", queue="default")
-        frozen = await client.result(run_id, timeout=30)
+    frozen = await ask_a_worker(processes, database_url, "loop.frozen")
     assert isinstance(frozen, int) and frozen > 10_000, frozen
-    worker.send(signal.SIGTERM)
-    assert await worker.wait_exit(15) == 0, worker.describe()

@@ -218,7 +218,7 @@ class RunState:
         Also waits for a flush another task of the run started: a concurrent step of the
         same ``gather`` must not commit before the values it may depend on.
         """
-        while self.pending or self._flushing is not None:
+        while self.has_unwritten_values:
             if self._flushing is not None:
                 await asyncio.shield(self._flushing)
                 continue
