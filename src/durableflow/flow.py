@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from durableflow._store.schema_version import HEAD_REVISION
 from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
@@ -265,9 +266,11 @@ class Flow(
 
     async def migrate(self) -> None:
         """Create or upgrade durableflow's schema; idempotent, safe from many processes."""
+        store = await self._connected()
+        if await store.schema_revision() == HEAD_REVISION:
+            return  # nothing to do, and alembic stays out of this process
         from durableflow._store.migrations import upgrade
 
-        store = await self._connected()
         await upgrade(
             store.database_url,
             self.settings.schema_name,
@@ -276,13 +279,11 @@ class Flow(
 
     async def schema_status(self) -> SchemaStatus:
         """The schema's recorded revision and the newest this library ships."""
-        from durableflow._store.migrations import head_revision
-
         store = await self._connected()
         return SchemaStatus(
             schema=self.settings.schema_name,
             current=await store.schema_revision(),
-            head=head_revision(),
+            head=HEAD_REVISION,
         )
 
     def migration_sql(self) -> str:

@@ -1,5 +1,6 @@
 """``durableflow worker``: with ``--loop uvloop`` it runs its workflows on uvloop; once
-started, it has frozen its startup objects (``gc.freeze``)."""
+started, it has frozen its startup objects (``gc.freeze``); checking the schema when it
+starts did not load alembic or SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -67,3 +68,11 @@ async def test_a_started_worker_has_frozen_its_startup_objects(
     # worker's connections each time it runs: 40-50 ms of a stopped event loop.
     frozen = await ask_a_worker(processes, database_url, "loop.frozen")
     assert isinstance(frozen, int) and frozen > 10_000, frozen
+
+
+async def test_a_worker_checks_its_schema_without_loading_alembic(
+    database_url: str, processes: Processes
+) -> None:
+    # They would be half the objects of the worker's heap (before the freeze, and for
+    # good in a worker started by flow.start_worker() inside a service).
+    assert await ask_a_worker(processes, database_url, "loop.migration_modules") == []

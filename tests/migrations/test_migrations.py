@@ -6,12 +6,16 @@
 * the version table lives in our schema: a host's ``public.alembic_version`` is
   untouched and two schemas in one database migrate independently;
 * ``upgrade`` is idempotent and serialised by an advisory lock that fails on timeout;
-* bad schema names and unmigrated databases fail with errors that say what to do.
+* bad schema names and unmigrated databases fail with errors that say what to do;
+* what workers check against (``HEAD_REVISION``) is alembic's head, and ``flow.migrate()``
+  on a schema already there leaves alembic and SQLAlchemy out of the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +32,7 @@ from durableflow import ConfigurationError, Flow, FlowContext, MigrationLockTime
 from durableflow._store.identifiers import advisory_key
 from durableflow._store.migrations import downgrade, head_revision, offline_sql, upgrade
 from durableflow._store.models import metadata_for
+from durableflow._store.schema_version import HEAD_REVISION
 
 SCHEMA = "durableflow"
 TABLES = {
@@ -305,3 +310,47 @@ async def test_a_worker_refuses_a_schema_behind_head(
             await flow.start_worker(1)
     finally:
         await flow.close()
+
+
+def test_the_revision_workers_check_against_is_alembics_head() -> None:
+    # Adding a migration means writing its revision into schema_version.HEAD_REVISION.
+    assert head_revision() == HEAD_REVISION
+
+
+MIGRATE_AND_LIST_MODULES = """
+import asyncio, sys
+from durableflow import Flow
+
+async def main(url):
+    async with Flow(database_url=url) as flow:
+        await flow.migrate()
+        print((await flow.schema_status()).current)
+    print(sorted({m.split(".")[0] for m in sys.modules} & {"alembic", "sqlalchemy", "mako"}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def migrate_in_a_new_process(database_url: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", MIGRATE_AND_LIST_MODULES, database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+async def test_migrate_at_head_does_not_load_alembic(
+    blank_database_url: str, connection: asyncpg.Connection
+) -> None:
+    # An empty database: alembic creates the schema.
+    first = await asyncio.to_thread(migrate_in_a_new_process, blank_database_url)
+    assert first == [HEAD_REVISION, "['alembic', 'mako', 'sqlalchemy']"]
+    # At head already (every restart of a service that migrates when it starts): one
+    # SELECT, and none of the ~55,000 objects alembic brings stay in the process.
+    again = await asyncio.to_thread(migrate_in_a_new_process, blank_database_url)
+    assert again == [HEAD_REVISION, "[]"]
+    assert await revision_in(connection, SCHEMA) == [HEAD_REVISION]

@@ -11,7 +11,6 @@ import io
 from contextlib import redirect_stdout
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from alembic import command
@@ -51,7 +50,8 @@ def alembic_config(schema: str, url: str | None = None) -> Config:
 
 
 def head_revision() -> str:
-    """The newest revision this version of durableflow ships."""
+    """The newest revision of the migration scripts, as alembic reads them (workers use
+    ``schema_version.HEAD_REVISION``, which a test keeps equal to this)."""
     head = ScriptDirectory.from_config(alembic_config("durableflow")).get_current_head()
     assert head is not None
     return head
@@ -129,36 +129,6 @@ def _downgrade_sync(connection: Connection, schema: str, revision: str) -> None:
     config = alembic_config(schema)
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
-
-
-async def current_revision(connection: Any, schema: str) -> str | None:
-    """The revision recorded in ``schema`` (None when the schema was never migrated)."""
-    with translate_errors(schema, "reading the schema version"):
-        exists = await connection.fetchval(
-            "SELECT to_regclass($1) IS NOT NULL", f"{quote_schema(schema)}.alembic_version"
-        )
-        if not exists:
-            return None
-        value = await connection.fetchval(
-            f"SELECT version_num FROM {quote_schema(schema)}.alembic_version"
-        )
-        return str(value) if value is not None else None
-
-
-async def ensure_current(connection: Any, schema: str) -> None:
-    """Raise ``SchemaError`` naming the command to run when ``schema`` is not at head."""
-    current = await current_revision(connection, schema)
-    head = head_revision()
-    if current == head:
-        return
-    state = "does not exist" if current is None else f"is at revision {current}"
-    raise SchemaError(
-        f"durableflow schema {schema!r} {state} but this version of durableflow needs "
-        f"{head}; run `durableflow db upgrade` (or `await flow.migrate()`) first",
-        schema=schema,
-        current=current,
-        head=head,
-    )
 
 
 def offline_sql(schema: str, revision: str = "head") -> str:

@@ -35,6 +35,7 @@ from durableflow._store.records import (
     claimed_from_row,
 )
 from durableflow._store.retry import retry_transient, until
+from durableflow._store.schema_version import current_revision, ensure_current
 from durableflow._store.statements import (
     insert_new_runs,
     with_companions,
@@ -243,18 +244,12 @@ class Store:
         )
 
     async def schema_revision(self) -> str | None:
-        # alembic is imported only when the schema is looked at: the CLI and workers
-        # that never migrate start faster.
-        from durableflow._store.migrations import current_revision
-
         return await self.pooled(
             "reading the schema revision",
             lambda connection: current_revision(connection, self.schema),
         )
 
     async def ensure_schema_current(self) -> None:
-        from durableflow._store.migrations import ensure_current
-
         await self.pooled(
             "checking the schema", lambda connection: ensure_current(connection, self.schema)
         )
