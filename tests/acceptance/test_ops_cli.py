@@ -10,14 +10,17 @@ bump, then restores it and unblocks the run with ``runs resume`` (and another wi
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import signal
+import socket
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 from apps.harness import FAST_WORKER_SETTINGS, Completed, Processes, wait_until
 
@@ -236,29 +239,91 @@ async def test_a_blocked_run_is_unblocked_by_resume_after_restoring_the_code_or_
     restored.kill()
 
 
-async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
-    import socket
+def free_port() -> int:
+    """A TCP port nobody listens on, on any address."""
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))  # free on every address, not just on loopback
+        port: int = probe.getsockname()[1]
+        return port
 
-    with socket.socket() as probe:  # a free port for the UI
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
-    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine on an interface that is up, other than loopback."""
+    up = {name for name, stats in psutil.net_if_stats().items() if stats.isup}
+    for name, addresses in psutil.net_if_addrs().items():
+        for address in addresses:
+            if (
+                name in up
+                and address.family == socket.AF_INET
+                and not ipaddress.ip_address(address.address).is_loopback
+            ):
+                return str(address.address)
+    return None
+
+
+async def http_get(host: str, port: int, path: str) -> str:
+    """The raw HTTP/1.1 response to ``GET path`` (waiting up to 5 s for the server)."""
     for _ in range(100):
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(host, port)
             break
         except OSError:
             await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"nothing answers on {host}:{port}")
     writer.write(
-        f"GET /workers HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
     )
     response = (await reader.read()).decode()
     writer.close()
+    return response
+
+
+async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
+    port = free_port()
+    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
+    response = await http_get("127.0.0.1", port, "/workers")
     assert response.startswith("HTTP/1.1 200"), response[:200]
     assert "<h1>Workers</h1>" in response and "read-only" in response
+    assert "ui_exposed" not in ui.stderr(), ui.describe()  # loopback: nothing to warn about
+    if (address := non_loopback_address()) is not None:  # bound to loopback only
+        with pytest.raises(OSError):
+            await asyncio.open_connection(address, port)
     ui.send(signal.SIGINT)
-    assert await ui.wait_exit(20) in (0, 130), ui.describe()
+    assert await ui.wait_exit(20) == 130, ui.describe()  # docs/cli.md: Ctrl-C exits 130
+
+
+async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> None:
+    """``ui --host 0.0.0.0``: the ui_exposed warning docs/ui.md promises, the pages on
+    this machine's other address (or loopback, when it has none), stopped by its pid."""
+    port = free_port()
+    ui = cli.processes.start(
+        "ui", ["ui", "-a", APP, "--host", "0.0.0.0", "--port", str(port)], cli.env
+    )
+    await ui.wait_for_output(f"http://0.0.0.0:{port}/", timeout=30, stream="stdout")
+    # Logged before the address is printed, on stderr: stdout has the address alone.
+    [warning] = [line for line in ui.stderr().splitlines() if "ui_exposed" in line]
+    assert warning.endswith(
+        " WARNING durableflow.cli: serving the UI on 0.0.0.0: anyone who reaches it can read "
+        "every run's input and output (actions stay disabled) [event=ui_exposed]"
+    ), warning
+    assert ui.stdout().splitlines() == [
+        f"durableflow UI on http://0.0.0.0:{port}/ (Ctrl-C stops it)"
+    ]
+
+    address = non_loopback_address() or "127.0.0.1"
+    response = await http_get(address, port, "/workers")
+    assert response.startswith("HTTP/1.1 200"), response[:200]
+    assert "<h1>Workers</h1>" in response and "read-only" in response
+    if address != "127.0.0.1":
+        assert (await http_get("127.0.0.1", port, "/workers")).startswith("HTTP/1.1 200")
+
+    ui.send(signal.SIGINT)  # by its pid, as Ctrl-C would
+    assert await ui.wait_exit(20) == 130, ui.describe()
+    assert "Traceback" not in ui.stderr(), ui.describe()
+    with pytest.raises(ConnectionRefusedError):  # the port was closed with it
+        await asyncio.open_connection(address, port)
 
 
 async def test_a_waiting_run_is_shown_signalled_and_finishes(
