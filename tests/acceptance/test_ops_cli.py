@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import signal
 import socket
 import uuid
@@ -184,6 +185,39 @@ async def test_cancel_resume_and_watch(cli: Cli, db: asyncpg.Connection) -> None
     assert statuses[0] in ("queued", "cancelled") and statuses[-1] == "succeeded"
     assert "cancelled" in statuses or len(statuses) >= 2
     watch.kill()
+    worker.kill()
+
+
+async def test_watch_on_a_terminal_redraws_in_place_until_ctrl_c(
+    cli: Cli, db: asyncpg.Connection
+) -> None:
+    """``runs list --watch`` typed at a terminal: the table follows a run started
+    meanwhile, redrawn in place; Ctrl-C on the terminal ends it (130, docs/cli.md) with
+    the cursor shown again, the terminal's modes as they were and no traceback."""
+    terminal = cli.processes.start_on_terminal(
+        ["runs", "list", "--watch", "--interval", "0.2", "--workflow", "ops.greet"], cli.env
+    )
+    modes = terminal.attributes()
+    await terminal.wait_for("WORKFLOW", timeout=30)  # the (empty) table is drawn
+    run_id = (await cli.json("runs", "start", "ops.greet", "-a", APP, "--input", '"tty"'))["run_id"]
+    await terminal.wait_for(run_id, timeout=20)
+    [row] = [line for line in re.split(r"[\r\n]+", terminal.screen()) if run_id in line]
+    assert row.split()[1:4] == ["ops.greet", "v1", "queued"], row
+    worker = cli.worker("worker")
+    await succeeded(db, run_id)
+    await terminal.wait_for("succeeded", timeout=20)
+    # In place: each redraw moves the cursor back up over the previous table.
+    assert re.search(r"\x1b\[\d*A", terminal.received()), terminal.received()
+
+    terminal.press(b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground process
+    assert await terminal.wait_exit(20) == 130, terminal.screen()
+    shown, screen = terminal.received(), terminal.screen()
+    assert "Traceback" not in screen and "KeyboardInterrupt" not in screen, screen
+    assert shown.rfind("\x1b[?25h") > shown.rfind("\x1b[?25l") >= 0, shown  # cursor back
+    assert screen.endswith("\n"), screen  # the prompt comes back on a line of its own
+    rows = [line for line in re.split(r"[\r\n]+", screen) if run_id in line]
+    assert "succeeded" in rows[-1], rows  # the last table stays on the screen
+    assert terminal.attributes() == modes
     worker.kill()
 
 
