@@ -305,19 +305,39 @@ async def http_get(host: str, port: int, path: str) -> str:
             await asyncio.sleep(0.05)
     else:
         raise AssertionError(f"nothing answers on {host}:{port}")
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
-    )
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode())
     response = (await reader.read()).decode()
     writer.close()
     return response
 
 
-async def test_ui_command_serves_on_loopback(cli: Cli) -> None:
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("host", "url_host"),
+    [
+        (None, "127.0.0.1"),  # the default
+        pytest.param(
+            "::1",
+            "[::1]",  # printed as a browser takes it (it printed http://::1:8080/)
+            marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here"),
+        ),
+    ],
+)
+async def test_ui_command_serves_on_loopback(cli: Cli, host: str | None, url_host: str) -> None:
     port = free_port()
-    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
-    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
-    response = await http_get("127.0.0.1", port, "/workers")
+    bind = ["--host", host] if host else []
+    ui = cli.processes.start("ui", ["ui", "-a", APP, *bind, "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://{url_host}:{port}/", timeout=30, stream="stdout")
+    response = await http_get(host or "127.0.0.1", port, "/workers")
     assert response.startswith("HTTP/1.1 200"), response[:200]
     assert "<h1>Workers</h1>" in response and "read-only" in response
     assert "ui_exposed" not in ui.stderr(), ui.describe()  # loopback: nothing to warn about
