@@ -380,6 +380,80 @@ async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> N
         await asyncio.open_connection(address, port)
 
 
+def json_log_records(stderr: str) -> list[dict[str, Any]]:
+    """The log records of a ``--log-format json`` process: every stderr line is one."""
+    records = [json.loads(line) for line in stderr.splitlines()]
+    for record in records:
+        assert {"time", "level", "logger", "message", "event", "run_id"} <= record.keys(), record
+    return records
+
+
+async def test_global_log_options_log_on_stderr_and_leave_json_output_parseable(cli: Cli) -> None:
+    """``-v``/``--verbose`` and ``--log-format`` go before the command (docs/cli.md): the
+    records go to stderr, JSON objects with ``--log-format json``, DEBUG ones with
+    ``-v``, and ``--json`` output on stdout stays one parseable document."""
+    worker = cli.worker("worker")
+    loud = ["-v", "--log-format", "json"]
+    started = await cli.run(
+        *loud, "runs", "start", "ops.greet", "-a", APP, "--input", '"logs"', "--wait", "--json"
+    )
+    assert started.returncode == 0, started
+    run_id = json.loads(started.stdout)["run_id"]
+    listing, shown, steps, workers, quiet, text = await asyncio.gather(
+        cli.run(*loud, "runs", "list", "--json"),
+        cli.run(*loud, "runs", "show", run_id, "--json"),
+        cli.run(*loud, "runs", "steps", run_id, "--json"),
+        cli.run("--verbose", "--log-format", "json", "workers", "list", "--json"),
+        cli.run("--log-format", "json", "runs", "show", run_id, "--json"),
+        cli.run("-v", "runs", "show", run_id, "--json"),
+    )
+    for result in (started, listing, shown, steps, workers, quiet, text):
+        assert result.returncode == 0, result
+    assert [run["id"] for run in json.loads(listing.stdout)["runs"]] == [run_id]
+    assert json.loads(shown.stdout)["run"]["output"] == "hello logs"
+    assert json.loads(quiet.stdout) == json.loads(text.stdout) == json.loads(shown.stdout)
+    assert [step["name"] for step in json.loads(steps.stdout)] == ["greet_step"]
+    assert [w["pid"] for w in json.loads(workers.stdout) if w["alive"]] == [worker.pid]
+    # -v: DEBUG records (these commands log none of durableflow's own at DEBUG, but
+    # every library's go through, asyncio's event loop choice first); without it none.
+    for result in (started, listing, shown, steps, workers):
+        assert "DEBUG" in {r["level"] for r in json_log_records(result.stderr)}, result
+    assert all(r["level"] != "DEBUG" for r in json_log_records(quiet.stderr)), quiet
+    assert re.search(r"^\S+ \S+ DEBUG asyncio: ", text.stderr, re.M), text  # text lines
+
+    # A command that logs its work: runs prune, one run_pruned record per run.
+    pruned = await cli.run("--log-format", "json", "runs", "prune", run_id, "--json")
+    assert pruned.returncode == 0, pruned
+    assert json.loads(pruned.stdout)["runs"] == 1
+    [record] = json_log_records(pruned.stderr)
+    assert (record["level"], record["logger"], record["event"], record["run_id"]) == (
+        "INFO",
+        "durableflow.artefacts",
+        "run_pruned",
+        run_id,
+    )
+    # ...and ui on a non-loopback address, with a token: actions are not disabled then.
+    port = free_port()
+    ui = cli.processes.start(
+        "ui-json",
+        ["--log-format", "json", "ui", "-a", APP, "--host", "0.0.0.0", "--port", str(port)],
+        {**cli.env, "DURABLEFLOW_UI_TOKEN": "s3cret-token"},
+    )
+    await ui.wait_for_output(f"http://0.0.0.0:{port}/", timeout=30, stream="stdout")
+    [record] = json_log_records(ui.stderr())
+    assert (record["level"], record["logger"], record["event"]) == (
+        "WARNING",
+        "durableflow.cli",
+        "ui_exposed",
+    )
+    assert record["message"] == (
+        "serving the UI on 0.0.0.0: anyone who reaches it can read every run's input and output"
+    )
+    ui.send(signal.SIGINT)
+    assert await ui.wait_exit(20) == 130, ui.describe()
+    worker.kill()
+
+
 async def test_a_waiting_run_is_shown_signalled_and_finishes(
     cli: Cli, db: asyncpg.Connection
 ) -> None:
