@@ -36,6 +36,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _url(host: str, port: int) -> str:
+    """The UI's address as a browser takes it: an IPv6 address goes in brackets."""
+    try:
+        bracketed = ipaddress.ip_address(host).version == 6
+    except ValueError:  # a host name
+        bracketed = False
+    return f"http://[{host}]:{port}/" if bracketed else f"http://{host}:{port}/"
+
+
 async def ui_command(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -54,7 +63,7 @@ async def ui_command(args: argparse.Namespace) -> int:
         )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
-    print(f"durableflow UI on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    print(f"durableflow UI on {_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     try:
         await server.serve()
     finally:

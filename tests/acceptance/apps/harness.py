@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,6 +131,7 @@ class Processes:
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._children: list[ChildProcess] = []
+        self._terminals: list[Terminal] = []
 
     def start(
         self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
@@ -195,10 +197,26 @@ class Processes:
         code = await child.wait_exit(10)
         return Completed(code, child.stdout(), child.stderr())
 
+    def start_on_terminal(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> Terminal:
+        """Start ``durableflow <args>`` in the foreground of its own pseudo-terminal, as a
+        person types it at a shell: stdin, stdout and stderr are the terminal, which is
+        the process's controlling terminal, so Ctrl-C typed on it (``Terminal.press``)
+        reaches the process as SIGINT through the terminal, not from us."""
+        child, terminal = self._start_on_terminal(args, env, interactive=True)
+        session = Terminal(child, terminal)
+        self._terminals.append(session)
+        return session
+
     def _start_on_terminal(
-        self, args: Sequence[str], env: Mapping[str, str] | None
+        self, args: Sequence[str], env: Mapping[str, str] | None, *, interactive: bool = False
     ) -> tuple[ChildProcess, int]:
-        """The process, and our end of its terminal (non-blocking)."""
+        """The process, and our end of its terminal (non-blocking).
+
+        ``interactive``: the terminal is also its stdin and its controlling terminal (a
+        session of its own, so its process group is the terminal's foreground group).
+        """
         import fcntl
         import pty
         import struct
@@ -211,12 +229,23 @@ class Processes:
         terminal, device = pty.openpty()
         fcntl.ioctl(device, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
         os.set_blocking(terminal, False)
+
+        def take_the_terminal() -> None:
+            # In the child, after setsid() (start_new_session), with fd 0 the device:
+            # Popen has no option for a controlling terminal, so preexec_fn it is. A
+            # shell runs a foreground command with SIGINT at its default even where the
+            # test runner itself ignores it (started in the background, say).
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "durableflow.cli", *args],
                 stdout=device,
                 stderr=device,
-                stdin=subprocess.DEVNULL,
+                stdin=device if interactive else subprocess.DEVNULL,
+                start_new_session=interactive,
+                preexec_fn=take_the_terminal if interactive else None,
                 env=child_environment({"TERM": "xterm-256color", **(env or {})}),
                 cwd=self._directory,
             )
@@ -229,6 +258,87 @@ class Processes:
     def kill_all(self) -> None:
         for child in self._children:
             child.kill()
+        for terminal in self._terminals:
+            terminal.close()
+
+
+class Terminal:
+    """Our end of a pseudo-terminal a ``durableflow`` process runs on (see
+    ``Processes.start_on_terminal``): what it has shown so far, and keys typed on it."""
+
+    def __init__(self, child: ChildProcess, terminal: int) -> None:
+        self.child = child
+        self._terminal = terminal
+        self._received = bytearray()
+        self._closed = False
+
+    def received(self) -> str:
+        """Everything the terminal received so far, escape sequences included."""
+        while not self._closed:
+            try:
+                chunk = os.read(self._terminal, 65536)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: the process exited and closed its end
+                self._closed = True
+                break
+            if not chunk:
+                self._closed = True
+                break
+            self._received.extend(chunk)
+        return self._received.decode(errors="replace")
+
+    def screen(self) -> str:
+        """``received()`` without colours and cursor movements."""
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.received())
+
+    async def wait_for(self, text: str, timeout: float) -> None:
+        """Wait until ``text`` is on the screen."""
+        deadline = time.monotonic() + timeout
+        while text not in self.screen():
+            if self.child.returncode is not None and text not in self.screen():
+                raise AssertionError(
+                    f"{self.child.name} exited before showing {text!r}\n{self.screen()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.child.name} did not show {text!r} within "
+                    f"{timeout}s\n{self.screen()[-4000:]}"
+                )
+            await asyncio.sleep(0.02)
+
+    def press(self, keys: bytes) -> None:
+        """Type ``keys`` on the terminal (``b"\\x03"`` is Ctrl-C)."""
+        os.write(self._terminal, keys)
+
+    def attributes(self) -> list[object]:
+        """The terminal's modes (``termios.tcgetattr``): echo, canonical input..."""
+        import termios
+
+        return termios.tcgetattr(self._terminal)
+
+    async def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to exit, reading what it still shows meanwhile (a full
+        terminal would block it); the transcript is kept as the process's stdout file."""
+        deadline = time.monotonic() + timeout
+        try:
+            while (code := self.child.returncode) is None:
+                self.received()
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{self.child.name} did not exit within {timeout}s\n{self.screen()[-4000:]}"
+                    )
+                await asyncio.sleep(0.02)
+        finally:
+            self.received()
+            self.child.stdout_path.write_bytes(bytes(self._received))
+        return code
+
+    def close(self) -> None:
+        """Close our end (once; ``Processes.kill_all`` does it after the test)."""
+        if self._terminal >= 0:
+            os.close(self._terminal)
+            self._terminal = -1
 
 
 async def wait_until(
