@@ -9,6 +9,7 @@ database for the checks.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,14 @@ if str(ACCEPTANCE_DIR) not in sys.path:  # the test process imports the same app
 
 from apps.harness import Processes  # noqa: E402
 from apps.ledger import LEDGER_DDL  # noqa: E402
+
+# A test runner started where SIGINT is ignored (a background job of a shell without job
+# control, as CI may start it) would pass that on to every process it starts, and a
+# durableflow command told to stop with SIGINT (Ctrl-C, by pid) would not see it as a
+# person at a terminal would. A handler of our own is not inherited: children start with
+# SIGINT at its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
