@@ -24,6 +24,7 @@ if str(ACCEPTANCE_DIR) not in sys.path:  # the test process imports the same app
 
 from apps.harness import Processes  # noqa: E402
 from apps.ledger import LEDGER_DDL  # noqa: E402
+from apps.ops_cli import Cli  # noqa: E402
 
 # A test runner started where SIGINT is ignored (a background job of a shell without job
 # control, as CI may start it) would pass that on to every process it starts, and a
@@ -42,6 +43,12 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield spawned
     finally:
         spawned.kill_all()
+
+
+@pytest.fixture
+def cli(processes: Processes, database_url: str, tmp_path: Path) -> Cli:
+    """``durableflow`` commands against the test's database (``apps.ops_app``'s flow)."""
+    return Cli(processes, database_url, tmp_path)
 
 
 @pytest_asyncio.fixture
