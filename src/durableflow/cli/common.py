@@ -56,6 +56,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_NO = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 
 # parser -> its verbs' subparsers action, so that command modules can add verbs to a
 # noun another module created (`runs fork` next to `runs list`).

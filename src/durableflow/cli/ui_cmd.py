@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
-from durableflow.cli.common import EXIT_OK, add_connection_options, make_flow
+from durableflow.cli.common import EXIT_INTERRUPTED, EXIT_OK, add_connection_options, make_flow
 from durableflow.errors import ConfigurationError
 
 logger = logging.getLogger("durableflow.cli")
@@ -45,6 +49,36 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if bracketed else f"http://{host}:{port}/"
 
 
+def _server(config: Any) -> Any:
+    """A uvicorn server that stops on SIGTERM or Ctrl-C and then returns.
+
+    uvicorn raises the signal again once it has shut down, and SIGTERM's default action
+    then ends the process before the Flow's connections are closed. This one only
+    remembers the signal (``stopped_by``): the command closes the Flow and exits 0 on
+    SIGTERM, as ``durableflow worker`` does, and 130 on Ctrl-C, as other commands do.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            stops = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
+
+
 async def ui_command(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -62,10 +96,10 @@ async def ui_command(args: argparse.Namespace) -> int:
             extra={"event": "ui_exposed"},
         )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-    server = uvicorn.Server(config)
+    server = _server(config)
     print(f"durableflow UI on {_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     try:
         await server.serve()
     finally:
         await flow.close()
-    return EXIT_OK
+    return EXIT_INTERRUPTED if server.stopped_by == signal.SIGINT else EXIT_OK
