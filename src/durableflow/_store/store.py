@@ -8,6 +8,7 @@ statement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -181,7 +182,11 @@ class Store:
                 return await operation(connection)
             except BaseException as exc:
                 if breaks_connection(exc):
-                    connection.terminate()
+                    # A connection the server closed was already given back by asyncpg
+                    # (its proxy is detached, and terminate() would raise InterfaceError
+                    # over the fault that matters); only a live one needs terminating.
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        connection.terminate()
                 raise
             finally:
                 await self.pool.release(connection)

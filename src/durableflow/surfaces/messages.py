@@ -14,7 +14,7 @@ from durableflow._store.waits import WaitStore
 from durableflow.engine.limits import check_name, client_timeout
 from durableflow.engine.payloads import payload_json
 from durableflow.engine.serialization import check_key
-from durableflow.errors import RunNotFound
+from durableflow.errors import DatabaseError, RunNotFound
 from durableflow.runtime.waiting import send_signal
 from durableflow.surfaces.base import FlowCore, as_run_id
 from durableflow.surfaces.transactions import caller_connection
@@ -130,7 +130,16 @@ class MessagesSurface(FlowCore):
         give_up = None if timeout is None else loop.time() + timeout
         delay = _EVENT_POLL_MIN
         while True:
-            value, found, status = await store.get_event(target, key)
+            try:
+                value, found, status = await store.get_event(target, key)
+            except DatabaseError as exc:
+                # A dropped connection is no answer: read again, as flow.result does,
+                # until the timeout (then the fault is raised, not a None that lies).
+                if not exc.transient or (give_up is not None and loop.time() >= give_up):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _EVENT_POLL_MAX)
+                continue
             if status is None:
                 raise RunNotFound(target)
             if found:
