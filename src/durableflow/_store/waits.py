@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.errors import translate_errors
+from durableflow._store.retry import retry_transient, until
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
@@ -206,18 +207,34 @@ class WaitStore:
         recorded output. ``connection``: a caller's transaction to send it in (issue #13)
         instead of the pool."""
         fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
-        with translate_errors(self.schema, "sending a signal"):
-            row = await (connection or self._store.pool).fetchrow(
-                self._store.queries.send_signal,
-                run_id,
-                name,
-                payload,
-                idempotency_key,
-                fence.owner if fence is not None else None,
-                fence.epoch if fence is not None else None,
-                step_id,
-                step_name,
-                self.wake_channel,
+        args = (
+            run_id,
+            name,
+            payload,
+            idempotency_key,
+            fence.owner if fence is not None else None,
+            fence.epoch if fence is not None else None,
+            step_id,
+            step_name,
+            self.wake_channel,
+        )
+        if connection is not None:
+            with translate_errors(self.schema, "sending a signal"):
+                row = await connection.fetchrow(self._store.queries.send_signal, *args)
+        elif idempotency_key is not None and handoff is None:
+            # A client's send with a key is retried through transient faults: a retry
+            # after a lost reply meets the key and stores nothing twice. Without a key
+            # a retry could store the signal twice, so the fault is the caller's
+            # (``DatabaseError``, ``transient=True``): the send may or may not be stored.
+            row = await retry_transient(
+                lambda: self._store.fetchrow(
+                    "sending a signal", self._store.queries.send_signal, *args
+                ),
+                keep_trying=until(self._store.retry_timeout),
+            )
+        else:
+            row = await self._store.fetchrow(
+                "sending a signal", self._store.queries.send_signal, *args
             )
         assert row is not None
         return row["status"], row["output"]

@@ -70,7 +70,11 @@ class MessagesSurface(FlowCore):
         at most 200 characters; all before anything is written. With ``session`` (a
         SQLAlchemy ``AsyncSession`` or ``AsyncConnection`` on the schema's database), the
         signal is stored in the caller's transaction: it exists, and wakes the run, only
-        once the caller commits.
+        once the caller commits. With an ``idempotency_key``, transient database faults
+        are retried for ``transient_retry_timeout`` seconds (a repeat after a lost reply
+        meets the key); without one, a transient fault raises ``DatabaseError``
+        (``transient=True``) as the signal may or may not have been stored: send again
+        with a key to be sure it is stored once.
         Example::
 
             await flow.send_signal(run_id, "approve", {"by": "ops"})
