@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from durableflow._store.errors import translate_errors
+from durableflow._store.retry import retry_transient, until
 from durableflow.errors import DatabaseError
 
 if TYPE_CHECKING:
     import asyncpg
 
     from durableflow._store.store import Store
+
+T = TypeVar("T")
 
 
 def graphs_channel(schema: str) -> str:
@@ -50,59 +53,80 @@ class GraphStore:
         self._queries = store.queries
         self.channel = graphs_channel(store.schema)
 
+    async def _retried(self, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()`` retried through transient faults for the client's retry timeout.
+
+        Every statement here is safe to repeat: reads, and a publish whose repeat after
+        a lost reply finds the row its first attempt stored (the same hash).
+        """
+        return await retry_transient(read, keep_trying=until(self._store.retry_timeout))
+
     async def publish(self, name: str, version: int, spec: str, spec_hash: str) -> PublishOutcome:
         """Insert a version unless it exists; the stored row either way."""
-        with translate_errors(self._store.schema, "publishing a graph"):
-            for _ in range(3):  # see publish_graph: a concurrent insert returns no row
-                row = await self._store.pool.fetchrow(
-                    self._queries.publish_graph, name, version, spec, spec_hash, self.channel
-                )
-                if row is not None:
-                    return PublishOutcome(row["hash"], row["published_at"], row["created"])
+        for _ in range(3):  # see publish_graph: a concurrent insert returns no row
+            row = await self._retried(
+                lambda: self._store.fetchrow(
+                    "publishing a graph",
+                    self._queries.publish_graph,
+                    name,
+                    version,
+                    spec,
+                    spec_hash,
+                    self.channel,
+                ),
+            )
+            if row is not None:
+                return PublishOutcome(row["hash"], row["published_at"], row["created"])
         raise DatabaseError(
             f"publishing graph {name!r} version {version}: the row was neither inserted nor found"
         )
 
     async def get(self, name: str, version: int | None = None) -> GraphRow | None:
         """A published version (the highest when ``version`` is None), or None."""
-        with translate_errors(self._store.schema, "reading a published graph"):
-            row = await self._store.pool.fetchrow(self._queries.published_graph, name, version)
+        action = "reading a published graph"
+        row = await self._retried(
+            lambda: self._store.fetchrow(action, self._queries.published_graph, name, version),
+        )
         return _graph_row(row) if row is not None else None
 
     async def latest_version(self, name: str) -> int | None:
         """The highest published version of ``name`` (None when none is)."""
-        with translate_errors(self._store.schema, "reading a published graph"):
-            version: int | None = await self._store.pool.fetchval(
-                self._queries.latest_graph_version, name
-            )
+        action = "reading a published graph"
+        version: int | None = await self._retried(
+            lambda: self._store.fetchval(action, self._queries.latest_graph_version, name)
+        )
         return version
 
     async def keys(self) -> list[tuple[str, int]]:
         """Every published (name, version)."""
-        with translate_errors(self._store.schema, "listing published graphs"):
-            rows = await self._store.pool.fetch(self._queries.published_graph_keys)
+        action = "listing published graphs"
+        rows = await self._retried(
+            lambda: self._store.fetch(action, self._queries.published_graph_keys)
+        )
         return [(row["name"], row["version"]) for row in rows]
 
     async def all(self) -> list[GraphRow]:
         """Every published version with its spec, by name then version."""
-        with translate_errors(self._store.schema, "listing published graphs"):
-            rows = await self._store.pool.fetch(self._queries.list_published_graphs)
+        action = "listing published graphs"
+        rows = await self._retried(
+            lambda: self._store.fetch(action, self._queries.list_published_graphs)
+        )
         return [_graph_row(row) for row in rows]
 
     async def position(self, run_id: UUID) -> str | None:
         """The target of a graph run's last transition (None before its first)."""
-        with translate_errors(self._store.schema, "reading a graph run's state"):
-            state: str | None = await self._store.pool.fetchval(
-                self._queries.graph_position, run_id
-            )
+        action = "reading a graph run's state"
+        state: str | None = await self._retried(
+            lambda: self._store.fetchval(action, self._queries.graph_position, run_id)
+        )
         return state
 
     async def steps(self, run_id: UUID) -> list[asyncpg.Record]:
         """The handler, signal-wait and transition records of a run, in order."""
-        with translate_errors(self._store.schema, "reading a graph run's history"):
-            rows: list[asyncpg.Record] = await self._store.pool.fetch(
-                self._queries.graph_steps, run_id
-            )
+        action = "reading a graph run's history"
+        rows: list[asyncpg.Record] = await self._retried(
+            lambda: self._store.fetch(action, self._queries.graph_steps, run_id)
+        )
         return rows
 
     async def listen(self, connection: asyncpg.Connection, callback: Callable[[], None]) -> None:
