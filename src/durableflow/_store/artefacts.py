@@ -6,9 +6,10 @@ Kept apart from ``store.py`` (which holds the hot path) and reached through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -16,8 +17,11 @@ import asyncpg
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import quote_schema
 from durableflow._store.records import FINAL_STATUSES
+from durableflow._store.retry import retry_transient, until
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
+
+T = TypeVar("T")
 
 
 def prune_order(tables: Sequence[str]) -> list[str]:
@@ -102,25 +106,34 @@ class ArtefactStore:
     # -- lineage -----------------------------------------------------------------
 
     async def write_lineage(self, row: LineageWrite) -> None:
-        """Insert or replace a lineage row; ``LeaseLost`` if the run moved on."""
-        with translate_errors(self._schema, "recording an artefact's lineage"):
-            written = await self._store.pool.fetchval(
-                self._queries.upsert_lineage,
-                row.id,
-                row.key,
-                row.run_id,
-                row.step_id,
-                row.name,
-                row.sha256,
-                row.size,
-                row.config_hash,
-                row.code_hash,
-                list(row.inputs),
-                row.owner,
-                row.epoch,
-                row.event_channel,
-                row.event_payload,
-            )
+        """Insert or replace a lineage row; ``LeaseLost`` if the run moved on.
+
+        A run write like a checkpoint, so retried like one through transient faults
+        (while the worker's lease holds): the upsert is keyed by the artefact's lineage
+        id, so a repeat after a lost reply rewrites the same row.
+        """
+        action = "recording an artefact's lineage"
+        args = (
+            row.id,
+            row.key,
+            row.run_id,
+            row.step_id,
+            row.name,
+            row.sha256,
+            row.size,
+            row.config_hash,
+            row.code_hash,
+            list(row.inputs),
+            row.owner,
+            row.epoch,
+            row.event_channel,
+            row.event_payload,
+        )
+        written = await self._store.retrying(
+            action,
+            lambda: self._store.fetchval(action, self._queries.upsert_lineage, *args),
+            lambda: [row.run_id],
+        )
         if written is None:
             raise LeaseLost(row.run_id, epoch=row.epoch)
 
@@ -141,36 +154,48 @@ class ArtefactStore:
 
     # -- replay and fork ---------------------------------------------------------
 
+    async def _client_call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """A client's call (replay, fork), retried through transient faults for the
+        client's retry timeout, as ``flow.start`` is."""
+        return await retry_transient(operation, keep_trying=until(self._store.retry_timeout))
+
     async def source_run(self, run_id: UUID) -> asyncpg.Record | None:
-        with translate_errors(self._schema, "reading the run to replay or fork"):
-            row: asyncpg.Record | None = await self._store.pool.fetchrow(
-                self._queries.source_run, run_id
-            )
+        action = "reading the run to replay or fork"
+        row: asyncpg.Record | None = await self._client_call(
+            lambda: self._store.fetchrow(action, self._queries.source_run, run_id)
+        )
         return row
 
     async def first_step_named(self, run_id: UUID, name: str, state_record: str) -> int | None:
         """The first step named ``name``, or recorded as ``state_record`` (kind ``state``)."""
-        with translate_errors(self._schema, "finding the stage to replay from"):
-            found: int | None = await self._store.pool.fetchval(
-                self._queries.first_step_named, run_id, name, state_record
+        action = "finding the stage to replay from"
+        found: int | None = await self._client_call(
+            lambda: self._store.fetchval(
+                action, self._queries.first_step_named, run_id, name, state_record
             )
+        )
         return found
 
     async def stage_names(self, run_id: UUID, limit: int) -> list[tuple[str, str]]:
         """``(name, kind)`` of the run's steps and graph states, in first-run order."""
-        with translate_errors(self._schema, "listing the stages of a run"):
-            rows = await self._store.pool.fetch(self._queries.stage_names, run_id, limit)
+        action = "listing the stages of a run"
+        rows = await self._client_call(
+            lambda: self._store.fetch(action, self._queries.stage_names, run_id, limit)
+        )
         return [(row["name"], row["kind"]) for row in rows]
 
     async def source_steps(self, run_id: UUID, before: int) -> list[SourceStep]:
-        with translate_errors(self._schema, "reading the checkpoints to replay or fork"):
-            rows = await self._store.pool.fetch(self._queries.source_steps, run_id, before)
+        action = "reading the checkpoints to replay or fork"
+        rows = await self._client_call(
+            lambda: self._store.fetch(action, self._queries.source_steps, run_id, before)
+        )
         return [SourceStep(**dict(row)) for row in rows]
 
     async def insert_replay(self, run: DerivedRun, steps: Sequence[SourceStep]) -> None:
         """The replay's run and its republished checkpoints, in one transaction."""
-        with translate_errors(self._schema, "starting the replay"):
-            async with self._store.pool.acquire() as connection, connection.transaction():
+
+        async def insert(connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
                 await self._insert_run(connection, run)
                 if steps:
                     await connection.execute(
@@ -188,13 +213,37 @@ class ArtefactStore:
                         [s.artefact_sha256 for s in steps],
                     )
 
-    async def insert_fork(self, run: DerivedRun, source: UUID, before: int) -> int:
-        """The fork's run and its copied checkpoints, in one transaction; returns the count."""
-        with translate_errors(self._schema, "starting the fork"):
-            async with self._store.pool.acquire() as connection, connection.transaction():
+        await self._insert_derived("starting the replay", run.id, insert)
+
+    async def insert_fork(self, run: DerivedRun, source: UUID, before: int) -> None:
+        """The fork's run and its copied checkpoints, in one transaction."""
+
+        async def insert(connection: asyncpg.Connection) -> None:
+            async with connection.transaction():
                 await self._insert_run(connection, run)
-                status = await connection.execute(self._queries.fork_steps, source, run.id, before)
-        return int(status.rpartition(" ")[2] or 0)
+                await connection.execute(self._queries.fork_steps, source, run.id, before)
+
+        await self._insert_derived("starting the fork", run.id, insert)
+
+    async def _insert_derived(
+        self,
+        action: str,
+        run_id: UUID,
+        insert: Callable[[asyncpg.Connection], Awaitable[None]],
+    ) -> None:
+        """Run ``insert`` (one transaction) through transient faults. The run's id is
+        chosen before the first attempt, so a repeat whose first attempt committed
+        before its reply was lost finds the run and stops: one run, never two."""
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and await self._store.run_exists(run_id):
+                return
+            await self._store.pooled(action, insert)
+
+        await self._client_call(attempt)
 
     async def _insert_run(self, connection: asyncpg.Connection, run: DerivedRun) -> None:
         await connection.execute(
