@@ -17,7 +17,6 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.errors import translate_errors
-from durableflow._store.retry import retry_transient, until
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
@@ -222,15 +221,16 @@ class WaitStore:
             with translate_errors(self.schema, "sending a signal"):
                 row = await connection.fetchrow(self._store.queries.send_signal, *args)
         elif idempotency_key is not None and handoff is None:
-            # A client's send with a key is retried through transient faults: a retry
-            # after a lost reply meets the key and stores nothing twice. Without a key
-            # a retry could store the signal twice, so the fault is the caller's
-            # (``DatabaseError``, ``transient=True``): the send may or may not be stored.
-            row = await retry_transient(
+            # A send with a key (flow.send_signal gives every call one) is retried
+            # through transient faults: a retry after a lost reply meets the key and
+            # stores nothing twice. A send without one is not retried: a repeat could
+            # store the signal twice.
+            row = await self._store.retrying(
+                "sending a signal",
                 lambda: self._store.fetchrow(
                     "sending a signal", self._store.queries.send_signal, *args
                 ),
-                keep_trying=until(self._store.retry_timeout),
+                lambda: [run_id],
             )
         else:
             row = await self._store.fetchrow(

@@ -35,6 +35,7 @@ from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.engine.waits import RunOutcome, RunWaits
 from durableflow.errors import (
+    DatabaseError,
     DurableFlowError,
     RunFinished,
     RunNotFound,
@@ -212,6 +213,7 @@ class WaitingRuns:
             self.poke(target)  # blocked here after all: no need to wait for NOTIFY
             return
         output: str | None = None
+        resend = False
         try:
             status, output = await self.waits_store.send_signal(
                 target,
@@ -220,8 +222,19 @@ class WaitingRuns:
                 idempotency_key,
                 (_fence(waits.run), entry.step_id, entry.step_name),
             )
+        except DatabaseError as exc:
+            if not exc.transient or idempotency_key is None:
+                raise
+            # The hand-over may or may not have committed. The wait, given nothing, reads
+            # its mailbox, where a committed hand-over left the wait's own record; the
+            # signal goes again the plain way, retried, and its key stores it once.
+            resend = True
         finally:
             waits.finish_handoff(entry, output)
+        if resend:
+            await send_signal(self.waits_store, target, name, payload, idempotency_key)
+            self.poke(target)
+            return
         _raise_for_status(status, target, name)
 
     async def set_event(self, run: RunState, step_id: int, name: str, key: str, value: str) -> None:

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.waits import WaitStore
@@ -70,11 +70,10 @@ class MessagesSurface(FlowCore):
         at most 200 characters; all before anything is written. With ``session`` (a
         SQLAlchemy ``AsyncSession`` or ``AsyncConnection`` on the schema's database), the
         signal is stored in the caller's transaction: it exists, and wakes the run, only
-        once the caller commits. With an ``idempotency_key``, transient database faults
-        are retried for ``transient_retry_timeout`` seconds (a repeat after a lost reply
-        meets the key); without one, a transient fault raises ``DatabaseError``
-        (``transient=True``) as the signal may or may not have been stored: send again
-        with a key to be sure it is stored once.
+        once the caller commits. Otherwise transient database faults are retried for
+        ``transient_retry_timeout`` seconds, and a repeat after a lost reply stores
+        nothing twice: it meets the key, which is ``durableflow:send:<uuid>`` (made for
+        this call) when none is given.
         Example::
 
             await flow.send_signal(run_id, "approve", {"by": "ops"})
@@ -94,10 +93,13 @@ class MessagesSurface(FlowCore):
                 await self._wait_store(), target, name, text, idempotency_key, connection=connection
             )
             return
+        # The key that makes this call's retries one signal: a repeat whose first reply was
+        # lost meets it. Without the caller's own, every call is a new signal.
+        key = idempotency_key if idempotency_key is not None else f"durableflow:send:{uuid4()}"
         if self._worker is not None:  # the run may be blocked right here: hand it over
-            await self._worker.waiting.send_signal(target, name, text, idempotency_key)
+            await self._worker.waiting.send_signal(target, name, text, key)
         else:
-            await send_signal(await self._wait_store(), target, name, text, idempotency_key)
+            await send_signal(await self._wait_store(), target, name, text, key)
 
     async def signals(self, run_id: UUID | str) -> list[SignalRecord]:
         """A run's signals, oldest first, each pending or consumed (and by which wait)."""

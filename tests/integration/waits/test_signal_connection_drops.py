@@ -1,0 +1,86 @@
+"""Signals sent by clients while the database connections are dropped under them.
+
+``flow.send_signal`` without an idempotency key, from a client with no worker (the
+plain send) and from the worker's own Flow to runs blocked in its memory (the hand-over,
+which records the wait in the send's statement), while every other backend of the
+test's own database is terminated every 0.2-0.5 s (``tests/_connection_drops.py``;
+never a backend of another database). Every send returns (it is retried, not raised)
+and every signal is stored exactly once: each collector run receives exactly the
+numbers sent to it, in order, and its mailbox holds one row per send, each with the
+key made for that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from _connection_drops import terminating
+from durableflow import Flow, FlowContext
+
+pytestmark = pytest.mark.timeout(60)
+
+COLLECTORS = 6
+SENDS = 8  # signals per collector
+
+
+def build(database_url: str) -> Flow:
+    flow = Flow(
+        database_url=database_url,
+        poll_interval=0.05,
+        heartbeat_interval=0.2,
+        lease_ttl=5.0,
+        max_wait_in_memory=30.0,  # blocked in memory: sends from its process hand over
+    )
+
+    @flow.workflow(name="collector", version=1)
+    async def collector(ctx: FlowContext, count: int) -> list[Any]:
+        return [await ctx.wait_for_signal("item") for _ in range(count)]
+
+    return flow
+
+
+async def test_signals_without_a_key_are_stored_once_through_terminated_backends(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="durableflow")
+    worker_flow, client = build(database_url), build(database_url)
+    async with worker_flow, client, worker_flow.worker(COLLECTORS * 2):
+        # Half are fed by the client (plain sends), half by the worker's own Flow, which
+        # hands each signal to the wait blocked in its memory.
+        runs = [await client.start("collector", SENDS) for _ in range(COLLECTORS * 2)]
+        senders = [client] * COLLECTORS + [worker_flow] * COLLECTORS
+
+        async def feed(flow: Flow, run_id: str) -> None:
+            for n in range(SENDS):
+                await flow.send_signal(run_id, "item", n)
+                await asyncio.sleep(0.05)
+
+        async with terminating(database_url) as kills:
+            pairs = zip(senders, runs, strict=True)
+            await asyncio.gather(*(feed(flow, run_id) for flow, run_id in pairs))
+            outputs = [await client.result(run_id, timeout=40) for run_id in runs]
+
+        assert outputs == [list(range(SENDS))] * (COLLECTORS * 2)
+        for run_id in runs:
+            mailbox = await client.signals(run_id)
+            assert [s.payload for s in mailbox] == list(range(SENDS)), mailbox
+            assert all(s.consumed_by_step is not None for s in mailbox)
+            keys = {s.idempotency_key for s in mailbox}
+            assert len(keys) == SENDS and all(k.startswith("durableflow:send:") for k in keys)
+        handed_over = await client.signals(runs[-1])
+        assert handed_over  # the hand-over path ran (its records are the wait's own)
+
+    assert kills.terminated >= 10, f"only {kills.terminated} backends terminated"
+    retried = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "database_retry"
+        and r.getMessage().startswith("sending a signal")
+    ]
+    assert retried, "no send met a terminated connection: the test proved nothing"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
