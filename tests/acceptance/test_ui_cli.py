@@ -126,7 +126,6 @@ async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> N
         await asyncio.open_connection(address, port)
 
 
-
 async def test_ui_command_stopped_by_sigterm_closes_and_exits_0(cli: Cli) -> None:
     """SIGTERM (how a service manager stops it) ends the UI as it ends a worker: it stops
     serving, closes its connections and exits 0 (uvicorn alone re-raised the signal,
@@ -140,6 +139,7 @@ async def test_ui_command_stopped_by_sigterm_closes_and_exits_0(cli: Cli) -> Non
     assert "Traceback" not in ui.stderr(), ui.describe()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
 
 def json_log_records(stderr: str) -> list[dict[str, Any]]:
     """The log records of a ``--log-format json`` process: every stderr line is one."""
