@@ -214,6 +214,7 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
     return {
         "run_owners": [runs],
         "get_run": [run],
+        "deadline_passed": [run],
         "run_outcomes": [runs],
         "cancel_run": [run, "{}", "runs"],
         "await_event": [run, "progress", runs[-1]],

@@ -331,6 +331,12 @@ class WaitStore:
             rows = await self._store.pool.fetch(self._store.queries.expire_deadlines, limit)
         return [row["id"] for row in rows]
 
+    async def deadline_passed(self, run_id: UUID) -> bool:
+        """True when the run has a deadline and the schema clock is past it."""
+        with translate_errors(self.schema, "reading a run's deadline"):
+            passed = await self._store.pool.fetchval(self._store.queries.deadline_passed, run_id)
+        return bool(passed)
+
     async def listen(self, connection: asyncpg.Connection, callback: Callable[[str], None]) -> None:
         """Add the wake channel to a LISTEN connection: ``callback(run id text)``."""
 

@@ -19,10 +19,14 @@ from durableflow.errors import SerializationError
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
-def payload_json(value: Any, what: str, *, max_bytes: int, workflow: str | None = None) -> str:
-    """``value`` as JSON text, or ``SerializationError`` / ``PayloadTooLarge`` naming ``what``
-    (and, sent from a workflow, that ``workflow``)."""
-    text = Codec(Any, what, max_bytes=max_bytes, workflow=workflow).dumps(value)
+def payload_json(
+    value: Any, what: str, *, max_bytes: int, root: str = "value", workflow: str | None = None
+) -> str:
+    """``value`` as JSON text, or ``SerializationError`` / ``PayloadTooLarge`` naming ``what``,
+    the field where inside it the problem is (``root``: ``"payload"`` for a signal,
+    ``"value"`` for an event; ``payload.items[2].name``) and, sent from a workflow, that
+    ``workflow``."""
+    text = Codec(Any, what, max_bytes=max_bytes, root=root, workflow=workflow).dumps(value)
     check_faithful(value, what, verb="send", workflow=workflow)
     return text
 

@@ -2,7 +2,8 @@
 
 pydantic serialises some values lossily without complaint: NaN and infinities become
 ``null``, a dict key ``1`` becomes ``"1"``, a generator is consumed into a list. A
-string containing U+0000 serialises fine but Postgres refuses it in ``jsonb``. Any of
+string containing U+0000 serialises fine but Postgres refuses it in ``jsonb`` (and a
+lone surrogate, not UTF-8, fails deep inside pydantic without saying where). Any of
 these would make the value a run sees on replay differ from the one it saw live, or
 fail a statement shared with other runs. ``find_problem`` walks the value once, in
 the order pydantic will, and says where the first such value is
@@ -53,6 +54,7 @@ _KEY_FIX = (
     "use string keys, or annotate the value with the key type (for example dict[int, str]) "
     "so that it is converted back when read"
 )
+_SURROGATE_FIX = "decode the text that produced it with errors='replace', or drop the character"
 _ITERATOR_FIX = "return a list (list(...)) instead; an iterator can be read only once"
 
 
@@ -91,6 +93,8 @@ def _walk(value: Any, typed_keys: bool) -> None:
             raise _Found(
                 "contains the character U+0000 (NUL), which Postgres cannot store", _NUL_FIX
             )
+        if not value.isascii():  # isascii is O(1); only non-ASCII text can hold a surrogate
+            _check_utf8(value)
         return
     if kind is int:
         if value.bit_length() > _MAX_NUMERIC_BITS:
@@ -122,6 +126,13 @@ def _walk(value: Any, typed_keys: bool) -> None:
                 )
                 found.parts.append(("key", key))
                 raise found
+            if isinstance(key, str) and not key.isascii():
+                try:
+                    _check_utf8(key)
+                except _Found as bad_key:
+                    bad_key.problem = f"is a key that {bad_key.problem}"
+                    bad_key.parts.append(("key", key))
+                    raise
             _walk_inside(item, typed_keys, "key", key)
         return
     if kind is list or kind is tuple or isinstance(value, (list, tuple, set, frozenset)):
@@ -154,6 +165,19 @@ def _walk(value: Any, typed_keys: bool) -> None:
         raise _Found(f"is an iterator ({kind.__name__}), consumed by serialising it", _ITERATOR_FIX)
     # Everything else (datetime, UUID, Decimal, Enum, Path, ...) pydantic writes as a
     # string or number it reads back as the same value.
+
+
+def _check_utf8(text: str) -> None:
+    """A lone surrogate (from a bad decode, or ``"\\ud800"``) is not UTF-8: Postgres cannot
+    store it and pydantic refuses to write it without saying where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Found(
+            f"contains a lone surrogate ({text[exc.start]!r} at {exc.start}), which is not "
+            "valid UTF-8",
+            _SURROGATE_FIX,
+        ) from None
 
 
 def _walk_inside(item: Any, typed_keys: bool, kind: str, part: object) -> None:

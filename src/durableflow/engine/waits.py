@@ -483,7 +483,9 @@ class RunWaits:
         target = as_run_id(run_id)
         # A refused payload fails this run: its error names the workflow and the call too.
         what = f"payload of signal {name!r} to run {target} ({self._where('ctx.send_signal()')})"
-        text = payload_json(payload, what, max_bytes=self.max_payload_bytes, workflow=self.workflow)
+        text = payload_json(
+            payload, what, max_bytes=self.max_payload_bytes, root="payload", workflow=self.workflow
+        )
         return self._send_signal(self.run.assign_step_id(), target, name, text)
 
     async def _send_signal(self, step_id: int, target: UUID, signal: str, payload: str) -> None:

@@ -222,6 +222,16 @@ class RunExecutor:
                 raise fault from exc
             elif isinstance(exc, DatabaseError):
                 raise
+            elif claimed.deadline_in is not None and await self._past_deadline(claimed):
+                # The run failed only once its deadline had passed (typically: a child
+                # that inherited the deadline was cancelled by it and the result wait saw
+                # that before this run's own timer fired): the deadline ended it.
+                status, error = "cancelled", deadline_error()
+                logger.info(
+                    "run %s cancelled: its deadline passed",
+                    claimed.id,
+                    extra={"event": "run_deadline_exceeded", **log_extra},
+                )
             else:
                 status = "failed"
                 error = error_json(fault or exc)
@@ -355,6 +365,17 @@ class RunExecutor:
             record_run_finished(claimed.workflow, "failed")
             self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
         return False
+
+    async def _past_deadline(self, claimed: ClaimedRun) -> bool:
+        """Whether the run's deadline has passed, by the schema clock.
+
+        Asked only when a run with a deadline fails: the local timer is armed from the
+        claim's reading of the deadline, so it may fire a little after runs the deadline
+        cancelled elsewhere (its children) have already been seen to end. A database
+        fault here propagates like any other: the run is given back, and whoever claims
+        it next finds it past its deadline.
+        """
+        return await self.waiting.waits_store.deadline_passed(claimed.id)
 
     async def _finish_past_deadline(
         self, claimed: ClaimedRun, owner: str, log_extra: dict[str, Any]

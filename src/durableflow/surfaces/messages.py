@@ -86,6 +86,7 @@ class MessagesSurface(FlowCore):
             payload,
             f"payload of signal {name!r} to run {target}",
             max_bytes=self.settings.max_payload_bytes,
+            root="payload",
         )
         if session is not None:  # -- transactions: stored in the caller's transaction
             connection = await caller_connection(self, session)

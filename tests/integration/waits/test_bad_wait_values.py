@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from durableflow import ConfigurationError, Flow, FlowContext, PayloadTooLarge, WorkflowFailed
+from durableflow import (
+    ConfigurationError,
+    Flow,
+    FlowContext,
+    PayloadTooLarge,
+    SerializationError,
+    WorkflowFailed,
+)
 from durableflow.engine.limits import MAX_WAIT_SECONDS
 
 GOOD_RUNS = 10
@@ -237,3 +244,136 @@ async def test_payloads_over_the_limit_are_refused_naming_the_run_the_name_and_t
         outputs = await asyncio.gather(*(flow.result(r, timeout=30) for r in inboxes))
         assert outputs == list(range(GOOD_RUNS))
         assert await flow.get_event(target, "ready") == 3
+
+
+# kind: (the value, where in it the problem is, words its error names)
+HOSTILE_VALUES: dict[str, tuple[Any, str | None, list[str]]] = {
+    "nul": ({"note": "a\x00b"}, ".note", ["U+0000"]),
+    "nul_key": ({"ok": 1, "a\x00": 2}, "['a\\x00']", ["U+0000", "key"]),
+    "nan": ({"score": math.nan}, ".score", ["nan", "JSON cannot represent"]),
+    "infinity": ({"scores": [1.0, math.inf]}, ".scores[1]", ["inf"]),
+    "minus_infinity": (-math.inf, "", ["-inf"]),
+    "lone_surrogate": ({"note": "ok \ud800"}, ".note", ["surrogate", "UTF-8"]),
+    "oversized": ({"log": OVER_LIMIT}, None, ["over the limit of 1024"]),
+}
+# call: (how the hostile workflow makes it, the field's name, the call's name)
+HOSTILE_CALLS: dict[str, tuple[Callable[[FlowContext, str, Any], Awaitable[None]], str, str]] = {
+    "send_signal": (
+        lambda ctx, target, value: ctx.send_signal(target, "approve", value),
+        "payload",
+        "ctx.send_signal()",
+    ),
+    "set_event": (
+        lambda ctx, target, value: ctx.set_event("progress", value),
+        "value",
+        "ctx.set_event()",
+    ),
+}
+
+
+async def test_hostile_payloads_sent_from_workflows_fail_only_their_run_naming_the_field(
+    database_url: str,
+) -> None:
+    # NUL (Postgres jsonb refuses U+0000), NaN and infinities (not JSON; pydantic would
+    # write null), a lone surrogate (not UTF-8) and a payload over the limit, passed to
+    # ctx.send_signal / ctx.set_event: each is refused where the workflow makes the call,
+    # before any statement, with an error naming the workflow, the call and the field.
+    # The run fails once; runs checkpointing on the same worker meanwhile are unharmed.
+    flow = Flow(database_url=database_url, poll_interval=0.05, max_payload_bytes=1024)
+
+    @flow.step()
+    async def work(ctx: FlowContext, n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    @flow.workflow(name="busy")
+    async def busy(ctx: FlowContext, rounds: int) -> int:
+        total = 0
+        for i in range(rounds):  # many checkpoints in flight, batched with everyone's
+            total += sum(await asyncio.gather(*(work(ctx, i * 10 + j) for j in range(8))))
+            await ctx.set_event("progress", {"round": i, "ratio": 0.5})
+        return total
+
+    @flow.workflow(name="inbox")
+    async def inbox(ctx: FlowContext, n: int) -> Any:
+        return await ctx.wait_for_signal("approve", timeout=30)
+
+    @flow.workflow(name="hostile")
+    async def hostile(ctx: FlowContext, case: list[str]) -> str:
+        call, kind, target = case
+        await work(ctx, 0)  # a committed step before the refused call
+        await HOSTILE_CALLS[call][0](ctx, target, HOSTILE_VALUES[kind][0])
+        return "not refused"
+
+    cases = [(call, kind) for call in HOSTILE_CALLS for kind in HOSTILE_VALUES]
+    async with flow, flow.worker(concurrency=len(cases) + 8):
+        inboxes = [await flow.start("inbox", n) for n in range(3)]
+        busy_ids = [await flow.start("busy", 6) for _ in range(3)]
+        target = str(inboxes[0])
+        hostile_ids = {case: await flow.start("hostile", [*case, target]) for case in cases}
+        outcomes = await asyncio.gather(
+            *(flow.result(r, timeout=30) for r in hostile_ids.values()), return_exceptions=True
+        )
+        for (call, kind), outcome in zip(hostile_ids, outcomes, strict=True):
+            case = f"{call}/{kind}"
+            assert isinstance(outcome, WorkflowFailed), (case, outcome)
+            assert outcome.status == "failed", (case, outcome)
+            expected_type = "PayloadTooLarge" if kind == "oversized" else "SerializationError"
+            assert outcome.error_type == f"durableflow.errors.{expected_type}", (case, outcome)
+            message = outcome.error["message"]
+            _, field, call_name = HOSTILE_CALLS[call]
+            path = HOSTILE_VALUES[kind][1]
+            words = ["workflow 'hostile'", call_name, *HOSTILE_VALUES[kind][2]]
+            words.append(
+                f"signal 'approve' to run {target}" if call == "send_signal" else "event 'progress'"
+            )
+            if path is not None:
+                words.append(f"{field}{path} ")  # the field, and where inside it
+            for word in words:
+                assert word in message, (case, word, message)
+            run_id = hostile_ids[(call, kind)]
+            status = await flow.status(run_id)
+            assert status.claims == 1, (case, status.claims)  # failed once: not given back
+            assert [s.name for s in await flow.steps(run_id)] == ["work"], case
+            assert await flow.get_events(run_id) == {}, case
+        assert await flow.signals(target) == []  # nothing hostile reached the mailbox
+        expected_busy = sum(i * 10 + j for i in range(6) for j in range(8))
+        assert (
+            await asyncio.gather(*(flow.result(r, timeout=30) for r in busy_ids))
+            == [expected_busy] * 3
+        )
+        for n, run_id in enumerate(inboxes):
+            await flow.send_signal(run_id, "approve", {"n": n, "ratio": 0.25})
+        outputs = await asyncio.gather(*(flow.result(r, timeout=30) for r in inboxes))
+        assert outputs == [{"n": n, "ratio": 0.25} for n in range(3)]
+
+
+async def test_a_workflow_can_catch_a_refused_payload_and_send_a_good_one(
+    database_url: str,
+) -> None:
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.workflow(name="listener")
+    async def listener(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("reading", timeout=30)
+
+    @flow.workflow(name="careful_sender")
+    async def careful_sender(ctx: FlowContext, target: str) -> str:
+        try:
+            await ctx.send_signal(target, "reading", {"value": math.nan})
+        except SerializationError as exc:
+            refused = str(exc)
+        await ctx.send_signal(target, "reading", {"value": None, "note": "NaN"})
+        await ctx.set_event("sent", True)  # the refused call took no step id
+        return refused
+
+    async with flow, flow.worker(concurrency=4):
+        target = await flow.start("listener")
+        sender = await flow.start("careful_sender", str(target))
+        refused = await flow.result(sender, timeout=30)
+        assert "payload.value is the float nan" in refused
+        assert await flow.result(target, timeout=30) == {"value": None, "note": "NaN"}
+        assert [s.name for s in await flow.steps(sender)] == [
+            "send_signal:reading",
+            "set_event:sent",
+        ]

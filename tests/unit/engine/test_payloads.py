@@ -46,6 +46,8 @@ def test_faithful_values_become_json(value: object, expected: object) -> None:
         {1: "an int key"},
         Model(score=float("nan"), tags={}),
         Point(1, "nul\x00"),
+        "lone \ud800 surrogate",
+        {"key \udc80": 1},
         object(),
     ],
 )
@@ -59,3 +61,22 @@ def test_unfaithful_values_are_refused_naming_the_payload(value: object) -> None
 def test_too_large_is_refused() -> None:
     with pytest.raises(PayloadTooLarge):
         payload_json("x" * 2000, "value of event 'k'", max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    ("value", "root", "path", "words"),
+    [
+        ({"note": "a\x00b"}, "payload", "payload.note", "U+0000"),
+        ({"scores": [1.0, math.inf]}, "payload", "payload.scores[1]", "the float inf"),
+        ([{"n": math.nan}], "value", "value[0].n", "the float nan"),
+        ({"note": "ok \ud800"}, "payload", "payload.note", "lone surrogate"),
+        ({"k\udc80": 1}, "value", "value['k\\udc80']", "is a key that contains a lone"),
+    ],
+)
+def test_a_refusal_names_the_field_where_the_problem_is(
+    value: object, root: str, path: str, words: str
+) -> None:
+    with pytest.raises(SerializationError) as error:
+        payload_json(value, "payload of signal 's'", max_bytes=10_000, root=root)
+    assert error.value.path == path
+    assert f"{path} " in str(error.value) and words in str(error.value)

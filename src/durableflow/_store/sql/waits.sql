@@ -279,6 +279,14 @@ SET status = 'cancelled', waiting_for = NULL,
 WHERE r.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING r.id;
 
+-- name: deadline_passed
+-- Whether run $1's deadline has passed by the schema clock (NULL: no such run). Asked by
+-- an owner whose run failed while it held it: a failure seen at or after the deadline
+-- (a child cancelled by the deadline it inherited, observed before the owner's own timer
+-- fired) is recorded as the deadline's cancellation, as if the timer had been exact.
+SELECT deadline IS NOT NULL AND deadline <= (SELECT {schema}.clock_now())
+FROM {schema}.runs WHERE id = $1;
+
 -- name: clock_now
 -- The schema clock, for code that must compare recorded wake-up times with it.
 SELECT {schema}.clock_now();
