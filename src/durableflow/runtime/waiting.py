@@ -129,6 +129,12 @@ class WaitingRuns:
         if waits is not None:
             waits.poke()
 
+    def poke_all(self) -> None:
+        """Wake-up hints may have been lost (the LISTEN connection was down): every run
+        blocked here looks at its mailbox and wake-ups again."""
+        for waits in self._executing.values():
+            waits.poke()
+
     def drain(self) -> None:
         """The worker is stopping: runs blocked in memory park now instead of holding on."""
         self._draining = True

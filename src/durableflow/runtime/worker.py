@@ -564,4 +564,7 @@ class Worker:
                 extra={"event": "listen_failed", "worker_id": self.id},
             )
         await self._listen()
-        self._wake.set()  # notifications may have been missed meanwhile
+        # Notifications may have been missed meanwhile: the claim loop and every run
+        # blocked in memory (a signal sent meanwhile would wait for its hold to end).
+        self._wake.set()
+        self.waiting.poke_all()  # -- waits
