@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import random
 import uuid
@@ -369,8 +370,13 @@ class RunWaits:
         """A wait's check: in flight, after pending recorded values are written."""
 
         async def run() -> T:
-            self.run.check()
-            await self.run.flush_values()
+            try:
+                self.run.check()
+                await self.run.flush_values()
+            except BaseException:
+                if inspect.iscoroutine(operation):
+                    operation.close()  # never started: no "never awaited" warning
+                raise
             try:
                 return await operation
             except LeaseLost as exc:
