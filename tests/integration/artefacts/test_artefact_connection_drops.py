@@ -24,8 +24,8 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import pydantic
 import pytest
+from artefact_pipeline import Doc, Page
 
 from _connection_drops import Ledger, ledger, terminating
 from durableflow import ArtefactRef, Flow, FlowContext
@@ -35,17 +35,6 @@ RUNS = 14
 REPLAYS = 4
 WORDS = 300  # convert's output: about 3 KiB, over inline_max_bytes
 INLINE_MAX = 1024
-
-
-class Page(pydantic.BaseModel):
-    url: str
-    text: str
-
-
-class Doc(pydantic.BaseModel):
-    url: str
-    words: list[str]
-    model: str
 
 
 def build(database_url: str, storage_url: str, book: Ledger) -> Flow:

@@ -399,6 +399,26 @@ async def wait_parked_or_held(flow: Flow, worker: Any, run_id: UUID, hold: float
         assert not worker.is_executing(run_id)
 
 
+async def only_run_of(flow: Flow, workflow: str) -> Any:
+    """The one run of ``workflow``, once it exists (up to 5 s)."""
+    for _ in range(250):
+        runs = await flow.list_runs(workflow=workflow)
+        if runs:
+            break
+        await asyncio.sleep(0.02)
+    (run,) = runs
+    return run
+
+
+async def assert_stays_ended(flow: Flow, run_id: Any, ended: Any) -> None:
+    """Half a second (five poll intervals) later, nothing has revived the ended run."""
+    await asyncio.sleep(0.5)
+    later = await flow.status(run_id)
+    assert later.status == "cancelled"
+    assert (later.owner, later.claims) == (ended.owner, ended.claims)
+    assert later.finished_at == ended.finished_at
+
+
 @pytest.mark.parametrize("source", ["independent", "child"])
 @pytest.mark.parametrize("hold", [0, 30], ids=["parked", "blocked_in_memory"])
 async def test_a_deadline_ends_a_run_waiting_for_another_runs_event(
@@ -441,12 +461,7 @@ async def test_a_deadline_ends_a_run_waiting_for_another_runs_event(
             reader, input=str(independent) if independent else None, timeout=1.0
         )
         bystanders = [await flow.start(bystander, input=n) for n in range(3)]
-        for _ in range(250):
-            publishers = await flow.list_runs(workflow="publisher")
-            if publishers:
-                break
-            await asyncio.sleep(0.02)
-        (publisher_run,) = publishers
+        publisher_run = await only_run_of(flow, "publisher")
         key = f"event:{publisher_run.id}:ready"
         await wait_parked_or_held(flow, worker, run_id, hold, key)
         slack = 2.5 if source == "child" else 1.0  # see the child-result test below
@@ -460,11 +475,7 @@ async def test_a_deadline_ends_a_run_waiting_for_another_runs_event(
             await wait_status(flow, publisher_run.id, "cancelled", timeout=3)
         assert await asyncio.gather(*(flow.result(b, timeout=10) for b in bystanders)) == [0, 1, 2]
         # The event it waited for, set too late (or never), revives nothing.
-        await asyncio.sleep(0.5)  # five poll intervals for anything to pick it up again
-        after_event = await flow.status(run_id)
-        assert after_event.status == "cancelled"
-        assert (after_event.owner, after_event.claims) == (status.owner, status.claims)
-        assert after_event.finished_at == status.finished_at
+        await assert_stays_ended(flow, run_id, status)
         assert continued == []
         assert all(s.name != "after" for s in await flow.steps(run_id))
 
@@ -507,12 +518,7 @@ async def test_a_deadline_ends_a_parent_waiting_for_its_childs_result(
         started = time.monotonic()
         parent = await flow.start(waiting_parent, timeout=1.0)
         bystanders = [await flow.start(bystander, input=n) for n in range(3)]
-        for _ in range(250):
-            children = await flow.list_runs(workflow="slow_child")
-            if children:
-                break
-            await asyncio.sleep(0.02)
-        (child,) = children
+        child = await only_run_of(flow, "slow_child")
         await wait_parked_or_held(flow, worker, parent, hold, f"run:{child.id}")
         # Known: a parent and its child cancelled by one deadline may be finished by two
         # statements at once, and the cascade trigger (parent, then child) and the wake
@@ -524,9 +530,5 @@ async def test_a_deadline_ends_a_parent_waiting_for_its_childs_result(
         await wait_status(flow, child.id, "cancelled", timeout=3)
         assert (await flow.status(child.id)).parent_id == parent
         assert await asyncio.gather(*(flow.result(b, timeout=10) for b in bystanders)) == [0, 1, 2]
-        await asyncio.sleep(0.5)
-        after_deadline = await flow.status(parent)
-        assert after_deadline.status == "cancelled"
-        assert (after_deadline.owner, after_deadline.claims) == (status.owner, status.claims)
-        assert after_deadline.finished_at == status.finished_at
+        await assert_stays_ended(flow, parent, status)
         assert continued == []
