@@ -185,6 +185,29 @@ async def test_concurrent_first_upgrades_are_serialised(
     assert await differences(blank_database_url, SCHEMA) == []
 
 
+async def test_a_dsn_with_query_options_migrates_and_runs(
+    blank_database_url: str, connection: asyncpg.Connection
+) -> None:
+    # Managed Postgres hands out DSNs like this; SQLAlchemy alone would pass the
+    # options to asyncpg.connect as keywords it refuses ("unexpected keyword 'sslmode'").
+    separator = "&" if "?" in blank_database_url else "?"
+    url = f"{blank_database_url}{separator}sslmode=disable&application_name=df-migrate-test"
+    flow = Flow(database_url=url)
+
+    @flow.workflow(name="echo", version=1)
+    async def echo(ctx: FlowContext, n: int) -> int:
+        return n
+
+    await flow.migrate()
+    await downgrade(url, SCHEMA, "base")
+    await flow.migrate()
+    assert await revision_in(connection, SCHEMA) == [head_revision()]
+    async with flow.worker(concurrency=1):
+        run_id = await flow.start(echo, input=7)
+        assert await flow.result(run_id, timeout=30) == 7
+    await flow.close()
+
+
 async def test_the_hosts_public_alembic_version_is_untouched(
     blank_database_url: str, connection: asyncpg.Connection
 ) -> None:

@@ -18,7 +18,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import advisory_key, quote_schema
@@ -57,11 +58,19 @@ def head_revision() -> str:
     return head
 
 
-def _sqlalchemy_url(database_url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url[len(prefix) :]
-    return database_url
+def _engine(database_url: str) -> AsyncEngine:
+    """An engine whose one connection is opened from ``database_url`` by asyncpg itself.
+
+    The URL only names the dialect, as in ``transactions.engine_for``: SQLAlchemy would
+    pass a DSN's query options (``sslmode=require``, ``application_name=``) to
+    ``asyncpg.connect`` as keywords it does not take, so every DSN the store accepts
+    must reach asyncpg whole.
+    """
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(database_url)
+
+    return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
 
 
 async def upgrade(
@@ -69,7 +78,7 @@ async def upgrade(
 ) -> None:
     """Bring ``schema`` to ``revision`` (default: head). Safe to call from many processes."""
     quoted = quote_schema(schema)
-    engine = create_async_engine(_sqlalchemy_url(database_url), poolclass=None)
+    engine = _engine(database_url)
     try:
         with translate_errors(schema, "migrating"):
             async with engine.begin() as connection:
@@ -117,7 +126,7 @@ def _upgrade_sync(connection: Connection, schema: str, revision: str) -> None:
 
 async def downgrade(database_url: str, schema: str, revision: str) -> None:
     """Walk ``schema`` down to ``revision`` (``"base"`` removes every table)."""
-    engine = create_async_engine(_sqlalchemy_url(database_url))
+    engine = _engine(database_url)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_downgrade_sync, schema, revision)
