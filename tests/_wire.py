@@ -68,7 +68,13 @@ class RoundTripCounter:
                     return
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        server_r, server_w = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        if self.upstream_host.startswith("/"):  # a unix socket's directory (embedded server)
+            socket = f"{self.upstream_host}/.s.PGSQL.{self.upstream_port}"
+            server_r, server_w = await asyncio.open_unix_connection(socket)
+        else:
+            server_r, server_w = await asyncio.open_connection(
+                self.upstream_host, self.upstream_port
+            )
         self._writers += [client_w, server_w]
         for pump in (self._frontend(client_r, server_w), self._backend(server_r, client_w)):
             task = asyncio.ensure_future(pump)

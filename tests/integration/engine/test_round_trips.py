@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from _wire import RoundTripCounter
 from durableflow import Flow, FlowContext, Graph
@@ -38,8 +38,13 @@ def through(counter: RoundTripCounter, database_url: str) -> str:
 
 
 def upstream(database_url: str) -> tuple[str, int]:
+    """The server's host (or unix socket directory, as the embedded server's URL gives
+    it in ``?host=``) and port."""
     parts = urlsplit(database_url)
-    return parts.hostname or "127.0.0.1", parts.port or 5432
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", ["127.0.0.1"])[0]
+    port = parts.port or int(query.get("port", ["5432"])[0])
+    return host, port
 
 
 async def test_a_step_costs_one_round_trip(database_url: str) -> None:
