@@ -144,6 +144,7 @@ def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
             [ME] * count,
             [1] * count,
         ],
+        "finish_run": [run, "succeeded", "1", None, ME, 1],
         "release_runs": [ME, runs, [1] * count],
         # waits.sql: (run, owner, epoch, step id, ...)
         "record_sleep": [run, ME, 1, 1, 60.0, None, "sleep"],
@@ -331,6 +332,10 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
     assert status == "running"
     finished = await connection.fetch(queries.finish_runs, *arguments["finish_runs"])
     assert finished == []  # MINE was released (queued, no owner): nothing is ours now
+    foreign = fenced_arguments([other])["finish_run"]
+    assert await connection.fetch(queries.finish_run, *foreign) == []
+    status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", other)
+    assert status == "running"
 
 
 async def test_the_waits_and_lineage_fences_admit_the_owner_and_refuse_anyone_else(
@@ -448,13 +453,19 @@ async def test_writer_connections_plan_each_hot_statement_once(
     try:
         for _ in range(12):  # queued starts, the statement that was always re-planned
             await store.insert_run(NewRun(uuid4(), "wf", 1, "", "1", "nobody", 0, None, None, None))
-        batch = fenced_arguments([uuid4(), uuid4()])["checkpoint_steps"]  # no such runs
-        plans = await store._writers.run(  # the one writer connection
-            lambda connection: _run_and_read_plans(connection, queries.checkpoint_steps, batch)
-        )
+        arguments = fenced_arguments([uuid4(), uuid4()])  # no such runs
+
+        async def run_the_fenced_writes(connection: asyncpg.Connection) -> dict[str, Any]:
+            for name in ("checkpoint_steps", "finish_run"):
+                plans = await _run_and_read_plans(
+                    connection, getattr(queries, name), arguments[name]
+                )
+            return plans
+
+        plans = await store._writers.run(run_the_fenced_writes)  # the one writer connection
     finally:
         await store.close()
-    for statement in (queries.insert_run, queries.checkpoint_steps):
+    for statement in (queries.insert_run, queries.checkpoint_steps, queries.finish_run):
         generic, custom = plans[statement]
         assert (generic, custom) == (12, 0), (statement[:60], generic, custom)
 

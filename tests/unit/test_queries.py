@@ -16,6 +16,7 @@ def test_every_hot_path_statement_is_a_named_block() -> None:
         "heartbeat",
         "insert_runs",
         "finish_runs",
+        "finish_run",
         "load_checkpoints",
         "release_runs",
     ):

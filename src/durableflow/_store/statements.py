@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.queries import Queries
-from durableflow._store.records import Checkpoint, NewRun
+from durableflow._store.records import Checkpoint, NewRun, Outcome
 
 
 def _checkpoint_row(c: Checkpoint) -> tuple[Any, ...]:
@@ -45,6 +45,29 @@ async def write_checkpoints(
         return rows
     columns = [list(column) for column in zip(*map(_checkpoint_row, batch), strict=True)]
     rows = await connection.fetch(queries.checkpoint_steps, *columns)
+    return rows
+
+
+async def write_outcomes(
+    connection: asyncpg.Connection, queries: Queries, outcomes: Sequence[Outcome]
+) -> list[asyncpg.Record]:
+    """Record runs' outcomes, fenced by owner and epoch; a row back per run finished."""
+    rows: list[asyncpg.Record]
+    if len(outcomes) == 1:  # idle: scalar parameters are cheaper than one-element arrays
+        o = outcomes[0]
+        rows = await connection.fetch(
+            queries.finish_run, o.run_id, o.status, o.output, o.error, o.owner, o.epoch
+        )
+        return rows
+    rows = await connection.fetch(
+        queries.finish_runs,
+        [o.run_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.output for o in outcomes],
+        [o.error for o in outcomes],
+        [o.owner for o in outcomes],
+        [o.epoch for o in outcomes],
+    )
     return rows
 
 

@@ -42,6 +42,7 @@ from durableflow._store.statements import (
     with_companions,
     write_checkpoint_pair,
     write_checkpoints,
+    write_outcomes,
 )
 from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
 from durableflow.errors import (
@@ -112,7 +113,12 @@ class Store:
         self._writers = WriterConnections(
             database_url,
             size=min(4, max_size),
-            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+            statements=[
+                self.queries.checkpoint_steps,
+                self.queries.insert_runs,
+                self.queries.checkpoint_step,
+                self.queries.finish_run,
+            ],
             timeout=timeout,
         )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
@@ -391,17 +397,9 @@ class Store:
         )
 
     async def _write_outcomes(self, outcomes: Sequence[Outcome], retried: bool) -> list[bool]:
-        columns = (
-            [o.run_id for o in outcomes],
-            [o.status for o in outcomes],
-            [o.output for o in outcomes],
-            [o.error for o in outcomes],
-            [o.owner for o in outcomes],
-            [o.epoch for o in outcomes],
-        )
         with translate_errors(self.schema, "recording run outcomes"):
             rows = await self._writers.run(
-                lambda connection: connection.fetch(self.queries.finish_runs, *columns)
+                lambda connection: write_outcomes(connection, self.queries, outcomes)
             )
         finished = {row["id"] for row in rows}
         if retried and len(finished) < len(outcomes):

@@ -37,7 +37,7 @@ T = TypeVar("T")
 SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
 # Writers name themselves apart from the pool, so pg_stat_activity tells them apart.
 # They run only the hot-path writes (insert_run(s), checkpoint_step(s), the graph pair,
-# finish_runs), whose generic plans the plan tests check. Left to choose, Postgres
+# finish_run(s)), whose generic plans the plan tests check. Left to choose, Postgres
 # planned two of them afresh on every execution: a queued start (insert_run without an
 # owner: the custom plan folds the managed-queue check away, so it always looks
 # cheaper) and the batched checkpoint, 3,040 custom plans out of 3,040 executions.

@@ -124,6 +124,20 @@ WHERE r.id = f.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
 RETURNING r.id;
 
+-- name: finish_run
+-- The same fenced outcome for one run (the idle case, every sequential run's last
+-- statement): scalar parameters and one read of the clock instead of six one-element
+-- arrays unnested and two clock reads; measured 0.87-0.94x finish_runs' time per commit
+-- for one row. The run is found by primary key alone, as in finish_runs.
+UPDATE {schema}.runs AS r
+SET status = $2, output = $3::jsonb, error = $4::jsonb,
+    finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
+    updated_at = c.now
+FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS c
+WHERE r.id = $1
+  AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($5::text, $6::bigint, 'running')
+RETURNING r.id;
+
 -- name: get_run
 -- Everything flow.status() reports about one run.
 SELECT id, workflow, version, code_hash, status, output::text AS output, error::text AS error,
