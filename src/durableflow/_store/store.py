@@ -113,12 +113,7 @@ class Store:
         self._writers = WriterConnections(
             database_url,
             size=min(4, max_size),
-            statements=[
-                self.queries.checkpoint_steps,
-                self.queries.insert_runs,
-                self.queries.checkpoint_step,
-                self.queries.finish_run,
-            ],
+            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
             timeout=timeout,
         )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
