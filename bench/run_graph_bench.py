@@ -35,6 +35,7 @@ from run_bench import (
     DEFAULT_DSN,
     OUR_PYTHON,
     PEER_DIR,
+    PEER_PYTHON,
     REPO,
     BenchError,
     Figures,
@@ -100,6 +101,8 @@ def jobs(peer_only: bool) -> list[Job]:
     if not peer_only:
         ours = OUR_PYTHON if OUR_PYTHON.exists() else Path(sys.executable)
         selected.append(Job("durableflow", ours, REPO / "bench" / "graph_bench.py"))
+        # The floor of a durable transition, in the same minutes: one commit.
+        selected.append(Job("raw", PEER_PYTHON, PEER_DIR / "raw_asyncpg.py"))
     return selected
 
 
@@ -155,6 +158,17 @@ def render(report: dict[str, Any]) -> str:
             ],
         ),
     ]
+    raw = medians.get("raw", {}).get("insert_commit_ms")
+    if raw and peer.get("seq_ms_per_node_sync"):
+        bound = 0.2 * peer["seq_ms_per_node_sync"]
+        lines += [
+            "",
+            f"raw asyncpg INSERT+commit round trip (same run): {raw:.3f} ms; the 0.2x bound, "
+            f"{bound:.3f} ms per transition, is {bound / raw:.2f} such commits, and a "
+            "10-state graph commits 12 times (its start, 10 states, its outcome), "
+            f"{ours.get('seq_ms_per_transition', 0) / raw:.2f} commits' time per transition "
+            "measured",
+        ]
     if report["targets"]:
         rows = [
             [v["target"], v["bound"], fmt(v["measured"]), "PASS" if v["pass"] else "FAIL"]
