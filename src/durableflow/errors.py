@@ -219,7 +219,10 @@ class RunFinished(DurableFlowError):
     """A signal was sent to a run that already finished: nothing will receive it.
 
     ``status`` is the run's final status, ``signal`` the signal's name. Nothing was
-    stored. Check the run's status before sending, or treat this as "too late".
+    stored. Check the run's status before sending, or treat this as "too late". Not
+    raised for a send whose idempotency key the run already holds: that signal went in
+    earlier (a retry whose first reply was lost, or the same call made again), and the
+    repeat returns as the first did.
     """
 
     def __init__(self, run_id: object, status: str, *, signal: str) -> None:

@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.errors import translate_errors
+from durableflow._store.records import FINAL_STATUSES
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
@@ -99,6 +100,27 @@ class WakePass:
     woken: int
     next_due_in: float | None
     now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSent:
+    """What a send found: the target's status (None: no such run), whether a signal with
+    the send's idempotency key was already stored (looked at only for a finished run),
+    and, when a hand-over took, the receiving wait's recorded output."""
+
+    status: str | None
+    already_sent: bool
+    output: str | None
+
+    @property
+    def refused(self) -> bool:
+        """The run finished and never got this signal: nothing will receive it.
+
+        A finished run that holds the key got it from an earlier attempt of this send
+        (a retry whose first reply was lost) or an earlier call with the same key: the
+        send went in, as that first reply would have said.
+        """
+        return self.status in FINAL_STATUSES and not self.already_sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +222,10 @@ class WaitStore:
         handoff: tuple[Fence, int, str] | None = None,
         *,
         connection: Any = None,
-    ) -> tuple[str | None, str | None]:
-        """Returns the target's status (None: no such run) and, when ``handoff`` (the
-        receiver's execution, its blocked wait's step id and name) took, the wait's
-        recorded output. ``connection``: a caller's transaction to send it in (issue #13)
+    ) -> SignalSent:
+        """Store a signal unless the run is finished. ``handoff``: the receiver's
+        execution, its blocked wait's step id and name, to record the wait in the same
+        statement. ``connection``: a caller's transaction to send it in (issue #13)
         instead of the pool."""
         fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
         args = (
@@ -223,8 +245,9 @@ class WaitStore:
         elif idempotency_key is not None and handoff is None:
             # A send with a key (flow.send_signal gives every call one) is retried
             # through transient faults: a retry after a lost reply meets the key and
-            # stores nothing twice. A send without one is not retried: a repeat could
-            # store the signal twice.
+            # stores nothing twice, and reports it sent even if the run has received
+            # it and finished meanwhile (already_sent). A send without one is not
+            # retried: a repeat could store the signal twice.
             row = await self._store.retrying(
                 "sending a signal",
                 lambda: self._store.fetchrow(
@@ -237,7 +260,7 @@ class WaitStore:
                 "sending a signal", self._store.queries.send_signal, *args
             )
         assert row is not None
-        return row["status"], row["output"]
+        return SignalSent(row["status"], row["already_sent"], row["output"])
 
     async def list_signals(self, run_id: UUID) -> list[SignalRow]:
         with translate_errors(self.schema, "listing signals"):

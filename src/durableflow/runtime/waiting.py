@@ -27,7 +27,7 @@ from uuid import UUID
 
 from durableflow._store.records import FINAL_STATUSES, NewRun
 from durableflow._store.store import Store
-from durableflow._store.waits import Fence, WaitStore
+from durableflow._store.waits import Fence, SignalSent, WaitStore
 from durableflow.config import FlowSettings
 from durableflow.engine.context import INHERIT_DEADLINE, RunState
 from durableflow.engine.ids import uuid7
@@ -221,19 +221,21 @@ class WaitingRuns:
         output: str | None = None
         resend = False
         try:
-            status, output = await self.waits_store.send_signal(
+            sent = await self.waits_store.send_signal(
                 target,
                 name,
                 payload,
                 idempotency_key,
                 (_fence(waits.run), entry.step_id, entry.step_name),
             )
+            output = sent.output
         except DatabaseError as exc:
             if not exc.transient or idempotency_key is None:
                 raise
             # The hand-over may or may not have committed. The wait, given nothing, reads
             # its mailbox, where a committed hand-over left the wait's own record; the
-            # signal goes again the plain way, retried, and its key stores it once.
+            # signal goes again the plain way, retried, and its key stores it once (and
+            # is not refused if the run, given it by the hand-over, has finished since).
             resend = True
         finally:
             waits.finish_handoff(entry, output)
@@ -241,7 +243,7 @@ class WaitingRuns:
             await send_signal(self.waits_store, target, name, payload, idempotency_key)
             self.poke(target)
             return
-        _raise_for_status(status, target, name)
+        _raise_for_status(sent, target, name)
 
     async def set_event(self, run: RunState, step_id: int, name: str, key: str, value: str) -> None:
         await self.waits_store.set_event(_fence(run), step_id, name, key, value)
@@ -404,16 +406,16 @@ async def send_signal(
 ) -> None:
     """Store a signal for ``run_id``; ``RunNotFound`` / ``RunFinished`` when it cannot be.
 
+    A send whose ``idempotency_key`` the run already holds returns as the first did,
+    even if the run has finished since.
     ``connection``: a caller's transaction to store it in (``send_signal(session=)``).
     """
-    status, _ = await store.send_signal(
-        run_id, name, payload, idempotency_key, connection=connection
-    )
-    _raise_for_status(status, run_id, name)
+    sent = await store.send_signal(run_id, name, payload, idempotency_key, connection=connection)
+    _raise_for_status(sent, run_id, name)
 
 
-def _raise_for_status(status: str | None, run_id: UUID, name: str) -> None:
-    if status is None:
+def _raise_for_status(sent: SignalSent, run_id: UUID, name: str) -> None:
+    if sent.status is None:
         raise RunNotFound(run_id)
-    if status in FINAL_STATUSES:
-        raise RunFinished(run_id, status, signal=name)
+    if sent.refused:
+        raise RunFinished(run_id, sent.status, signal=name)

@@ -73,7 +73,8 @@ class MessagesSurface(FlowCore):
         once the caller commits. Otherwise transient database faults are retried for
         ``transient_retry_timeout`` seconds, and a repeat after a lost reply stores
         nothing twice: it meets the key, which is ``durableflow:send:<uuid>`` (made for
-        this call) when none is given.
+        this call) when none is given. A send whose key the run already holds returns
+        without error even if the run has finished since: that signal went in.
         Example::
 
             await flow.send_signal(run_id, "approve", {"by": "ops"})

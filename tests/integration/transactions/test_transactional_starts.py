@@ -189,17 +189,29 @@ async def test_a_signal_in_the_callers_transaction_arrives_only_with_its_commit(
                 await session.rollback()
             assert await db.fetchval("SELECT count(*) FROM durableflow.signals") == 0
             async with session.begin():
-                await flow.send_signal(run_id, "confirmed", {"try": 2}, session=session)
+                await flow.send_signal(
+                    run_id, "confirmed", {"try": 2}, idempotency_key="try-2", session=session
+                )
                 await asyncio.sleep(0.3)
                 assert (await flow.status(run_id)).status == "waiting"
         assert await flow.result(run_id, timeout=10) == {"try": 2}
         async with AsyncSession(engine) as session, session.begin():
             with pytest.raises(RunFinished):
                 await flow.send_signal(run_id, "confirmed", session=session)
+            # The caller's transaction again, as after a commit whose reply was lost: the
+            # run holds its key, so the send went in and is not refused.
+            await flow.send_signal(
+                run_id, "confirmed", {"try": 2}, idempotency_key="try-2", session=session
+            )
+            with pytest.raises(RunFinished):
+                await flow.send_signal(
+                    run_id, "confirmed", {"try": 3}, idempotency_key="try-3", session=session
+                )
             with pytest.raises(RunNotFound):
                 await flow.send_signal(UUID(int=1), "confirmed", session=session)
             # Neither refusal aborted the caller's transaction.
             assert (await session.execute(text("SELECT 2"))).scalar_one() == 2
+        assert await db.fetchval("SELECT count(*) FROM durableflow.signals") == 1
 
 
 async def test_hostile_values_are_refused_before_they_reach_the_callers_transaction(

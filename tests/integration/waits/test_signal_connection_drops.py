@@ -9,6 +9,13 @@ and every signal is stored exactly once: each collector run receives exactly the
 numbers sent to it, in order, and its mailbox holds one row per send, each with the
 key made for that call; and a signal whose NOTIFY was lost with the worker's LISTEN
 connection is noticed once that connection is back, not when the wait's hold ends.
+
+A terminated connection can also fall after a send committed and before its reply, and
+a collector's last signal may then be received, and the collector finish, before the
+retry: the retry must not raise RunFinished. The terminator meets that case only by
+chance, so one test makes it happen every time: the client reaches Postgres through
+``tests/_lost_replies.py``'s proxy, which lets the send commit, holds its reply until the
+run has finished, and drops the connection.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from typing import Any
 import pytest
 
 from _connection_drops import terminating
+from _lost_replies import LostReplyProxy
 from durableflow import Flow, FlowContext
+from durableflow._store.queries import Queries
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,5 +100,47 @@ async def test_signals_without_a_key_are_stored_once_through_terminated_backends
         and r.getMessage().startswith("sending a signal")
     ]
     assert retried, "no send met a terminated connection: the test proved nothing"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("key", ["ticket-7", None], ids=["callers_key", "key_made_for_the_call"])
+async def test_a_send_whose_reply_is_lost_after_commit_succeeds_though_the_run_finished(
+    database_url: str, caplog: pytest.LogCaptureFixture, key: str | None
+) -> None:
+    # The client reaches Postgres through a proxy that lets the send commit, holds its
+    # reply back until the run has received the signal and finished, then drops the
+    # connection: the retry finds the run finished, and the signal its own.
+    caplog.set_level(logging.INFO, logger="durableflow")
+    worker_flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @worker_flow.workflow(name="approve_once", version=1)
+    async def approve_once(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("approve")
+
+    async with LostReplyProxy(database_url) as proxy:
+        client = Flow(database_url=proxy.url)
+        async with worker_flow, client, worker_flow.worker(concurrency=2):
+            run_id = await worker_flow.start(approve_once)
+            proxy.lose_reply_to(
+                Queries("durableflow").send_signal,
+                meanwhile=lambda: worker_flow.result(run_id, timeout=20),
+            )
+            await client.send_signal(run_id, "approve", {"by": "ops"}, idempotency_key=key)
+            assert proxy.lost == 1, "no reply was lost: the test proved nothing"
+            assert await worker_flow.result(run_id, timeout=5) == {"by": "ops"}
+            (signal,) = await client.signals(run_id)
+            assert signal.state == "consumed"
+            assert signal.idempotency_key is not None
+            assert signal.idempotency_key == key or signal.idempotency_key.startswith(
+                "durableflow:send:"
+            )
+    retried = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "database_retry"
+        and r.getMessage().startswith("sending a signal")
+    ]
+    assert len(retried) == 1, [r.getMessage() for r in retried]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:3]

@@ -190,6 +190,36 @@ async def test_the_same_idempotency_key_stores_one_signal(database_url: str) -> 
             await flow.signals("0190f3c1-0000-7000-8000-000000000000")
 
 
+async def test_a_send_repeated_with_a_stored_key_succeeds_after_the_run_finished(
+    database_url: str,
+) -> None:
+    # A repeat of a send that went in (a retry whose reply was lost, the same call made
+    # again) returns as the first did, though the run has received it and finished; a
+    # key the run never got is refused as before.
+    flow = make_flow(database_url)
+    client = make_flow(database_url)  # no worker: the plain send, not the hand-over path
+
+    @flow.workflow(name="approve_once", version=1)
+    async def approve_once(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("approve")
+
+    async with flow, client, flow.worker(concurrency=2):
+        run_id = await flow.start(approve_once)
+        await client.send_signal(run_id, "approve", {"by": "ops"}, idempotency_key="ticket-7")
+        assert await flow.result(run_id, timeout=10) == {"by": "ops"}
+        for sender in (client, flow):
+            await sender.send_signal(run_id, "approve", {"by": "ops"}, idempotency_key="ticket-7")
+        (signal,) = await flow.signals(run_id)
+        assert (signal.idempotency_key, signal.state) == ("ticket-7", "consumed")
+        for sender in (client, flow):
+            with pytest.raises(RunFinished) as refused:
+                await sender.send_signal(run_id, "approve", "late", idempotency_key="ticket-8")
+            assert refused.value.status == "succeeded"
+            with pytest.raises(RunFinished):
+                await sender.send_signal(run_id, "approve", "late")  # a key made for the call
+        assert len(await flow.signals(run_id)) == 1
+
+
 async def test_ctx_send_signal_is_sent_once_across_replays(database_url: str) -> None:
     flow = make_flow(database_url, max_wait_in_memory=0)
 

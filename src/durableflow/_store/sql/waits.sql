@@ -295,7 +295,13 @@ SELECT {schema}.clock_now();
 -- Puts a signal in run $1's mailbox unless the run is finished. The run row is locked
 -- first, so a park of the same run is either before (and the run is queued here) or
 -- after (and sees wake_seq bumped). The same idempotency key ($4) for one run stores one
--- signal. NOTIFY on $9 carries the run id: a worker holding the run in memory checks.
+-- signal, and `already_sent` says whether this key was stored before: a repeat of a send
+-- that went in (a retry whose first attempt committed but whose reply was lost) is not
+-- refused because the run has since received the signal and finished. It is read only
+-- for a finished run, from the statement's snapshot, which holds the first attempt's
+-- signal if that attempt committed: a repeat is made once the first attempt failed, and
+-- one made while it still ran waits for it on the run's lock, ahead of the run's finish.
+-- NOTIFY on $9 carries the run id: a worker holding the run in memory checks.
 -- Hand-over ($5..$8 set by a sender whose own process holds the run blocked in wait
 -- step $7, checkpoint name $8, of its execution by owner $5 at epoch $6): the signal
 -- goes in already consumed by that wait, together with the wait's checkpoint, so the
@@ -345,4 +351,8 @@ WITH target AS (
 SELECT (SELECT status FROM target) AS status,
        (SELECT id FROM inserted) AS signal_id,
        (SELECT output::text FROM checkpoint) AS output,
-       (SELECT sent FROM notified) AS notified;
+       (SELECT sent FROM notified) AS notified,
+       EXISTS (SELECT 1 FROM target
+               WHERE target.status IN ('succeeded', 'failed', 'cancelled', 'dead'))
+       AND EXISTS (SELECT 1 FROM {schema}.signals
+                   WHERE run_id = $1 AND idempotency_key = $4) AS already_sent;

@@ -1,0 +1,171 @@
+"""A loopback TCP proxy in front of Postgres that loses the reply to a committed statement.
+
+``lose_reply_to(sql, meanwhile)`` arms the proxy for the next execution of exactly
+``sql`` on any connection through it (asyncpg's Parse names the statement, its Bind
+runs it; a simple Query carries the text itself). The server runs it and, the statement
+being its own transaction, commits it; the proxy holds back the whole answer up to the
+server's ReadyForQuery (sent only after the commit), awaits ``meanwhile()``, and then
+closes the client's connection (and its server connection) without passing the answer
+on. To the client this is a connection dropped after COMMIT, before the reply: what a
+retry must cope with. Only that one exchange is touched; every other message is passed
+through as it comes.
+
+Example::
+
+    async with LostReplyProxy(database_url) as proxy:
+        client = Flow(database_url=proxy.url)
+        proxy.lose_reply_to(queries.send_signal, meanwhile=run_finished)
+        ...
+        assert proxy.lost == 1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+_UNTYPED_REQUESTS = {80877103, 80877104}  # SSLRequest, GSSENCRequest: the startup follows
+
+
+class _Link:
+    """One client connection: its prepared statements, and whether its reply is to go."""
+
+    def __init__(self) -> None:
+        self.statements: dict[bytes, bytes] = {}  # statement name -> query text
+        self.victim = False
+
+
+class LostReplyProxy:
+    """The proxy, in front of the server of ``database_url``; ``url`` reaches the same
+    database through it (once entered)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        parts = urlsplit(database_url)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 5432
+        self.port = 0
+        self.lost = 0  # replies lost so far
+        self._sql: bytes | None = None
+        self._meanwhile: Callable[[], Awaitable[object]] | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def lose_reply_to(self, sql: str, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        """Lose the answer to the next execution of ``sql``, after ``meanwhile()``."""
+        self._sql = sql.encode()
+        self._meanwhile = meanwhile
+
+    async def __aenter__(self) -> LostReplyProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        parts = urlsplit(self.database_url)
+        userinfo, at, _ = parts.netloc.rpartition("@")  # user and password, if any
+        netloc = f"{userinfo}{at}127.0.0.1:{self.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "sslmode=disable", ""))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        self._writers += [client_w, server_w]
+        link = _Link()
+        pumps = (
+            self._frontend(link, client_r, server_w),
+            self._backend(link, server_r, client_w, server_w),
+        )
+        for pump in pumps:
+            task = asyncio.ensure_future(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _note(self, link: _Link, kind: int, body: bytes) -> None:
+        """Mark the link when this client message executes the armed statement."""
+        if kind == ord("P"):  # Parse: statement name, query text, ...
+            name, query, _ = body.split(b"\0", 2)
+            link.statements[name] = query
+            return
+        if kind == ord("B"):  # Bind: portal name, statement name, ...
+            query = link.statements.get(body.split(b"\0", 2)[1])
+        elif kind == ord("Q"):  # a simple query: its text
+            query = body.rstrip(b"\0")
+        else:
+            return
+        if self._sql is not None and query == self._sql:
+            self._sql = None  # once
+            link.victim = True
+
+    async def _frontend(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Client to server, message by message, noting which statement each one runs."""
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:  # the untyped packets: SSL/GSS requests, then the startup message
+                header = await reader.readexactly(8)
+                length, code = struct.unpack("!ii", header)
+                writer.write(header + await reader.readexactly(length - 8))
+                await writer.drain()
+                if code not in _UNTYPED_REQUESTS:
+                    break
+            while True:
+                header = await reader.readexactly(5)
+                kind, length = header[0], struct.unpack("!i", header[1:])[0]
+                body = await reader.readexactly(length - 4)
+                # Marked before the server has the message, so before any answer to it.
+                self._note(link, kind, body)
+                writer.write(header + body)
+                await writer.drain()
+        writer.close()
+
+    async def _backend(
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        server_w: asyncio.StreamWriter,
+    ) -> None:
+        """Server to client; on a marked link, the answer is read message by message
+        (asyncpg sends a statement only once the previous answer is in, so it starts
+        at a message boundary) and held back up to its ReadyForQuery."""
+        held = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(64 * 1024):
+                if not link.victim:
+                    writer.write(chunk)
+                    await writer.drain()
+                    continue
+                held += chunk
+                while len(held) >= 5:
+                    kind, length = held[0], struct.unpack("!i", held[1:5])[0]
+                    if len(held) < 1 + length:
+                        break
+                    held = held[1 + length :]
+                    if kind == ord("Z"):  # ReadyForQuery: the statement has committed
+                        assert self._meanwhile is not None
+                        await self._meanwhile()
+                        self.lost += 1
+                        writer.transport.abort()
+                        server_w.transport.abort()
+                        return
+        writer.close()
