@@ -145,6 +145,42 @@ def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
             [1] * count,
         ],
         "finish_run": [run, "succeeded", "1", None, ME, 1],
+        # a graph's terminal state written with the outcome (runs.sql)
+        "finish_run_with_steps": [
+            run,
+            "succeeded",
+            "1",
+            None,
+            ME,
+            1,
+            [9],
+            ["state:end"],
+            ["state"],
+            ["1"],
+            [None],
+            [1],
+            [now],
+            [None],
+            [None],
+        ],
+        "finish_runs_with_steps": [
+            runs,
+            ["succeeded"] * count,
+            ["1"] * count,
+            [None] * count,
+            [ME] * count,
+            [1] * count,
+            runs,
+            [9] * count,
+            ["state:end"] * count,
+            ["state"] * count,
+            ["1"] * count,
+            [None] * count,
+            [1] * count,
+            [now] * count,
+            [None] * count,
+            [None] * count,
+        ],
         "release_runs": [ME, runs, [1] * count],
         # waits.sql: (run, owner, epoch, step id, ...)
         "record_sleep": [run, ME, 1, 1, 60.0, None, "sleep"],
@@ -336,6 +372,14 @@ async def test_the_fence_still_refuses_a_run_owned_elsewhere_at_10k_running(
     assert await connection.fetch(queries.finish_run, *foreign) == []
     status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", other)
     assert status == "running"
+    # An outcome carrying its run's last checkpoints: neither goes in for a foreign run.
+    steps = "SELECT count(*) FROM durableflow.steps WHERE run_id = $1 AND step_id = 9"
+    for name in ("finish_run_with_steps", "finish_runs_with_steps"):
+        foreign = fenced_arguments([other])[name]
+        assert await connection.fetch(getattr(queries, name), *foreign) == [], name
+        assert await connection.fetchval(steps, other) == 0, name
+    status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", other)
+    assert status == "running"
 
 
 async def test_the_waits_and_lineage_fences_admit_the_owner_and_refuse_anyone_else(
@@ -479,3 +523,20 @@ async def _run_and_read_plans(
         "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
     )
     return {row["statement"]: (row["generic_plans"], row["custom_plans"]) for row in rows}
+
+
+async def test_an_outcome_carrying_checkpoints_writes_both_for_the_owner(
+    connection: asyncpg.Connection, queries: Queries
+) -> None:
+    await insert_running_runs(connection, "running")
+    steps = "SELECT name, kind, output::text FROM durableflow.steps WHERE run_id = $1"
+    arguments = fenced_arguments([MINE])
+    finished = await connection.fetch(
+        queries.finish_run_with_steps, *arguments["finish_run_with_steps"]
+    )
+    assert [row["id"] for row in finished] == [MINE]
+    assert [tuple(row) for row in await connection.fetch(steps, MINE)] == [
+        ("state:end", "state", "1")
+    ]
+    status = await connection.fetchval("SELECT status FROM durableflow.runs WHERE id = $1", MINE)
+    assert status == "succeeded"

@@ -17,6 +17,8 @@ def test_every_hot_path_statement_is_a_named_block() -> None:
         "insert_runs",
         "finish_runs",
         "finish_run",
+        "finish_run_with_steps",
+        "finish_runs_with_steps",
         "load_checkpoints",
         "release_runs",
     ):

@@ -77,6 +77,9 @@ class Outcome:
     error: str | None
     owner: str
     epoch: int
+    # The run's last checkpoints (a graph's terminal state, recorded values not yet
+    # written), written in the same statement under the outcome's fence.
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 @dataclass(slots=True)

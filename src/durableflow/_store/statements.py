@@ -51,8 +51,13 @@ async def write_checkpoints(
 async def write_outcomes(
     connection: asyncpg.Connection, queries: Queries, outcomes: Sequence[Outcome]
 ) -> list[asyncpg.Record]:
-    """Record runs' outcomes, fenced by owner and epoch; a row back per run finished."""
+    """Record runs' outcomes, fenced by owner and epoch; a row back per run finished.
+
+    The checkpoints an outcome carries go in the same statement, under its fence.
+    """
     rows: list[asyncpg.Record]
+    if any(o.checkpoints for o in outcomes):
+        return await _write_outcomes_with_steps(connection, queries, outcomes)
     if len(outcomes) == 1:  # idle: scalar parameters are cheaper than one-element arrays
         o = outcomes[0]
         rows = await connection.fetch(
@@ -67,6 +72,43 @@ async def write_outcomes(
         [o.error for o in outcomes],
         [o.owner for o in outcomes],
         [o.epoch for o in outcomes],
+    )
+    return rows
+
+
+async def _write_outcomes_with_steps(
+    connection: asyncpg.Connection, queries: Queries, outcomes: Sequence[Outcome]
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record]
+    if len(outcomes) == 1:
+        o = outcomes[0]
+        steps = [_checkpoint_row(c) for c in with_companions(o.checkpoints)]
+        assert all((c[0], c[8], c[9]) == (o.run_id, o.owner, o.epoch) for c in steps)
+        columns = [list(column) for column in zip(*steps, strict=True)]
+        rows = await connection.fetch(
+            queries.finish_run_with_steps,
+            o.run_id,
+            o.status,
+            o.output,
+            o.error,
+            o.owner,
+            o.epoch,
+            *columns[1:8],  # step_id .. started_at: run, owner and epoch are the outcome's
+            *columns[10:],  # artefact_key, artefact_sha256
+        )
+        return rows
+    steps = [_checkpoint_row(c) for o in outcomes for c in with_companions(o.checkpoints)]
+    columns = [list(column) for column in zip(*steps, strict=True)]
+    rows = await connection.fetch(
+        queries.finish_runs_with_steps,
+        [o.run_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.output for o in outcomes],
+        [o.error for o in outcomes],
+        [o.owner for o in outcomes],
+        [o.epoch for o in outcomes],
+        *columns[:8],  # run_id .. started_at
+        *columns[10:],  # artefact_key, artefact_sha256
     )
     return rows
 

@@ -237,6 +237,15 @@ class RunState:
                 self._flushing = None
                 flushing.set_result(None)
 
+    async def unwritten_for_outcome(self) -> tuple[Checkpoint, ...]:
+        """Once the body returned: the checkpoints not written yet, for the run's outcome
+        to carry in its own statement (the run writes nothing after it)."""
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        self.check()  # a flush that failed left its fault
+        batch, self.pending = tuple(self.pending), []
+        return batch
+
     async def commit(
         self,
         step_id: int,
@@ -250,30 +259,39 @@ class RunState:
         artefact_key: str | None = None,
         artefact_sha256: str | None = None,
         companions: tuple[Checkpoint, ...] = (),
+        with_outcome: bool = False,
     ) -> None:
         """Write one checkpoint, after the deferred values; ``companions`` (built with
-        ``value_checkpoint``) go in the same statement: a graph state's transition."""
+        ``value_checkpoint``) go in the same statement: a graph state's transition.
+
+        ``with_outcome``: the run's last step (a graph's terminal state, whose output is
+        the run's): the checkpoint is kept with the deferred values and written with the
+        run's outcome, in one statement. Nothing runs between the two, so a crash before
+        that commit re-runs the step exactly as a crash before its own commit would.
+        """
         self.check()
+        checkpoint = Checkpoint(
+            run_id=self.run_id,
+            step_id=step_id,
+            name=name,
+            kind=kind,
+            output=output,
+            error=error,
+            attempt=attempt,
+            started_at=started_at,
+            owner=self.owner,
+            epoch=self.epoch,
+            artefact_key=artefact_key,
+            artefact_sha256=artefact_sha256,
+            companions=companions,
+        )
+        if with_outcome:
+            self.pending.append(checkpoint)
+            return
         if self.has_unwritten_values:
             await self.flush_values()
         try:
-            await self.write(
-                Checkpoint(
-                    run_id=self.run_id,
-                    step_id=step_id,
-                    name=name,
-                    kind=kind,
-                    output=output,
-                    error=error,
-                    attempt=attempt,
-                    started_at=started_at,
-                    owner=self.owner,
-                    epoch=self.epoch,
-                    artefact_key=artefact_key,
-                    artefact_sha256=artefact_sha256,
-                    companions=companions,
-                )
-            )
+            await self.write(checkpoint)
         except (LeaseLost, DatabaseError) as exc:
             # The database failing a write that was retried as long as the lease held is
             # not the workflow's failure: the run is given back, never failed.

@@ -19,6 +19,10 @@ run's history:
   transition is chosen again (guards are pure) and compared with the record: a
   different one is a ``NonDeterminismError``.
 
+The terminal state's handler checkpoint is written with the run's outcome, in the
+same statement (``StepDefinition.ends_run``): its output is the run's output, and
+nothing runs between the two.
+
 Step ids of one visit of a state, in order: its handler (if any), its signal wait (a
 manual state), its transition (none out of a terminal state).
 
@@ -155,6 +159,7 @@ class GraphRunner:
                     artefact=artefact_of(state),
                     kind=STATE_KIND,
                     on_output=self._on_output,
+                    ends_run=state.terminal,
                 ),
                 max_payload_bytes=max_payload_bytes,
             )

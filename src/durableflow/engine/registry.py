@@ -93,6 +93,9 @@ class StepDefinition:
     # checkpoints to write in the same statement (see engine/graphs.py).
     kind: str = "step"
     on_output: OutputHook | None = None
+    # -- graphs: a terminal state's handler ends the run: its checkpoint is written with
+    # the run's outcome, in one statement (RunState.commit's ``with_outcome``).
+    ends_run: bool = False
     is_async: bool = True
     should_retry: RetryPredicate | None = None
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from durableflow._store.records import ClaimedRun, Outcome
+from durableflow._store.records import Checkpoint, ClaimedRun, Outcome
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings
 from durableflow.engine.context import FlowContext, LeaseView, RunState
@@ -174,6 +174,7 @@ class RunExecutor:
         status: str
         output: str | None = None
         error: str | None = None
+        last_checkpoints: tuple[Checkpoint, ...] = ()
         deadline = asyncio.timeout(claimed.deadline_in)  # -- waits: the run's deadline
         try:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
@@ -184,7 +185,9 @@ class RunExecutor:
                     else:
                         result = await definition.fn(ctx)
                 state.check()  # a swallowed LeaseLost / NonDeterminismError / ParkRun counts
-                await state.flush_values()  # ctx.now() and friends not written yet
+                # ctx.now() and friends not written yet, a graph's terminal state: they go
+                # in the outcome's statement.
+                last_checkpoints = await state.unwritten_for_outcome()
                 output = output_codec.dumps(result)
             status = "succeeded"
         except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
@@ -238,7 +241,9 @@ class RunExecutor:
         await self._record(
             claimed,
             owner,
-            Outcome(claimed.id, status, output, error, owner, claimed.lease_epoch),
+            Outcome(
+                claimed.id, status, output, error, owner, claimed.lease_epoch, last_checkpoints
+            ),
             log_extra,
         )
 

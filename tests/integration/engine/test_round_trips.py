@@ -119,6 +119,7 @@ async def test_a_graph_state_and_its_transition_cost_one_round_trip(database_url
 
         @g.state("done", terminal=True)
         async def finished(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+            marks[VISITS] = counter.round_trips
             done.set()
             return payload
 
@@ -134,10 +135,14 @@ async def test_a_graph_state_and_its_transition_cost_one_round_trip(database_url
             done.clear()
             run_id = await flow.start("counter", input={"n": 0})
             await asyncio.wait_for(done.wait(), 30)
+            await counter.quiet()
+            after_terminal = counter.round_trips - marks[VISITS]
             assert await flow.result(run_id, timeout=30) == {"n": VISITS}
 
         # Each visit but the last wrote its state and the transition out of it in one
         # statement before the next visit began.
-        assert sorted(marks) == list(range(VISITS))
-        per_visit = [marks[k + 1] - marks[k] for k in range(VISITS - 1)]
-        assert per_visit == [1] * (VISITS - 1), per_visit
+        assert sorted(marks) == list(range(VISITS + 1))
+        per_visit = [marks[k + 1] - marks[k] for k in range(VISITS)]
+        assert per_visit == [1] * VISITS, per_visit
+        # The terminal state's checkpoint went with the run's outcome: one statement.
+        assert after_terminal == 1, after_terminal

@@ -26,7 +26,9 @@ import asyncpg
 import pytest
 
 from _connection_drops import Ledger, ledger, terminating
+from _lost_replies import LostReplyProxy
 from durableflow import DatabaseError, Flow, FlowContext, Graph, RunFinished
+from durableflow._store.queries import Queries
 from durableflow.graph import spec_hash
 
 CODE_RUNS = 12
@@ -280,3 +282,51 @@ async def test_graph_runs_survive_terminated_backends(
 
     retried = [r for r in caplog.records if getattr(r, "event", None) == "database_retry"]
     assert retried, "no write met a terminated connection: the test proved nothing"
+
+
+async def test_a_terminal_state_whose_outcome_reply_is_lost_is_recorded_once(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The terminal state's checkpoint goes in the statement that records the run's
+    # outcome. The worker reaches Postgres through a proxy that lets that statement
+    # commit and drops the connection before its reply: the retry must find the run
+    # finished by its own write, neither fail it nor run the terminal handler again.
+    caplog.set_level(logging.INFO, logger="durableflow")
+    ran: Counter[str] = Counter()
+    g = Graph(name="short", version=1, initial="start")
+
+    @g.state("start")
+    async def start(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        ran["start"] += 1
+        return {**payload, "started": True}
+
+    @g.state("end", terminal=True)
+    async def end(ctx: FlowContext, payload: dict[str, Any]) -> dict[str, Any]:
+        ran["end"] += 1
+        return {**payload, "ended": True}
+
+    g.transition("start", "end")
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0.1)
+
+    async with LostReplyProxy(database_url) as proxy:
+        flow = Flow(database_url=proxy.url, poll_interval=0.05)
+        flow.register_graph(g)
+        async with flow, flow.worker(concurrency=2):
+            proxy.lose_reply_to(Queries("durableflow").finish_run_with_steps, meanwhile=meanwhile)
+            run_id = await flow.start("short", input={"n": 1})
+            assert await flow.result(run_id, timeout=20) == {"n": 1, "started": True, "ended": True}
+            assert proxy.lost == 1, "no reply was lost: the test proved nothing"
+            steps = [s.name for s in await flow.steps(run_id)]
+    assert steps == ["state:start", "start -> end", "state:end"]
+    assert ran == {"start": 1, "end": 1}
+    retried = [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == "database_retry"
+        and r.getMessage().startswith("recording run outcomes")
+    ]
+    assert len(retried) == 1, [r.getMessage() for r in retried]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]

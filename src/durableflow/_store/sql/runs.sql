@@ -138,6 +138,63 @@ WHERE r.id = $1
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($5::text, $6::bigint, 'running')
 RETURNING r.id;
 
+-- name: finish_run_with_steps
+-- A run's outcome and its last checkpoints in one statement: a graph's terminal
+-- state, whose output is the run's output, and recorded values (ctx.now() ...) not
+-- written yet. The checkpoints ($7.. one array per column) go in only for the run the
+-- fenced UPDATE finished, so the outcome's fence covers them: a run whose outcome
+-- commits has them, one fenced off has neither. This is finish_run plus the insert;
+-- it saves the commit the last checkpoint would have cost on its own.
+WITH finished AS (
+    UPDATE {schema}.runs AS r
+    SET status = $2, output = $3::jsonb, error = $4::jsonb,
+        finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
+        updated_at = c.now
+    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS c
+    WHERE r.id = $1
+      AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($5::text, $6::bigint, 'running')
+    RETURNING r.id
+), recorded AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
+                                started_at, finished_at, artefact_key, artefact_sha256)
+    SELECT f.id, s.step_id, s.name, s.kind, s.output::jsonb, s.error::jsonb, s.attempt,
+           s.started_at, now(), s.artefact_key, s.artefact_sha256
+    FROM finished AS f
+    CROSS JOIN unnest($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[],
+                      $13::timestamptz[], $14::text[], $15::text[])
+         AS s(step_id, name, kind, output, error, attempt, started_at, artefact_key,
+              artefact_sha256)
+    ON CONFLICT (run_id, step_id) DO NOTHING
+)
+SELECT id FROM finished;
+
+-- name: finish_runs_with_steps
+-- The same for a batch of runs: finish_runs, and the checkpoints ($7.., each row
+-- naming its run) of the runs it finished.
+WITH finished AS (
+    UPDATE {schema}.runs AS r
+    SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
+        finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
+        updated_at = (SELECT {schema}.clock_now())
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+         AS f(id, status, output, error, owner, epoch)
+    WHERE r.id = f.id
+      AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
+    RETURNING r.id
+), recorded AS (
+    INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
+                                started_at, finished_at, artefact_key, artefact_sha256)
+    SELECT s.run_id, s.step_id, s.name, s.kind, s.output::jsonb, s.error::jsonb, s.attempt,
+           s.started_at, now(), s.artefact_key, s.artefact_sha256
+    FROM unnest($7::uuid[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[],
+                $13::int[], $14::timestamptz[], $15::text[], $16::text[])
+         AS s(run_id, step_id, name, kind, output, error, attempt, started_at, artefact_key,
+              artefact_sha256)
+    JOIN finished AS f ON f.id = s.run_id
+    ON CONFLICT (run_id, step_id) DO NOTHING
+)
+SELECT id FROM finished;
+
 -- name: get_run
 -- Everything flow.status() reports about one run.
 SELECT id, workflow, version, code_hash, status, output::text AS output, error::text AS error,
