@@ -9,6 +9,12 @@ Adding commands: write ``cli/<family>_cmd.py`` with ``register(subparsers)`` and
 it to ``COMMAND_MODULES`` below. A verb of an existing noun (``runs fork``) uses
 ``common.noun(subparsers, "runs", ...)`` to get that noun's verbs, and
 ``common.add_connection_options(parser)`` for ``--dsn``/``--schema``/``-a``/``--json``.
+
+Every command module is imported to build the parser, for ``durableflow --help`` too,
+so at module level it imports only the standard library, ``durableflow.errors`` and
+the light modules of ``cli``. The library itself (``durableflow.flow``, the engine,
+the drivers, rich) is imported by the handler that needs it, when the command runs;
+``tests/unit/test_cli_imports.py`` checks this.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound
-from durableflow.observability import JsonFormatter, install_log_context
 
 # The command families, in the order `durableflow --help` lists them. Features to come
 # add theirs here.
@@ -78,6 +83,8 @@ class _TextFormatter(logging.Formatter):
 
 
 def _configure_logging(log_format: str, *, verbose: bool) -> None:
+    from durableflow.observability import JsonFormatter, install_log_context
+
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durableflow.cli.common import print_json
-from durableflow.flow import Flow, SchemaStatus
+
+if TYPE_CHECKING:
+    from durableflow import Flow, SchemaStatus
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +36,8 @@ def register(subparsers: Any) -> None:
 
 
 def _flow(args: argparse.Namespace) -> Flow:
+    from durableflow import Flow
+
     return Flow(database_url=args.database_url, schema=args.schema)
 
 

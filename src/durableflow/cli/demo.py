@@ -14,59 +14,10 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow import Flow, FlowContext
-
-DEMO_SCHEMA = "durableflow_demo"
-SLOW_SECONDS = 4.0
-
-
-def build_flow(database_url: str | None = None) -> Flow:
-    """The demo's Flow: short heartbeats and lease so recovery is quick to watch."""
-    flow = Flow(
-        database_url=database_url,
-        schema=DEMO_SCHEMA,
-        heartbeat_interval=0.5,
-        lease_ttl=2.0,
-        poll_interval=0.25,
-        shutdown_grace=1.0,
-    )
-
-    def report(ctx: FlowContext, text: str) -> dict[str, Any]:
-        print(f"    [worker {os.getpid()}] {ctx.step_name}: {text}", flush=True)
-        return {"worker_pid": os.getpid(), "attempt": ctx.attempt}
-
-    @flow.step()
-    async def fetch_orders(ctx: FlowContext, count: int) -> dict[str, Any]:
-        return report(ctx, f"fetched {count} orders") | {"orders": list(range(1, count + 1))}
-
-    @flow.step()
-    async def price_orders(ctx: FlowContext, orders: list[int]) -> dict[str, Any]:
-        return report(ctx, f"priced {len(orders)} orders") | {"total": sum(o * 10 for o in orders)}
-
-    @flow.step()
-    async def build_report(ctx: FlowContext, total: int) -> dict[str, Any]:
-        print(
-            f"    [worker {os.getpid()}] build_report: working for {SLOW_SECONDS:.0f}s...",
-            flush=True,
-        )
-        await asyncio.sleep(SLOW_SECONDS)
-        return report(ctx, f"report ready (total {total})")
-
-    @flow.step()
-    async def publish(ctx: FlowContext, total: int) -> dict[str, Any]:
-        return report(ctx, "published")
-
-    @flow.workflow(name="demo.report", version=1)
-    async def daily_report(ctx: FlowContext, count: int) -> int:
-        orders = await fetch_orders(ctx, count)
-        priced = await price_orders(ctx, orders["orders"])
-        await build_report(ctx, priced["total"])
-        await publish(ctx, priced["total"])
-        return int(priced["total"])
-
-    return flow
+if TYPE_CHECKING:
+    from durableflow import Flow
 
 
 def register(subparsers: Any) -> None:
@@ -86,6 +37,8 @@ def register(subparsers: Any) -> None:
 async def run_demo(args: argparse.Namespace) -> int:
     if args.worker:
         return await _demo_worker()
+    from durableflow.cli.demo_app import DEMO_SCHEMA, SLOW_SECONDS, build_flow
+
     flow = build_flow()
     await flow.connect()
     try:
@@ -159,6 +112,8 @@ async def _wait_for_steps(
 
 
 async def _demo_worker() -> int:
+    from durableflow.cli.demo_app import build_flow
+
     flow = build_flow(os.environ.get("DURABLEFLOW_DATABASE_URL"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

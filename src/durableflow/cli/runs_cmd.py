@@ -11,13 +11,6 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from durableflow.admin import (
-    RunDetail,
-    RunPage,
-    SectionContent,
-    StepAttempt,
-    load_run_sections,
-)
 from durableflow.cli.common import (
     EXIT_NO,
     EXIT_OK,
@@ -40,6 +33,7 @@ from durableflow.errors import RunNotFound
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from durableflow.admin import RunDetail, RunPage, SectionContent, StepAttempt
     from durableflow.flow import Flow, StepRecord
 
 RUNS_HELP = "list, inspect, start, cancel, resume and signal runs"
@@ -361,6 +355,8 @@ def _run_header(run: RunDetail) -> RenderableType:
 
 
 async def show_command(args: argparse.Namespace) -> int:
+    from durableflow.admin import load_run_sections
+
     async with open_flow(args) as flow:
         try:
             run = await flow.describe_run(args.run_id)

@@ -9,10 +9,13 @@ import gc
 import logging
 import random
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow import DatabaseError, Flow
 from durableflow.cli.loading import load_flow
+from durableflow.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from durableflow import Flow
 
 logger = logging.getLogger("durableflow.cli")
 
