@@ -20,12 +20,15 @@ the drivers, rich) is imported by the handler that needs it, when the command ru
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound
+
+if TYPE_CHECKING:
+    import asyncio
 
 # The command families, in the order `durableflow --help` lists them. Features to come
 # add theirs here.
@@ -118,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_format, verbose=args.verbose)
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    import asyncio  # here, not at the top: parsing (and --help) needs no event loop
+
     try:
         with asyncio.Runner(loop_factory=_loop_factory(getattr(args, "loop", "asyncio"))) as runner:
             code: int = runner.run(args.func(args))

@@ -9,7 +9,6 @@ be read).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -161,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     register(subparsers)
     args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
+    import asyncio
+
     exit_code: Any = asyncio.run(args.func(args))
     return int(exit_code)
 

@@ -9,7 +9,6 @@ With no ``DURABLEFLOW_DATABASE_URL`` it uses the embedded Postgres.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -17,6 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from durableflow import Flow
 
 
@@ -37,6 +38,8 @@ def register(subparsers: Any) -> None:
 async def run_demo(args: argparse.Namespace) -> int:
     if args.worker:
         return await _demo_worker()
+    import asyncio
+
     from durableflow.cli.demo_app import DEMO_SCHEMA, SLOW_SECONDS, build_flow
 
     flow = build_flow()
@@ -91,6 +94,8 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _spawn_worker(url: str, which: str) -> asyncio.subprocess.Process:
+    import asyncio
+
     env = {**os.environ, "DURABLEFLOW_DATABASE_URL": url}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "durableflow.cli", "demo", "--worker", env=env
@@ -102,6 +107,8 @@ async def _spawn_worker(url: str, which: str) -> asyncio.subprocess.Process:
 async def _wait_for_steps(
     flow: Flow, run_id: Any, count: int, worker: asyncio.subprocess.Process
 ) -> None:
+    import asyncio
+
     deadline = time.monotonic() + 60
     while len(await flow.steps(run_id)) < count:
         if worker.returncode is not None:
@@ -112,6 +119,8 @@ async def _wait_for_steps(
 
 
 async def _demo_worker() -> int:
+    import asyncio
+
     from durableflow.cli.demo_app import build_flow
 
     flow = build_flow(os.environ.get("DURABLEFLOW_DATABASE_URL"))

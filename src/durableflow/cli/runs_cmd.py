@@ -8,7 +8,6 @@ The actions on runs (``start``, ``cancel``, ``resume``, ``delete``) are in
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from durableflow.cli.common import (
@@ -152,6 +151,8 @@ async def _watch(flow: Flow, args: argparse.Namespace) -> int:
     On a terminal the table redraws in place; otherwise (and with ``--json``, one
     compact JSON document a line) a new listing is printed only when it changed.
     """
+    import asyncio
+
     out = console()
     previous: list[tuple[Any, ...]] | None = None
     live = None
