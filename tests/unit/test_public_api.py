@@ -114,3 +114,43 @@ def test_unknown_names_raise_attribute_error_and_dir_lists_public_names() -> Non
     with pytest.raises(ImportError):
         exec("from durableflow import Flw", {})
     assert set(durableflow.__all__) <= set(dir(durableflow))
+
+
+WORKER_MODULES = (
+    "durableflow.runtime.worker",
+    "durableflow.runtime.executor",
+    "durableflow.runtime.duties",
+    "durableflow.runtime.heartbeat",
+)
+
+
+def test_a_flow_loads_its_worker_only_when_asked_for_one() -> None:
+    """Defining workflows (and starting runs, reading them) needs no worker; the worker,
+    its executor and its leader duties are imported by ``start_worker`` or by
+    ``durableflow.Worker``."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        from durableflow import Flow, FlowContext
+
+        flow = Flow(database_url="postgresql://nobody@127.0.0.1:9/none")
+
+        @flow.step()
+        async def add_one(ctx: FlowContext, x: int) -> int:
+            return x + 1
+
+        @flow.workflow(name="count", version=1)
+        async def count(ctx: FlowContext, n: int) -> int:
+            return await add_one(ctx, n)
+
+        flow.worker(4)  # the context manager alone starts nothing
+        defined = sorted(set({WORKER_MODULES!r}) & set(sys.modules))
+        import durableflow
+        durableflow.Worker
+        asked = sorted(set({WORKER_MODULES!r}) & set(sys.modules))
+        print(json.dumps([defined, asked]))
+        """
+    )
+    defined, asked = json.loads(run_fresh(code))
+    assert defined == []
+    assert {"durableflow.runtime.worker", "durableflow.runtime.executor"} <= set(asked)
