@@ -6,18 +6,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from durableflow._store.schema_version import HEAD_REVISION
-from durableflow.artefacts.prune import apply_retention
 from durableflow.artefacts.service import ArtefactService
 from durableflow.config import FlowSettings, build_settings, get_config
 from durableflow.engine.registry import AsyncFunction, Registry, RetryPredicate, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError
-from durableflow.runtime.duties import build_leadership
-from durableflow.runtime.executor import RunExecutor
-from durableflow.runtime.worker import Worker
 from durableflow.storage.protocol import StorageProtocol
 from durableflow.surfaces.admin import AdminSurface
 from durableflow.surfaces.artefacts import ArtefactsSurface
@@ -26,6 +22,11 @@ from durableflow.surfaces.messages import MessagesSurface, SignalRecord
 from durableflow.surfaces.runs import RunsSurface, RunStatus, StepRecord
 from durableflow.surfaces.scheduling import SchedulingSurface
 from durableflow.surfaces.transactions import TransactionsSurface
+
+if TYPE_CHECKING:
+    # Imported by start_worker: a Flow that only starts runs, or reads them, never loads
+    # the worker, its executor and its leader duties.
+    from durableflow.runtime.worker import Worker
 
 __all__ = [
     "Flow",
@@ -347,6 +348,11 @@ class Flow(
             raise ConfigurationError(
                 "no workflow, graph or action is registered on this Flow; nothing to run"
             )
+        from durableflow.artefacts.prune import apply_retention
+        from durableflow.runtime.duties import build_leadership
+        from durableflow.runtime.executor import RunExecutor
+        from durableflow.runtime.worker import Worker
+
         store = await self._connected()
         graphs = await self._published_graphs()  # -- graphs: published ones run here too
         for definition in self.registry.workflows:

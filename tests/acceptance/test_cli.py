@@ -95,6 +95,33 @@ async def test_db_commands_honour_the_schema_option(
     assert "tenant_a" in schemas and "durableflow" not in schemas  # the default was not touched
 
 
+async def test_db_commands_take_dsn_as_the_operator_commands_do(
+    database_url: str, blank_database_url: str, processes: Processes
+) -> None:
+    """``--dsn`` names the database (``--database-url`` stays its alias), and wins over
+    DURABLEFLOW_DATABASE_URL, here a blank database whose schema is behind."""
+    env = {"DURABLEFLOW_DATABASE_URL": blank_database_url}
+    head = head_revision()
+    current, check, as_json, from_env = await asyncio.gather(
+        processes.run(["db", "current", "--dsn", database_url], env),
+        processes.run(["db", "check", "--dsn", database_url], env),
+        processes.run(["db", "check", "--dsn", database_url, "--json"], env),
+        processes.run(["db", "check"], env),
+    )
+    assert current.returncode == 0, current
+    assert re.search(rf"current:\s+{head}", current.stdout)
+    assert check.returncode == 0, check
+    assert "up to date" in check.stdout
+    assert as_json.returncode == 0, as_json
+    assert json.loads(as_json.stdout)["up_to_date"] is True
+    assert from_env.returncode == 1, from_env  # without --dsn: the blank database
+
+    upgrade = await processes.run(["db", "upgrade", "--dsn", blank_database_url])
+    assert upgrade.returncode == 0, upgrade
+    check = await processes.run(["db", "check", "--dsn", blank_database_url])
+    assert check.returncode == 0, check
+
+
 async def test_db_sql_prints_the_schema_without_a_database(processes: Processes) -> None:
     sql, other = await asyncio.gather(
         processes.run(["db", "sql"]), processes.run(["db", "sql", "--schema", "jobs"])

@@ -95,13 +95,14 @@ async def test_ui_command_serves_on_loopback(cli: Cli, host: str | None, url_hos
 
 
 async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> None:
-    """``ui --host 0.0.0.0``: the ui_exposed warning docs/ui.md promises, the pages on
-    this machine's other address (or loopback, when it has none), stopped by its pid."""
+    """``ui --host 0.0.0.0``: the ui_exposed warning docs/ui.md promises, an address a
+    browser can open printed (loopback: 0.0.0.0 is none), the pages on this machine's
+    other address (or loopback, when it has none), stopped by its pid."""
     port = free_port()
     ui = cli.processes.start(
         "ui", ["ui", "-a", APP, "--host", "0.0.0.0", "--port", str(port)], cli.env
     )
-    await ui.wait_for_output(f"http://0.0.0.0:{port}/", timeout=30, stream="stdout")
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
     # Logged before the address is printed, on stderr: stdout has the address alone.
     [warning] = [line for line in ui.stderr().splitlines() if "ui_exposed" in line]
     assert warning.endswith(
@@ -109,7 +110,7 @@ async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> N
         "every run's input and output (actions stay disabled) [event=ui_exposed]"
     ), warning
     assert ui.stdout().splitlines() == [
-        f"durableflow UI on http://0.0.0.0:{port}/ (Ctrl-C stops it)"
+        f"durableflow UI on http://127.0.0.1:{port}/ (Ctrl-C stops it)"
     ]
 
     address = non_loopback_address() or "127.0.0.1"
@@ -124,6 +125,22 @@ async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> N
     assert "Traceback" not in ui.stderr(), ui.describe()
     with pytest.raises(ConnectionRefusedError):  # the port was closed with it
         await asyncio.open_connection(address, port)
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_ui_command_on_every_ipv6_address_prints_the_ipv6_loopback(cli: Cli) -> None:
+    """``ui --host ::``: the address printed is ``[::1]``, which answers, and the warning
+    writes the bound address in brackets."""
+    port = free_port()
+    ui = cli.processes.start("ui", ["ui", "-a", APP, "--host", "::", "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://[::1]:{port}/", timeout=30, stream="stdout")
+    [warning] = [line for line in ui.stderr().splitlines() if "ui_exposed" in line]
+    assert " serving the UI on [::]: anyone who reaches it" in warning, warning
+    assert ui.stdout().splitlines() == [f"durableflow UI on http://[::1]:{port}/ (Ctrl-C stops it)"]
+    response = await http_get("::1", port, "/workers")
+    assert response.startswith("HTTP/1.1 200"), response[:200]
+    ui.send(signal.SIGINT)
+    assert await ui.wait_exit(20) == 130, ui.describe()
 
 
 async def test_ui_command_stopped_by_sigterm_closes_and_exits_0(cli: Cli) -> None:
@@ -200,7 +217,7 @@ async def test_global_log_options_log_on_stderr_and_leave_json_output_parseable(
         ["--log-format", "json", "ui", "-a", APP, "--host", "0.0.0.0", "--port", str(port)],
         {**cli.env, "DURABLEFLOW_UI_TOKEN": "s3cret-token"},
     )
-    await ui.wait_for_output(f"http://0.0.0.0:{port}/", timeout=30, stream="stdout")
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
     [record] = json_log_records(ui.stderr())
     assert (record["level"], record["logger"], record["event"]) == (
         "WARNING",

@@ -9,18 +9,26 @@ Adding commands: write ``cli/<family>_cmd.py`` with ``register(subparsers)`` and
 it to ``COMMAND_MODULES`` below. A verb of an existing noun (``runs fork``) uses
 ``common.noun(subparsers, "runs", ...)`` to get that noun's verbs, and
 ``common.add_connection_options(parser)`` for ``--dsn``/``--schema``/``-a``/``--json``.
+
+Every command module is imported to build the parser, for ``durableflow --help`` too,
+so at module level it imports only the standard library, ``durableflow.errors`` and
+the light modules of ``cli``. The library itself (``durableflow.flow``, the engine,
+the drivers, rich) is imported by the handler that needs it, when the command runs;
+``tests/unit/test_cli_imports.py`` checks this.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound
-from durableflow.observability import JsonFormatter, install_log_context
+
+if TYPE_CHECKING:
+    import asyncio
 
 # The command families, in the order `durableflow --help` lists them. Features to come
 # add theirs here.
@@ -78,6 +86,8 @@ class _TextFormatter(logging.Formatter):
 
 
 def _configure_logging(log_format: str, *, verbose: bool) -> None:
+    from durableflow.observability import JsonFormatter, install_log_context
+
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -111,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_format, verbose=args.verbose)
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    import asyncio  # here, not at the top: parsing (and --help) needs no event loop
+
     try:
         with asyncio.Runner(loop_factory=_loop_factory(getattr(args, "loop", "asyncio"))) as runner:
             code: int = runner.run(args.func(args))

@@ -24,9 +24,8 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow import PruneResult
 from durableflow.cli.common import (
     EXIT_NO,
     EXIT_OK,
@@ -40,9 +39,10 @@ from durableflow.cli.common import (
     print_json,
 )
 from durableflow.cli.runs_cmd import RUNS_HELP
-from durableflow.config import build_settings
 from durableflow.errors import InvalidFieldValue, RunActionRefused
-from durableflow.flow import Flow
+
+if TYPE_CHECKING:
+    from durableflow import Flow, PruneResult
 
 
 def register(subparsers: Any) -> None:
@@ -130,6 +130,8 @@ def _options(parser: argparse.ArgumentParser) -> None:
 async def _open(args: argparse.Namespace) -> AsyncIterator[Flow]:
     flow = make_flow(args)
     if args.storage:
+        from durableflow.config import build_settings
+
         # No I/O has happened yet: the settings (and so the storage) can still change.
         flow.settings = build_settings(
             **{**flow.settings.model_dump(), "storage_url": args.storage}

@@ -9,21 +9,21 @@ be read).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow.audit import (
-    ERROR,
-    MANIFEST_FILENAME,
-    AuditReport,
-    find_manifest_path,
-    run_audit,
-)
 from durableflow.cli.loading import load_flow
 from durableflow.errors import AuditError, ConfigurationError, DatabaseError
+
+if TYPE_CHECKING:
+    from durableflow.audit import AuditReport
+
+# durableflow.audit.MANIFEST_FILENAME, written out: importing durableflow.audit imports
+# the engine, which `durableflow audit --help` does not need (tests/unit/test_cli_imports.py
+# checks that the two agree).
+MANIFEST_FILENAME = "durableflow.lock.json"
 
 DESCRIPTION = f"""\
 Compare the code hash of every workflow registered on a Flow with the committed
@@ -74,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 async def handle_audit(args: argparse.Namespace) -> int:
     """Run the audit for parsed ``args`` and print the result; returns the exit code."""
+    from durableflow.audit import find_manifest_path, run_audit
+
     manifest_path: Path = args.manifest or find_manifest_path()
     update_command = f"durableflow audit {args.app}"
     if args.manifest is not None:
@@ -117,6 +119,8 @@ def _shown(path: Path) -> str:
 
 
 def _print_text(report: AuditReport, args: argparse.Namespace) -> None:
+    from durableflow.audit import ERROR
+
     manifest = _shown(report.manifest_path)
     count = len(report.current.workflows)
     if report.update_refused:
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     register(subparsers)
     args = parser.parse_args(["audit", *(sys.argv[1:] if argv is None else argv)])
+    import asyncio
+
     exit_code: Any = asyncio.run(args.func(args))
     return int(exit_code)
 

@@ -20,9 +20,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from durableflow.admin import jsonable
-from durableflow.admin.formatting import format_seconds, format_time
-from durableflow.config import build_settings
 from durableflow.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -106,6 +103,7 @@ def add_connection_options(parser: argparse.ArgumentParser, *, app_required: boo
 
 def make_flow(args: argparse.Namespace) -> Flow:
     """The Flow to work on: the app's (``-a``) or a bare one; ``--dsn``/``--schema`` win."""
+    from durableflow.config import build_settings
     from durableflow.flow import Flow
 
     if getattr(args, "app", None):
@@ -151,9 +149,27 @@ def error_console() -> Console:
 
 def print_json(value: Any, *, compact: bool = False) -> None:
     """``value`` as JSON on stdout (datetimes ISO 8601, uuids as text)."""
+    from durableflow.admin import jsonable
+
     text = json.dumps(jsonable(value), indent=None if compact else 2, ensure_ascii=False)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+# Wrappers rather than imports: importing durableflow.admin.formatting imports the
+# admin package (its records and run-page sections), which `--help` does not need.
+def format_time(value: datetime | None) -> str:
+    """A timestamp as operators read it: UTC, to the second (as the web UI writes it)."""
+    from durableflow.admin.formatting import format_time as admin_format_time
+
+    return admin_format_time(value)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as operators read it: ``850ms``, ``12.3s``, ``4m05s``, ``2h13m``."""
+    from durableflow.admin.formatting import format_seconds as admin_format_seconds
+
+    return admin_format_seconds(seconds)
 
 
 def fail(message: str) -> None:

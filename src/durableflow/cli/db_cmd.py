@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow.cli.common import print_json
-from durableflow.flow import Flow, SchemaStatus
+from durableflow.cli.common import make_flow, print_json
+
+if TYPE_CHECKING:
+    from durableflow import SchemaStatus
 
 
 def register(subparsers: Any) -> None:
@@ -19,11 +21,17 @@ def register(subparsers: Any) -> None:
         ("sql", sql, "print the SQL an upgrade from scratch would run"),
     ):
         action = actions.add_parser(name, help=text, description=text)
+        # As the operator commands take them (cli.common.add_connection_options).
         action.add_argument(
+            "--dsn",
             "--database-url",
+            dest="dsn",
+            metavar="URL",
             help="Postgres URL (default: DURABLEFLOW_DATABASE_URL, else embedded Postgres)",
         )
-        action.add_argument("--schema", help="schema name (default: DURABLEFLOW_SCHEMA_NAME)")
+        action.add_argument(
+            "--schema", help="durableflow schema (default: DURABLEFLOW_SCHEMA_NAME)"
+        )
         if handler is not sql:
             action.add_argument(
                 "--json",
@@ -31,10 +39,6 @@ def register(subparsers: Any) -> None:
                 help='print {"schema", "current", "head", "up_to_date"} as JSON',
             )
         action.set_defaults(func=handler)
-
-
-def _flow(args: argparse.Namespace) -> Flow:
-    return Flow(database_url=args.database_url, schema=args.schema)
 
 
 def _print_status(status: SchemaStatus) -> None:
@@ -49,7 +53,7 @@ def _print_status(status: SchemaStatus) -> None:
 
 
 async def upgrade(args: argparse.Namespace) -> int:
-    async with _flow(args) as flow:
+    async with make_flow(args) as flow:
         await flow.migrate()
         status = await flow.schema_status()
     if args.json:
@@ -60,7 +64,7 @@ async def upgrade(args: argparse.Namespace) -> int:
 
 
 async def check(args: argparse.Namespace) -> int:
-    async with _flow(args) as flow:
+    async with make_flow(args) as flow:
         status = await flow.schema_status()
     if args.json:
         _print_status(status)
@@ -76,7 +80,7 @@ async def check(args: argparse.Namespace) -> int:
 
 
 async def current(args: argparse.Namespace) -> int:
-    async with _flow(args) as flow:
+    async with make_flow(args) as flow:
         status = await flow.schema_status()
     if args.json:
         _print_status(status)
@@ -86,5 +90,5 @@ async def current(args: argparse.Namespace) -> int:
 
 
 async def sql(args: argparse.Namespace) -> int:
-    print(_flow(args).migration_sql())
+    print(make_flow(args).migration_sql())
     return 0

@@ -9,64 +9,16 @@ With no ``DURABLEFLOW_DATABASE_URL`` it uses the embedded Postgres.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow import Flow, FlowContext
+if TYPE_CHECKING:
+    import asyncio
 
-DEMO_SCHEMA = "durableflow_demo"
-SLOW_SECONDS = 4.0
-
-
-def build_flow(database_url: str | None = None) -> Flow:
-    """The demo's Flow: short heartbeats and lease so recovery is quick to watch."""
-    flow = Flow(
-        database_url=database_url,
-        schema=DEMO_SCHEMA,
-        heartbeat_interval=0.5,
-        lease_ttl=2.0,
-        poll_interval=0.25,
-        shutdown_grace=1.0,
-    )
-
-    def report(ctx: FlowContext, text: str) -> dict[str, Any]:
-        print(f"    [worker {os.getpid()}] {ctx.step_name}: {text}", flush=True)
-        return {"worker_pid": os.getpid(), "attempt": ctx.attempt}
-
-    @flow.step()
-    async def fetch_orders(ctx: FlowContext, count: int) -> dict[str, Any]:
-        return report(ctx, f"fetched {count} orders") | {"orders": list(range(1, count + 1))}
-
-    @flow.step()
-    async def price_orders(ctx: FlowContext, orders: list[int]) -> dict[str, Any]:
-        return report(ctx, f"priced {len(orders)} orders") | {"total": sum(o * 10 for o in orders)}
-
-    @flow.step()
-    async def build_report(ctx: FlowContext, total: int) -> dict[str, Any]:
-        print(
-            f"    [worker {os.getpid()}] build_report: working for {SLOW_SECONDS:.0f}s...",
-            flush=True,
-        )
-        await asyncio.sleep(SLOW_SECONDS)
-        return report(ctx, f"report ready (total {total})")
-
-    @flow.step()
-    async def publish(ctx: FlowContext, total: int) -> dict[str, Any]:
-        return report(ctx, "published")
-
-    @flow.workflow(name="demo.report", version=1)
-    async def daily_report(ctx: FlowContext, count: int) -> int:
-        orders = await fetch_orders(ctx, count)
-        priced = await price_orders(ctx, orders["orders"])
-        await build_report(ctx, priced["total"])
-        await publish(ctx, priced["total"])
-        return int(priced["total"])
-
-    return flow
+    from durableflow import Flow
 
 
 def register(subparsers: Any) -> None:
@@ -86,6 +38,10 @@ def register(subparsers: Any) -> None:
 async def run_demo(args: argparse.Namespace) -> int:
     if args.worker:
         return await _demo_worker()
+    import asyncio
+
+    from durableflow.cli.demo_app import DEMO_SCHEMA, SLOW_SECONDS, build_flow
+
     flow = build_flow()
     await flow.connect()
     try:
@@ -138,6 +94,8 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _spawn_worker(url: str, which: str) -> asyncio.subprocess.Process:
+    import asyncio
+
     env = {**os.environ, "DURABLEFLOW_DATABASE_URL": url}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "durableflow.cli", "demo", "--worker", env=env
@@ -149,6 +107,8 @@ async def _spawn_worker(url: str, which: str) -> asyncio.subprocess.Process:
 async def _wait_for_steps(
     flow: Flow, run_id: Any, count: int, worker: asyncio.subprocess.Process
 ) -> None:
+    import asyncio
+
     deadline = time.monotonic() + 60
     while len(await flow.steps(run_id)) < count:
         if worker.returncode is not None:
@@ -159,6 +119,10 @@ async def _wait_for_steps(
 
 
 async def _demo_worker() -> int:
+    import asyncio
+
+    from durableflow.cli.demo_app import build_flow
+
     flow = build_flow(os.environ.get("DURABLEFLOW_DATABASE_URL"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,7 +24,6 @@ from durableflow.cli.common import (
     print_json,
 )
 from durableflow.cli.loading import load_flow
-from durableflow.config import build_settings
 from durableflow.errors import RunNotFound, WorkflowNotFound
 
 GRAPH_HELP = "draw graphs (Mermaid) and list the published ones"
@@ -65,6 +64,8 @@ async def show_command(args: argparse.Namespace) -> int:
     if args.schema:
         overrides["schema_name"] = args.schema
     if overrides:  # no I/O happened yet: the settings can still change
+        from durableflow.config import build_settings
+
         flow.settings = build_settings(**{**flow.settings.model_dump(), **overrides})
     try:
         version = args.version

@@ -8,16 +8,8 @@ The actions on runs (``start``, ``cancel``, ``resume``, ``delete``) are in
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-from durableflow.admin import (
-    RunDetail,
-    RunPage,
-    SectionContent,
-    StepAttempt,
-    load_run_sections,
-)
 from durableflow.cli.common import (
     EXIT_NO,
     EXIT_OK,
@@ -40,6 +32,7 @@ from durableflow.errors import RunNotFound
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from durableflow.admin import RunDetail, RunPage, SectionContent, StepAttempt
     from durableflow.flow import Flow, StepRecord
 
 RUNS_HELP = "list, inspect, start, cancel, resume and signal runs"
@@ -158,6 +151,8 @@ async def _watch(flow: Flow, args: argparse.Namespace) -> int:
     On a terminal the table redraws in place; otherwise (and with ``--json``, one
     compact JSON document a line) a new listing is printed only when it changed.
     """
+    import asyncio
+
     out = console()
     previous: list[tuple[Any, ...]] | None = None
     live = None
@@ -361,6 +356,8 @@ def _run_header(run: RunDetail) -> RenderableType:
 
 
 async def show_command(args: argparse.Namespace) -> int:
+    from durableflow.admin import load_run_sections
+
     async with open_flow(args) as flow:
         try:
             run = await flow.describe_run(args.run_id)

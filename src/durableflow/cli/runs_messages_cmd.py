@@ -15,7 +15,6 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from durableflow.admin.core_sections import value_text
 from durableflow.cli.common import (
     EXIT_ERROR,
     EXIT_NO,
@@ -104,6 +103,8 @@ async def signals_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     from rich.text import Text
 
+    from durableflow.admin.core_sections import value_text
+
     table = listing_table(
         ("#", "NAME", "STATE", "SENT", "CONSUMED BY", "KEY", "PAYLOAD"), wrap=("PAYLOAD",)
     )
@@ -129,6 +130,8 @@ async def events_command(args: argparse.Namespace) -> int:
         print_json(events)
         return EXIT_OK
     from rich.text import Text
+
+    from durableflow.admin.core_sections import value_text
 
     table = listing_table(("KEY", "LATEST VALUE"), wrap=("LATEST VALUE",))
     for key, value in events.items():

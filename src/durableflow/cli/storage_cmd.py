@@ -17,11 +17,11 @@ import sys
 from typing import Any
 
 from durableflow.errors import StorageError
-from durableflow.storage import (
-    DEFAULT_EVENT_CHANNEL,
-    create_event_channel,
-    create_storage_provider,
-)
+
+# durableflow.storage.DEFAULT_EVENT_CHANNEL, written out: importing durableflow.storage
+# imports pydantic and every provider, which `durableflow storage --help` does not need
+# (tests/unit/test_cli_imports.py checks that the two agree).
+DEFAULT_EVENT_CHANNEL = "durableflow_storage"
 
 
 def register(subparsers: Any) -> None:
@@ -79,6 +79,8 @@ def _fail(message: str) -> int:
 
 async def metadata_command(args: argparse.Namespace) -> int:
     """Print the sidecar of ``args.key`` as JSON; 1 if it is missing or invalid."""
+    from durableflow.storage import create_storage_provider
+
     try:
         async with create_storage_provider(args.storage) as storage:
             metadata = await storage.read_metadata(args.key)
@@ -91,6 +93,8 @@ async def metadata_command(args: argparse.Namespace) -> int:
 async def ls_command(args: argparse.Namespace) -> int:
     """Print every object key under ``args.prefix``, one per line as they are listed
     (``--json``: one JSON list once all are listed)."""
+    from durableflow.storage import create_storage_provider
+
     keys: list[str] = []
     try:
         async with create_storage_provider(args.storage) as storage:
@@ -109,6 +113,8 @@ async def ls_command(args: argparse.Namespace) -> int:
 
 async def watch_command(args: argparse.Namespace) -> int:
     """Print storage events as JSON lines until interrupted (or ``--count`` events)."""
+    from durableflow.storage import create_event_channel
+
     url = (
         args.events
         or os.environ.get("DURABLEFLOW_STORAGE_EVENTS_URL")

@@ -40,13 +40,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _url(host: str, port: int) -> str:
-    """The UI's address as a browser takes it: an IPv6 address goes in brackets."""
+def shown_host(host: str) -> str:
+    """``host`` as it is written before ``:port``: an IPv6 address in brackets."""
     try:
-        bracketed = ipaddress.ip_address(host).version == 6
+        address = ipaddress.ip_address(host)
     except ValueError:  # a host name
-        bracketed = False
-    return f"http://[{host}]:{port}/" if bracketed else f"http://{host}:{port}/"
+        return host
+    return f"[{host}]" if address.version == 6 else host
+
+
+def browser_url(host: str, port: int) -> str:
+    """The address to open in a browser on this machine for a server bound to ``host``.
+
+    ``0.0.0.0`` and ``::`` mean "every address" to ``bind`` but are no address to
+    connect to, so their loopback is given instead (``127.0.0.1``, ``[::1]``): a
+    server bound there answers on it too. An IPv6 address goes in brackets, its zone
+    (``fe80::1%eth0``) written ``%25eth0`` as URLs write it (RFC 6874).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name
+        return f"http://{host}:{port}/"
+    if address.is_unspecified:
+        host = "::1" if address.version == 6 else "127.0.0.1"
+    return f"http://{shown_host(host).replace('%', '%25')}:{port}/"
 
 
 def _server(config: Any) -> Any:
@@ -91,13 +108,13 @@ async def ui_command(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         logger.warning(
             "serving the UI on %s: anyone who reaches it can read every run's input and output%s",
-            args.host,
+            shown_host(args.host),
             "" if os.environ.get("DURABLEFLOW_UI_TOKEN") else " (actions stay disabled)",
             extra={"event": "ui_exposed"},
         )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server(config)
-    print(f"durableflow UI on {_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
+    print(f"durableflow UI on {browser_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
     try:
         await server.serve()
     finally:

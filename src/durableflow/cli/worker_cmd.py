@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import logging
 import random
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from durableflow import DatabaseError, Flow
 from durableflow.cli.loading import load_flow
+from durableflow.errors import DatabaseError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from durableflow import Flow
 
 logger = logging.getLogger("durableflow.cli")
 
@@ -44,6 +48,8 @@ MAX_STARTUP_DELAY = 30.0
 
 
 async def run_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
     flow = load_flow(args.app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,6 +89,8 @@ async def _start_when_reachable(flow: Flow, args: argparse.Namespace, stop: asyn
     it): exiting would leave the queue unserved. Only transient faults are waited
     out; a missing schema, bad credentials or a bad URL still stop the command.
     """
+    import asyncio
+
     delay = 0.5
     attempt = 0
     while True:
