@@ -1,25 +1,25 @@
 """Artefact steps while the test database's backends are terminated every 0.2-0.5 s.
 
-A four-stage pipeline writes artefacts to file storage: a small output (inline and in
-storage), a large one (above ``inline_max_bytes``: only in storage), a file written
-with ``ctx.write_artefact`` and read back with ``ctx.read_artefact`` (an explicit
-lineage input). Runs, and replays from storage, go on two workers while a terminator
-kills every other backend of this test's own database (never another
-database's, never its own connection: the server is shared). Every run must succeed;
-each committed checkpoint's artefact must be in storage with the recorded sha256;
-the lineage rows must be complete (one per artefact, no duplicate, the right inputs);
-and no step whose checkpoint committed may have run again (an independent ledger each
-body writes on connections of its own: ``tests/_connection_drops.py``).
+A four-stage pipeline writes artefacts to file storage, and to S3 (moto's server on
+127.0.0.1): a small output (inline and in storage), a large one (above
+``inline_max_bytes``: only in storage), a file written with ``ctx.write_artefact`` and
+read back with ``ctx.read_artefact`` (an explicit lineage input). Runs, and replays from
+storage, go on two workers while a terminator kills every other backend of this test's
+own database (never another database's, never its own connection: the server is
+shared). Every run must succeed; each committed checkpoint's artefact must be in
+storage with the recorded sha256; the lineage rows must be complete (one per artefact,
+no duplicate, the right inputs); and no step whose checkpoint committed may have run
+again (an independent ledger each body writes on connections of its own:
+``tests/_connection_drops.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +30,7 @@ from artefact_pipeline import Doc, Page
 from _connection_drops import Ledger, ledger, terminating
 from durableflow import ArtefactRef, Flow, FlowContext
 from durableflow.artefacts.naming import lineage_id_for
+from durableflow.storage import StorageProtocol
 
 RUNS = 14
 REPLAYS = 4
@@ -85,13 +86,13 @@ def expected(n: int, converted_by: str, rendered_for: str) -> str:
 
 
 async def test_artefact_runs_survive_terminated_backends(
-    database_url: str, file_storage_url: str, caplog: pytest.LogCaptureFixture
+    database_url: str, storage_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="durableflow")
     async with ledger(database_url) as book:
-        flow_a = build(database_url, file_storage_url, book)
-        flow_b = build(database_url, file_storage_url, book)
-        client = build(database_url, file_storage_url, book)
+        flow_a = build(database_url, storage_url, book)
+        flow_b = build(database_url, storage_url, book)
+        client = build(database_url, storage_url, book)
         async with flow_a, flow_b, client:
             async with flow_a.worker(concurrency=8), flow_b.worker(concurrency=8):
                 async with terminating(database_url) as seen:
@@ -130,6 +131,9 @@ async def test_artefact_runs_survive_terminated_backends(
                 )
             finally:
                 await checker.close()
+            keys = {s.artefact_key for run_steps in steps.values() for s in run_steps}
+            keys |= {row["key"] for row in lineage}
+            stored = await read_stored(client.storage, keys - {None})
 
     assert terminated > 20, "the terminator terminated too few backends to prove anything"
     errors = [(s.id, s.error) for s in statuses if s.status != "succeeded"]
@@ -138,7 +142,6 @@ async def test_artefact_runs_survive_terminated_backends(
     assert replayed == [expected(n, "v1", "v2") for n in range(REPLAYS)]
 
     # Every committed checkpoint's artefact is in storage with the recorded sha256.
-    root = Path(file_storage_url.removeprefix("file://"))
     for run_steps in steps.values():
         assert [s.name for s in run_steps] == ["fetch", "convert", "render", "publish"]
         assert [s.step_id for s in run_steps] == [0, 1, 2, 3]
@@ -147,10 +150,9 @@ async def test_artefact_runs_survive_terminated_backends(
                 assert s.artefact_key is None  # not an artefact step: its file is
                 continue
             assert s.artefact_key is not None and s.artefact_sha256 is not None
-            data = (root / s.artefact_key).read_bytes()
+            data, sidecar_sha256 = stored[s.artefact_key]
             assert hashlib.sha256(data).hexdigest() == s.artefact_sha256, s.artefact_key
-            sidecar = json.loads((root / f"{s.artefact_key}.meta.json").read_bytes())
-            assert sidecar["sha256"] == s.artefact_sha256
+            assert sidecar_sha256 == s.artefact_sha256
             assert (s.output is None) == (len(data) > INLINE_MAX), (s.name, len(data))
         assert run_steps[1].output is None  # convert: only in storage
 
@@ -164,13 +166,13 @@ async def test_artefact_runs_survive_terminated_backends(
     for run_id in run_ids:
         rows = by_run[run_id]
         assert set(rows) == {"fetch", "convert", "report.txt", "publish"}
-        _check_lineage(rows, steps[run_id], root)
+        _check_lineage(rows, steps[run_id], stored)
     for original, replay in zip(run_ids, replays, strict=False):
         rows = by_run[replay]
         # republished stages keep the original's artefacts; the rest are the replay's own
         assert set(rows) == {"report.txt", "publish"}
         assert rows["report.txt"]["inputs"] == [by_run[original]["convert"]["id"]]
-        _check_lineage({**by_run[original], **rows}, steps[replay], root, replay=True)
+        _check_lineage({**by_run[original], **rows}, steps[replay], stored, replay=True)
 
     # The ledger: every committed step ran exactly once; republished ones never.
     committed = Counter((run_id, s.step_id) for run_id in run_ids for s in steps[run_id])
@@ -190,8 +192,23 @@ async def test_artefact_runs_survive_terminated_backends(
     assert retried, "no write met a terminated connection: the test proved nothing"
 
 
+async def read_stored(
+    storage: StorageProtocol, keys: Iterable[str]
+) -> dict[str, tuple[bytes, str | None]]:
+    """Each artefact's bytes (checked against its sidecar by the provider) and the
+    sha256 its sidecar records."""
+    stored = {}
+    for key in keys:
+        stored[key] = (await storage.read(key), (await storage.read_metadata(key)).sha256)
+    return stored
+
+
 def _check_lineage(
-    rows: dict[str, asyncpg.Record], run_steps: list[Any], root: Path, *, replay: bool = False
+    rows: dict[str, asyncpg.Record],
+    run_steps: list[Any],
+    stored: dict[str, tuple[bytes, str | None]],
+    *,
+    replay: bool = False,
 ) -> None:
     fetch, convert, report, publish = (
         rows[n] for n in ("fetch", "convert", "report.txt", "publish")
@@ -202,7 +219,7 @@ def _check_lineage(
     assert publish["inputs"] == [report["id"]]  # publish read the report explicitly
     for row in (fetch, convert, report, publish):
         assert row["id"] == lineage_id_for(row["key"])
-        data = (root / row["key"]).read_bytes()
+        data, _ = stored[row["key"]]
         assert hashlib.sha256(data).hexdigest() == row["sha256"], row["key"]
     by_name = {s.name: s for s in run_steps}
     assert publish["sha256"] == by_name["publish"].artefact_sha256
