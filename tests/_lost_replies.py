@@ -12,7 +12,8 @@ through as it comes.
 
 ``drop_before(sql)`` is the other side of the same fault: the next execution of ``sql``
 never reaches the server; the proxy closes both connections as the client sends it, so
-the statement does not run at all.
+the statement does not run at all. ``break_next(sql, fault)`` arms either, by the names
+in ``FAULTS`` (handy as test parameters).
 
 Example::
 
@@ -33,6 +34,8 @@ from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
 _UNTYPED_REQUESTS = {80877103, 80877104}  # SSLRequest, GSSENCRequest: the startup follows
+
+FAULTS = ("dropped_before_it_ran", "reply_lost_after_commit")
 
 
 class _Link:
@@ -71,6 +74,20 @@ class LostReplyProxy:
     def drop_before(self, sql: str) -> None:
         """Drop the connection that sends the next execution of ``sql``, before it runs."""
         self._drop_sql = sql.encode()
+
+    def break_next(self, sql: str, fault: str) -> None:
+        """Arm the fault named ``fault`` (one of ``FAULTS``) for the next ``sql``."""
+        if fault == "dropped_before_it_ran":
+            self.drop_before(sql)
+        elif fault == "reply_lost_after_commit":
+            self.lose_reply_to(sql, meanwhile=lambda: asyncio.sleep(0))
+        else:
+            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+
+    @property
+    def faults(self) -> int:
+        """Faults made so far, of either kind."""
+        return self.lost + self.dropped
 
     async def __aenter__(self) -> LostReplyProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)

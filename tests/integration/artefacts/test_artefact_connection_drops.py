@@ -11,6 +11,14 @@ storage with the recorded sha256; the lineage rows must be complete (one per art
 no duplicate, the right inputs); and no step whose checkpoint committed may have run
 again (an independent ledger each body writes on connections of its own:
 ``tests/_connection_drops.py``).
+
+The terminator meets an artefact step's own writes only by chance, so one test makes
+them meet the fault every time, on both storages: the worker reaches Postgres through
+``tests/_lost_replies.py``'s proxy, which drops the connection as the step's lineage
+row or its checkpoint is sent (it never runs), or after it committed, before its reply,
+while a step of the same ``asyncio.gather`` is still running. The run must succeed, the
+artefact be readable (and republished by a replay from storage), its lineage row be
+written once, and no step body run twice.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import pytest
 from artefact_pipeline import Doc, Page
 
 from _connection_drops import Ledger, ledger, terminating
+from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import ArtefactRef, Flow, FlowContext
+from durableflow._store.queries import Queries
 from durableflow.artefacts.naming import lineage_id_for
 from durableflow.storage import StorageProtocol
 
@@ -226,3 +236,93 @@ def _check_lineage(
     if not replay:
         assert fetch["sha256"] == by_name["fetch"].artefact_sha256
         assert convert["sha256"] == by_name["convert"].artefact_sha256
+
+
+# -- one fault, at an artefact step's own writes ---------------------------------------
+
+
+def build_targeted(database_url: str, storage_url: str, book: Ledger) -> Flow:
+    flow = Flow(
+        database_url=database_url,
+        storage=storage_url,
+        poll_interval=0.05,
+        heartbeat_interval=0.2,
+        lease_ttl=5.0,
+        inline_max_bytes=INLINE_MAX,
+    )
+
+    @flow.step(artefact=True)
+    async def convert(ctx: FlowContext, url: str) -> Doc:  # large: only in storage
+        await book.start(ctx, "convert")
+        return Doc(url=url, words=[f"{url}-w{i}" for i in range(WORDS)], model="v1")
+
+    @flow.step(artefact=True)  # so that a replay can republish it from storage
+    async def beside(ctx: FlowContext) -> str:
+        await book.start(ctx, "beside")
+        await book.outlast(ctx.run_id, "convert")  # still running when convert's write fails
+        return "beside"
+
+    @flow.step(artefact=True)
+    async def count(ctx: FlowContext, doc: Doc) -> int:
+        await book.start(ctx, "count")
+        return len(doc.words)
+
+    @flow.workflow(name="convert_once", version=1)
+    async def convert_once(ctx: FlowContext, url: str) -> list[Any]:
+        doc, note = await asyncio.gather(convert(ctx, url), beside(ctx))
+        return [await count(ctx, doc), note]
+
+    return flow
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("write", ["upsert_lineage", "checkpoint_step"], ids=["lineage", "record"])
+async def test_an_artefact_step_survives_a_dropped_connection_at_its_writes(
+    database_url: str,
+    storage_url: str,
+    caplog: pytest.LogCaptureFixture,
+    write: str,
+    fault: str,
+) -> None:
+    # convert's lineage row and its checkpoint are the first of their statements the
+    # run makes: beside cannot commit before convert has.
+    caplog.set_level(logging.INFO, logger="durableflow")
+    async with ledger(database_url) as book, LostReplyProxy(database_url) as proxy:
+        flow = build_targeted(proxy.url, storage_url, book)
+        async with flow, flow.worker(concurrency=4):
+            proxy.break_next(getattr(Queries("durableflow"), write), fault)
+            run_id = await flow.start("convert_once", "u1")
+            result = await flow.result(run_id, timeout=15)
+            assert proxy.faults == 1, f"{write} met no fault: the test proved nothing"
+            # A replay from storage republishes convert: it reads its artefact back.
+            replay = await flow.replay(run_id, from_stage="count")
+            replayed = await flow.result(replay, timeout=15)
+            statuses = [(await flow.status(r)).status for r in (run_id, replay)]
+            steps = await flow.steps(run_id)
+            (converted,) = [s for s in steps if s.name == "convert"]
+            assert converted.artefact_key is not None
+            stored = await read_stored(flow.storage, [converted.artefact_key])
+            lineage = await book.pool.fetch(
+                "SELECT run_id, step_id, name, sha256 FROM durableflow.lineage "
+                "WHERE run_id = $1 ORDER BY step_id",
+                run_id,
+            )
+        executions = [(row["run_id"], row["name"]) for row in await book.rows()]
+        twice = await book.executed_twice()
+        late = await book.ran_after_commit()
+
+    assert statuses == ["succeeded", "succeeded"]
+    assert result == replayed == [WORDS, "beside"]
+    data, sidecar_sha256 = stored[converted.artefact_key]
+    assert hashlib.sha256(data).hexdigest() == converted.artefact_sha256 == sidecar_sha256
+    assert converted.output is None  # only in storage: what the replay read back
+    assert Doc.model_validate_json(data).words[-1] == f"u1-w{WORDS - 1}"
+    assert [r["name"] for r in lineage] == ["convert", "beside", "count"], "a row twice"
+    assert lineage[0]["sha256"] == sidecar_sha256
+    assert not twice, f"step bodies ran twice: {[dict(r) for r in twice]}"
+    assert not late, f"committed steps ran again: {[dict(r) for r in late]}"
+    assert sorted(executions) == sorted(
+        [(run_id, "convert"), (run_id, "beside"), (run_id, "count"), (replay, "count")]
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]

@@ -29,7 +29,7 @@ import asyncpg
 import pytest
 
 from _connection_drops import Ledger, ledger, terminating, wait_until
-from _lost_replies import LostReplyProxy
+from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
 
@@ -188,16 +188,7 @@ async def _assert_ledger(book: Ledger, db: asyncpg.Pool) -> None:
 
 # -- one fault, at the wait's own write ------------------------------------------------
 
-FAULTS = ["dropped_before_it_ran", "reply_lost_after_commit"]
 QUERIES = Queries("durableflow")
-
-
-def inject(proxy: LostReplyProxy, fault: str, sql: str) -> None:
-    """Arm ``proxy`` to drop the connection of the next execution of ``sql``."""
-    if fault == "dropped_before_it_ran":
-        proxy.drop_before(sql)
-    else:
-        proxy.lose_reply_to(sql, meanwhile=lambda: asyncio.sleep(0))
 
 
 def build_targeted(database_url: str, book: Ledger) -> Flow:
@@ -211,20 +202,10 @@ def build_targeted(database_url: str, book: Ledger) -> Flow:
 
     @flow.step()
     async def mark(ctx: FlowContext, label: str, until_recorded: str | None = None) -> str:
-        """``until_recorded``: the body lasts until the run has a checkpoint of that name
-        (at most 5 s) and 0.3 s more, so it is still running when the wait's write fails
-        and for as long as a worker that gives the run back for it takes to do so."""
+        """``until_recorded``: the body outlasts the wait's write (``Ledger.outlast``)."""
         row = await book.start(ctx, "mark", label)
         if until_recorded is not None:
-            for _ in range(100):
-                if await book.pool.fetchval(
-                    "SELECT 1 FROM durableflow.steps WHERE run_id = $1 AND name = $2",
-                    ctx.run_id,
-                    until_recorded,
-                ):
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
+            await book.outlast(ctx.run_id, until_recorded)
         await book.end(row)
         return label
 
@@ -274,7 +255,7 @@ async def test_sleep_until_survives_a_dropped_connection_at_its_record(
     async with ledger(database_url) as book, LostReplyProxy(database_url) as proxy:
         flow = build_targeted(proxy.url, book)
         async with flow, flow.worker(concurrency=4):
-            inject(proxy, fault, QUERIES.record_sleep)
+            proxy.break_next(QUERIES.record_sleep, fault)
             when = datetime.now(UTC) + timedelta(seconds=1)
             run_id = await flow.start("wake_at", when)
             result = await flow.result(run_id, timeout=15)
@@ -283,7 +264,7 @@ async def test_sleep_until_survives_a_dropped_connection_at_its_record(
         rows = await book.rows()
         await _assert_each_step_ran_once(book)
 
-    assert proxy.lost + proxy.dropped == 1, "the sleep's record met no fault: proved nothing"
+    assert proxy.faults == 1, "the sleep's record met no fault: proved nothing"
     assert status.status == "succeeded", status.error
     assert result == ["before", "beside", "after"]
     (sleep,) = [s for s in steps if s.kind == "sleep"]
@@ -307,7 +288,7 @@ async def test_wait_first_survives_a_dropped_connection_at_its_writes(
         flow = build_targeted(proxy.url, book)
         async with flow, flow.worker(concurrency=4):
             if write == "watch_runs":
-                inject(proxy, fault, QUERIES.watch_runs)
+                proxy.break_next(QUERIES.watch_runs, fault)
             run_id = await flow.start("race")
             children = await wait_until(
                 lambda: _watched_children(book, run_id),
@@ -315,7 +296,7 @@ async def test_wait_first_survives_a_dropped_connection_at_its_writes(
                 message="the run never waited for both children",
             )
             if write == "checkpoint_step":
-                inject(proxy, fault, QUERIES.checkpoint_step)
+                proxy.break_next(QUERIES.checkpoint_step, fault)
             await flow.send_signal(children[1], "go", "second")
             result = await flow.result(run_id, timeout=15)
             await flow.send_signal(children[0], "go", "first")
@@ -328,7 +309,7 @@ async def test_wait_first_survives_a_dropped_connection_at_its_writes(
         )
         assert started == 2, "a child was started twice"
 
-    assert proxy.lost + proxy.dropped == 1, f"{write} met no fault: the test proved nothing"
+    assert proxy.faults == 1, f"{write} met no fault: the test proved nothing"
     assert status.status == "succeeded", status.error
     assert result == [1, "second", "before", "beside", "after"]
     (record,) = [s for s in steps if s.name == "wait_first"]
