@@ -103,6 +103,21 @@ class Ledger:
             "UPDATE public.ledger SET ended = clock_timestamp() WHERE id = $1", row_id
         )
 
+    async def outlast(
+        self, run_id: Any, name: str, *, then: float = 0.3, schema: str = "durableflow"
+    ) -> None:
+        """Wait (at most 5 s) until run ``run_id`` has a checkpoint named ``name``, then
+        ``then`` seconds more: a step body that calls this is still running when that
+        write meets its fault, and for as long as a worker that gave the run back for
+        it would take to do so (a body of the abandoned execution then runs again)."""
+        for _ in range(100):
+            if await self.pool.fetchval(
+                f"SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND name = $2", run_id, name
+            ):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(then)
+
     async def rows(self) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT * FROM public.ledger ORDER BY id"

@@ -10,6 +10,11 @@ on. To the client this is a connection dropped after COMMIT, before the reply: w
 retry must cope with. Only that one exchange is touched; every other message is passed
 through as it comes.
 
+``drop_before(sql)`` is the other side of the same fault: the next execution of ``sql``
+never reaches the server; the proxy closes both connections as the client sends it, so
+the statement does not run at all. ``break_next(sql, fault)`` arms either, by the names
+in ``FAULTS`` (handy as test parameters).
+
 Example::
 
     async with LostReplyProxy(database_url) as proxy:
@@ -30,6 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 _UNTYPED_REQUESTS = {80877103, 80877104}  # SSLRequest, GSSENCRequest: the startup follows
 
+FAULTS = ("dropped_before_it_ran", "reply_lost_after_commit")
+
 
 class _Link:
     """One client connection: its prepared statements, and whether its reply is to go."""
@@ -37,6 +44,7 @@ class _Link:
     def __init__(self) -> None:
         self.statements: dict[bytes, bytes] = {}  # statement name -> query text
         self.victim = False
+        self.doomed = False  # the client just sent the statement to drop before it runs
 
 
 class LostReplyProxy:
@@ -50,7 +58,9 @@ class LostReplyProxy:
         self.upstream_port = parts.port or 5432
         self.port = 0
         self.lost = 0  # replies lost so far
+        self.dropped = 0  # statements dropped before they ran, so far
         self._sql: bytes | None = None
+        self._drop_sql: bytes | None = None
         self._meanwhile: Callable[[], Awaitable[object]] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -60,6 +70,24 @@ class LostReplyProxy:
         """Lose the answer to the next execution of ``sql``, after ``meanwhile()``."""
         self._sql = sql.encode()
         self._meanwhile = meanwhile
+
+    def drop_before(self, sql: str) -> None:
+        """Drop the connection that sends the next execution of ``sql``, before it runs."""
+        self._drop_sql = sql.encode()
+
+    def break_next(self, sql: str, fault: str) -> None:
+        """Arm the fault named ``fault`` (one of ``FAULTS``) for the next ``sql``."""
+        if fault == "dropped_before_it_ran":
+            self.drop_before(sql)
+        elif fault == "reply_lost_after_commit":
+            self.lose_reply_to(sql, meanwhile=lambda: asyncio.sleep(0))
+        else:
+            raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+
+    @property
+    def faults(self) -> int:
+        """Faults made so far, of either kind."""
+        return self.lost + self.dropped
 
     async def __aenter__(self) -> LostReplyProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -92,7 +120,7 @@ class LostReplyProxy:
         self._writers += [client_w, server_w]
         link = _Link()
         pumps = (
-            self._frontend(link, client_r, server_w),
+            self._frontend(link, client_r, server_w, client_w),
             self._backend(link, server_r, client_w, server_w),
         )
         for pump in pumps:
@@ -101,7 +129,7 @@ class LostReplyProxy:
             task.add_done_callback(self._tasks.discard)
 
     def _note(self, link: _Link, kind: int, body: bytes) -> None:
-        """Mark the link when this client message executes the armed statement."""
+        """Mark the link when this client message executes an armed statement."""
         if kind == ord("P"):  # Parse: statement name, query text, ...
             name, query, _ = body.split(b"\0", 2)
             link.statements[name] = query
@@ -115,9 +143,16 @@ class LostReplyProxy:
         if self._sql is not None and query == self._sql:
             self._sql = None  # once
             link.victim = True
+        if self._drop_sql is not None and query == self._drop_sql:
+            self._drop_sql = None  # once
+            link.doomed = True
 
     async def _frontend(
-        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client_w: asyncio.StreamWriter,
     ) -> None:
         """Client to server, message by message, noting which statement each one runs."""
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -134,6 +169,11 @@ class LostReplyProxy:
                 body = await reader.readexactly(length - 4)
                 # Marked before the server has the message, so before any answer to it.
                 self._note(link, kind, body)
+                if link.doomed:  # the Bind that would run it: neither side gets further
+                    self.dropped += 1
+                    client_w.transport.abort()
+                    writer.transport.abort()
+                    return
                 writer.write(header + body)
                 await writer.drain()
         writer.close()

@@ -161,18 +161,21 @@ class WaitStore:
         until: datetime | None,
     ) -> tuple[datetime, datetime]:
         """Record a sleep's wake-up time (``seconds`` from now, or ``until``); returns
-        ``(until, now)`` on the schema clock."""
-        with translate_errors(self.schema, "recording a sleep"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.record_sleep,
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                step_id,
-                seconds,
-                until,
-                name,
-            )
+        ``(until, now)`` on the schema clock.
+
+        A run write, retried like a checkpoint through transient faults (while the
+        worker's lease holds): a retry whose first attempt committed reads the recorded
+        time back. Giving the run back instead would leave the steps of the same
+        ``gather`` running in the abandoned execution while the next one runs them again.
+        """
+        action = "recording a sleep"
+        args = (fence.run_id, fence.owner, fence.epoch, step_id, seconds, until, name)
+        row = await self._store.retrying(
+            action,
+            lambda: self._store.fetchrow(action, self._store.queries.record_sleep, *args),
+            lambda: [fence.run_id],
+        )
+        assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
         assert row["until"] is not None
         return datetime.fromisoformat(row["until"]), row["now"]
@@ -316,10 +319,18 @@ class WaitStore:
         return [(row["key"], row["value"]) for row in rows]
 
     async def watch_runs(self, waiter: UUID, run_ids: Sequence[UUID]) -> Watch:
-        with translate_errors(self.schema, "watching runs"):
-            rows = await self._store.pool.fetch(
-                self._store.queries.watch_runs, waiter, list(run_ids)
-            )
+        """Register ``waiter`` as waiting for ``run_ids``; their outcomes so far.
+
+        Retried through transient faults like ``record_sleep`` (and for the same reason):
+        the registration is made once however often the statement runs.
+        """
+        action = "watching runs"
+        targets = list(run_ids)
+        rows = await self._store.retrying(
+            action,
+            lambda: self._store.fetch(action, self._store.queries.watch_runs, waiter, targets),
+            lambda: [waiter],
+        )
         if not rows:
             # Nothing to read wake_seq from: the caller raises RunNotFound anyway.
             return Watch({}, 0, await self.clock_now())
