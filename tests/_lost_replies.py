@@ -13,7 +13,9 @@ through as it comes.
 ``drop_before(sql)`` is the other side of the same fault: the next execution of ``sql``
 never reaches the server; the proxy closes both connections as the client sends it, so
 the statement does not run at all. ``break_next(sql, fault)`` arms either, by the names
-in ``FAULTS`` (handy as test parameters).
+in ``FAULTS`` (handy as test parameters). ``drop_every(sql)`` drops every execution of
+``sql`` the same way until ``stop_dropping()``: a write that keeps failing while every
+other statement goes through.
 
 Example::
 
@@ -61,6 +63,7 @@ class LostReplyProxy:
         self.dropped = 0  # statements dropped before they ran, so far
         self._sql: bytes | None = None
         self._drop_sql: bytes | None = None
+        self._drop_every_sql: bytes | None = None
         self._meanwhile: Callable[[], Awaitable[object]] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -74,6 +77,14 @@ class LostReplyProxy:
     def drop_before(self, sql: str) -> None:
         """Drop the connection that sends the next execution of ``sql``, before it runs."""
         self._drop_sql = sql.encode()
+
+    def drop_every(self, sql: str) -> None:
+        """Drop every connection that sends ``sql``, before it runs, until ``stop_dropping``."""
+        self._drop_every_sql = sql.encode()
+
+    def stop_dropping(self) -> None:
+        """Let ``sql`` of ``drop_every`` through again."""
+        self._drop_every_sql = None
 
     def break_next(self, sql: str, fault: str) -> None:
         """Arm the fault named ``fault`` (one of ``FAULTS``) for the next ``sql``."""
@@ -145,6 +156,8 @@ class LostReplyProxy:
             link.victim = True
         if self._drop_sql is not None and query == self._drop_sql:
             self._drop_sql = None  # once
+            link.doomed = True
+        if self._drop_every_sql is not None and query == self._drop_every_sql:
             link.doomed = True
 
     async def _frontend(

@@ -283,30 +283,35 @@ class StepScope:
             input_lineage_ids=[str(item) for item in self.inputs],
         )
 
-    async def _record(self, stored: StoredObject, name: str, lineage_id: UUID) -> None:
+    async def _record(
+        self, ctx: FlowContext, stored: StoredObject, name: str, lineage_id: UUID
+    ) -> None:
         info = self.run.info
-        await self.run.store.write_lineage(
-            LineageWrite(
-                id=lineage_id,
-                key=stored.key,
-                run_id=info.run_id,
-                step_id=self.step_id,
-                name=name,
-                sha256=stored.sha256,
-                size=stored.size,
-                config_hash=info.config_hash,
-                code_hash=info.code_hash,
-                inputs=tuple(self.inputs),
-                owner=info.owner,
-                epoch=info.epoch,
-                event_channel=self.run.event_channel,
-                event_payload=(
-                    StorageEvent.from_metadata(stored.key, stored.metadata).to_payload()
-                    if self.run.event_channel
-                    else None
-                ),
-            )
+        row = LineageWrite(
+            id=lineage_id,
+            key=stored.key,
+            run_id=info.run_id,
+            step_id=self.step_id,
+            name=name,
+            sha256=stored.sha256,
+            size=stored.size,
+            config_hash=info.config_hash,
+            code_hash=info.code_hash,
+            inputs=tuple(self.inputs),
+            owner=info.owner,
+            epoch=info.epoch,
+            event_channel=self.run.event_channel,
+            event_payload=(
+                StorageEvent.from_metadata(stored.key, stored.metadata).to_payload()
+                if self.run.event_channel
+                else None
+            ),
         )
+        run = ctx._run
+        assert run is not None  # a step scope belongs to a step of a run (scope_of, begin)
+        # Fenced on the lease like a checkpoint: when it fails for good the execution
+        # stops and the run is given back; the step neither retries nor records it.
+        await run.leased_write(lambda: self.run.store.write_lineage(row))
 
     async def store_output(self, ctx: FlowContext, output: str) -> tuple[str | None, StoredOutput]:
         """Write the step's output (JSON) as an artefact before its checkpoint commits.
@@ -332,19 +337,20 @@ class StepScope:
             stored = await storage.write_stream(key, _slices(data), metadata)
         else:
             stored = await storage.write(key, data, metadata)
-        await self._record(stored, self.definition.name, lineage_id)
+        await self._record(ctx, stored, self.definition.name, lineage_id)
         inline = output if len(data) <= self.run.inline_max_bytes else None
         return inline, StoredOutput(stored.key, stored.sha256)
 
     async def write_file(
         self,
-        attempt: int,
+        ctx: FlowContext,
         name: str,
         data: bytes | bytearray | memoryview | AsyncIterable[bytes] | BaseModel,
         content_type: str | None,
         custom: dict[str, Any],
     ) -> ArtefactRef:
         """``ctx.write_artefact``: store a file the step produced, with its sidecar."""
+        attempt = ctx.attempt
         self._at_attempt(attempt)
         stem, extension = artefact_name(name)
         if name in self._written:
@@ -385,7 +391,7 @@ class StepScope:
                 stored = await storage.write(key, bytes(data), metadata)
             else:
                 stored = await storage.write_stream(key, data, metadata)
-            await self._record(stored, name, lineage_id)
+            await self._record(ctx, stored, name, lineage_id)
         except BaseException:
             self._written.discard(name)
             raise

@@ -298,6 +298,22 @@ class RunState:
             self.fault = exc
             raise
 
+    async def leased_write(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Await ``write()``, a write of this run fenced on its lease (a lineage row).
+
+        Its failure stops the execution, not the step, as a checkpoint's does
+        (``commit``): ``LeaseLost``, or a ``DatabaseError`` once the write was retried
+        for as long as the lease held, becomes the run's sticky fault, so the step's
+        error handling neither retries nor records it (even when a step body caught
+        it) and the run is abandoned or given back, never failed.
+        """
+        self.check()
+        try:
+            return await write()
+        except (LeaseLost, DatabaseError) as exc:
+            self.fault = exc
+            raise
+
     def received(self, value: Any, artefact_key: str | None, step_id: int | None = None) -> Any:
         """A step's value handed to the workflow: remembered for lineage; returns it."""
         if self.artefacts is not None:
@@ -407,7 +423,7 @@ class FlowContext:
         from durableflow.artefacts.run import scope_of
 
         return await scope_of(self, "write_artefact").write_file(
-            self.attempt, name, data, content_type, custom
+            self, name, data, content_type, custom
         )
 
     async def read_artefact(self, key: str) -> bytes:
