@@ -158,18 +158,25 @@ SELECT $2::bigint IS NULL OR EXISTS (SELECT 1 FROM fence) AS fenced_in,
 -- name: prune_statuses
 -- Before pruning by id: each run's status, and whether an unfinished replay or fork
 -- still reads from it (its seeded history may point at this run's artefacts).
--- One EXISTS per provenance column, each a probe of its own partial index: written
--- as one EXISTS with `replayed_from = r.id OR forked_from = r.id`, a table whose
--- statistics were never taken got a sequential scan of every run per pruned run.
-SELECT r.id, r.status,
-       EXISTS (SELECT 1 FROM {schema}.runs AS d
-               WHERE d.replayed_from = r.id
-                 AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
-       OR EXISTS (SELECT 1 FROM {schema}.runs AS d
-                  WHERE d.forked_from = r.id
-                    AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead'))
-           AS has_unfinished_dependents
-FROM {schema}.runs AS r WHERE r.id = ANY($1::uuid[]);
+-- Each run is a primary-key probe, and each provenance column a probe of its own
+-- partial index, all LATERAL so that no plan can read every run instead: written as
+-- one EXISTS with `replayed_from = r.id OR forked_from = r.id`, a table whose
+-- statistics were never taken got a sequential scan of every run per pruned run; as
+-- two EXISTS and `id = ANY($1)`, a plan made while the table was small hashed every
+-- unfinished run (see finish_runs in runs.sql for why such a plan outlives it).
+SELECT r.id, r.status, (rd.found OR fd.found) IS TRUE AS has_unfinished_dependents
+FROM unnest($1::uuid[]) AS x(id)
+CROSS JOIN LATERAL (SELECT id, status FROM {schema}.runs WHERE id = x.id OFFSET 0) AS r
+LEFT JOIN LATERAL (
+    SELECT true AS found FROM {schema}.runs AS d
+    WHERE d.replayed_from = r.id AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    LIMIT 1
+) AS rd ON true
+LEFT JOIN LATERAL (
+    SELECT true AS found FROM {schema}.runs AS d
+    WHERE d.forked_from = r.id AND d.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    LIMIT 1
+) AS fd ON true;
 
 -- name: prune_candidates
 -- Finished runs older than $1 in statuses $2, of workflow $3 (NULL: any) and not of

@@ -145,10 +145,19 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
 -- Fenced: only runs still owned by this worker at the given epochs are released.
 -- Compared with IS NOT DISTINCT FROM so that only the primary key can find the rows
 -- (see finish_runs in runs.sql).
+-- Each run found by a primary-key probe of its own (see finish_runs in runs.sql).
+WITH mine AS MATERIALIZED (
+    SELECT x.id, x.epoch
+    FROM unnest($2::uuid[], $3::bigint[]) AS x(id, epoch)
+    CROSS JOIN LATERAL (
+        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = x.id OFFSET 0
+    ) AS p
+    WHERE p.owner = $1 AND p.lease_epoch = x.epoch AND p.status = 'running'
+)
 UPDATE {schema}.runs AS r
 SET status = 'queued', owner = NULL, available_at = (SELECT {schema}.clock_now()),
     updated_at = (SELECT {schema}.clock_now())
-FROM unnest($2::uuid[], $3::bigint[]) AS x(id, epoch)
+FROM mine AS x
 WHERE r.id = x.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')
 RETURNING r.id;

@@ -62,6 +62,15 @@ ORDER BY step_id, attempt DESC;
 -- the reason ($6) instead of queued, otherwise it waits a growing delay (0.25 s
 -- doubling per recovery, at most 30 s) so a poison run cannot spin workers. Compared
 -- with IS NOT DISTINCT FROM so only the primary key can find the rows (see finish_runs).
+WITH mine AS MATERIALIZED (  -- a primary-key probe per run (see finish_runs)
+    SELECT x.*
+    FROM unnest($2::uuid[], $3::bigint[], $4::bool[], $5::int[], $6::text[])
+         AS x(id, epoch, counts, max_recoveries, error)
+    CROSS JOIN LATERAL (
+        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = x.id OFFSET 0
+    ) AS p
+    WHERE p.owner = $1 AND p.lease_epoch = x.epoch AND p.status = 'running'
+)
 UPDATE {schema}.runs AS r
 SET recoveries = r.recoveries + x.counts::int,
     status = CASE WHEN r.recoveries + x.counts::int > x.max_recoveries THEN 'dead' ELSE 'queued' END,
@@ -75,8 +84,7 @@ SET recoveries = r.recoveries + x.counts::int,
                THEN make_interval(secs => least(30.0, 0.25 * 2.0 ^ least(r.recoveries, 8))::float8)
                ELSE interval '0' END,
     updated_at = (SELECT {schema}.clock_now())
-FROM unnest($2::uuid[], $3::bigint[], $4::bool[], $5::int[], $6::text[])
-     AS x(id, epoch, counts, max_recoveries, error)
+FROM mine AS x
 WHERE r.id = x.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')
 RETURNING r.id, r.status, r.recoveries;

@@ -80,11 +80,14 @@ FROM {schema}.steps WHERE run_id = $1 ORDER BY step_id;
 -- name: run_owners
 -- After a checkpoint batch: who owns the runs whose rows were not inserted, to tell
 -- a lost lease from a retried write that had in fact committed. The runs are found
--- by primary key and their status compared outside that scan (OFFSET 0), for the
--- reason given at checkpoint_steps.
+-- by a primary-key probe each (`id = ANY($1)` was planned as a scan of every run
+-- while the table was small: see finish_runs in runs.sql) and their status compared
+-- outside that probe (OFFSET 0), for the reason given at checkpoint_steps.
 SELECT r.id, r.owner, r.lease_epoch
-FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = ANY($1::uuid[])
-      OFFSET 0) AS r
+FROM unnest($1::uuid[]) AS x(id)
+CROSS JOIN LATERAL (
+    SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = x.id OFFSET 0
+) AS r
 WHERE r.status = 'running';
 
 -- name: list_steps
