@@ -35,6 +35,7 @@ from durableflow._store.records import (
     RecordedStep,
     claimed_from_row,
 )
+from durableflow._store.replans import DISCARD_PLANS, PlanRefresh
 from durableflow._store.retry import retry_transient, until
 from durableflow._store.schema_version import current_revision, ensure_current
 from durableflow._store.statements import (
@@ -110,6 +111,7 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        self._plans = PlanRefresh()  # pooled connections' cached plans, remade as runs grows
         self._writers = WriterConnections(
             database_url,
             size=min(4, max_size),
@@ -138,9 +140,15 @@ class Store:
                     max_size=self._max_size,
                     server_settings=SERVER_SETTINGS,
                     reset=_keep_session,
+                    setup=self._refresh_plans,
                     timeout=self.timeout,
                     command_timeout=self.timeout,
                 )
+
+    async def _refresh_plans(self, connection: asyncpg.Connection) -> None:
+        """On every acquire: drop the connection's cached plans when due (replans.py)."""
+        if self._plans.due(connection.get_server_pid()):
+            await connection.execute(DISCARD_PLANS)
 
     async def open_writers(self) -> None:
         """Open the group-commit connections now, not on a worker's first writes."""

@@ -31,6 +31,7 @@ from typing import TypeVar
 import asyncpg
 
 from durableflow._store.errors import breaks_connection
+from durableflow._store.replans import DISCARD_PLANS, PlanRefresh
 
 T = TypeVar("T")
 
@@ -64,6 +65,7 @@ class WriterConnections:
         self._watch_every = min(1.0, timeout / 4)
         self._busy: dict[asyncpg.Connection, float] = {}  # connection -> operation start
         self._expired: set[asyncpg.Connection] = set()
+        self._plans = PlanRefresh()
         self._watchdog: asyncio.TimerHandle | None = None
         # LIFO: an idle caller reuses the connection used last, whose backend is awake
         self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()
@@ -122,6 +124,8 @@ class WriterConnections:
             if self._watchdog is None:
                 self._arm()
             try:
+                if self._plans.due(connection.get_server_pid()):
+                    await connection.execute(DISCARD_PLANS)
                 return await operation(connection)
             finally:
                 del self._busy[connection]
