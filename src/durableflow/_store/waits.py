@@ -218,7 +218,13 @@ class WaitStore:
             "recording a sleep",
             self._store.queries.record_sleep,
             fence,
-            *(fence.run_id, fence.owner, fence.epoch, step_id, seconds, until, name),
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            seconds,
+            until,
+            name,
         )
         assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
@@ -235,7 +241,12 @@ class WaitStore:
             "receiving a signal",
             self._store.queries.consume_signal,
             fence,
-            *(fence.run_id, fence.owner, fence.epoch, step_id, signal, name),
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            signal,
+            name,
         )
         assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
@@ -259,15 +270,13 @@ class WaitStore:
             "parking a run",
             self._store.queries.park_run,
             fence,
-            *(
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                available_at,
-                list(waiting_for),
-                seen_wake_seq,
-                self._store.channel,
-            ),
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            available_at,
+            list(waiting_for),
+            seen_wake_seq,
+            self._store.channel,
         )
         if row is None or (row["earlier"] and not repeated):
             raise LeaseLost(fence.run_id, epoch=fence.epoch)
@@ -347,16 +356,14 @@ class WaitStore:
             "setting an event",
             self._store.queries.set_event,
             fence,
-            *(
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                step_id,
-                key,
-                value,
-                name,
-                self.wake_channel,
-            ),
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            key,
+            value,
+            name,
+            self.wake_channel,
         )
         assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
