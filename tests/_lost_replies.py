@@ -17,6 +17,13 @@ in ``FAULTS`` (handy as test parameters). ``drop_every(sql)`` drops every execut
 ``sql`` the same way until ``stop_dropping()``: a write that keeps failing while every
 other statement goes through.
 
+``sever_during(sql)`` is the fault in between: the next execution of ``sql`` reaches the
+server whole, and the client's connection is dropped as soon as it is sent, while the
+proxy keeps the server's end open, so the server runs the statement to its end (and
+commits it) whenever it can, answering no one. To the client this is a connection lost
+during the statement; a retry may then run while that first attempt still does (held
+up on a lock, say).
+
 Example::
 
     async with LostReplyProxy(database_url) as proxy:
@@ -47,6 +54,8 @@ class _Link:
         self.statements: dict[bytes, bytes] = {}  # statement name -> query text
         self.victim = False
         self.doomed = False  # the client just sent the statement to drop before it runs
+        self.severing = False  # the client is sending the statement to run without it
+        self.severed = False  # the client is gone; the server runs on, answering no one
 
 
 class LostReplyProxy:
@@ -61,9 +70,11 @@ class LostReplyProxy:
         self.port = 0
         self.lost = 0  # replies lost so far
         self.dropped = 0  # statements dropped before they ran, so far
+        self.severed = 0  # statements left running on the server without their client
         self._sql: bytes | None = None
         self._drop_sql: bytes | None = None
         self._drop_every_sql: bytes | None = None
+        self._sever_sql: bytes | None = None
         self._meanwhile: Callable[[], Awaitable[object]] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,6 +97,11 @@ class LostReplyProxy:
         """Let ``sql`` of ``drop_every`` through again."""
         self._drop_every_sql = None
 
+    def sever_during(self, sql: str) -> None:
+        """Drop the client's connection once it has sent the next execution of ``sql``,
+        and let the server run that statement to its end on its own."""
+        self._sever_sql = sql.encode()
+
     def break_next(self, sql: str, fault: str) -> None:
         """Arm the fault named ``fault`` (one of ``FAULTS``) for the next ``sql``."""
         if fault == "dropped_before_it_ran":
@@ -97,8 +113,8 @@ class LostReplyProxy:
 
     @property
     def faults(self) -> int:
-        """Faults made so far, of either kind."""
-        return self.lost + self.dropped
+        """Faults made so far, of any kind."""
+        return self.lost + self.dropped + self.severed
 
     async def __aenter__(self) -> LostReplyProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -159,6 +175,9 @@ class LostReplyProxy:
             link.doomed = True
         if self._drop_every_sql is not None and query == self._drop_every_sql:
             link.doomed = True
+        if self._sever_sql is not None and query == self._sever_sql:
+            self._sever_sql = None  # once
+            link.severing = True
 
     async def _frontend(
         self,
@@ -189,6 +208,11 @@ class LostReplyProxy:
                     return
                 writer.write(header + body)
                 await writer.drain()
+                if link.severing and kind == ord("S"):  # Sync: the server has it all
+                    self.severed += 1
+                    link.severed = True
+                    client_w.transport.abort()
+                    return  # the server's end stays open until the proxy closes
         writer.close()
 
     async def _backend(
@@ -204,6 +228,8 @@ class LostReplyProxy:
         held = b""
         with contextlib.suppress(ConnectionError):
             while chunk := await reader.read(64 * 1024):
+                if link.severed:
+                    continue  # the answer of a statement whose client is gone
                 if not link.victim:
                     writer.write(chunk)
                     await writer.drain()

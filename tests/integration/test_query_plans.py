@@ -280,6 +280,7 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
         "delete_pruned_run": [run],
         "describe_run": [run],
         "lock_run": [run],
+        "after_earlier_attempts": [run],  # a retried wait write waits for its first attempt
         "requeue_run": [run, False, "runs"],
         "delete_run": [run],
         # a child run that inherits its parent's deadline reads the parent by id

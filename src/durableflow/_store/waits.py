@@ -4,6 +4,13 @@ Every statement is a named block in ``sql/waits.sql``; this module binds their
 parameters and turns rows into plain records. Statements that write a run's history
 are fenced by owner and lease epoch like checkpoints, and raise ``LeaseLost`` when
 the run moved on.
+
+What a run's execution asks here is retried through transient faults while the
+worker's lease holds, like a checkpoint (``run_write`` and ``run_read``). Giving the
+run back instead would leave the steps of the same ``gather`` running in the
+abandoned execution while the next one runs them again. The client's reads
+(``get_event``, ``get_events``, ``list_signals``) are not retried here: ``flow.get_event``
+polls through faults until its own timeout, and inspecting reads are not retried.
 """
 
 from __future__ import annotations
@@ -146,10 +153,51 @@ class WaitStore:
         if not row["owned"]:
             raise LeaseLost(fence.run_id, epoch=fence.epoch)
 
-    async def clock_now(self) -> datetime:
-        with translate_errors(self.schema, "reading the schema clock"):
-            value: datetime = await self._store.pool.fetchval(self._store.queries.clock_now)
-            return value
+    async def run_write(
+        self, action: str, sql: str, fence: Fence, *args: Any
+    ) -> tuple[asyncpg.Record | None, bool]:
+        """A fenced statement of the run's waits, retried through transient faults while
+        the lease holds: ``(row, repeated)``, repeated when an attempt before the one
+        that answered failed.
+
+        Each statement is written to be repeated: a repeat whose first attempt committed
+        (its reply lost) reads that attempt's record instead of writing a second one. A
+        repeat first waits, in its transaction, for an earlier attempt the server may
+        still be running (``after_earlier_attempts``), so that it sees that attempt's
+        commit rather than racing it.
+        """
+        attempts = 0
+
+        async def repeat(connection: asyncpg.Connection) -> asyncpg.Record | None:
+            async with connection.transaction():
+                await connection.execute(self._store.queries.after_earlier_attempts, fence.run_id)
+                row: asyncpg.Record | None = await connection.fetchrow(sql, *args)
+                return row
+
+        async def attempt() -> asyncpg.Record | None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                return await self._store.fetchrow(action, sql, *args)
+            return await self._store.pooled(action, repeat)
+
+        row = await self._store.retrying(action, attempt, lambda: [fence.run_id])
+        return row, attempts > 1
+
+    async def run_read(self, action: str, run_id: UUID, sql: str, *args: Any) -> asyncpg.Record:
+        """A statement a run's execution reads with (or registers a wait with, made once
+        however often it runs), retried through transient faults while the lease holds."""
+        row = await self._store.retrying(
+            action, lambda: self._store.fetchrow(action, sql, *args), lambda: [run_id]
+        )
+        assert row is not None  # these statements always return their one row
+        return row
+
+    async def clock_now(self, run_id: UUID) -> datetime:
+        """The schema clock, for the execution of run ``run_id``."""
+        row = await self.run_read("reading the schema clock", run_id, self._store.queries.clock_now)
+        value: datetime = row[0]
+        return value
 
     async def record_sleep(
         self,
@@ -163,17 +211,20 @@ class WaitStore:
         """Record a sleep's wake-up time (``seconds`` from now, or ``until``); returns
         ``(until, now)`` on the schema clock.
 
-        A run write, retried like a checkpoint through transient faults (while the
-        worker's lease holds): a retry whose first attempt committed reads the recorded
-        time back. Giving the run back instead would leave the steps of the same
-        ``gather`` running in the abandoned execution while the next one runs them again.
+        A run write (``run_write``): a retry whose first attempt committed reads the
+        recorded time back.
         """
-        action = "recording a sleep"
-        args = (fence.run_id, fence.owner, fence.epoch, step_id, seconds, until, name)
-        row = await self._store.retrying(
-            action,
-            lambda: self._store.fetchrow(action, self._store.queries.record_sleep, *args),
-            lambda: [fence.run_id],
+        row, _ = await self.run_write(
+            "recording a sleep",
+            self._store.queries.record_sleep,
+            fence,
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            seconds,
+            until,
+            name,
         )
         assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
@@ -181,16 +232,23 @@ class WaitStore:
         return datetime.fromisoformat(row["until"]), row["now"]
 
     async def consume_signal(self, fence: Fence, step_id: int, name: str, signal: str) -> Checked:
-        with translate_errors(self.schema, "receiving a signal"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.consume_signal,
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                step_id,
-                signal,
-                name,
-            )
+        """Receive the oldest pending signal named ``signal`` as wait step ``step_id``.
+
+        A run write (``run_write``): a retry whose first attempt committed returns the
+        signal that attempt recorded for the step, and consumes no other.
+        """
+        row, _ = await self.run_write(
+            "receiving a signal",
+            self._store.queries.consume_signal,
+            fence,
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            signal,
+            name,
+        )
+        assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
         return Checked(row["output"], row["wake_seq"], row["now"])
 
@@ -201,18 +259,26 @@ class WaitStore:
         waiting_for: Sequence[str],
         seen_wake_seq: int | None,
     ) -> Parked:
-        with translate_errors(self.schema, "parking a run"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.park_run,
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                available_at,
-                list(waiting_for),
-                seen_wake_seq,
-                self._store.channel,
-            )
-        if row is None:
+        """End the execution: the run waits with no owner (see ``park_run``).
+
+        A run write (``run_write``). A retry whose first attempt committed finds the run
+        no longer the execution's: parked at its epoch with no owner, it is taken for
+        that attempt's park (``earlier``); the same state met by a first attempt, or a
+        run claimed again since (a higher epoch), is ``LeaseLost``.
+        """
+        row, repeated = await self.run_write(
+            "parking a run",
+            self._store.queries.park_run,
+            fence,
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            available_at,
+            list(waiting_for),
+            seen_wake_seq,
+            self._store.channel,
+        )
+        if row is None or (row["earlier"] and not repeated):
             raise LeaseLost(fence.run_id, epoch=fence.epoch)
         return Parked(row["status"], row["wake_in"])
 
@@ -266,8 +332,7 @@ class WaitStore:
         return SignalSent(row["status"], row["already_sent"], row["output"])
 
     async def list_signals(self, run_id: UUID) -> list[SignalRow]:
-        with translate_errors(self.schema, "listing signals"):
-            rows = await self._store.pool.fetch(self._store.queries.list_signals, run_id)
+        rows = await self._store.fetch("listing signals", self._store.queries.list_signals, run_id)
         return [
             SignalRow(
                 id=row["id"],
@@ -282,47 +347,54 @@ class WaitStore:
         ]
 
     async def set_event(self, fence: Fence, step_id: int, name: str, key: str, value: str) -> None:
-        with translate_errors(self.schema, "setting an event"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.set_event,
-                fence.run_id,
-                fence.owner,
-                fence.epoch,
-                step_id,
-                key,
-                value,
-                name,
-                self.wake_channel,
-            )
+        """Publish ``value`` under ``key`` as step ``step_id``.
+
+        A run write (``run_write``): a retry whose first attempt committed finds the
+        step recorded and writes nothing (the value, its time, its waiters' wake-ups).
+        """
+        row, _ = await self.run_write(
+            "setting an event",
+            self._store.queries.set_event,
+            fence,
+            fence.run_id,
+            fence.owner,
+            fence.epoch,
+            step_id,
+            key,
+            value,
+            name,
+            self.wake_channel,
+        )
+        assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
 
     async def await_event(self, waiter: UUID, run_id: UUID, key: str) -> EventRead:
-        with translate_errors(self.schema, "reading an event"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.await_event, run_id, key, waiter
-            )
-        assert row is not None
+        """Run ``waiter`` reads key ``key`` of run ``run_id``, and waits for it while it is
+        not set (it joins the event's waiters once, however often this runs)."""
+        row = await self.run_read(
+            "reading an event", waiter, self._store.queries.await_event, run_id, key, waiter
+        )
         return EventRead(
             row["found"], row["value"], row["target_status"], row["wake_seq"], row["now"]
         )
 
     async def get_event(self, run_id: UUID, key: str) -> tuple[str | None, bool, str | None]:
         """``(value, found, run status)``; status None when the run does not exist."""
-        with translate_errors(self.schema, "reading an event"):
-            row = await self._store.pool.fetchrow(self._store.queries.get_event, run_id, key)
+        row = await self._store.fetchrow(
+            "reading an event", self._store.queries.get_event, run_id, key
+        )
         assert row is not None
         return row["value"], row["set_at"] is not None, row["status"]
 
     async def get_events(self, run_id: UUID) -> list[tuple[str, str | None]]:
-        with translate_errors(self.schema, "reading events"):
-            rows = await self._store.pool.fetch(self._store.queries.get_events, run_id)
+        rows = await self._store.fetch("reading events", self._store.queries.get_events, run_id)
         return [(row["key"], row["value"]) for row in rows]
 
     async def watch_runs(self, waiter: UUID, run_ids: Sequence[UUID]) -> Watch:
         """Register ``waiter`` as waiting for ``run_ids``; their outcomes so far.
 
-        Retried through transient faults like ``record_sleep`` (and for the same reason):
-        the registration is made once however often the statement runs.
+        Retried through transient faults like ``run_read``: the registration is made
+        once however often the statement runs.
         """
         action = "watching runs"
         targets = list(run_ids)
@@ -333,7 +405,7 @@ class WaitStore:
         )
         if not rows:
             # Nothing to read wake_seq from: the caller raises RunNotFound anyway.
-            return Watch({}, 0, await self.clock_now())
+            return Watch({}, 0, await self.clock_now(waiter))
         return Watch(
             {
                 row["id"]: WatchedRun(

@@ -93,6 +93,13 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- The UPDATE re-checks its WHERE on the latest row version, and the fence is written
 -- with IS NOT DISTINCT FROM so that only the primary key finds the row ($2 and $3
 -- are never NULL, so it means `=`).
+-- A run this statement did not park is returned too (`earlier`) when it has no owner
+-- at epoch $3 and nobody executes it: what an earlier attempt of this park left if
+-- that attempt committed and its reply was lost (a retry reads it after
+-- after_earlier_attempts, so its snapshot holds that commit). Only a retry takes it
+-- for its own park (waits.py). At a higher epoch the run was claimed since: whether
+-- this park or a takeover came first cannot be told, and the retry reports the lease
+-- lost. The run is read by primary key alone, like the fences above.
 WITH parked AS (
     UPDATE {schema}.runs AS r
     SET status = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN 'waiting'
@@ -109,12 +116,33 @@ WITH parked AS (
     RETURNING r.status, r.queue, r.available_at
 ), notified AS (
     SELECT count(pg_notify($7, queue)) AS sent FROM parked WHERE status = 'queued'
+), earlier AS (
+    SELECT r.status, r.available_at
+    FROM (SELECT status, owner, lease_epoch, available_at FROM {schema}.runs WHERE id = $1
+          OFFSET 0) AS r
+    WHERE r.owner IS NULL AND r.lease_epoch = $3
+      AND r.status IN ('waiting', 'queued', 'cancelled')
+      AND NOT EXISTS (SELECT 1 FROM parked)
 )
-SELECT p.status,
-       CASE WHEN isfinite(p.available_at)
-            THEN extract(epoch FROM p.available_at - (SELECT {schema}.clock_now()))::float8
-       END AS wake_in
-FROM parked AS p, notified;
+SELECT o.status,
+       CASE WHEN isfinite(o.available_at)
+            THEN extract(epoch FROM o.available_at - (SELECT {schema}.clock_now()))::float8
+       END AS wake_in,
+       o.earlier
+FROM (SELECT p.status, p.available_at, false AS earlier FROM parked AS p, notified
+      UNION ALL
+      SELECT e.status, e.available_at, true AS earlier FROM earlier AS e) AS o;
+
+-- name: after_earlier_attempts
+-- A retry of a fenced wait statement (record_sleep, consume_signal, set_event,
+-- park_run) runs this first, in the same transaction: it waits until an earlier attempt
+-- that may still be running on the server has ended (the client gave that attempt up,
+-- its connection or its deadline, but the server may still finish and commit it). Each
+-- of those statements holds the run row FOR SHARE or FOR NO KEY UPDATE until it ends,
+-- and FOR NO KEY UPDATE waits for either. The retry's statement then takes its snapshot
+-- after that attempt's commit, so it reads the attempt's record instead of writing a
+-- second one, or a consumed signal as if none had come.
+SELECT 1 FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE;
 
 -- name: list_signals
 -- flow.signals(): a run's mailbox, oldest first, with what consumed each signal.
