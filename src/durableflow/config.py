@@ -90,6 +90,15 @@ class FlowSettings(BaseSettings):
         description="How long start() and other client calls retry transient database faults "
         "before raising DatabaseError. (Run writes on a worker retry while its lease holds.)",
     )
+    plan_refresh_interval: float = Field(
+        default=60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Longest time between a connection's dropping its cached query plans "
+        "(DISCARD PLANS: first 1 s after it opens, then 2, 4 ... s), so plans made while "
+        "the tables were small do not outlive their growth; 0 keeps plans until Postgres "
+        "invalidates them (an ANALYZE).",
+    )
     max_recoveries: int = Field(
         default=20,
         ge=0,

@@ -10,7 +10,8 @@ with plans made on an empty table and run at 100,000 runs, a claim took 25 ms
 
 So each connection drops its cached plans (``DISCARD PLANS``: the statements stay
 prepared, the next execution plans them afresh) a second after it opened, then after
-2, 4, 8 ... seconds, at most every ``MOST_SECONDS``: often while a young table grows,
+2, 4, 8 ... seconds, at most every ``MOST_SECONDS`` (the ``plan_refresh_interval``
+setting; 0 turns this off): often while a young table grows,
 rarely once it is large. The cost is one statement per connection per interval and
 one planning of each statement it runs next.
 """
@@ -43,12 +44,15 @@ class PlanRefresh:
     def due(self, pid: int) -> bool:
         """True when the connection of backend ``pid`` should discard its plans now
         (and the next time is scheduled); a connection seen first starts its clock."""
+        if self._most <= 0:  # turned off (plan_refresh_interval = 0)
+            return False
         now = self._clock()
         entry = self._due.get(pid)
         if entry is None:
             if len(self._due) >= KEEP_AT_MOST:  # pids of connections long closed
                 self._due.clear()
-            self._due[pid] = (now + self._first, self._first)
+            first = min(self._first, self._most)
+            self._due[pid] = (now + first, first)
             return False
         due_at, interval = entry
         if now < due_at:

@@ -35,7 +35,7 @@ from durableflow._store.records import (
     RecordedStep,
     claimed_from_row,
 )
-from durableflow._store.replans import DISCARD_PLANS, PlanRefresh
+from durableflow._store.replans import DISCARD_PLANS, MOST_SECONDS, PlanRefresh
 from durableflow._store.retry import retry_transient, until
 from durableflow._store.schema_version import current_revision, ensure_current
 from durableflow._store.statements import (
@@ -97,6 +97,7 @@ class Store:
         max_size: int,
         timeout: float = 10.0,
         retry_timeout: float = 60.0,
+        plan_refresh: float = MOST_SECONDS,
     ) -> None:
         self.database_url = database_url
         self.schema = schema
@@ -111,12 +112,13 @@ class Store:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
-        self._plans = PlanRefresh()  # pooled connections' cached plans, remade as runs grows
+        self._plans = PlanRefresh(most=plan_refresh)  # pooled connections' plans (replans.py)
         self._writers = WriterConnections(
             database_url,
             size=min(4, max_size),
             statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
             timeout=timeout,
+            plan_refresh=plan_refresh,
         )
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)

@@ -31,7 +31,7 @@ from typing import TypeVar
 import asyncpg
 
 from durableflow._store.errors import breaks_connection
-from durableflow._store.replans import DISCARD_PLANS, PlanRefresh
+from durableflow._store.replans import DISCARD_PLANS, MOST_SECONDS, PlanRefresh
 
 T = TypeVar("T")
 
@@ -57,7 +57,13 @@ class WriterConnections:
     """
 
     def __init__(
-        self, database_url: str, size: int, statements: Sequence[str] = (), *, timeout: float
+        self,
+        database_url: str,
+        size: int,
+        statements: Sequence[str] = (),
+        *,
+        timeout: float,
+        plan_refresh: float = MOST_SECONDS,
     ) -> None:
         self._database_url = database_url
         self._statements = tuple(statements)
@@ -65,7 +71,7 @@ class WriterConnections:
         self._watch_every = min(1.0, timeout / 4)
         self._busy: dict[asyncpg.Connection, float] = {}  # connection -> operation start
         self._expired: set[asyncpg.Connection] = set()
-        self._plans = PlanRefresh()
+        self._plans = PlanRefresh(most=plan_refresh)  # cached plans remade (replans.py)
         self._watchdog: asyncio.TimerHandle | None = None
         # LIFO: an idle caller reuses the connection used last, whose backend is awake
         self._slots: asyncio.LifoQueue[asyncpg.Connection | None] = asyncio.LifoQueue()

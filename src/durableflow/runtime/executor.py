@@ -355,6 +355,8 @@ class RunExecutor:
             owner=owner,
             epoch=claimed.lease_epoch,
         )
+        if not state.history:  # a fresh run: no recorded output to read back
+            return True
         error = await state.artefacts.hydrate(state.history)
         if error is None:
             return True

@@ -60,6 +60,7 @@ class FlowCore:
                 max_size=self.settings.pool_max_size,
                 timeout=self.settings.database_timeout,
                 retry_timeout=self.settings.transient_retry_timeout,
+                plan_refresh=self.settings.plan_refresh_interval,
             )
             await store.open()
             self._store = store

@@ -6,8 +6,9 @@ opens: the checkpoint writers, the pool, the heartbeat, the listener. The code u
 test reads the counter at two marks and the difference is what was sent between
 them, whoever sent it. Background traffic is kept out of the window by settings, not
 by filtering: claims are woken by NOTIFY (the poll interval is long), heartbeats are a
-minute apart, no leader is elected, the window opens once the worker's start-up traffic
-is over, and the result (whose waiter polls) is asked for only after it closes.
+minute apart, no leader is elected, connections keep their plans (no DISCARD PLANS),
+the window opens once the worker's start-up traffic is over, and the result (whose
+waiter polls) is asked for only after it closes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ QUIET: dict[str, Any] = {
     "heartbeat_interval": 60.0,
     "lease_ttl": 600.0,
     "leader_election": False,
+    "plan_refresh_interval": 0.0,  # no DISCARD PLANS in the window
 }
 
 
