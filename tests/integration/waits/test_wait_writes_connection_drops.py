@@ -30,6 +30,7 @@ from _connection_drops import Ledger, ledger, wait_until
 from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
+from durableflow.runtime.worker import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -176,11 +177,20 @@ async def test_a_run_parks_once_through_a_dropped_connection(
     caplog.set_level(logging.INFO, logger="durableflow")
     async with ledger(database_url) as book, LostReplyProxy(database_url) as proxy:
         flow = build(proxy.url, book, hold=PARKS_AT_ONCE)
-        async with flow, flow.worker(concurrency=4):
+        async with flow, flow.worker(concurrency=4) as worker:
             proxy.break_next(QUERIES.park_run, fault)
             run_id = await flow.start("park")
             await wait_until(
                 lambda: _parked(book, run_id), timeout=10, message="the run never parked"
+            )
+            # The park committed; with its reply lost, the retry that reads it back may
+            # still be on its way. A signal now would queue the run and let it be claimed
+            # again first: the retry would then find a later epoch and rightly report the
+            # lease lost. So the signal waits for the parking execution to end.
+            await wait_until(
+                lambda: _not_executing(worker, run_id),
+                timeout=10,
+                message="the parking execution never ended",
             )
             claims = await _claims(book, run_id)
             await flow.send_signal(run_id, "go", {"n": 1})
@@ -200,6 +210,10 @@ async def _parked(book: Ledger, run_id: UUID) -> bool:
         "SELECT status FROM durableflow.runs WHERE id = $1 AND owner IS NULL", run_id
     )
     return bool(status == "waiting")
+
+
+async def _not_executing(worker: Worker, run_id: UUID) -> bool:
+    return not worker.is_executing(run_id)
 
 
 async def _claims(book: Ledger, run_id: UUID) -> int:
