@@ -255,7 +255,7 @@ def by_id_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
     return {
         "run_owners": [runs],
         "get_run": [run],
-        "deadline_passed": [run],
+        "deadline_passed": [run, 0.0],
         "run_outcomes": [runs],
         "cancel_run": [run, "{}", "runs"],
         "await_event": [run, "progress", runs[-1]],

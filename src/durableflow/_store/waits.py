@@ -15,6 +15,7 @@ polls through faults until its own timeout, and inspecting reads are not retried
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -437,10 +438,24 @@ class WaitStore:
             rows = await self._store.pool.fetch(self._store.queries.expire_deadlines, limit)
         return [row["id"] for row in rows]
 
-    async def deadline_passed(self, run_id: UUID) -> bool:
-        """True when the run has a deadline and the schema clock is past it."""
-        with translate_errors(self.schema, "reading a run's deadline"):
-            passed = await self._store.pool.fetchval(self._store.queries.deadline_passed, run_id)
+    async def deadline_passed(self, run_id: UUID, seen_at: float) -> bool:
+        """True when the run has a deadline and the schema clock was past it at
+        ``seen_at`` (``time.monotonic()``: when its owner saw the run fail).
+
+        A run read (``run_read``): retried through transient faults while the lease
+        holds, since giving the failed run back would execute it again. Each attempt
+        asks about ``seen_at``, not its own time, so a retry that outlasts the deadline
+        does not make the run's own failure its deadline's cancellation.
+        """
+        action = "reading a run's deadline"
+
+        async def attempt() -> Any:
+            ago = max(0.0, time.monotonic() - seen_at)
+            return await self._store.fetchval(
+                action, self._store.queries.deadline_passed, run_id, ago
+            )
+
+        passed = await self._store.retrying(action, attempt, lambda: [run_id])
         return bool(passed)
 
     async def listen(self, connection: asyncpg.Connection, callback: Callable[[str], None]) -> None:

@@ -58,8 +58,9 @@ class RunState:
 
     History is loaded once when the run is taken on; afterwards every step consults
     memory. Once the run hits a fatal condition (lease lost, non-determinism, the
-    database failing its writes, cancellation) the condition sticks: every later
-    step raises it again, so user code that swallows it cannot carry on writing.
+    database failing its writes or its waits' statements, cancellation) the condition
+    sticks: every later step or wait raises it again, so user code that swallows it
+    cannot carry on writing.
     """
 
     __slots__ = (
@@ -103,7 +104,7 @@ class RunState:
         # Artefacts of this execution (durableflow.artefacts); set by the executor.
         self.artefacts: RunArtefacts | None = None
         # Sticky: LeaseLost, NonDeterminismError, ParkRun once the run parked, a
-        # DatabaseError its writes met, or the CancelledError of its cancellation.
+        # DatabaseError its writes or waits met, or the CancelledError of its cancellation.
         self.fault: BaseException | None = None
         # Durable waits of this execution (engine/waits.py), set by the executor.
         self.waits: RunWaits | None = None

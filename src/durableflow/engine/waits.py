@@ -35,7 +35,7 @@ from durableflow.engine.limits import check_name, check_start_options, wait_seco
 from durableflow.engine.payloads import payload_json
 from durableflow.engine.registry import StepDefinition, _annotations
 from durableflow.engine.steps import make_step_callable
-from durableflow.errors import ConfigurationError, LeaseLost, WorkflowFailed
+from durableflow.errors import ConfigurationError, DatabaseError, LeaseLost, WorkflowFailed
 
 if TYPE_CHECKING:
     from durableflow.engine.context import FlowContext, RunState
@@ -367,7 +367,16 @@ class RunWaits:
                     entry.future.set_exception(ParkRun())
 
     async def _checked(self, operation: Awaitable[T]) -> T:
-        """A wait's check: in flight, after pending recorded values are written."""
+        """A wait's check: in flight, after pending recorded values are written.
+
+        Its failure stops the execution, as a checkpoint's does (``RunState.commit``):
+        ``LeaseLost``, or a ``DatabaseError`` once the statement was retried for as long
+        as the lease held, becomes the run's sticky fault, so a workflow that catches it
+        cannot carry on as if the wait had happened (every later step or wait raises it
+        again) and the run is abandoned or given back, never finished or failed by it.
+        What the wait itself reports (``RunNotFound``, ``RunFinished``, a refused value)
+        stays the workflow's to handle.
+        """
 
         async def run() -> T:
             try:
@@ -379,7 +388,7 @@ class RunWaits:
                 raise
             try:
                 return await operation
-            except LeaseLost as exc:
+            except (LeaseLost, DatabaseError) as exc:
                 self.run.fault = exc
                 raise
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -203,6 +204,7 @@ class RunExecutor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            failed_at = time.monotonic()
             fault = state.fault
             if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
                 status, error = "cancelled", deadline_error()
@@ -225,7 +227,7 @@ class RunExecutor:
                 raise fault from exc
             elif isinstance(exc, DatabaseError):
                 raise
-            elif claimed.deadline_in is not None and await self._past_deadline(claimed):
+            elif claimed.deadline_in is not None and await self._past_deadline(claimed, failed_at):
                 # The run failed only once its deadline had passed (typically: a child
                 # that inherited the deadline was cancelled by it and the result wait saw
                 # that before this run's own timer fired): the deadline ended it.
@@ -373,16 +375,17 @@ class RunExecutor:
             self._on_outcome(claimed.id, claimed.workflow, claimed.version, "failed", None, error)
         return False
 
-    async def _past_deadline(self, claimed: ClaimedRun) -> bool:
-        """Whether the run's deadline has passed, by the schema clock.
+    async def _past_deadline(self, claimed: ClaimedRun, failed_at: float) -> bool:
+        """Whether the run's deadline had passed, by the schema clock, when the run was
+        seen to fail (``failed_at``, ``time.monotonic()``).
 
         Asked only when a run with a deadline fails: the local timer is armed from the
         claim's reading of the deadline, so it may fire a little after runs the deadline
-        cancelled elsewhere (its children) have already been seen to end. A database
-        fault here propagates like any other: the run is given back, and whoever claims
-        it next finds it past its deadline.
+        cancelled elsewhere (its children) have already been seen to end. The read is
+        retried through transient faults while the lease holds; a fault that outlasts
+        the lease propagates like any other: the run is given back, never failed by it.
         """
-        return await self.waiting.waits_store.deadline_passed(claimed.id)
+        return await self.waiting.waits_store.deadline_passed(claimed.id, failed_at)
 
     async def _finish_past_deadline(
         self, claimed: ClaimedRun, owner: str, log_extra: dict[str, Any]

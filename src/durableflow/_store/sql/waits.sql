@@ -308,11 +308,14 @@ WHERE r.id = ANY(ARRAY(SELECT id FROM expired))
 RETURNING r.id;
 
 -- name: deadline_passed
--- Whether run $1's deadline has passed by the schema clock (NULL: no such run). Asked by
--- an owner whose run failed while it held it: a failure seen at or after the deadline
--- (a child cancelled by the deadline it inherited, observed before the owner's own timer
--- fired) is recorded as the deadline's cancellation, as if the timer had been exact.
-SELECT deadline IS NOT NULL AND deadline <= (SELECT {schema}.clock_now())
+-- Whether run $1's deadline had passed by the schema clock $2 seconds ago (NULL: no such
+-- run). Asked by an owner whose run failed while it held it, $2 being the time since it
+-- saw the failure (the read may have been retried meanwhile): a failure seen at or after
+-- the deadline (a child cancelled by the deadline it inherited, observed before the
+-- owner's own timer fired) is recorded as the deadline's cancellation, as if the timer
+-- had been exact; one seen before it stays a failure, however long the read took.
+SELECT deadline IS NOT NULL
+   AND deadline <= (SELECT {schema}.clock_now()) - make_interval(secs => $2::float8)
 FROM {schema}.runs WHERE id = $1;
 
 -- name: clock_now
