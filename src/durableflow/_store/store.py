@@ -316,22 +316,24 @@ class Store:
         The existing run must be of the same workflow and have the same input, else
         ``IdempotencyConflict``.
         """
+        key, action = run.idempotency_key, "looking up an idempotency key"
         for _ in range(3):
             inserted = await self._insert_runs.submit(run)
             if inserted is not None:
                 return inserted, True
-            assert run.idempotency_key is not None
-            row = await self.fetchrow(
-                "looking up an idempotency key",
-                self.queries.run_for_idempotency_key,
-                run.idempotency_key,
-                run.input,
+            assert key is not None
+            # Retried like the insert before it: a child's start replayed after a crash
+            # lands here, and a fault given back to the run would execute it again.
+            row = await self.retrying(
+                action,
+                lambda: self.fetchrow(action, self.queries.run_for_idempotency_key, key, run.input),
+                lambda: [run.id],
             )
             if row is None:
                 continue  # the run holding the key was deleted meanwhile: insert again
             if row["workflow"] != run.workflow or not row["same_input"]:
                 raise IdempotencyConflict(
-                    run.idempotency_key,
+                    key,
                     run_id=row["id"],
                     workflow=run.workflow,
                     existing_workflow=row["workflow"],
