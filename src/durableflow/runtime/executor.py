@@ -154,7 +154,8 @@ class RunExecutor:
             await self._run_workflow(claimed, owner, definition, state, log_extra)
         finally:
             self.waiting.end(waits)  # -- waits
-            self._states.pop(claimed.id, None)
+            if self._states.get(claimed.id) is state:  # not a later execution's
+                del self._states[claimed.id]
 
     async def _run_workflow(
         self,

@@ -330,8 +330,12 @@ class Worker:
             self._finished(claimed)
 
     def _finished(self, claimed: ClaimedRun) -> None:
-        if self._active.pop(claimed.id, None) is None:
+        entry = self._active.get(claimed.id)
+        if entry is None or entry[1] != claimed.lease_epoch:
+            # Freed already, or the run was claimed again (a later epoch) while this
+            # execution was still unwinding: that entry is the new execution's.
             return
+        del self._active[claimed.id]
         self._cancelling.discard(claimed.id)
         self._abandoning.discard(claimed.id)
         limited_slot_freed = self._claimer.finished(claimed.id)
