@@ -120,3 +120,67 @@ async def test_a_handed_over_signal_is_received_once_through_a_dropped_connectio
     assert not given_up, given_up
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:3]
+
+
+async def test_a_retried_hand_over_waits_for_its_first_attempt_still_running(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hand-over reaches the server and its connection is lost at once; the server
+    # runs it on, held up (on the run's lock taken) by this test's uncommitted signal
+    # with the same key. The retry must wait for that attempt and return the wait's
+    # record it made, and the wait must not read its mailbox beside it.
+    caplog.set_level(logging.INFO, logger="durableflow")
+    async with ledger(database_url) as book, LostReplyProxy(database_url) as proxy:
+        flow = build(proxy.url, book)
+        async with flow, flow.worker(concurrency=4) as worker:
+            run_id = await flow.start("receive")
+
+            async def blocked() -> bool:
+                return _blocked_here(worker, run_id)
+
+            await wait_until(blocked, timeout=10, message="the wait never blocked in memory")
+            async with book.pool.acquire() as blocker:
+                transaction = blocker.transaction()
+                await transaction.start()
+                await blocker.execute(
+                    "INSERT INTO durableflow.signals (run_id, name, payload, idempotency_key, "
+                    "sent_at) VALUES ($1, 'go', 'null', 'ticket-1', now())",
+                    run_id,
+                )
+                proxy.sever_during(QUERIES.send_signal)
+                send = asyncio.create_task(
+                    flow.send_signal(run_id, "go", {"n": 1}, idempotency_key="ticket-1")
+                )
+                await wait_until(
+                    lambda: _waiting_for_locks(book, 2),
+                    timeout=10,
+                    message="the hand-over and its retry never both waited on the server",
+                )
+                await transaction.rollback()
+            await asyncio.wait_for(send, timeout=15)
+            result = await flow.result(run_id, timeout=15)
+            status = await flow.status(run_id)
+            mailbox = await flow.signals(run_id)
+        twice = await book.executed_twice()
+
+    assert proxy.severed == 1, "the hand-over met no fault: the test proved nothing"
+    assert status.status == "succeeded", status.error
+    assert result == ["before", "beside", {"n": 1}, "after"]
+    assert not twice, f"step bodies ran twice: {[dict(r) for r in twice]}"
+    (signal,) = mailbox
+    assert (signal.payload, signal.idempotency_key) == ({"n": 1}, "ticket-1")
+    assert signal.consumed_at == signal.sent_at
+    retried = [
+        r.getMessage() for r in caplog.records if getattr(r, "event", None) == "database_retry"
+    ]
+    assert len(retried) == 1 and retried[0].startswith("sending a signal"), retried
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+
+
+async def _waiting_for_locks(book: Ledger, count: int) -> bool:
+    waiting = await book.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return bool(waiting >= count)
