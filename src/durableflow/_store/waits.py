@@ -312,22 +312,33 @@ class WaitStore:
         if connection is not None:
             with translate_errors(self.schema, "sending a signal"):
                 row = await connection.fetchrow(self._store.queries.send_signal, *args)
-        elif idempotency_key is not None and handoff is None:
+        elif idempotency_key is None:
+            # Not retried: without a key, a repeat after a lost reply would store the
+            # signal twice.
+            row = await self._store.fetchrow(
+                "sending a signal", self._store.queries.send_signal, *args
+            )
+        elif fence is not None:
+            # A hand-over is retried in place while the lease holds, like the wait's own
+            # writes (run_write): its wait stays reserved meanwhile, so neither it reads
+            # its mailbox beside an attempt the server may still be running, nor a step
+            # of its gather is given back. A repeat waits for such an attempt; after one
+            # that committed it meets the key, stores nothing, and returns the wait's
+            # record that attempt made. Given up, the wait reads its mailbox.
+            row, _ = await self.run_write(
+                "sending a signal", self._store.queries.send_signal, fence, *args
+            )
+        else:
             # A send with a key (flow.send_signal gives every call one) is retried
             # through transient faults: a retry after a lost reply meets the key and
             # stores nothing twice, and reports it sent even if the run has received
-            # it and finished meanwhile (already_sent). A send without one is not
-            # retried: a repeat could store the signal twice.
+            # it and finished meanwhile (already_sent).
             row = await self._store.retrying(
                 "sending a signal",
                 lambda: self._store.fetchrow(
                     "sending a signal", self._store.queries.send_signal, *args
                 ),
                 lambda: [run_id],
-            )
-        else:
-            row = await self._store.fetchrow(
-                "sending a signal", self._store.queries.send_signal, *args
             )
         assert row is not None
         return SignalSent(row["status"], row["already_sent"], row["output"])

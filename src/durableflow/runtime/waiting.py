@@ -35,7 +35,6 @@ from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.engine.waits import RunOutcome, RunWaits
 from durableflow.errors import (
-    DatabaseError,
     DurableFlowError,
     RunFinished,
     RunNotFound,
@@ -218,8 +217,10 @@ class WaitingRuns:
             await send_signal(self.waits_store, target, name, payload, idempotency_key)
             self.poke(target)  # blocked here after all: no need to wait for NOTIFY
             return
+        # Retried in place through transient faults (WaitStore.send_signal); a fault
+        # that still escapes leaves the wait to read its mailbox, where a hand-over that
+        # committed left the wait's own record.
         output: str | None = None
-        resend = False
         try:
             sent = await self.waits_store.send_signal(
                 target,
@@ -229,20 +230,8 @@ class WaitingRuns:
                 (_fence(waits.run), entry.step_id, entry.step_name),
             )
             output = sent.output
-        except DatabaseError as exc:
-            if not exc.transient or idempotency_key is None:
-                raise
-            # The hand-over may or may not have committed. The wait, given nothing, reads
-            # its mailbox, where a committed hand-over left the wait's own record; the
-            # signal goes again the plain way, retried, and its key stores it once (and
-            # is not refused if the run, given it by the hand-over, has finished since).
-            resend = True
         finally:
             waits.finish_handoff(entry, output)
-        if resend:
-            await send_signal(self.waits_store, target, name, payload, idempotency_key)
-            self.poke(target)
-            return
         _raise_for_status(sent, target, name)
 
     async def set_event(self, run: RunState, step_id: int, name: str, key: str, value: str) -> None:

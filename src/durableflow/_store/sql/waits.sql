@@ -339,6 +339,8 @@ SELECT {schema}.clock_now();
 -- run need not read its mailbox (one round trip from send to the next step). Only
 -- while the run is still that execution's, holds no older unconsumed signal of that
 -- name, and the wait is not recorded; otherwise (and with $5 NULL) a plain send.
+-- `output` is the wait's record: made here, or, for a repeat of a hand-over whose first
+-- attempt committed (the key's signal consumed by wait step $7), made by that attempt.
 WITH target AS (
     SELECT id, status, owner, lease_epoch FROM {schema}.runs WHERE id = $1 FOR NO KEY UPDATE
 ), handoff AS (
@@ -381,7 +383,12 @@ WITH target AS (
 )
 SELECT (SELECT status FROM target) AS status,
        (SELECT id FROM inserted) AS signal_id,
-       (SELECT output::text FROM checkpoint) AS output,
+       coalesce((SELECT output::text FROM checkpoint),
+                (SELECT st.output::text
+                 FROM {schema}.signals AS g
+                 JOIN {schema}.steps AS st ON st.run_id = g.run_id AND st.step_id = $7
+                 WHERE g.run_id = $1 AND g.idempotency_key = $4
+                   AND g.consumed_by_step = $7)) AS output,
        (SELECT sent FROM notified) AS notified,
        EXISTS (SELECT 1 FROM target
                WHERE target.status IN ('succeeded', 'failed', 'cancelled', 'dead'))
