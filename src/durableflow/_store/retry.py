@@ -5,12 +5,13 @@ jittered exponential backoff. Every attempt runs on whatever connection the
 operation takes next: the one that failed was terminated by the code that used it,
 so a retry always gets a fresh one. How long to keep trying is the caller's
 decision, given as ``keep_trying``: a worker's run writes go on while its lease
-holds; a client's calls until a deadline.
+holds; a client's calls until a deadline (``RetryBound`` names the choice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,23 @@ MAX_DELAY = 2.0
 
 # Called with the fault and the number of the attempt that failed (1 for the first).
 FaultCallback = Callable[[DatabaseError, int], None]
+
+
+class RetryBound(enum.Enum):
+    """Whom a write is made for, which bounds its retries (``Store.retrying``).
+
+    ``LEASE``: a run's execution (checkpoints, outcomes, waits, lineage, child starts).
+    It retries while the worker's lease holds and no longer: past it the run may be
+    another worker's, and the execution must give it up. ``CLIENT``: a caller outside
+    any execution (``flow.start``, ``flow.send_signal``); it retries for the client's
+    ``transient_retry_timeout``, whether or not its process runs a worker.
+    ``LEASE_OR_CLIENT``: one statement made for both (a group commit that carries a
+    client's start and a child's); it retries while either would on its own.
+    """
+
+    LEASE = "lease"
+    CLIENT = "client"
+    LEASE_OR_CLIENT = "lease or client"
 
 
 class Backoff:

@@ -36,7 +36,7 @@ from durableflow._store.records import (
     claimed_from_row,
 )
 from durableflow._store.replans import DISCARD_PLANS, MOST_SECONDS, PlanRefresh
-from durableflow._store.retry import retry_transient, until
+from durableflow._store.retry import RetryBound, retry_transient, until
 from durableflow._store.schema_version import current_revision, ensure_current
 from durableflow._store.statements import (
     insert_new_runs,
@@ -78,14 +78,35 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+def _starts_bound(runs: Sequence[NewRun]) -> RetryBound:
+    """How long a group commit of starts retries: while any of its starts would alone.
+
+    A child's start (``ctx.start_child``: it has a parent) is its parent's execution's
+    write; any other (``flow.start``, a schedule's tick) a client's. A commit carrying
+    both keeps trying while the lease holds or the client's time lasts. That is safe
+    for a child even past its parent's lease: it is made once (its id is chosen before
+    the first attempt and a retry looks for it first; its idempotency key is the one the
+    parent's next execution starts it with), and the parent's execution learns at its
+    next write, fenced by owner and epoch like all of them, whether the run is still its
+    own. Holding on past the lease only gives the run back later.
+    """
+    children = 0
+    for run in runs:  # a loop, not a generator: this runs for every start
+        if run.parent_id is not None:
+            children += 1
+    if children == 0:
+        return RetryBound.CLIENT
+    return RetryBound.LEASE if children == len(runs) else RetryBound.LEASE_OR_CLIENT
+
+
 class Store:
     """All of durableflow's runtime SQL for one schema, over one asyncpg pool.
 
     Every call has a client-side deadline (``timeout``: the pool's and the writers'
-    command timeout, and the wait for a pooled connection). Run writes (new runs,
-    checkpoints, outcomes) retry transient faults on fresh connections: while
-    ``run_writes_alive()`` says the worker's lease holds, else for ``retry_timeout``
-    seconds.
+    command timeout, and the wait for a pooled connection). Writes retry transient
+    faults on fresh connections, for as long as whom they are made for allows
+    (``RetryBound``): a run's execution's while ``run_writes_alive()`` says the worker's
+    lease holds, a client's for ``retry_timeout`` seconds.
     """
 
     def __init__(
@@ -106,7 +127,8 @@ class Store:
         self.cancel_channel = cancel_channel(schema)
         self.timeout = timeout
         self.retry_timeout = retry_timeout
-        # Set by the worker: True while its last heartbeat is within the lease TTL.
+        # Set by the worker: True while its last heartbeat is within the lease TTL. It
+        # bounds the retries of its executions' writes, not of the process's client calls.
         self.run_writes_alive: Callable[[], bool] | None = None
         self._min_size = min_size
         self._max_size = max_size
@@ -219,18 +241,26 @@ class Store:
     async def fetchval(self, action: str, sql: str, *args: Any) -> Any:
         return await self.pooled(action, lambda connection: connection.fetchval(sql, *args))
 
-    def _keep_trying(self) -> Callable[[], bool]:
-        """How long a run write retries: while the worker's lease holds, else a deadline."""
+    def _keep_trying(self, bound: RetryBound) -> Callable[[], bool]:
+        """How long a write made for ``bound`` retries; without a worker in this process
+        (so no executions, no lease), for ``retry_timeout``."""
         alive = self.run_writes_alive
-        return alive if alive is not None else until(self.retry_timeout)
+        if alive is None or bound is RetryBound.CLIENT:
+            return until(self.retry_timeout)
+        if bound is RetryBound.LEASE:
+            return alive
+        in_time = until(self.retry_timeout)
+        return lambda: alive() or in_time()
 
     async def retrying(
         self,
         action: str,
         operation: Callable[[], Awaitable[T]],
         run_ids: Callable[[], Sequence[UUID]] | None = None,
+        bound: RetryBound = RetryBound.LEASE,
     ) -> T:
-        """``operation()`` retried through transient faults, as run writes are.
+        """``operation()`` retried through transient faults for as long as ``bound`` says:
+        by default a run's execution's write, retried while the worker's lease holds.
 
         The first fault of a write is logged at WARNING (``database_retry``), naming the
         runs it carries; ``run_ids`` is only called then, off the hot path.
@@ -256,7 +286,7 @@ class Store:
             )
 
         return await retry_transient(
-            operation, keep_trying=self._keep_trying(), on_fault=on_fault, fault=first_fault
+            operation, keep_trying=self._keep_trying(bound), on_fault=on_fault, fault=first_fault
         )
 
     async def schema_revision(self) -> str | None:
@@ -328,6 +358,7 @@ class Store:
                 action,
                 lambda: self.fetchrow(action, self.queries.run_for_idempotency_key, key, run.input),
                 lambda: [run.id],
+                RetryBound.CLIENT if run.parent_id is None else RetryBound.LEASE,
             )
             if row is None:
                 continue  # the run holding the key was deleted meanwhile: insert again
@@ -355,7 +386,9 @@ class Store:
                 runs, lambda rows: self._write_new_runs(rows, retried), refused_new_run
             )
 
-        return await self.retrying("starting runs", attempt, lambda: [r.id for r in runs])
+        return await self.retrying(
+            "starting runs", attempt, lambda: [r.id for r in runs], _starts_bound(runs)
+        )
 
     async def _write_new_runs(self, runs: Sequence[NewRun], retried: bool) -> list[UUID | None]:
         created: dict[UUID, str | None] = {}  # id -> the owner it got (None: queued)

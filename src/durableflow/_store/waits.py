@@ -8,9 +8,11 @@ the run moved on.
 What a run's execution asks here is retried through transient faults while the
 worker's lease holds, like a checkpoint (``run_write`` and ``run_read``). Giving the
 run back instead would leave the steps of the same ``gather`` running in the
-abandoned execution while the next one runs them again. The client's reads
-(``get_event``, ``get_events``, ``list_signals``) are not retried here: ``flow.get_event``
-polls through faults until its own timeout, and inspecting reads are not retried.
+abandoned execution while the next one runs them again. A client's signal
+(``flow.send_signal``) is retried for the client's ``retry_timeout`` instead. The
+client's reads (``get_event``, ``get_events``, ``list_signals``) are not retried here:
+``flow.get_event`` polls through faults until its own timeout, and inspecting reads are
+not retried.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncpg
 
 from durableflow._store.errors import translate_errors
 from durableflow._store.records import FINAL_STATUSES
+from durableflow._store.retry import RetryBound
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
@@ -292,11 +295,14 @@ class WaitStore:
         handoff: tuple[Fence, int, str] | None = None,
         *,
         connection: Any = None,
+        client: bool = False,
     ) -> SignalSent:
         """Store a signal unless the run is finished. ``handoff``: the receiver's
         execution, its blocked wait's step id and name, to record the wait in the same
         statement. ``connection``: a caller's transaction to send it in (issue #13)
-        instead of the pool."""
+        instead of the pool. ``client``: sent by a caller outside any execution
+        (``flow.send_signal``), not by a run's (``ctx.send_signal``): a plain send with a
+        key is then retried for the client's retry timeout, not while the lease holds."""
         fence, step_id, step_name = handoff if handoff is not None else (None, None, None)
         args = (
             run_id,
@@ -324,7 +330,8 @@ class WaitStore:
             # its mailbox beside an attempt the server may still be running, nor a step
             # of its gather is given back. A repeat waits for such an attempt; after one
             # that committed it meets the key, stores nothing, and returns the wait's
-            # record that attempt made. Given up, the wait reads its mailbox.
+            # record that attempt made. Given up, the wait reads its mailbox (and a
+            # client's send goes on as a plain one: WaitingRuns.send_signal).
             row, _ = await self.run_write(
                 "sending a signal", self._store.queries.send_signal, fence, *args
             )
@@ -332,13 +339,15 @@ class WaitStore:
             # A send with a key (flow.send_signal gives every call one) is retried
             # through transient faults: a retry after a lost reply meets the key and
             # stores nothing twice, and reports it sent even if the run has received
-            # it and finished meanwhile (already_sent).
+            # it and finished meanwhile (already_sent). A client's for its retry timeout;
+            # a run's (ctx.send_signal) while its lease holds, like its other writes.
             row = await self._store.retrying(
                 "sending a signal",
                 lambda: self._store.fetchrow(
                     "sending a signal", self._store.queries.send_signal, *args
                 ),
                 lambda: [run_id],
+                RetryBound.CLIENT if client else RetryBound.LEASE,
             )
         assert row is not None
         return SignalSent(row["status"], row["already_sent"], row["output"])

@@ -35,6 +35,7 @@ from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.engine.waits import RunOutcome, RunWaits
 from durableflow.errors import (
+    DatabaseError,
     DurableFlowError,
     RunFinished,
     RunNotFound,
@@ -208,19 +209,33 @@ class WaitingRuns:
         return checked.output, checked.wake_seq
 
     async def send_signal(
-        self, target: UUID, name: str, payload: str, idempotency_key: str | None
+        self,
+        target: UUID,
+        name: str,
+        payload: str,
+        idempotency_key: str | None,
+        *,
+        client: bool = False,
     ) -> None:
-        """Send a signal; to a run blocked here waiting for it, hand it over directly."""
+        """Send a signal; to a run blocked here waiting for it, hand it over directly.
+
+        ``client``: sent by a caller outside any execution (``flow.send_signal``), whose
+        send is retried through transient faults for its retry timeout; a run's
+        (``ctx.send_signal``) while its lease holds.
+        """
         waits = self._executing.get(target)
         entry = waits.claim_handoff(name) if waits is not None else None
         if waits is None or entry is None:
-            await send_signal(self.waits_store, target, name, payload, idempotency_key)
+            await send_signal(
+                self.waits_store, target, name, payload, idempotency_key, client=client
+            )
             self.poke(target)  # blocked here after all: no need to wait for NOTIFY
             return
-        # Retried in place through transient faults (WaitStore.send_signal); a fault
-        # that still escapes leaves the wait to read its mailbox, where a hand-over that
-        # committed left the wait's own record.
+        # Retried in place through transient faults while the receiver's lease holds
+        # (WaitStore.send_signal); a fault that still escapes leaves the wait to read
+        # its mailbox, where a hand-over that committed left the wait's own record.
         output: str | None = None
+        sent: SignalSent | None = None
         try:
             sent = await self.waits_store.send_signal(
                 target,
@@ -230,8 +245,18 @@ class WaitingRuns:
                 (_fence(waits.run), entry.step_id, entry.step_name),
             )
             output = sent.output
+        except DatabaseError as exc:
+            if not client or not exc.transient:
+                raise
         finally:
             waits.finish_handoff(entry, output)
+        if sent is None:
+            # The faults outlasted the receiver's lease: a client's send goes on for its
+            # own time, as a plain send, with the wait no longer held for it (the key
+            # stores one signal even if the hand-over committed unseen).
+            await send_signal(self.waits_store, target, name, payload, idempotency_key, client=True)
+            self.poke(target)
+            return
         _raise_for_status(sent, target, name)
 
     async def set_event(self, run: RunState, step_id: int, name: str, key: str, value: str) -> None:
@@ -392,14 +417,18 @@ async def send_signal(
     idempotency_key: str | None,
     *,
     connection: Any = None,
+    client: bool = False,
 ) -> None:
     """Store a signal for ``run_id``; ``RunNotFound`` / ``RunFinished`` when it cannot be.
 
     A send whose ``idempotency_key`` the run already holds returns as the first did,
     even if the run has finished since.
     ``connection``: a caller's transaction to store it in (``send_signal(session=)``).
+    ``client``: sent by a caller outside any execution (see ``WaitStore.send_signal``).
     """
-    sent = await store.send_signal(run_id, name, payload, idempotency_key, connection=connection)
+    sent = await store.send_signal(
+        run_id, name, payload, idempotency_key, connection=connection, client=client
+    )
     _raise_for_status(sent, run_id, name)
 
 

@@ -99,9 +99,9 @@ class MessagesSurface(FlowCore):
         # lost meets it. Without the caller's own, every call is a new signal.
         key = idempotency_key if idempotency_key is not None else f"durableflow:send:{uuid4()}"
         if self._worker is not None:  # the run may be blocked right here: hand it over
-            await self._worker.waiting.send_signal(target, name, text, key)
+            await self._worker.waiting.send_signal(target, name, text, key, client=True)
         else:
-            await send_signal(await self._wait_store(), target, name, text, key)
+            await send_signal(await self._wait_store(), target, name, text, key, client=True)
 
     async def signals(self, run_id: UUID | str) -> list[SignalRecord]:
         """A run's signals, oldest first, each pending or consumed (and by which wait)."""
