@@ -225,6 +225,8 @@ class RunExecutor:
             # fault that user code caught (or that surfaced as another error) still
             # ends this execution the way it would have uncaught.
             elif isinstance(fault, (asyncio.CancelledError, DatabaseError)):
+                if fault is exc:  # uncaught: as it is (``from exc`` would chain it to itself)
+                    raise
                 raise fault from exc
             elif isinstance(exc, DatabaseError):
                 raise
