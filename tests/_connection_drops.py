@@ -3,7 +3,11 @@
 ``terminating(database_url)`` terminates, every 0.2-0.5 s, every backend of the test's
 own database (``datname = current_database()``) except the checking connection itself
 and the ledger's connections (``application_name = LEDGER_APP``): the server is
-shared, so nothing outside the test database is ever touched.
+shared, so nothing outside the test database is ever touched. Most of those backends
+sit idle between statements, and a pool replaces an idle connection that died without
+a fault reaching any write; with ``aimed=True`` the terminator also watches, between
+its rounds, for a backend that is running a statement and terminates it, so that
+writes meet the fault mid-statement on a machine fast enough to slip between rounds.
 
 ``Ledger`` is a table each step body writes on connections of its own (the ledger's
 pool, spared by the terminator), so what it records does not depend on durableflow's
@@ -30,6 +34,8 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
   AND application_name IS DISTINCT FROM $1
 """
 
+TERMINATE_BUSY = TERMINATE_OTHERS + "  AND state = 'active'\n"
+
 
 @dataclass
 class Terminations:
@@ -37,10 +43,27 @@ class Terminations:
 
     rounds: int = 0
     terminated: int = 0
+    mid_statement: int = 0  # of those, terminated while running a statement (aimed)
     stopped: bool = False
 
 
-async def _terminate_loop(database_url: str, seen: Terminations, low: float, high: float) -> None:
+async def _aim(connection: asyncpg.Connection, seen: Terminations, pause: float) -> None:
+    """Pause for ``pause`` seconds, looking every 10 ms for busy backends until a look
+    finds some and terminates them: one such look per pause, so the rounds keep pace."""
+    deadline = time.monotonic() + pause
+    while not seen.stopped and time.monotonic() < deadline:
+        busy: int = await connection.fetchval(TERMINATE_BUSY, LEDGER_APP)
+        if busy:
+            seen.terminated += busy
+            seen.mid_statement += busy
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _terminate_loop(
+    database_url: str, seen: Terminations, low: float, high: float, aimed: bool
+) -> None:
     connection = await asyncpg.connect(
         database_url, server_settings={"application_name": LEDGER_APP}
     )
@@ -48,18 +71,23 @@ async def _terminate_loop(database_url: str, seen: Terminations, low: float, hig
         while not seen.stopped:
             seen.terminated += await connection.fetchval(TERMINATE_OTHERS, LEDGER_APP)
             seen.rounds += 1
-            await asyncio.sleep(random.uniform(low, high))
+            pause = random.uniform(low, high)
+            if aimed:
+                await _aim(connection, seen, pause)
+            else:
+                await asyncio.sleep(pause)
     finally:
         await connection.close()
 
 
 @contextlib.asynccontextmanager
 async def terminating(
-    database_url: str, *, every: tuple[float, float] = (0.2, 0.5)
+    database_url: str, *, every: tuple[float, float] = (0.2, 0.5), aimed: bool = False
 ) -> AsyncIterator[Terminations]:
-    """Terminate the test database's other backends every ``every`` seconds meanwhile."""
+    """Terminate the test database's other backends every ``every`` seconds meanwhile
+    (and, if ``aimed``, one busy backend between rounds: see the module docstring)."""
     seen = Terminations()
-    task = asyncio.create_task(_terminate_loop(database_url, seen, *every))
+    task = asyncio.create_task(_terminate_loop(database_url, seen, *every, aimed))
     try:
         yield seen
     finally:

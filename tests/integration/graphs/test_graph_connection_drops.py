@@ -3,11 +3,13 @@
 A graph in code (several states, a guard, a manual state waiting for a signal) and a
 published one (``flow.publish_graph`` + ``@flow.action``) run on two workers while a
 terminator kills every other backend of this test's own database (never another
-database's, never its own connection: the server is shared). Every run must succeed
-with the right output, ``flow.graph_history`` must show each state once per visit with
-the transitions in order, and no handler whose checkpoint committed may have run again:
-each handler writes an independent ledger row on connections of its own, which the
-terminator spares (``tests/_connection_drops.py``), compared with the run's
+database's, never its own connection: the server is shared), and between its rounds
+the backends it catches running a statement, so that writes meet the fault however
+quickly they slip between rounds. Every run must succeed with the right output,
+``flow.graph_history`` must show each state once per visit with the transitions in
+order, and no handler whose checkpoint committed may have run again: each handler
+writes an independent ledger row on connections of its own, which the terminator
+spares (``tests/_connection_drops.py``), compared with the run's
 checkpoints. Versions published under fire must be stored whole or refused with a clear
 error.
 """
@@ -164,7 +166,7 @@ async def test_graph_runs_survive_terminated_backends(
         async with flow_a, flow_b, client:
             await client.publish_graph(SPEC)  # before the fire: the published runs' graph
             async with flow_a.worker(concurrency=8), flow_b.worker(concurrency=8):
-                async with terminating(database_url) as seen:
+                async with terminating(database_url, aimed=True) as seen:
                     publishing = asyncio.ensure_future(publish_under_fire(client, range(2, 6)))
                     code_runs, published_runs = [], []
                     for n in range(max(CODE_RUNS, PUBLISHED_RUNS)):  # started while backends die
@@ -199,7 +201,7 @@ async def test_graph_runs_survive_terminated_backends(
                         return_exceptions=True,
                     )
                     outcomes = await publishing
-                terminated = seen.terminated
+                terminated, mid_statement = seen.terminated, seen.mid_statement
             # The fire is over: read what was recorded.
             statuses = [await client.status(run_id) for run_id in all_runs]
             histories = [await client.graph_history(run_id) for run_id in all_runs]
@@ -224,6 +226,7 @@ async def test_graph_runs_survive_terminated_backends(
                 await checker.close()
 
     assert terminated > 20, "the terminator terminated too few backends to prove anything"
+    assert mid_statement, "no backend was terminated mid-statement: the test proved nothing"
     errors = [(s.id, s.error) for s in statuses if s.status != "succeeded"]
     assert not errors, errors[:3]
     assert not refused
