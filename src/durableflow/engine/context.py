@@ -64,7 +64,9 @@ class RunState:
     """
 
     __slots__ = (
+        "_flush_soon",
         "_flushing",
+        "_left_behind",
         "artefacts",
         "attempts",
         "epoch",
@@ -111,6 +113,10 @@ class RunState:
         # Recorded values (ctx.now() ...) not written yet: they go before any later write.
         self.pending: list[Checkpoint] = []
         self._flushing: asyncio.Future[None] | None = None
+        # A step's result not written yet: written by whatever the run writes next, or
+        # once the event loop turns (``commit(deferred=True)``).
+        self._flush_soon: asyncio.Handle | None = None
+        self._left_behind: asyncio.Task[None] | None = None
 
     def assign_step_id(self) -> int:
         """Ids are handed out at call time, in program order (so gather is deterministic)."""
@@ -226,7 +232,10 @@ class RunState:
             batch, self.pending = self.pending, []
             flushing = self._flushing = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.gather(*(self.write(checkpoint) for checkpoint in batch))
+                if len(batch) == 1:  # the common case (a step's result): no task for it
+                    await self.write(batch[0])
+                else:
+                    await asyncio.gather(*(self.write(checkpoint) for checkpoint in batch))
             except BaseException as exc:
                 if isinstance(exc, (LeaseLost, DatabaseError)):
                     self.fault = exc
@@ -241,11 +250,41 @@ class RunState:
     async def unwritten_for_outcome(self) -> tuple[Checkpoint, ...]:
         """Once the body returned: the checkpoints not written yet, for the run's outcome
         to carry in its own statement (the run writes nothing after it)."""
+        await self.settle()
+        self.check()  # a flush that failed left its fault
+        return self.take_unwritten()
+
+    async def settle(self) -> None:
+        """Wait for a flush of this run in flight (its failure becomes ``fault``)."""
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
-        self.check()  # a flush that failed left its fault
+
+    def take_unwritten(self) -> tuple[Checkpoint, ...]:
+        """The checkpoints not written yet, taken for the run's outcome to carry."""
         batch, self.pending = tuple(self.pending), []
         return batch
+
+    def _write_soon(self) -> None:
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._write_left_behind)
+
+    def _write_left_behind(self) -> None:
+        """The loop turned with a step's result still unwritten: the workflow awaits
+        something that writes nothing of this run (a plain sleep, a sibling step in a
+        ``gather``). Write it now rather than when the run next writes."""
+        self._flush_soon = None
+        if self.pending and self._flushing is None and self.fault is None:
+            self._left_behind = asyncio.create_task(self._flush_left_behind())
+
+    async def _flush_left_behind(self) -> None:
+        try:
+            await self.flush_values()
+        except Exception:
+            # A fault stays in ``fault`` and the batch in ``pending``: the run's next
+            # write or its outcome meets them.
+            return
+        finally:
+            self._left_behind = None
 
     async def commit(
         self,
@@ -261,6 +300,7 @@ class RunState:
         artefact_sha256: str | None = None,
         companions: tuple[Checkpoint, ...] = (),
         with_outcome: bool = False,
+        deferred: bool = False,
     ) -> None:
         """Write one checkpoint, after the deferred values; ``companions`` (built with
         ``value_checkpoint``) go in the same statement: a graph state's transition.
@@ -269,6 +309,14 @@ class RunState:
         the run's): the checkpoint is kept with the deferred values and written with the
         run's outcome, in one statement. Nothing runs between the two, so a crash before
         that commit re-runs the step exactly as a crash before its own commit would.
+
+        ``deferred``: a step's result, handed to the workflow before it commits. It is
+        written with the run's next write (the next step's, before that step's body
+        starts; a wait's; the outcome's, so a workflow's last step costs no commit of its
+        own), and at the latest as soon as the event loop turns. Until then only the
+        workflow's own code runs, up to its next await, and that code runs again on
+        replay anyway: a crash before the commit re-runs the step, as a crash before
+        its own commit would.
         """
         self.check()
         checkpoint = Checkpoint(
@@ -286,8 +334,10 @@ class RunState:
             artefact_sha256=artefact_sha256,
             companions=companions,
         )
-        if with_outcome:
+        if with_outcome or deferred:
             self.pending.append(checkpoint)
+            if deferred:
+                self._write_soon()
             return
         if self.has_unwritten_values:
             await self.flush_values()

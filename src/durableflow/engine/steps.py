@@ -238,6 +238,7 @@ async def _run_step(
                 artefact_sha256=stored.sha256 if stored else None,
                 companions=companions,
                 with_outcome=definition.ends_run,
+                deferred=True,
             )
             # The workflow sees the recorded value, decoded exactly as replay decodes it.
             return run.received(codec.loads(output), stored.key if stored else None, step_id)

@@ -206,6 +206,7 @@ class RunExecutor:
             raise
         except Exception as exc:
             failed_at = time.monotonic()
+            await state.settle()  # a write of this run in flight: its fault counts here
             fault = state.fault
             if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
                 status, error = "cancelled", deadline_error()
@@ -243,6 +244,8 @@ class RunExecutor:
             else:
                 status = "failed"
                 error = error_json(fault or exc)
+        # A failed run's last step result, not written yet, goes with its outcome too.
+        last_checkpoints += state.take_unwritten()
         await self._record(
             claimed,
             owner,

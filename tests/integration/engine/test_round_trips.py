@@ -84,10 +84,14 @@ async def test_a_step_costs_one_round_trip(database_url: str) -> None:
             done.clear()
             run_id = await flow.start(chain, input=STEPS)
             await asyncio.wait_for(done.wait(), 30)
+            await counter.quiet()
+            after_last = counter.round_trips - marks[1]
             assert await flow.result(run_id, timeout=30) == STEPS
 
         # The first mark's checkpoint and one per add: nothing else, in any connection.
         assert marks[1] - marks[0] == STEPS + 1, marks
+        # The last step's checkpoint went with the run's outcome: one statement.
+        assert after_last == 1, after_last
 
 
 async def test_a_start_costs_one_round_trip(database_url: str) -> None:

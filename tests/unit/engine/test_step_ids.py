@@ -41,6 +41,7 @@ async def test_gather_assigns_ids_in_call_order_not_completion_order() -> None:
         slow_then_fast(ctx, 0.02, "third"),
     )
     assert results == ["first", "second", "third"]
+    await state.flush_values()  # a result handed back is written with the run's next write
     by_id = {c.step_id: c.output for c in written}
     assert by_id == {0: '"first"', 1: '"second"', 2: '"third"'}
     # completion order differs from id order, which is the point
