@@ -55,7 +55,9 @@ async def enqueue(dsn: str, runs: int) -> None:
 
 async def drain(dsn: str, runs: int, concurrency: int, loop: str) -> dict[str, Any]:
     await enqueue(dsn, runs)
-    env = {**os.environ, "DURABLEFLOW_DATABASE_URL": dsn, "PYTHONPATH": str(BENCH_DIR)}
+    # The caller's PYTHONPATH is kept (an A/B run points it at another tree's src).
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "DURABLEFLOW_DATABASE_URL": dsn, "PYTHONPATH": path}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
