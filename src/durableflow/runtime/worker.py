@@ -49,6 +49,12 @@ logger = logging.getLogger("durableflow.worker")
 
 # How long a woken claim loop waits before claiming; bounds the added latency.
 CLAIM_COALESCE_SECONDS = 0.002
+# At most this many runs per claim statement (the loop claims again at once while
+# slots are free). Claiming every free slot at once made a backlog go through in
+# waves: a wave's checkpoints, then its outcomes, each one large statement after
+# another, the claim loop idle meanwhile. Smaller claims keep the stages overlapping
+# (docs/benchmarks.md, "Claims in smaller batches").
+CLAIM_BATCH = 64
 # A claim whose reply was lost may have committed: its runs are owned by this worker
 # and executed by nobody. Runs this old (seconds) are looked for and taken on again.
 ADOPT_AFTER_SECONDS = 1.0
@@ -500,7 +506,7 @@ class Worker:
                     await asyncio.sleep(CLAIM_COALESCE_SECONDS)
 
     async def _claim_round(self, polling: bool) -> bool:
-        """One round of claims; True when it filled every free slot (more may wait)."""
+        """One round of claims; True when it got all it asked for (more may wait)."""
         if polling and self._active:
             for run_id in await self._store.faults.cancelled_among(list(self._active)):
                 self.cancel_local(run_id)
@@ -521,11 +527,12 @@ class Worker:
             free = self.free_slots()
         if free <= 0 or self._stopping:
             return False
-        claimed_runs = await self._claimer.claim(free)
+        wanted = min(free, CLAIM_BATCH)
+        claimed_runs = await self._claimer.claim(wanted)
         for claimed in claimed_runs:
             self.spawn(claimed)
         record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
-        saturated = len(claimed_runs) == free
+        saturated = len(claimed_runs) == wanted
         self._backlog = saturated
         return saturated
 

@@ -3,8 +3,12 @@
 import asyncio
 
 import asyncpg
+import pytest
 
 from durableflow import Flow, FlowContext
+from durableflow._store.records import ClaimedRun
+from durableflow.runtime.queues import QueueClaimer
+from durableflow.runtime.worker import CLAIM_BATCH
 
 
 def make_flow(database_url: str) -> Flow:
@@ -104,3 +108,40 @@ async def test_a_worker_opens_its_writer_connections_when_it_starts(database_url
         async with flow.worker(concurrency=4):
             # Four writers, opened before any run needs them (the pool is counted apart).
             assert await backends() == before + 4
+
+
+async def test_a_backlog_is_claimed_in_batches_one_right_after_another(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim takes at most CLAIM_BATCH runs, and the loop claims again at once while
+    slots are free: the whole backlog starts without waiting for a poll (30 s here)."""
+    flow = Flow(database_url=database_url, poll_interval=30)
+    backlog = 2 * CLAIM_BATCH + 22
+    started = 0
+    all_started = asyncio.Event()
+    release = asyncio.Event()
+
+    @flow.workflow(name="hold", version=1)
+    async def hold(ctx: FlowContext, x: int) -> int:
+        nonlocal started
+        started += 1
+        if started == backlog:
+            all_started.set()
+        await release.wait()
+        return x
+
+    asked: list[int] = []
+    claim = QueueClaimer.claim
+
+    async def counted_claim(self: QueueClaimer, wanted: int) -> list[ClaimedRun]:
+        asked.append(wanted)
+        return await claim(self, wanted)
+
+    monkeypatch.setattr(QueueClaimer, "claim", counted_claim)
+    async with flow:
+        run_ids = [await flow.start(hold, input=i, queue="default") for i in range(backlog)]
+        async with flow.worker(concurrency=backlog + 50):
+            await asyncio.wait_for(all_started.wait(), 10)
+            release.set()
+            assert [await flow.result(r, timeout=10) for r in run_ids] == list(range(backlog))
+    assert asked[:3] == [CLAIM_BATCH, CLAIM_BATCH, CLAIM_BATCH], asked
