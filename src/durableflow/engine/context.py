@@ -116,6 +116,7 @@ class RunState:
         # A step's result not written yet: written by whatever the run writes next, or
         # once the event loop turns (``commit(deferred=True)``).
         self._flush_soon: asyncio.Handle | None = None
+        # The flush started for it: held so that the loop keeps the task alive.
         self._left_behind: asyncio.Task[None] | None = None
 
     def assign_step_id(self) -> int:
@@ -336,7 +337,7 @@ class RunState:
         )
         if with_outcome or deferred:
             self.pending.append(checkpoint)
-            if deferred:
+            if not with_outcome:  # the outcome's statement carries it: nothing before
                 self._write_soon()
             return
         if self.has_unwritten_values:
