@@ -160,6 +160,7 @@ class _Blocked:
     step_name: str = ""
     handing_over: bool = False  # a sender in this process is delivering a signal to it
     delivered: str | None = None  # the wait's recorded output, when one was handed over
+    parked: bool = False  # the run parked while this wait was blocked: it raises ParkRun
 
 
 def _release(entry: _Blocked) -> None:
@@ -300,6 +301,11 @@ class RunWaits:
             self._blocked.remove(entry)
             self._activity += 1
             self._changed.set()
+        if entry.parked:
+            # Raised here rather than set on the future: an exception kept by the future
+            # would hold this frame (through its traceback), which holds the entry and
+            # so the future: a cycle left to the garbage collector for every parked run.
+            raise ParkRun()
         return entry.delivered
 
     async def _coordinate(self) -> None:
@@ -364,7 +370,8 @@ class RunWaits:
         finally:
             for entry in blocked:
                 if not entry.future.done():
-                    entry.future.set_exception(ParkRun())
+                    entry.parked = True
+                    entry.future.set_result(None)
 
     async def _checked(self, operation: Awaitable[T]) -> T:
         """A wait's check: in flight, after pending recorded values are written.

@@ -168,6 +168,11 @@ class WaitingRuns:
         waits.close()
         if self._executing.get(waits.run.run_id) is waits:
             del self._executing[waits.run.run_id]
+        # The run's state and its waits refer to each other: unlinked, the execution
+        # is freed when its last reference goes instead of waiting for the cyclic
+        # collector, whose full passes grew with every run held for them.
+        if waits.run.waits is waits:
+            waits.run.waits = None
 
     # -- WaitServices: policy and clock ---------------------------------------------------------
 

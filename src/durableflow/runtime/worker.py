@@ -38,6 +38,7 @@ from durableflow.config import FlowSettings
 from durableflow.engine.registry import Registry
 from durableflow.errors import DatabaseError, DurableFlowError
 from durableflow.observability import record_claims, record_run_finished
+from durableflow.runtime.collector import freeze_startup_objects
 from durableflow.runtime.executor import RunExecutor
 from durableflow.runtime.heartbeat import Heartbeat
 from durableflow.runtime.leader import Leadership
@@ -126,6 +127,8 @@ class Worker:
         if self.graphs is not None:
             await self.graphs.refresh()  # -- graphs: every published version, before claiming
         await self._store.open_writers()  # else the first runs wait for connections
+        if self._settings.gc_freeze:
+            freeze_startup_objects()
         registered_at = time.monotonic()
         await self._register()
         await self._listen()
