@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -177,10 +178,11 @@ class RunExecutor:
         output: str | None = None
         error: str | None = None
         last_checkpoints: tuple[Checkpoint, ...] = ()
-        deadline = asyncio.timeout(claimed.deadline_in)  # -- waits: the run's deadline
+        # -- waits: the run's deadline (none: no timer to arm and cancel for every run)
+        deadline = asyncio.timeout(claimed.deadline_in) if claimed.deadline_in is not None else None
         try:
             with run_span(claimed.id, definition.name, definition.version, claimed.correlation_id):
-                async with deadline:
+                async with deadline or contextlib.nullcontext():
                     if definition.takes_input:
                         value = input_codec.loads(claimed.input)
                         result = await definition.fn(ctx, value)
@@ -208,7 +210,7 @@ class RunExecutor:
             failed_at = time.monotonic()
             await state.settle()  # a write of this run in flight: its fault counts here
             fault = state.fault
-            if isinstance(exc, TimeoutError) and deadline.expired():  # -- waits
+            if isinstance(exc, TimeoutError) and deadline and deadline.expired():  # -- waits
                 status, error = "cancelled", deadline_error()
                 logger.info(
                     "run %s cancelled: its deadline passed",

@@ -52,3 +52,39 @@ async def test_a_failed_flush_leaves_the_values_for_the_next_write() -> None:
     await run.flush_values()
     assert attempts == ["uuid4", "uuid4"]
     assert run.pending == []
+
+
+async def test_results_deferred_by_many_runs_are_written_once_the_loop_turns() -> None:
+    """Every run whose step result was deferred and whose workflow then awaited
+    something else gets it written, however many did so in one turn of the loop, and
+    a run deferring a result while the others are being written is not skipped."""
+    written: list[str] = []
+
+    async def write(checkpoint: Checkpoint) -> None:
+        await asyncio.sleep(0)
+        written.append(checkpoint.name)
+
+    runs = [RunState(uuid4(), owner="w", epoch=1, history={}, write=write) for _ in range(50)]
+
+    async def workflow(i: int, run: RunState) -> None:
+        if i % 2:
+            await asyncio.sleep(0)  # defers in a later turn than the even ones
+        await run.commit(
+            run.assign_step_id(),
+            f"r{i}",
+            output="1",
+            error=None,
+            attempt=1,
+            started_at=None,
+            deferred=True,
+        )
+        await asyncio.Event().wait()  # awaits something that writes nothing of the run
+
+    tasks = [asyncio.create_task(workflow(i, run)) for i, run in enumerate(runs)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(written) == sorted(f"r{i}" for i in range(50))
+    assert all(not run.pending for run in runs)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
