@@ -117,10 +117,10 @@ class FlowSettings(BaseSettings):
     migration_lock_timeout: float = Field(default=60.0, gt=0)
     gc_freeze: bool = Field(
         default=True,
-        description="When the process's first worker starts, collect garbage once and then "
-        "exempt every object that exists (modules, the application) from Python's cyclic "
-        "collector (gc.freeze()), so its full passes stop walking them: they stopped the "
-        "event loop for 60-80 ms each under load. False leaves the collector alone.",
+        description="When the process's first worker has started, collect garbage once and "
+        "then exempt every object that exists (modules, the application) from Python's "
+        "cyclic collector (gc.freeze()), so its full passes stop walking them: they stopped "
+        "the event loop for 60-80 ms each under load. False leaves the collector alone.",
     )
     on_code_change: Literal["fail", "warn"] = Field(
         default="fail", description="What a worker does with a run whose code hash changed."

@@ -127,8 +127,6 @@ class Worker:
         if self.graphs is not None:
             await self.graphs.refresh()  # -- graphs: every published version, before claiming
         await self._store.open_writers()  # else the first runs wait for connections
-        if self._settings.gc_freeze:
-            freeze_startup_objects()
         registered_at = time.monotonic()
         await self._register()
         await self._listen()
@@ -160,6 +158,8 @@ class Worker:
         self.waiting.start()  # -- waits: wake_due_runs / expire_deadlines
         if self.graphs is not None:
             self.graphs.start()  # -- graphs: load graphs published from now on
+        if self._settings.gc_freeze:
+            freeze_startup_objects()  # what the process holds once this worker runs
         logger.info(
             "worker %s started (concurrency %d, queues %s)",
             self.id,
