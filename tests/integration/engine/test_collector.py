@@ -71,7 +71,7 @@ async def test_finished_executions_leave_no_reference_cycles(database_url: str) 
     g.transition("ping", "ping")
     flow.register_graph(g)
 
-    async with flow, flow.worker(20):
+    async with flow, flow.worker(20) as worker:
         gc.collect()
         gc.disable()
         try:
@@ -86,7 +86,12 @@ async def test_finished_executions_leave_no_reference_cycles(database_url: str) 
             for run_id in run_ids[15:]:
                 with pytest.raises(WorkflowFailed):
                     await flow.result(run_id, timeout=30)
-            await asyncio.sleep(0.1)  # executions unwind after their outcome is recorded
+            # Executions unwind after their outcome is recorded (on a slow machine, well
+            # after flow.result returned): wait for every slot to be free again.
+            async with asyncio.timeout(30):
+                while worker.free_slots() < 20:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the tasks' last frames
             ours = set(run_ids)
             left = [o for o in gc.get_objects() if isinstance(o, RunState) and o.run_id in ours]
         finally:
