@@ -63,8 +63,9 @@ NO_RUNS = {
     "set_aside_step_errors",
 }
 # Tables of one row (a check constraint says so): reading all of one is reading its
-# row. The leader row is what a leader duty's statement fences on (prune_lock_run).
-SINGLE_ROW = {"leader"}
+# row. The leader row is what a leader duty's statement fences on (prune_lock_run);
+# the clock row is the schema clock, which statements read inline ({clock_now}).
+SINGLE_ROW = {"leader", "clock"}
 # Statements whose plan on a table of a few pages reads it whole (test below).
 SMALL_TABLE_SCANS = frozenset({"set_event", "watch_runs"})
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,7 @@ from durableflow import ConfigurationError, Flow, FlowContext, MigrationLockTime
 from durableflow._store.identifiers import advisory_key
 from durableflow._store.migrations import downgrade, head_revision, offline_sql, upgrade
 from durableflow._store.models import metadata_for
+from durableflow._store.queries import Queries
 from durableflow._store.schema_version import HEAD_REVISION
 
 SCHEMA = "durableflow"
@@ -113,6 +115,16 @@ async def test_fresh_upgrade_matches_the_models(
     assert await connection.fetchval(f"SELECT count(*) FROM {SCHEMA}.clock") == 1
     now, clock = await connection.fetchrow(f"SELECT now(), {SCHEMA}.clock_now()")
     assert now == clock
+    # Statements read the clock inline ({clock_now}); it must agree with the function
+    # that triggers use, also once the clock is moved.
+    inline = Queries(SCHEMA).clock_now
+    assert "clock_now()" not in inline
+    await connection.execute(f"UPDATE {SCHEMA}.clock SET offset_seconds = 3600.5")
+    async with connection.transaction():  # one transaction: one now()
+        now, clock, read = await connection.fetchrow(
+            f"SELECT now(), {SCHEMA}.clock_now(), ({inline})"
+        )
+    assert clock == read == now + timedelta(seconds=3600.5)
 
 
 async def test_the_comparison_does_see_a_difference(

@@ -30,6 +30,7 @@ def test_schema_is_quoted_everywhere_and_no_placeholder_survives() -> None:
     for name in queries.names():
         sql = getattr(queries, name)
         assert "{schema}" not in sql
+        assert "{clock_now}" not in sql
         assert "my_app_flows" not in sql.replace('"my_app_flows"', "")
 
 

@@ -1,8 +1,9 @@
 """Named SQL blocks from ``sql/*.sql``, loaded once and bound to a schema.
 
 A block starts with ``-- name: <name>``; the comment lines after it say why the
-statement is shaped the way it is. ``{schema}`` is the only substitution, and it
-is always the validated, quoted schema name.
+statement is shaped the way it is. Two substitutions are made: ``{schema}``, always
+the validated, quoted schema name, and ``{clock_now}``, the schema clock (see
+``CLOCK_NOW``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ from functools import cache
 from importlib import resources
 
 from durableflow._store.identifiers import quote_schema
+
+# The schema clock (the time every lease, timer and availability is decided on): the
+# database's now() shifted by the clock table's offset, which only tests move. The
+# function {schema}.clock_now() computes the same for triggers and plpgsql; statements
+# read it through this scalar subquery instead, which Postgres evaluates once per
+# statement, like the function in a (SELECT ...): the plpgsql call cost twice the
+# subquery, and a claim reads the clock four times (docs/benchmarks.md, "The schema
+# clock, read inline").
+CLOCK_NOW = "(SELECT now() + make_interval(secs => offset_seconds) FROM {schema}.clock)"
 
 _NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
 
@@ -38,7 +48,10 @@ class Queries:
 
     def __init__(self, schema: str) -> None:
         quoted = quote_schema(schema)
-        self._sql = {name: sql.replace("{schema}", quoted) for name, sql in _raw_queries().items()}
+        self._sql = {
+            name: sql.replace("{clock_now}", CLOCK_NOW).replace("{schema}", quoted)
+            for name, sql in _raw_queries().items()
+        }
 
     def __getattr__(self, name: str) -> str:
         try:

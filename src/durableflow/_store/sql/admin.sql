@@ -28,7 +28,7 @@ FROM {schema}.runs WHERE id = $1 FOR UPDATE;
 SELECT EXISTS (
     SELECT 1
     FROM {schema}.workers AS w, jsonb_array_elements(w.workflows) AS d
-    WHERE w.heartbeat_at > (SELECT {schema}.clock_now()) - make_interval(secs => $5)
+    WHERE w.heartbeat_at > {clock_now} - make_interval(secs => $5)
       AND $4 = ANY(w.queues)
       AND d->>'name' = $1 AND (d->>'version')::int = $2 AND d->>'code_hash' = $3
 );
@@ -60,7 +60,7 @@ WITH requeued AS (
     SET status = 'queued', owner = NULL, output = NULL, error = NULL, finished_at = NULL,
         recoveries = 0,
         code_hash = CASE WHEN $2 THEN '' ELSE code_hash END,
-        available_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now())
+        available_at = {clock_now}, updated_at = {clock_now}
     WHERE id = $1
     RETURNING queue
 )
@@ -81,15 +81,15 @@ DELETE FROM {schema}.runs WHERE id = $1;
 -- name: list_workers
 -- Registered workers, newest first; `alive` means heartbeat within $1 seconds.
 SELECT id, host, pid, queues, workflows::text AS workflows, started_at, heartbeat_at,
-       heartbeat_at > (SELECT {schema}.clock_now()) - make_interval(secs => $1) AS alive,
-       (SELECT {schema}.clock_now()) AS now
+       heartbeat_at > {clock_now} - make_interval(secs => $1) AS alive,
+       {clock_now} AS now
 FROM {schema}.workers ORDER BY started_at DESC, id;
 
 -- name: queue_stats
 -- Per queue: runs waiting to be claimed, and how long the oldest due one has waited
 -- (seconds). Served by runs_claim_order_idx.
 SELECT queue, count(*) AS depth,
-       greatest(extract(epoch FROM (SELECT {schema}.clock_now()) - min(available_at)), 0)::float8
+       greatest(extract(epoch FROM {clock_now} - min(available_at)), 0)::float8
            AS oldest_age
 FROM {schema}.runs WHERE status = 'queued'
 GROUP BY queue ORDER BY queue;

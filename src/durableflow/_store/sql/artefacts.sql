@@ -17,7 +17,7 @@
 WITH upserted AS (
     INSERT INTO {schema}.lineage (id, key, run_id, step_id, name, sha256, size, config_hash,
                                   code_hash, inputs, created_at)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], (SELECT {schema}.clock_now())
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::uuid[], {clock_now}
     FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $3
           OFFSET 0 FOR SHARE) AS r
     WHERE r.owner = $11 AND r.lease_epoch = $12 AND r.status = 'running'
@@ -112,8 +112,8 @@ WITH inserted AS (
                                correlation_id, replayed_from, forked_from, created_at,
                                updated_at)
     VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6::jsonb, $7, $8, $9,
-            (SELECT {schema}.clock_now()), 1, $10, $11, $12, (SELECT {schema}.clock_now()),
-            (SELECT {schema}.clock_now()))
+            {clock_now}, 1, $10, $11, $12, {clock_now},
+            {clock_now})
     RETURNING queue
 )
 SELECT pg_notify($13, queue) FROM inserted;
@@ -256,7 +256,7 @@ WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled', 'dead');
 -- name: set_retention
 -- How long finished runs of workflow $1 ('' = every workflow without its own) are kept.
 INSERT INTO {schema}.retention (workflow, keep_seconds, updated_at)
-VALUES ($1, $2, (SELECT {schema}.clock_now()))
+VALUES ($1, $2, {clock_now})
 ON CONFLICT (workflow) DO UPDATE
 SET keep_seconds = excluded.keep_seconds, updated_at = excluded.updated_at;
 
@@ -266,7 +266,7 @@ DELETE FROM {schema}.retention WHERE workflow = $1;
 -- name: retention_cutoffs
 -- Every retention policy with the time before which its finished runs go.
 SELECT workflow, keep_seconds,
-       (SELECT {schema}.clock_now()) - make_interval(secs => keep_seconds) AS cutoff
+       {clock_now} - make_interval(secs => keep_seconds) AS cutoff
 FROM {schema}.retention ORDER BY workflow;
 
 -- name: watch_run

@@ -57,7 +57,7 @@ WITH commit_without_flush_wait AS (
         FROM {schema}.runs AS r
         WHERE r.status = 'queued'
           AND r.queue = q.queue
-          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND r.available_at <= {clock_now}
           AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
         ORDER BY r.priority DESC, r.available_at, r.id
         LIMIT $5
@@ -68,12 +68,12 @@ WITH commit_without_flush_wait AS (
 )
 UPDATE {schema}.runs AS r
 SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-    started_at = coalesce(r.started_at, (SELECT {schema}.clock_now())), updated_at = (SELECT {schema}.clock_now())
+    started_at = coalesce(r.started_at, {clock_now}), updated_at = {clock_now}
 WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
           extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
-          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in;
+          extract(epoch FROM r.deadline - {clock_now})::float8 AS deadline_in;
 
 -- name: reclaim_orphaned_runs
 -- Takes over running runs whose owner has not heartbeated within the lease TTL
@@ -127,17 +127,17 @@ WITH RECURSIVE commit_without_flush_wait AS (
       AND NOT EXISTS (
           SELECT 1 FROM {schema}.workers AS w
           WHERE w.id = o.owner
-            AND w.heartbeat_at > (SELECT {schema}.clock_now()) - make_interval(secs => $6))
+            AND w.heartbeat_at > {clock_now} - make_interval(secs => $6))
     ORDER BY c.updated_at
     LIMIT $5
 )
 UPDATE {schema}.runs AS r
 SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-    recoveries = r.recoveries + 1, updated_at = (SELECT {schema}.clock_now())
+    recoveries = r.recoveries + 1, updated_at = {clock_now}
 WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
-          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in,
+          extract(epoch FROM r.deadline - {clock_now})::float8 AS deadline_in,
           r.recoveries;
 
 -- name: release_runs
@@ -155,8 +155,8 @@ WITH mine AS MATERIALIZED (
     WHERE p.owner = $1 AND p.lease_epoch = x.epoch AND p.status = 'running'
 )
 UPDATE {schema}.runs AS r
-SET status = 'queued', owner = NULL, available_at = (SELECT {schema}.clock_now()),
-    updated_at = (SELECT {schema}.clock_now())
+SET status = 'queued', owner = NULL, available_at = {clock_now},
+    updated_at = {clock_now}
 FROM mine AS x
 WHERE r.id = x.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')

@@ -35,7 +35,7 @@ SELECT $1, $2, $3, $4, $5::jsonb, $6, c.now,
        CASE WHEN $7::float8 IS NULL THEN NULL ELSE c.now + make_interval(secs => $7::float8) END
 FROM (SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $1 OFFSET 0 FOR SHARE)
          AS r,
-     (SELECT {schema}.clock_now() AS now) AS c
+     (SELECT {clock_now} AS now) AS c
 WHERE r.owner = $8 AND r.lease_epoch = $9 AND r.status = 'running'
 ON CONFLICT (run_id, step_id, attempt) DO UPDATE
 SET error = excluded.error, failed_at = excluded.failed_at, retry_at = excluded.retry_at
@@ -49,7 +49,7 @@ RETURNING attempt;
 SELECT DISTINCT ON (step_id) step_id, attempt,
        coalesce(max(attempt) FILTER (WHERE retry_at IS NULL) OVER (PARTITION BY step_id), 0)
            AS set_aside,
-       coalesce(greatest(0, extract(epoch FROM retry_at - {schema}.clock_now())), 0)::float8
+       coalesce(greatest(0, extract(epoch FROM retry_at - {clock_now})), 0)::float8
            AS retry_in
 FROM {schema}.step_attempts
 WHERE run_id = $1
@@ -78,12 +78,12 @@ SET recoveries = r.recoveries + x.counts::int,
     error = CASE WHEN r.recoveries + x.counts::int > x.max_recoveries THEN x.error::jsonb
                  ELSE r.error END,
     finished_at = CASE WHEN r.recoveries + x.counts::int > x.max_recoveries
-                       THEN (SELECT {schema}.clock_now()) ELSE r.finished_at END,
-    available_at = (SELECT {schema}.clock_now())
+                       THEN {clock_now} ELSE r.finished_at END,
+    available_at = {clock_now}
         + CASE WHEN x.counts
                THEN make_interval(secs => least(30.0, 0.25 * 2.0 ^ least(r.recoveries, 8))::float8)
                ELSE interval '0' END,
-    updated_at = (SELECT {schema}.clock_now())
+    updated_at = {clock_now}
 FROM mine AS x
 WHERE r.id = x.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($1, x.epoch, 'running')
@@ -93,7 +93,7 @@ RETURNING r.id, r.status, r.recoveries;
 -- Stops a run for good (poison run), fenced by owner and epoch like an outcome.
 UPDATE {schema}.runs
 SET status = 'dead', output = NULL, error = $4::jsonb, owner = NULL,
-    finished_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now())
+    finished_at = {clock_now}, updated_at = {clock_now}
 WHERE id = $1
   AND (owner, lease_epoch, status) IS NOT DISTINCT FROM ($2, $3, 'running')
 RETURNING id;
@@ -104,12 +104,12 @@ RETURNING id;
 -- does execute; $3 seconds keeps runs this process is inserting right now out.
 UPDATE {schema}.runs AS r
 SET lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-    updated_at = (SELECT {schema}.clock_now())
+    updated_at = {clock_now}
 WHERE r.owner = $1 AND r.status = 'running' AND NOT (r.id = ANY($2::uuid[]))
-  AND r.updated_at <= (SELECT {schema}.clock_now()) - make_interval(secs => $3::float8)
+  AND r.updated_at <= {clock_now} - make_interval(secs => $3::float8)
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
           r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
-          extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8 AS deadline_in,
+          extract(epoch FROM r.deadline - {clock_now})::float8 AS deadline_in,
           r.recoveries;
 
 -- name: cancelled_among

@@ -10,7 +10,7 @@
 -- row comes back, and the caller reads it again.
 WITH inserted AS (
     INSERT INTO {schema}.graphs (name, version, spec, hash, published_at)
-    VALUES ($1, $2, $3::jsonb, $4, (SELECT {schema}.clock_now()))
+    VALUES ($1, $2, $3::jsonb, $4, {clock_now})
     ON CONFLICT (name, version) DO NOTHING
     RETURNING hash, published_at
 )

@@ -15,14 +15,14 @@ WITH attempt AS (
 )
 UPDATE {schema}.leader
 SET epoch = epoch + 1, worker_id = $1, backend_pid = pg_backend_pid(),
-    acquired_at = (SELECT {schema}.clock_now()), renewed_at = (SELECT {schema}.clock_now())
+    acquired_at = {clock_now}, renewed_at = {clock_now}
 WHERE (SELECT won FROM attempt)
 RETURNING epoch, acquired_at;
 
 -- name: leader_renew
 -- The leader's periodic check, on its lock session: proves the session is alive and
 -- that the epoch is still its own. No row back means another leader took office.
-UPDATE {schema}.leader SET renewed_at = (SELECT {schema}.clock_now())
+UPDATE {schema}.leader SET renewed_at = {clock_now}
 WHERE epoch = $1 AND backend_pid = pg_backend_pid()
 RETURNING epoch;
 
@@ -48,7 +48,7 @@ WITH fence AS (
     SELECT epoch FROM {schema}.leader WHERE epoch = $2 FOR SHARE
 ), removed AS (
     DELETE FROM {schema}.workers
-    WHERE heartbeat_at < (SELECT {schema}.clock_now()) - make_interval(secs => $1)
+    WHERE heartbeat_at < {clock_now} - make_interval(secs => $1)
       AND EXISTS (SELECT 1 FROM fence)
     RETURNING id
 )

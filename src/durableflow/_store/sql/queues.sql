@@ -16,7 +16,7 @@ WITH previous AS (
 ), saved AS (
     INSERT INTO {schema}.queues (name, concurrency, worker_concurrency, rate_limit_count,
                                  rate_limit_seconds, priority_aging, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, (SELECT {schema}.clock_now()))
+    VALUES ($1, $2, $3, $4, $5, $6, {clock_now})
     ON CONFLICT (name) DO UPDATE
     SET concurrency = excluded.concurrency, worker_concurrency = excluded.worker_concurrency,
         rate_limit_count = excluded.rate_limit_count,
@@ -85,7 +85,7 @@ WITH RECURSIVE allowance AS MATERIALIZED (
            row_number() OVER (
                PARTITION BY l.name
                -- one priority level more for every priority_aging seconds spent waiting
-               ORDER BY c.priority + floor(extract(epoch FROM (SELECT {schema}.clock_now())
+               ORDER BY c.priority + floor(extract(epoch FROM {clock_now}
                                                               - c.available_at)
                                            / l.priority_aging) DESC,
                         c.available_at, c.id) AS place
@@ -96,7 +96,7 @@ WITH RECURSIVE allowance AS MATERIALIZED (
         WHERE r.status = 'queued'
           AND r.queue = l.name
           AND r.priority = l.priority
-          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND r.available_at <= {clock_now}
           AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
         ORDER BY r.available_at, r.id
         LIMIT l.allowance
@@ -112,7 +112,7 @@ WITH RECURSIVE allowance AS MATERIALIZED (
         WHERE quota.priority_aging IS NULL
           AND r.status = 'queued'
           AND r.queue = quota.name
-          AND r.available_at <= (SELECT {schema}.clock_now())
+          AND r.available_at <= {clock_now}
           AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
         ORDER BY r.priority DESC, r.available_at, r.id
         LIMIT quota.allowance
@@ -124,17 +124,17 @@ WITH RECURSIVE allowance AS MATERIALIZED (
 ), claimed AS (
     UPDATE {schema}.runs AS r
     SET status = 'running', owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
-        started_at = coalesce(r.started_at, (SELECT {schema}.clock_now())),
-        updated_at = (SELECT {schema}.clock_now())
+        started_at = coalesce(r.started_at, {clock_now}),
+        updated_at = {clock_now}
     WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
     RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
               r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
               extract(epoch FROM r.updated_at - r.available_at)::float8 AS waited,
-              extract(epoch FROM r.deadline - (SELECT {schema}.clock_now()))::float8
+              extract(epoch FROM r.deadline - {clock_now})::float8
                   AS deadline_in
 ), logged AS (
     INSERT INTO {schema}.queue_starts (queue, started_at)
-    SELECT c.queue, (SELECT {schema}.clock_now())
+    SELECT c.queue, {clock_now}
     FROM claimed AS c JOIN quota AS q ON q.name = c.queue
     WHERE $7 AND q.rate_limit_count IS NOT NULL
 )
@@ -155,7 +155,7 @@ WITH inserted AS (
            $5::jsonb, $6, $7, clock.now + make_interval(secs => greatest($14::float8, 0)), 0, 0,
            $8, $9, $10, $12::jsonb, $13, clock.now, clock.now,
            clock.now + make_interval(secs => $15::float8)
-    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock
+    FROM (SELECT {clock_now} AS now OFFSET 0) AS clock
     ON CONFLICT DO NOTHING
     RETURNING id, queue, status
 )
@@ -200,14 +200,14 @@ SELECT n.name, q.concurrency, q.worker_concurrency, q.rate_limit_count, q.rate_l
        q.priority_aging, queued.count AS queued,
        (SELECT count(*) FROM {schema}.runs AS r
         WHERE r.status = 'running' AND r.queue = n.name) AS executing,
-       extract(epoch FROM (SELECT {schema}.clock_now()) - queued.oldest_due)::float8
+       extract(epoch FROM {clock_now} - queued.oldest_due)::float8
            AS oldest_age
 FROM names AS n
 LEFT JOIN {schema}.queues AS q ON q.name = n.name
 CROSS JOIN LATERAL (
     SELECT count(*) AS count,
            min(r.available_at) FILTER (
-               WHERE r.available_at <= (SELECT {schema}.clock_now())) AS oldest_due
+               WHERE r.available_at <= {clock_now}) AS oldest_due
     FROM {schema}.runs AS r
     WHERE r.status = 'queued' AND r.queue = n.name
 ) AS queued

@@ -39,14 +39,14 @@ WITH new_runs AS (
            CASE WHEN n.owner IS NOT NULL THEN 'running'
                 WHEN n.delay > 0 THEN 'waiting' ELSE 'queued' END,
            n.input::jsonb, n.queue, n.priority,
-           (SELECT {schema}.clock_now()) + make_interval(secs => greatest(n.delay, 0)), n.owner,
+           {clock_now} + make_interval(secs => greatest(n.delay, 0)), n.owner,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
-           n.idempotency_key, n.correlation_id, n.parent_id, (SELECT {schema}.clock_now()),
-           CASE WHEN n.owner IS NULL THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-           (SELECT {schema}.clock_now()), n.config::jsonb, n.config_hash,
+           n.idempotency_key, n.correlation_id, n.parent_id, {clock_now},
+           CASE WHEN n.owner IS NULL THEN NULL ELSE {clock_now} END,
+           {clock_now}, n.config::jsonb, n.config_hash,
            CASE WHEN n.timeout IS NOT NULL
-                    THEN (SELECT {schema}.clock_now()) + make_interval(secs => n.timeout)
+                    THEN {clock_now} + make_interval(secs => n.timeout)
                 WHEN n.inherit_deadline
                     THEN (SELECT p.deadline FROM {schema}.runs AS p WHERE p.id = n.parent_id)
            END
@@ -62,8 +62,8 @@ SELECT i.id, i.owner FROM inserted AS i, notified;
 -- name: insert_run
 -- One run, the common case of flow.start(): the insert_runs statement for a single
 -- row, with scalar parameters (no arrays to encode and unnest) and one read of the
--- clock, which is a plpgsql call (OFFSET 0 keeps the planner from copying the call
--- into each of the columns that use it). NOTIFY only for a queued run. As in
+-- clock (OFFSET 0 keeps the planner from copying the read into each of the columns
+-- that use it). NOTIFY only for a queued run. As in
 -- insert_runs, a run meant to start on its worker ($8) is queued instead when its
 -- queue is managed, a delayed one ($15 > 0) starts 'waiting', and $16/$17 set its
 -- deadline. No row back means the idempotency key existed; the caller looks the run
@@ -87,7 +87,7 @@ WITH inserted AS (
                 WHEN $17::bool
                     THEN (SELECT p.deadline FROM {schema}.runs AS p WHERE p.id = $11::uuid)
            END
-    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS clock,
+    FROM (SELECT {clock_now} AS now OFFSET 0) AS clock,
          (SELECT CASE WHEN $8::text IS NOT NULL AND NOT EXISTS (
                      SELECT 1 FROM {schema}.queues AS q
                      WHERE q.name = $6
@@ -132,8 +132,8 @@ WITH mine AS MATERIALIZED (
 )
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
-    finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-    updated_at = (SELECT {schema}.clock_now())
+    finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE {clock_now} END,
+    updated_at = {clock_now}
 FROM mine AS f
 WHERE r.id = f.id
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
@@ -148,7 +148,7 @@ UPDATE {schema}.runs AS r
 SET status = $2, output = $3::jsonb, error = $4::jsonb,
     finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
     updated_at = c.now
-FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS c
+FROM (SELECT {clock_now} AS now OFFSET 0) AS c
 WHERE r.id = $1
   AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($5::text, $6::bigint, 'running')
 RETURNING r.id;
@@ -165,7 +165,7 @@ WITH finished AS (
     SET status = $2, output = $3::jsonb, error = $4::jsonb,
         finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
         updated_at = c.now
-    FROM (SELECT {schema}.clock_now() AS now OFFSET 0) AS c
+    FROM (SELECT {clock_now} AS now OFFSET 0) AS c
     WHERE r.id = $1
       AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($5::text, $6::bigint, 'running')
     RETURNING r.id
@@ -197,8 +197,8 @@ WITH mine AS MATERIALIZED (  -- found by a probe per run: see finish_runs
 ), finished AS (
     UPDATE {schema}.runs AS r
     SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
-        finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE (SELECT {schema}.clock_now()) END,
-        updated_at = (SELECT {schema}.clock_now())
+        finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE {clock_now} END,
+        updated_at = {clock_now}
     FROM mine AS f
     WHERE r.id = f.id
       AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM (f.owner, f.epoch, 'running')
@@ -241,8 +241,8 @@ CROSS JOIN LATERAL (SELECT * FROM {schema}.runs WHERE id = x.id OFFSET 0) AS r;
 -- old owner is fenced off by the status.
 WITH cancelled AS (
     UPDATE {schema}.runs
-    SET status = 'cancelled', finished_at = (SELECT {schema}.clock_now()),
-        updated_at = (SELECT {schema}.clock_now()), error = $2::jsonb
+    SET status = 'cancelled', finished_at = {clock_now},
+        updated_at = {clock_now}, error = $2::jsonb
     WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
     RETURNING id, workflow, version, error
 ), notified AS (

@@ -5,9 +5,9 @@
 -- schedules' last ticks, from which the caller computes next_tick in Python (Postgres
 -- cannot evaluate cron). The write then stores it only if last_tick is still the one
 -- read here (else NULL: the leader's next pass computes it), so no lock is held.
-SELECT (SELECT {schema}.clock_now()) AS now, s.name, s.last_tick, s.paused, s.declared,
+SELECT {clock_now} AS now, s.name, s.last_tick, s.paused, s.declared,
        s.cron, s.timezone
-FROM (SELECT {schema}.clock_now()) AS c
+FROM {clock_now} AS c
 LEFT JOIN {schema}.schedules AS s ON s.name = ANY($1::text[]);
 
 -- name: upsert_schedule
@@ -19,7 +19,7 @@ INSERT INTO {schema}.schedules (name, workflow, version, cron, timezone, context
                                 catch_up, declared, last_tick, next_tick, created_at,
                                 updated_at)
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11,
-        (SELECT {schema}.clock_now()), (SELECT {schema}.clock_now()))
+        {clock_now}, {clock_now})
 ON CONFLICT (name) DO UPDATE
 SET workflow = excluded.workflow, version = excluded.version, cron = excluded.cron,
     timezone = excluded.timezone, context = excluded.context, queue = excluded.queue,
@@ -44,8 +44,8 @@ INSERT INTO {schema}.schedules (name, workflow, version, cron, timezone, context
                                 catch_up, declared, last_tick, next_tick, created_at,
                                 updated_at)
 SELECT d.name, d.workflow, d.version, d.cron, d.timezone, NULL, d.queue, d.catch_up, true,
-       $9::timestamptz, d.next_tick, (SELECT {schema}.clock_now()),
-       (SELECT {schema}.clock_now())
+       $9::timestamptz, d.next_tick, {clock_now},
+       {clock_now}
 FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
             $7::boolean[], $10::timestamptz[], $11::timestamptz[])
      AS d(name, workflow, version, cron, timezone, queue, catch_up, next_tick, seen_last_tick)
@@ -83,7 +83,7 @@ SELECT s.name, s.workflow, s.version, s.cron, s.timezone, s.context, s.queue, s.
        s.last_tick, s.next_tick, c.now,
        (SELECT min(u.next_tick) FROM {schema}.schedules AS u
         WHERE NOT u.paused AND u.next_tick > c.now) AS upcoming
-FROM (SELECT {schema}.clock_now() AS now) AS c
+FROM (SELECT {clock_now} AS now) AS c
 LEFT JOIN LATERAL (
     (SELECT name, workflow, version, cron, timezone, context::text AS context, queue,
             catch_up, last_tick, next_tick
@@ -105,7 +105,7 @@ DELETE FROM {schema}.schedules WHERE name = $1 RETURNING name;
 -- name: pause_schedule
 -- Pausing: no tick is due while paused, so next_tick is NULL (and out of the index).
 UPDATE {schema}.schedules
-SET paused = true, next_tick = NULL, updated_at = (SELECT {schema}.clock_now())
+SET paused = true, next_tick = NULL, updated_at = {clock_now}
 WHERE name = $1
 RETURNING name;
 
@@ -120,7 +120,7 @@ SET paused = false,
     last_tick = greatest(last_tick, $2::timestamptz),
     next_tick = CASE WHEN last_tick IS NOT DISTINCT FROM $4::timestamptz
                       AND cron = $5 AND timezone = $6 THEN $3::timestamptz END,
-    updated_at = (SELECT {schema}.clock_now())
+    updated_at = {clock_now}
 WHERE name = $1
 RETURNING name;
 
@@ -160,7 +160,7 @@ WITH fence AS (
                          THEN p.next_tick END,
         fired_epoch = CASE WHEN p.fired IS NULL THEN s.fired_epoch ELSE $11 END,
         updated_at = CASE WHEN p.fired IS NULL THEN s.updated_at
-                          ELSE (SELECT {schema}.clock_now()) END
+                          ELSE {clock_now} END
     FROM plan AS p
     WHERE s.name = p.name AND NOT s.paused
       AND CASE WHEN p.fired IS NULL
@@ -174,8 +174,8 @@ WITH fence AS (
                                available_at, lease_epoch, claims, idempotency_key,
                                correlation_id, created_at, updated_at)
     SELECT t.id, t.workflow, t.version, t.code_hash, 'queued', t.input::jsonb, t.queue, 0,
-           (SELECT {schema}.clock_now()), 0, 0, t.idempotency_key, t.idempotency_key,
-           (SELECT {schema}.clock_now()), (SELECT {schema}.clock_now())
+           {clock_now}, 0, 0, t.idempotency_key, t.idempotency_key,
+           {clock_now}, {clock_now}
     FROM ticks AS t JOIN advanced AS a ON a.name = t.schedule
     ON CONFLICT DO NOTHING
     RETURNING id, queue

@@ -1,7 +1,7 @@
 -- Checkpoints: the write path and the replay read.
--- A checkpoint's finished_at is the transaction clock, now(), not clock_now(): step
--- timestamps are only observed, never decided on (leases, timers and availability
--- use clock_now()), and the plpgsql call would cost a sixth of the statement.
+-- A checkpoint's finished_at is the transaction clock, now(), not the schema clock
+-- ({clock_now}): step timestamps are only observed, never decided on (leases, timers
+-- and availability use the schema clock), and now() reads no table.
 
 -- name: checkpoint_steps
 -- Commits a batch of step checkpoints, possibly from many runs, in one statement.

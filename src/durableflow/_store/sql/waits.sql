@@ -29,7 +29,7 @@ WITH owned AS (
     WHERE r.owner = $2 AND r.lease_epoch = $3 AND r.status = 'running'
 ), wake AS (
     SELECT coalesce($6::timestamptz,
-                    (SELECT {schema}.clock_now()) + make_interval(secs => $5::float8)) AS until
+                    {clock_now} + make_interval(secs => $5::float8)) AS until
 ), inserted AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
                                 finished_at)
@@ -42,7 +42,7 @@ SELECT (SELECT count(*) FROM owned) AS owned,
        coalesce((SELECT output ->> 'until' FROM inserted),
                 (SELECT output ->> 'until' FROM {schema}.steps
                  WHERE run_id = $1 AND step_id = $4)) AS until,
-       (SELECT {schema}.clock_now()) AS now;
+       {clock_now} AS now;
 
 -- name: consume_signal
 -- Receives the oldest unconsumed signal named $5 and records it as the checkpoint of
@@ -66,7 +66,7 @@ WITH owned AS (
     FOR UPDATE
 ), consumed AS (
     UPDATE {schema}.signals AS s
-    SET consumed_by_step = $4, consumed_at = (SELECT {schema}.clock_now())
+    SET consumed_by_step = $4, consumed_at = {clock_now}
     FROM picked
     WHERE s.id = picked.id
     RETURNING s.id, s.payload
@@ -82,7 +82,7 @@ SELECT (SELECT count(*) FROM owned) AS owned,
        coalesce((SELECT output::text FROM checkpoint),
                 (SELECT output::text FROM recorded)) AS output,
        (SELECT wake_seq FROM {schema}.runs WHERE id = $1) AS wake_seq,
-       (SELECT {schema}.clock_now()) AS now;
+       {clock_now} AS now;
 
 -- name: park_run
 -- Ends an execution whose run waits: no owner, status 'waiting', available at its
@@ -107,10 +107,10 @@ WITH parked AS (
         available_at = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6
                             THEN least(coalesce($4::timestamptz, 'infinity'),
                                        coalesce(r.deadline, 'infinity'))
-                            ELSE (SELECT {schema}.clock_now()) END,
+                            ELSE {clock_now} END,
         waiting_for = CASE WHEN $6::bigint IS NULL OR r.wake_seq = $6 THEN $5::text[] END,
         owner = NULL,
-        updated_at = (SELECT {schema}.clock_now())
+        updated_at = {clock_now}
     WHERE r.id = $1
       AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($2, $3, 'running')
     RETURNING r.status, r.queue, r.available_at
@@ -126,7 +126,7 @@ WITH parked AS (
 )
 SELECT o.status,
        CASE WHEN isfinite(o.available_at)
-            THEN extract(epoch FROM o.available_at - (SELECT {schema}.clock_now()))::float8
+            THEN extract(epoch FROM o.available_at - {clock_now})::float8
        END AS wake_in,
        o.earlier
 FROM (SELECT p.status, p.available_at, false AS earlier FROM parked AS p, notified
@@ -163,7 +163,7 @@ WITH owned AS (
     SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), upserted AS (
     INSERT INTO {schema}.events (run_id, key, value, set_at)
-    SELECT $1, $5, $6::jsonb, (SELECT {schema}.clock_now())
+    SELECT $1, $5, $6::jsonb, {clock_now}
     FROM owned
     WHERE NOT EXISTS (SELECT 1 FROM recorded)
     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at
@@ -185,7 +185,7 @@ WITH owned AS (
                            THEN NULL ELSE r.waiting_for END,
         available_at = CASE WHEN r.status = 'waiting'
                                  AND ('event:' || $1::text || ':' || $5) = ANY (r.waiting_for)
-                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
+                            THEN {clock_now} ELSE r.available_at END
     WHERE r.id = ANY ((SELECT waiters FROM upserted)::uuid[])
       AND r.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
     RETURNING r.id
@@ -213,7 +213,7 @@ SELECT (SELECT set_at FROM upserted) IS NOT NULL AS found,
        (SELECT value::text FROM upserted) AS value,
        (SELECT status FROM {schema}.runs WHERE id = $1) AS target_status,
        (SELECT wake_seq FROM {schema}.runs WHERE id = $3) AS wake_seq,
-       (SELECT {schema}.clock_now()) AS now;
+       {clock_now} AS now;
 
 -- name: get_event
 -- flow.get_event(): the latest value of one key, if it was set, and the run's status.
@@ -247,7 +247,7 @@ SELECT t.id, t.workflow, t.version, t.status, t.output::text AS output, t.error:
        (t.id IN (SELECT id FROM registered)
         OR $1::uuid = ANY (coalesce(t.result_waiters, '{}'))) AS watched,
        (SELECT wake_seq FROM {schema}.runs WHERE id = $1) AS wake_seq,
-       (SELECT {schema}.clock_now()) AS now
+       {clock_now} AS now
 FROM {schema}.runs AS t
 WHERE t.id = ANY ($2::uuid[]);
 
@@ -261,24 +261,24 @@ WHERE t.id = ANY ($2::uuid[]);
 -- a hash join over every run when the generic plan guesses a large LIMIT.
 WITH due AS (
     SELECT id FROM {schema}.runs
-    WHERE status = 'waiting' AND available_at <= (SELECT {schema}.clock_now())
+    WHERE status = 'waiting' AND available_at <= {clock_now}
     ORDER BY available_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), woken AS (
     UPDATE {schema}.runs AS r
-    SET status = 'queued', waiting_for = NULL, updated_at = (SELECT {schema}.clock_now())
+    SET status = 'queued', waiting_for = NULL, updated_at = {clock_now}
     WHERE r.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING r.queue
 ), notified AS (
     SELECT count(pg_notify($2, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM woken) AS q
 )
 SELECT (SELECT count(*) FROM woken) AS woken,
-       (SELECT extract(epoch FROM min(available_at) - (SELECT {schema}.clock_now()))::float8
+       (SELECT extract(epoch FROM min(available_at) - {clock_now})::float8
         FROM {schema}.runs
-        WHERE status = 'waiting' AND available_at > (SELECT {schema}.clock_now())
+        WHERE status = 'waiting' AND available_at > {clock_now}
           AND available_at < 'infinity') AS next_due_in,
-       (SELECT {schema}.clock_now()) AS now,
+       {clock_now} AS now,
        (SELECT sent FROM notified) AS notified;
 
 -- name: expire_deadlines
@@ -291,14 +291,14 @@ SELECT (SELECT count(*) FROM woken) AS woken,
 WITH expired AS (
     SELECT id FROM {schema}.runs
     WHERE status IN ('queued', 'waiting') AND deadline IS NOT NULL
-      AND deadline <= (SELECT {schema}.clock_now())
+      AND deadline <= {clock_now}
     ORDER BY deadline
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {schema}.runs AS r
 SET status = 'cancelled', waiting_for = NULL,
-    finished_at = (SELECT {schema}.clock_now()), updated_at = (SELECT {schema}.clock_now()),
+    finished_at = {clock_now}, updated_at = {clock_now},
     error = jsonb_build_object(
         'type', 'Cancelled',
         'message', 'timeout: the run passed its deadline (' || r.deadline::text || ')',
@@ -315,12 +315,12 @@ RETURNING r.id;
 -- owner's own timer fired) is recorded as the deadline's cancellation, as if the timer
 -- had been exact; one seen before it stays a failure, however long the read took.
 SELECT deadline IS NOT NULL
-   AND deadline <= (SELECT {schema}.clock_now()) - make_interval(secs => $2::float8)
+   AND deadline <= {clock_now} - make_interval(secs => $2::float8)
 FROM {schema}.runs WHERE id = $1;
 
 -- name: clock_now
 -- The schema clock, for code that must compare recorded wake-up times with it.
-SELECT {schema}.clock_now();
+SELECT {clock_now};
 
 -- name: send_signal
 -- Puts a signal in run $1's mailbox unless the run is finished. The run row is locked
@@ -352,9 +352,9 @@ WITH target AS (
 ), inserted AS (
     INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at,
                                   consumed_by_step, consumed_at)
-    SELECT $1, $2, $3::jsonb, $4, (SELECT {schema}.clock_now()),
+    SELECT $1, $2, $3::jsonb, $4, {clock_now},
            CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN $7::int END,
-           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN (SELECT {schema}.clock_now()) END
+           CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN {clock_now} END
     FROM target
     WHERE target.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
     ON CONFLICT (run_id, idempotency_key) DO NOTHING
@@ -375,7 +375,7 @@ WITH target AS (
         waiting_for = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
                            THEN NULL ELSE r.waiting_for END,
         available_at = CASE WHEN r.status = 'waiting' AND ('signal:' || $2) = ANY (r.waiting_for)
-                            THEN (SELECT {schema}.clock_now()) ELSE r.available_at END
+                            THEN {clock_now} ELSE r.available_at END
     WHERE r.id = $1 AND EXISTS (SELECT 1 FROM inserted WHERE consumed_by_step IS NULL)
     RETURNING r.id
 ), notified AS (
