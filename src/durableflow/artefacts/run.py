@@ -1,13 +1,17 @@
 """Artefacts while a run executes: step outputs to storage, files, lineage, config.
 
-One ``RunArtefacts`` per execution of a run (made by the executor when it takes the
-run on, kept on ``RunState.artefacts``); one ``StepScope`` per step call. The step
-machinery calls three things (``engine/steps.py``):
+One ``RunArtefacts`` per execution of a run, kept on ``RunState.artefacts``: made by
+the executor when it takes on a run with history (whose outputs may live only in
+storage), otherwise on first need (a step that stores its output, a value received
+under an artefact key, ``ctx.config``, ``ctx``'s artefact methods), so that a run
+that uses no artefacts pays nothing for them. One ``StepScope`` per step call. The
+step machinery calls three things (``engine/steps.py``, through ``RunState``):
 
 - ``begin(definition, step_id, args, kwargs)`` when a step is called: the scope that
   ``ctx.write_artefact`` / ``ctx.read_artefact`` / ``ctx.annotate`` add to, with the
   step's default inputs (the artefacts of earlier steps whose output objects it was
-  called with);
+  called with). While the run has no artefacts yet, a call that stores no output
+  gets no scope up front; its body's first artefact call makes one (``scope``);
 - ``scope.store_output(ctx, output_json)`` after the body succeeds and before the
   checkpoint commits: object and sidecar written, lineage row recorded;
 - ``received(value, key)`` when a step's value is handed to the workflow (live or
@@ -179,12 +183,20 @@ class RunArtefacts:
         kwargs: dict[str, Any],
     ) -> StepScope:
         """The artefact scope of a step call about to run."""
-        scope = StepScope(self, definition, step_id, self.inputs_of(args, kwargs))
+        scope = StepScope(self, definition.name, step_id, self.inputs_of(args, kwargs))
         self._scopes[step_id] = scope
         return scope
 
-    def scope(self, step_id: int | None) -> StepScope | None:
-        return self._scopes.get(step_id) if step_id is not None else None
+    def scope(self, step_id: int | None, step_name: str | None = None) -> StepScope | None:
+        """The scope of the step call ``step_id``. With ``step_name``, one is made for a
+        call that began before this execution's artefacts existed (``RunState.
+        step_artefacts``): nothing had been received then, so it names no inputs."""
+        if step_id is None:
+            return None
+        scope = self._scopes.get(step_id)
+        if scope is None and step_name is not None:
+            scope = self._scopes[step_id] = StepScope(self, step_name, step_id, [])
+        return scope
 
     # -- history ----------------------------------------------------------------------
 
@@ -235,11 +247,9 @@ def _sha256(data: bytes) -> str:
 class StepScope:
     """The artefacts of one step call: its inputs, annotations and written files."""
 
-    def __init__(
-        self, run: RunArtefacts, definition: StepDefinition, step_id: int, inputs: list[UUID]
-    ) -> None:
+    def __init__(self, run: RunArtefacts, step_name: str, step_id: int, inputs: list[UUID]) -> None:
         self.run = run
-        self.definition = definition
+        self.step_name = step_name
         self.step_id = step_id
         self.inputs = inputs
         self._attempt = 0
@@ -268,7 +278,7 @@ class StepScope:
     ) -> StorageMetadata:
         info = self.run.info
         return StorageMetadata(
-            step_name=self.definition.name,
+            step_name=self.step_name,
             worker=info.owner,
             config_hash=info.config_hash,
             code_hash=info.code_hash,
@@ -322,7 +332,7 @@ class StepScope:
         """
         self._at_attempt(ctx.attempt)
         info = self.run.info
-        key = output_key(info.run_id, info.workflow, self.definition.name, self.step_id)
+        key = output_key(info.run_id, info.workflow, self.step_name, self.step_id)
         lineage_id = lineage_id_for(key)
         data = output.encode("utf-8")
         metadata = self._metadata(
@@ -337,7 +347,7 @@ class StepScope:
             stored = await storage.write_stream(key, _slices(data), metadata)
         else:
             stored = await storage.write(key, data, metadata)
-        await self._record(ctx, stored, self.definition.name, lineage_id)
+        await self._record(ctx, stored, self.step_name, lineage_id)
         inline = output if len(data) <= self.run.inline_max_bytes else None
         return inline, StoredOutput(stored.key, stored.sha256)
 
@@ -368,9 +378,7 @@ class StepScope:
             )
         checked = custom_fields(custom, existing=self._custom)
         info = self.run.info
-        key = file_key(
-            info.run_id, info.workflow, self.definition.name, self.step_id, stem, extension
-        )
+        key = file_key(info.run_id, info.workflow, self.step_name, self.step_id, stem, extension)
         lineage_id = lineage_id_for(key)
         storage = self.run.storage
         if isinstance(data, BaseModel):
@@ -428,8 +436,8 @@ async def _slices(data: bytes) -> AsyncIterator[bytes]:
 def scope_of(ctx: FlowContext, what: str) -> StepScope:
     """The artefact scope of the step ``ctx`` belongs to, or a clear error."""
     run = ctx._run
-    artefacts = run.artefacts if run is not None else None
-    scope = artefacts.scope(ctx.step_id) if artefacts is not None else None
+    artefacts = run.artefacts_now() if run is not None else None
+    scope = artefacts.scope(ctx.step_id, ctx.step_name) if artefacts is not None else None
     if scope is None:
         raise StorageError(
             f"ctx.{what}() works inside the body of a @flow.step running in a workflow; "

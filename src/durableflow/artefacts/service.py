@@ -40,6 +40,8 @@ class ArtefactService:
         self._owned: Any = None
         self._sql: ArtefactStore | None = None
         self._storage_settings: StorageSettings | None = None
+        self._event_channel: str | None = None
+        self._event_channel_known = False
 
     @property
     def settings(self) -> FlowSettings:
@@ -79,8 +81,19 @@ class ArtefactService:
     @property
     def event_channel(self) -> str | None:
         """Where lineage statements NOTIFY storage events (None: the provider publishes)."""
-        settings = self.storage_settings
-        return None if settings.events_url else validate_channel_name(settings.events_channel)
+        if not self._event_channel_known:  # settled with the storage settings, once
+            settings = self.storage_settings
+            self._event_channel = (
+                None if settings.events_url else validate_channel_name(settings.events_channel)
+            )
+            self._event_channel_known = True
+        return self._event_channel
+
+    def check_ready(self) -> None:
+        """Raise now what ``for_run`` would raise: the Flow not connected, bad storage
+        settings. The executor calls it when it leaves a run's artefacts for later, so
+        such a fault still stops the execution before the workflow starts."""
+        _ = self.sql, self.event_channel
 
     def for_run(
         self,

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from durableflow.artefacts.records import ArtefactRef
-    from durableflow.artefacts.run import RunArtefacts
+    from durableflow.artefacts.run import RunArtefacts, StepScope
+    from durableflow.engine.registry import StepDefinition
     from durableflow.engine.waits import RunWaits
 
 
@@ -116,6 +117,7 @@ class RunState:
         "fault",
         "history",
         "lease",
+        "make_artefacts",
         "next_step_id",
         "owner",
         "pending",
@@ -146,8 +148,11 @@ class RunState:
         self.record_attempt = record_attempt
         self.lease = lease
         self.next_step_id = 0
-        # Artefacts of this execution (durableflow.artefacts); set by the executor.
+        # Artefacts of this execution (durableflow.artefacts): set by the executor, or
+        # made on first need by ``make_artefacts`` (a fresh run whose steps so far
+        # neither stored an output nor touched ctx's artefact methods pays nothing).
         self.artefacts: RunArtefacts | None = None
+        self.make_artefacts: Callable[[], RunArtefacts] | None = None
         # Sticky: LeaseLost, NonDeterminismError, ParkRun once the run parked, a
         # DatabaseError its writes or waits met, or the CancelledError of its cancellation.
         self.fault: BaseException | None = None
@@ -413,10 +418,41 @@ class RunState:
             self.fault = exc
             raise
 
+    def artefacts_now(self) -> RunArtefacts | None:
+        """This execution's artefacts, made now if they were left for later (None: the
+        Flow has no artefact service)."""
+        if self.artefacts is None and self.make_artefacts is not None:
+            self.artefacts = self.make_artefacts()
+            self.make_artefacts = None
+        return self.artefacts
+
+    def step_artefacts(
+        self,
+        definition: StepDefinition,
+        step_id: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> StepScope | None:
+        """The artefact scope of a step call about to run, or None while the run has
+        no artefacts yet and this step stores no output: then nothing was received
+        that the call could name as an input, and a body that calls ``ctx``'s artefact
+        methods gets its scope then (``RunArtefacts.scope``)."""
+        artefacts = self.artefacts
+        if artefacts is None:
+            if not definition.artefact:
+                return None
+            artefacts = self.artefacts_now()
+            if artefacts is None:
+                return None
+        return artefacts.begin(definition, step_id, args, kwargs)
+
     def received(self, value: Any, artefact_key: str | None, step_id: int | None = None) -> Any:
         """A step's value handed to the workflow: remembered for lineage; returns it."""
-        if self.artefacts is not None:
-            self.artefacts.received(value, artefact_key, step_id)
+        artefacts = self.artefacts
+        if artefacts is None and artefact_key is not None:
+            artefacts = self.artefacts_now()
+        if artefacts is not None:
+            artefacts.received(value, artefact_key, step_id)
         return value
 
 
@@ -485,7 +521,7 @@ class FlowContext:
         None when the run was started without one. Its sha256 is in every sidecar the
         run writes; a replay may run the later stages with another configuration.
         """
-        artefacts = self._run.artefacts if self._run is not None else None
+        artefacts = self._run.artefacts_now() if self._run is not None else None
         return artefacts.config if artefacts is not None else None
 
     def annotate(self, **fields: Any) -> None:

@@ -142,7 +142,7 @@ async def _run_step(
         # ctx.uuid4()): written first, a replay after a crash inside the body sees the
         # same value, not a new one.
         await run.flush_values()
-    artefacts = run.artefacts.begin(definition, step_id, args, kwargs) if run.artefacts else None
+    artefacts = run.step_artefacts(definition, step_id, args, kwargs)
     started_at = datetime.now(UTC)
     attempt = 1
     budget_start = 0  # attempts after this one count against ``retries``

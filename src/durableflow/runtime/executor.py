@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -355,7 +356,8 @@ class RunExecutor:
         again). An unreachable store raises, and the worker gives the run back.
         """
         assert self._artefacts is not None
-        state.artefacts = self._artefacts.for_run(
+        make = functools.partial(
+            self._artefacts.for_run,
             claimed.id,
             workflow=definition.name,
             version=definition.version,
@@ -366,7 +368,10 @@ class RunExecutor:
             epoch=claimed.lease_epoch,
         )
         if not state.history:  # a fresh run: no recorded output to read back
+            self._artefacts.check_ready()
+            state.make_artefacts = make  # made when a step first needs them
             return True
+        state.artefacts = make()
         error = await state.artefacts.hydrate(state.history)
         if error is None:
             return True

@@ -3,6 +3,7 @@ lineage through ``ctx.read_artefact``, ``ctx.config``, and hostile values refuse
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -283,3 +284,35 @@ async def test_config_is_available_hashed_and_hostile_values_are_refused(
     assert "chunks must be bytes" in outcomes[-1]
     keys = [key async for key in flow.storage.list(f"executions/{run_id}")]
     assert keys == []
+
+
+async def test_bad_storage_settings_stop_a_run_before_its_body_even_when_it_uses_no_artefacts(
+    database_url: str, file_storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose steps store nothing gets its artefacts only when a step needs them;
+    a storage setting that could never work still stops its execution before the
+    workflow runs (the run is given back, not failed by its own code)."""
+    monkeypatch.setenv("DURABLEFLOW_STORAGE_EVENTS_CHANNEL", "bad-name;")
+    flow = Flow(database_url=database_url, storage=file_storage_url, poll_interval=0.1)
+    bodies: list[str] = []
+
+    @flow.step()
+    async def plain(ctx: FlowContext) -> int:
+        bodies.append("step")
+        return 1
+
+    @flow.workflow(name="plain", version=1)
+    async def plain_wf(ctx: FlowContext) -> int:
+        bodies.append("workflow")
+        return await plain(ctx)
+
+    async with flow, flow.worker(concurrency=1):
+        run_id = await flow.start(plain_wf)
+        for _ in range(100):
+            status = await flow.status(run_id)
+            if status.claims >= 2:  # given back once and taken on again
+                break
+            await asyncio.sleep(0.05)
+        assert status.claims >= 2, status
+        assert status.status != "succeeded"
+    assert bodies == []
