@@ -131,6 +131,17 @@ class FaultStore:
         )
         return [claimed_from_row(row) for row in rows]
 
+    async def refence_run(self, run_id: UUID, worker_id: str, epoch: int) -> int | None:
+        """Move this worker's run from ``epoch`` to a new one (None: it moved meanwhile)."""
+        value = await self._store.fetchval(
+            "fencing off a stale execution",
+            self._queries.refence_run,
+            run_id,
+            worker_id,
+            epoch,
+        )
+        return int(value) if value is not None else None
+
     async def cancelled_among(self, run_ids: Sequence[UUID]) -> set[UUID]:
         rows = await self._store.fetch(
             "polling for cancelled runs", self._queries.cancelled_among, list(run_ids)

@@ -102,6 +102,14 @@ class RunExecutor:
         if state is not None:
             state.fault = asyncio.CancelledError(f"run {run_id} was cancelled")
 
+    def fence_off(self, run_id: UUID) -> None:
+        """The execution of ``run_id`` here is stale (its run was claimed again at a new
+        epoch): from now on its steps and waits raise ``LeaseLost``, and it abandons
+        the run."""
+        state = self._states.get(run_id)
+        if state is not None and state.fault is None:
+            state.fault = LeaseLost(run_id, epoch=state.epoch)
+
     async def execute(self, claimed: ClaimedRun, owner: str) -> None:
         """Run ``claimed`` to completion, or abandon it if the lease is lost.
 

@@ -520,27 +520,64 @@ class Worker:
             recovered = await self._store.reclaim_orphaned_runs(
                 self.id, self.queues, self.workflow_keys, free, self._settings.lease_ttl
             )
-            self._take_on(recovered, "recovered run %s from a dead worker")
+            await self._take_on(recovered, "recovered run %s from a dead worker")
             if self._claims_uncertain:
                 adopted = await self._store.faults.adopt_own_runs(
                     self.id, list(self._active), ADOPT_AFTER_SECONDS
                 )
                 self._claims_uncertain = False
-                self._take_on(adopted, "took on run %s again: a claim whose reply was lost got it")
+                await self._take_on(
+                    adopted, "took on run %s again: a claim whose reply was lost got it"
+                )
             free = self.free_slots()
         if free <= 0 or self._stopping:
             return False
         wanted = min(free, CLAIM_BATCH)
         claimed_runs = await self._claimer.claim(wanted)
-        for claimed in claimed_runs:
+        for claimed in await self._fence_off_stale(claimed_runs):
             self.spawn(claimed)
         record_claims((c.workflow, c.queue, c.waited) for c in claimed_runs)
         saturated = len(claimed_runs) == wanted
         self._backlog = saturated
         return saturated
 
-    def _take_on(self, runs: list[ClaimedRun], message: str) -> None:
+    async def _fence_off_stale(self, runs: list[ClaimedRun]) -> list[ClaimedRun]:
+        """The claimed runs to execute.
+
+        A run this worker still executes from an earlier claim of its own at the same
+        epoch comes back when that claim was lost in a server crash (claims commit
+        without waiting for their WAL flush, so the epoch is handed out again): both
+        executions would pass the fence. The stale one is stopped, the run moves to a
+        new epoch, so that any write of the stale one still in flight is refused, and
+        the new execution loads the run's history, where such a write may have landed
+        before the new epoch did.
+        """
+        if not any(claimed.id in self._active for claimed in runs):
+            return runs
+        ready: list[ClaimedRun] = []
         for claimed in runs:
+            entry = self._active.get(claimed.id)
+            if entry is None or entry[1] < claimed.lease_epoch:
+                ready.append(claimed)  # none here, or one the fence already refuses
+                continue
+            self._executor.fence_off(claimed.id)
+            epoch = await self._store.faults.refence_run(claimed.id, self.id, claimed.lease_epoch)
+            logger.warning(
+                "run %s: claimed again at epoch %d while this worker still executed it "
+                "at that epoch (a claim lost in a server crash); %s",
+                claimed.id,
+                claimed.lease_epoch,
+                f"executing it at epoch {epoch}" if epoch is not None else "it moved on",
+                extra={"event": "run_refenced", "run_id": str(claimed.id)},
+            )
+            if epoch is not None:
+                claimed.lease_epoch = epoch
+                claimed.fresh = False
+                ready.append(claimed)
+        return ready
+
+    async def _take_on(self, runs: list[ClaimedRun], message: str) -> None:
+        for claimed in await self._fence_off_stale(runs):
             logger.info(
                 message, claimed.id, extra={"event": "run_recovered", "run_id": str(claimed.id)}
             )

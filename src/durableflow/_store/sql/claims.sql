@@ -36,9 +36,13 @@
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for
 -- this transaction only). Claims are serial in a worker's claim loop, so the flush
 -- wait was a slot's idle time (4 ms of a 5 ms claim on a busy server). Losing a
--- claim in a server crash is harmless: the run is queued again and nobody has
--- worked on it yet, because the claimant's first checkpoint commits synchronously
--- after it, and flushing the WAL up to that checkpoint flushes the claim too.
+-- claim in a server crash is harmless: the run is queued again and nothing of it
+-- has been recorded since, because the claimant's first checkpoint commits
+-- synchronously after it, and flushing the WAL up to that checkpoint flushes the
+-- claim too (a step body that ran meanwhile runs again, as after any crash before
+-- its checkpoint). The next claim hands out the same epoch again; if the same worker
+-- makes it while still executing the run, the worker moves the run to a new epoch
+-- first (refence_run), so the two executions never pass the same fence.
 WITH commit_without_flush_wait AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), candidates AS (

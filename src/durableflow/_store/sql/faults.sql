@@ -112,6 +112,17 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
           extract(epoch FROM r.deadline - {clock_now})::float8 AS deadline_in,
           r.recoveries;
 
+-- name: refence_run
+-- A run this worker claimed (or took over) while an execution of it from an earlier
+-- claim of its own, at the same epoch, was still here. Claims commit without waiting
+-- for their WAL flush: that earlier claim was lost in a server crash, so the new one
+-- handed out the same epoch again and both executions would pass the fence. The epoch
+-- moves on once more (committed synchronously, like any statement of the pool) so
+-- that the stale execution's writes are refused. NULL: the run moved meanwhile.
+UPDATE {schema}.runs SET lease_epoch = lease_epoch + 1
+WHERE id = $1 AND status = 'running' AND owner = $2 AND lease_epoch = $3
+RETURNING lease_epoch;
+
 -- name: cancelled_among
 -- The cancellation poll behind NOTIFY: which of the runs a worker executes were
 -- cancelled meanwhile.

@@ -1,0 +1,100 @@
+"""A claim lost in a server crash must not let two executions pass the same fence.
+
+Claims commit without waiting for their WAL flush. If the server crashes before the
+flush, the claim is gone after recovery: the run is queued again at its previous
+epoch, while the worker that claimed it may still be executing it (its step body
+running, its checkpoint not written yet). When the same worker claims the run again,
+the claim hands out the same epoch a second time. The worker must then fence the
+stale execution off: the run moves to a new epoch, the stale execution's writes are
+refused and it abandons the run, and only the new execution's results are recorded.
+
+The crash is reproduced by its effect on the row: the claim's update undone (status
+queued, no owner, the epoch and the claim count as before the claim), which is what
+crash recovery leaves when the claim's WAL was never flushed.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from durableflow import Flow, FlowContext
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_claim_lost_in_a_crash_and_made_again_fences_off_the_stale_execution(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    entered: list[int] = []  # the executions that entered the step, in order
+    gates = [asyncio.Event(), asyncio.Event()]
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.step()
+    async def hold(ctx: FlowContext) -> str:
+        execution = len(entered)
+        entered.append(execution)
+        await gates[execution].wait()
+        return f"held by execution {execution}"
+
+    @flow.step()
+    async def after(ctx: FlowContext, held: str) -> str:
+        return f"{held}, then after"
+
+    @flow.workflow(name="claimed", version=1)
+    async def claimed(ctx: FlowContext) -> str:
+        return await after(ctx, await hold(ctx))
+
+    caplog.set_level(logging.WARNING, logger="durableflow")
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with flow, flow.worker(2) as worker:
+            run_id = await flow.start(claimed, queue="default")  # through a claim
+            await until(lambda: entered == [0], "the first execution entered the step")
+            before = await connection.fetchrow(
+                "SELECT lease_epoch, claims FROM durableflow.runs WHERE id = $1", run_id
+            )
+
+            # The server crashed before the claim's WAL was flushed: after recovery the
+            # claim never happened. This worker claims the run again at the same epoch.
+            await connection.execute(
+                "UPDATE durableflow.runs SET status = 'queued', owner = NULL, "
+                "lease_epoch = lease_epoch - 1, claims = claims - 1 WHERE id = $1",
+                run_id,
+            )
+            await until(lambda: entered == [0, 1], "the run was claimed again")
+            after_claim = await connection.fetchrow(
+                "SELECT lease_epoch, owner FROM durableflow.runs WHERE id = $1", run_id
+            )
+            assert after_claim["owner"] == worker.id
+            assert after_claim["lease_epoch"] == before["lease_epoch"] + 1, (
+                "the new execution runs at the epoch the stale one had"
+            )
+
+            # The stale execution's step returns: its writes are refused, it gives up.
+            gates[0].set()
+            await until(
+                lambda: any(getattr(r, "event", "") == "run_abandoned" for r in caplog.records),
+                "the stale execution abandoned the run",
+            )
+            steps = await connection.fetch(
+                "SELECT step_id FROM durableflow.steps WHERE run_id = $1", run_id
+            )
+            assert steps == [], "a write of the stale execution was recorded"
+
+            gates[1].set()
+            assert await flow.result(run_id, timeout=10) == "held by execution 1, then after"
+            outputs = [step.output for step in await flow.steps(run_id)]
+            assert outputs == ["held by execution 1", "held by execution 1, then after"]
+            assert any(getattr(r, "event", "") == "run_refenced" for r in caplog.records)
+    finally:
+        await connection.close()
