@@ -561,7 +561,21 @@ class Worker:
                 ready.append(claimed)  # none here, or one the fence already refuses
                 continue
             self._executor.fence_off(claimed.id)
-            epoch = await self._store.faults.refence_run(claimed.id, self.id, claimed.lease_epoch)
+            try:
+                epoch = await self._store.faults.refence_run(
+                    claimed.id, self.id, claimed.lease_epoch
+                )
+            except DurableFlowError as exc:
+                # Given back instead (released, retried until it works): its next claim
+                # moves the epoch past the stale one's, whoever makes it.
+                logger.warning(
+                    "run %s: could not move it past a stale execution (%s); releasing it",
+                    claimed.id,
+                    exc,
+                    extra={"event": "run_refenced", "run_id": str(claimed.id)},
+                )
+                self._give_back(claimed, exc, counts=False)
+                continue
             logger.warning(
                 "run %s: claimed again at epoch %d while this worker still executed it "
                 "at that epoch (a claim lost in a server crash); %s",

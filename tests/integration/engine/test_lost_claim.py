@@ -98,3 +98,80 @@ async def test_a_claim_lost_in_a_crash_and_made_again_fences_off_the_stale_execu
             assert any(getattr(r, "event", "") == "run_refenced" for r in caplog.records)
     finally:
         await connection.close()
+
+
+async def test_when_the_new_epoch_cannot_be_written_the_run_is_taken_on_again_later(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statement that moves the run past its stale execution fails (a trigger
+    refuses it, as a database fault would): the stale execution is stopped all the
+    same, nothing runs at the reused epoch, and the run is given back, claimed again
+    at a new epoch and finishes."""
+    entered: list[int] = []
+    gates = [asyncio.Event(), asyncio.Event()]
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.step()
+    async def hold(ctx: FlowContext) -> str:
+        execution = len(entered)
+        entered.append(execution)
+        await gates[execution].wait()
+        return f"held by execution {execution}"
+
+    @flow.workflow(name="claimed", version=1)
+    async def claimed(ctx: FlowContext) -> str:
+        return await hold(ctx)
+
+    def logged(event: str) -> bool:
+        return any(getattr(r, "event", "") == event for r in caplog.records)
+
+    caplog.set_level(logging.WARNING, logger="durableflow")
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with flow, flow.worker(2):
+            run_id = await flow.start(claimed, queue="default")
+            await until(lambda: entered == [0], "the first execution entered the step")
+            before = await connection.fetchval(
+                "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
+            )
+            # Refuses exactly the re-fencing update: same owner, running, epoch + 1,
+            # claims unchanged (a claim or a takeover changes the claims too).
+            await connection.execute(
+                """
+                CREATE FUNCTION durableflow.refuse_refence() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF OLD.status = 'running' AND NEW.status = 'running'
+                       AND NEW.lease_epoch = OLD.lease_epoch + 1
+                       AND NEW.claims = OLD.claims THEN
+                        RAISE EXCEPTION 'refused by the test';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER refuse_refence BEFORE UPDATE ON durableflow.runs
+                FOR EACH ROW EXECUTE FUNCTION durableflow.refuse_refence();
+                """
+            )
+            await connection.execute(
+                "UPDATE durableflow.runs SET status = 'queued', owner = NULL, "
+                "lease_epoch = lease_epoch - 1, claims = claims - 1 WHERE id = $1",
+                run_id,
+            )
+            await until(
+                lambda: any("could not move it past" in r.getMessage() for r in caplog.records),
+                "the re-fencing failed",
+            )
+            await connection.execute("DROP TRIGGER refuse_refence ON durableflow.runs")
+            await until(lambda: entered == [0, 1], "the run was claimed again")
+            epoch = await connection.fetchval(
+                "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
+            )
+            assert epoch == before + 1, "the new execution runs at the reused epoch"
+
+            gates[0].set()  # the stale execution was stopped: it abandons the run
+            await until(lambda: logged("run_abandoned"), "the stale execution gave up")
+            gates[1].set()
+            assert await flow.result(run_id, timeout=10) == "held by execution 1"
+            assert [s.output for s in await flow.steps(run_id)] == ["held by execution 1"]
+    finally:
+        await connection.close()
