@@ -175,3 +175,69 @@ async def test_when_the_new_epoch_cannot_be_written_the_run_is_taken_on_again_la
             assert [s.output for s in await flow.steps(run_id)] == ["held by execution 1"]
     finally:
         await connection.close()
+
+
+async def test_a_takeover_lost_in_a_crash_and_made_again_fences_off_the_stale_execution(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Takeovers of a dead worker's runs commit without a flush wait too: the same
+    worker taking the same run over again after a lost takeover gets the same epoch,
+    and fences its stale execution off as after a lost claim."""
+    entered: list[int] = []
+    gates = [asyncio.Event(), asyncio.Event()]
+    flow = Flow(database_url=database_url, poll_interval=0.05)
+
+    @flow.step()
+    async def hold(ctx: FlowContext) -> str:
+        execution = len(entered)
+        entered.append(execution)
+        await gates[execution].wait()
+        return f"held by execution {execution}"
+
+    @flow.workflow(name="taken", version=1)
+    async def taken(ctx: FlowContext) -> str:
+        return await hold(ctx)
+
+    def logged(event: str) -> bool:
+        return any(getattr(r, "event", "") == event for r in caplog.records)
+
+    caplog.set_level(logging.WARNING, logger="durableflow")
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with flow:
+            run_id = await flow.start(taken, queue="default")  # no worker yet: queued
+            # Running on a worker that has no row: a dead one, whose runs are taken over.
+            await connection.execute(
+                "UPDATE durableflow.runs SET status = 'running', owner = 'ghost:1', "
+                "lease_epoch = 1, claims = 1 WHERE id = $1",
+                run_id,
+            )
+            async with flow.worker(2) as worker:
+                await until(lambda: entered == [0], "the run was taken over")
+                row = await connection.fetchrow(
+                    "SELECT owner, lease_epoch FROM durableflow.runs WHERE id = $1", run_id
+                )
+                assert (row["owner"], row["lease_epoch"]) == (worker.id, 2)
+
+                # The takeover is lost in a crash: the run is the dead worker's again.
+                await connection.execute(
+                    "UPDATE durableflow.runs SET owner = 'ghost:1', lease_epoch = 1, "
+                    "claims = claims - 1, recoveries = recoveries - 1 WHERE id = $1",
+                    run_id,
+                )
+                await until(lambda: entered == [0, 1], "the run was taken over again")
+                assert (
+                    await connection.fetchval(
+                        "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
+                    )
+                    == 3
+                ), "the new execution runs at the epoch the stale one had"
+
+                gates[0].set()
+                await until(lambda: logged("run_abandoned"), "the stale execution gave up")
+                gates[1].set()
+                assert await flow.result(run_id, timeout=10) == "held by execution 1"
+                assert [s.output for s in await flow.steps(run_id)] == ["held by execution 1"]
+                assert logged("run_refenced")
+    finally:
+        await connection.close()
