@@ -10,21 +10,12 @@ cancellation starts no further step).
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import asyncpg
 import pytest
 
+from _polling import until
 from durableflow import Flow, FlowContext
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_the_earlier_execution_ending_leaves_the_later_one_cancellable(

@@ -15,44 +15,67 @@ crash recovery leaves when the claim's WAL was never flushed.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from uuid import UUID
 
 import asyncpg
 import pytest
 
+from _polling import until
 from durableflow import Flow, FlowContext
 
+# Undoes a claim, as crash recovery does when the claim's WAL was never flushed.
+UNDO_CLAIM = (
+    "UPDATE durableflow.runs SET status = 'queued', owner = NULL, "
+    "lease_epoch = lease_epoch - 1, claims = claims - 1 WHERE id = $1"
+)
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.01)
+
+class Held:
+    """A Flow whose step ``hold`` waits at a gate of its own in each execution:
+    ``entered`` lists the executions that entered it, in order; ``release(n)`` lets
+    execution ``n`` return ``"held by execution n"``."""
+
+    def __init__(self, database_url: str) -> None:
+        self.entered: list[int] = []
+        self._gates = [asyncio.Event(), asyncio.Event()]
+        self.flow = Flow(database_url=database_url, poll_interval=0.05)
+
+        @self.flow.step()
+        async def hold(ctx: FlowContext) -> str:
+            execution = len(self.entered)
+            self.entered.append(execution)
+            await self._gates[execution].wait()
+            return f"held by execution {execution}"
+
+        self.hold = hold
+
+    def release(self, execution: int) -> None:
+        self._gates[execution].set()
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> bool:
+    return any(getattr(r, "event", "") == event for r in caplog.records)
+
+
+async def epoch_of(connection: asyncpg.Connection, run_id: UUID) -> int:
+    return int(
+        await connection.fetchval("SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id)
+    )
 
 
 async def test_a_claim_lost_in_a_crash_and_made_again_fences_off_the_stale_execution(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    entered: list[int] = []  # the executions that entered the step, in order
-    gates = [asyncio.Event(), asyncio.Event()]
-    flow = Flow(database_url=database_url, poll_interval=0.05)
+    held = Held(database_url)
+    flow, entered = held.flow, held.entered
 
     @flow.step()
-    async def hold(ctx: FlowContext) -> str:
-        execution = len(entered)
-        entered.append(execution)
-        await gates[execution].wait()
-        return f"held by execution {execution}"
-
-    @flow.step()
-    async def after(ctx: FlowContext, held: str) -> str:
-        return f"{held}, then after"
+    async def after(ctx: FlowContext, value: str) -> str:
+        return f"{value}, then after"
 
     @flow.workflow(name="claimed", version=1)
     async def claimed(ctx: FlowContext) -> str:
-        return await after(ctx, await hold(ctx))
+        return await after(ctx, await held.hold(ctx))
 
     caplog.set_level(logging.WARNING, logger="durableflow")
     connection = await asyncpg.connect(database_url)
@@ -60,42 +83,35 @@ async def test_a_claim_lost_in_a_crash_and_made_again_fences_off_the_stale_execu
         async with flow, flow.worker(2) as worker:
             run_id = await flow.start(claimed, queue="default")  # through a claim
             await until(lambda: entered == [0], "the first execution entered the step")
-            before = await connection.fetchrow(
-                "SELECT lease_epoch, claims FROM durableflow.runs WHERE id = $1", run_id
-            )
+            before = await epoch_of(connection, run_id)
 
             # The server crashed before the claim's WAL was flushed: after recovery the
             # claim never happened. This worker claims the run again at the same epoch.
-            await connection.execute(
-                "UPDATE durableflow.runs SET status = 'queued', owner = NULL, "
-                "lease_epoch = lease_epoch - 1, claims = claims - 1 WHERE id = $1",
-                run_id,
-            )
+            await connection.execute(UNDO_CLAIM, run_id)
             await until(lambda: entered == [0, 1], "the run was claimed again")
-            after_claim = await connection.fetchrow(
-                "SELECT lease_epoch, owner FROM durableflow.runs WHERE id = $1", run_id
+            owner = await connection.fetchval(
+                "SELECT owner FROM durableflow.runs WHERE id = $1", run_id
             )
-            assert after_claim["owner"] == worker.id
-            assert after_claim["lease_epoch"] == before["lease_epoch"] + 1, (
+            assert owner == worker.id
+            assert await epoch_of(connection, run_id) == before + 1, (
                 "the new execution runs at the epoch the stale one had"
             )
 
             # The stale execution's step returns: its writes are refused, it gives up.
-            gates[0].set()
+            held.release(0)
             await until(
-                lambda: any(getattr(r, "event", "") == "run_abandoned" for r in caplog.records),
-                "the stale execution abandoned the run",
+                lambda: logged(caplog, "run_abandoned"), "the stale execution abandoned the run"
             )
             steps = await connection.fetch(
                 "SELECT step_id FROM durableflow.steps WHERE run_id = $1", run_id
             )
             assert steps == [], "a write of the stale execution was recorded"
 
-            gates[1].set()
+            held.release(1)
             assert await flow.result(run_id, timeout=10) == "held by execution 1, then after"
             outputs = [step.output for step in await flow.steps(run_id)]
             assert outputs == ["held by execution 1", "held by execution 1, then after"]
-            assert any(getattr(r, "event", "") == "run_refenced" for r in caplog.records)
+            assert logged(caplog, "run_refenced")
     finally:
         await connection.close()
 
@@ -107,23 +123,12 @@ async def test_when_the_new_epoch_cannot_be_written_the_run_is_taken_on_again_la
     refuses it, as a database fault would): the stale execution is stopped all the
     same, nothing runs at the reused epoch, and the run is given back, claimed again
     at a new epoch and finishes."""
-    entered: list[int] = []
-    gates = [asyncio.Event(), asyncio.Event()]
-    flow = Flow(database_url=database_url, poll_interval=0.05)
-
-    @flow.step()
-    async def hold(ctx: FlowContext) -> str:
-        execution = len(entered)
-        entered.append(execution)
-        await gates[execution].wait()
-        return f"held by execution {execution}"
+    held = Held(database_url)
+    flow, entered = held.flow, held.entered
 
     @flow.workflow(name="claimed", version=1)
     async def claimed(ctx: FlowContext) -> str:
-        return await hold(ctx)
-
-    def logged(event: str) -> bool:
-        return any(getattr(r, "event", "") == event for r in caplog.records)
+        return await held.hold(ctx)
 
     caplog.set_level(logging.WARNING, logger="durableflow")
     connection = await asyncpg.connect(database_url)
@@ -131,9 +136,7 @@ async def test_when_the_new_epoch_cannot_be_written_the_run_is_taken_on_again_la
         async with flow, flow.worker(2):
             run_id = await flow.start(claimed, queue="default")
             await until(lambda: entered == [0], "the first execution entered the step")
-            before = await connection.fetchval(
-                "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
-            )
+            before = await epoch_of(connection, run_id)
             # Refuses exactly the re-fencing update: same owner, running, epoch + 1,
             # claims unchanged (a claim or a takeover changes the claims too).
             await connection.execute(
@@ -152,25 +155,20 @@ async def test_when_the_new_epoch_cannot_be_written_the_run_is_taken_on_again_la
                 FOR EACH ROW EXECUTE FUNCTION durableflow.refuse_refence();
                 """
             )
-            await connection.execute(
-                "UPDATE durableflow.runs SET status = 'queued', owner = NULL, "
-                "lease_epoch = lease_epoch - 1, claims = claims - 1 WHERE id = $1",
-                run_id,
-            )
+            await connection.execute(UNDO_CLAIM, run_id)
             await until(
                 lambda: any("could not move it past" in r.getMessage() for r in caplog.records),
                 "the re-fencing failed",
             )
             await connection.execute("DROP TRIGGER refuse_refence ON durableflow.runs")
             await until(lambda: entered == [0, 1], "the run was claimed again")
-            epoch = await connection.fetchval(
-                "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
+            assert await epoch_of(connection, run_id) == before + 1, (
+                "the new execution runs at the reused epoch"
             )
-            assert epoch == before + 1, "the new execution runs at the reused epoch"
 
-            gates[0].set()  # the stale execution was stopped: it abandons the run
-            await until(lambda: logged("run_abandoned"), "the stale execution gave up")
-            gates[1].set()
+            held.release(0)  # the stale execution was stopped: it abandons the run
+            await until(lambda: logged(caplog, "run_abandoned"), "the stale execution gave up")
+            held.release(1)
             assert await flow.result(run_id, timeout=10) == "held by execution 1"
             assert [s.output for s in await flow.steps(run_id)] == ["held by execution 1"]
     finally:
@@ -183,23 +181,12 @@ async def test_a_takeover_lost_in_a_crash_and_made_again_fences_off_the_stale_ex
     """Takeovers of a dead worker's runs commit without a flush wait too: the same
     worker taking the same run over again after a lost takeover gets the same epoch,
     and fences its stale execution off as after a lost claim."""
-    entered: list[int] = []
-    gates = [asyncio.Event(), asyncio.Event()]
-    flow = Flow(database_url=database_url, poll_interval=0.05)
-
-    @flow.step()
-    async def hold(ctx: FlowContext) -> str:
-        execution = len(entered)
-        entered.append(execution)
-        await gates[execution].wait()
-        return f"held by execution {execution}"
+    held = Held(database_url)
+    flow, entered = held.flow, held.entered
 
     @flow.workflow(name="taken", version=1)
     async def taken(ctx: FlowContext) -> str:
-        return await hold(ctx)
-
-    def logged(event: str) -> bool:
-        return any(getattr(r, "event", "") == event for r in caplog.records)
+        return await held.hold(ctx)
 
     caplog.set_level(logging.WARNING, logger="durableflow")
     connection = await asyncpg.connect(database_url)
@@ -226,18 +213,15 @@ async def test_a_takeover_lost_in_a_crash_and_made_again_fences_off_the_stale_ex
                     run_id,
                 )
                 await until(lambda: entered == [0, 1], "the run was taken over again")
-                assert (
-                    await connection.fetchval(
-                        "SELECT lease_epoch FROM durableflow.runs WHERE id = $1", run_id
-                    )
-                    == 3
-                ), "the new execution runs at the epoch the stale one had"
+                assert await epoch_of(connection, run_id) == 3, (
+                    "the new execution runs at the epoch the stale one had"
+                )
 
-                gates[0].set()
-                await until(lambda: logged("run_abandoned"), "the stale execution gave up")
-                gates[1].set()
+                held.release(0)
+                await until(lambda: logged(caplog, "run_abandoned"), "the stale execution gave up")
+                held.release(1)
                 assert await flow.result(run_id, timeout=10) == "held by execution 1"
                 assert [s.output for s in await flow.steps(run_id)] == ["held by execution 1"]
-                assert logged("run_refenced")
+                assert logged(caplog, "run_refenced")
     finally:
         await connection.close()
