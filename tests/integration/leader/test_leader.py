@@ -66,7 +66,12 @@ async def test_one_leader_and_a_takeover_when_its_session_is_terminated(
             second = await eventually(b_leads, timeout=10, message="B takes over")
             assert second.epoch == 2 and second.since > first.since
             assert not worker_a.leadership.is_leader
-            lost = events(caplog, "leader_lost")
+
+            # A steps down (is_leader false) before its duties have stopped; the event is
+            # logged after that, so B may lead before it is.
+            lost = await eventually(
+                lambda: _async(events(caplog, "leader_lost")), timeout=10, message="A logs it"
+            )
             assert [(r.worker_id, r.epoch) for r in lost] == [(worker_a.id, 1)]
             assert "closed" in lost[0].reason
             assert len(await lock_holders(db)) == 1
