@@ -97,7 +97,11 @@ class QueueStore:
     async def insert_dedup_run(
         self, run: NewRun, dedup_key: str, *, connection: Any = None
     ) -> UUID | None:
-        """Insert ``run`` queued with ``dedup_key``; None when a key made it a duplicate."""
+        """Insert ``run`` queued with ``dedup_key``; None when a key made it a duplicate.
+
+        In a caller's transaction the statement NOTIFYs; otherwise the workers are woken
+        once it committed (``QueueWakeups``).
+        """
         with translate_errors(self._store.schema, "starting a run with a dedup key"):
             row = await (connection or self._store.pool).fetchrow(
                 self._queries.insert_dedup_run,
@@ -111,13 +115,18 @@ class QueueStore:
                 run.idempotency_key,
                 run.correlation_id,
                 dedup_key,
-                self._store.channel,
+                None if connection is None else self._store.channel,
                 run.config,
                 run.config_hash,
                 run.delay,
                 run.timeout,
             )
-        return None if row is None else row["id"]
+        if row is None:
+            return None
+        if connection is None and row["status"] == "queued":
+            self._store.wakeups.note((row["queue"],))
+        run_id: UUID = row["id"]
+        return run_id
 
     async def run_by_idempotency_key(self, key: str, *, connection: Any = None) -> UUID | None:
         with translate_errors(self._store.schema, "looking up an idempotency key"):

@@ -141,10 +141,18 @@ async def write_checkpoint_pair(
 
 
 async def insert_new_runs(
-    connection: asyncpg.Connection, queries: Queries, runs: Sequence[NewRun], channel: str
-) -> dict[UUID, str | None]:
+    connection: asyncpg.Connection,
+    queries: Queries,
+    runs: Sequence[NewRun],
+    channel: str | None,
+) -> tuple[dict[UUID, str | None], set[str]]:
     """Insert ``runs``; returns the ids actually created (an existing key wins), each
-    with the owner it got (None: queued, also when its queue is managed)."""
+    with the owner it got (None: queued, also when its queue is managed), and the
+    queues that got queued runs.
+
+    ``channel``: NOTIFY it in this transaction (a caller's); None leaves the wake-up
+    to the caller, after the commit (``QueueWakeups``).
+    """
     if len(runs) == 1:  # a single start: scalar parameters, one clock read
         r = runs[0]
         rows = await connection.fetch(
@@ -188,4 +196,5 @@ async def insert_new_runs(
             [r.timeout for r in runs],
             [r.inherit_deadline for r in runs],
         )
-    return {row["id"]: row["owner"] for row in rows}
+    created = {row["id"]: row["owner"] for row in rows}
+    return created, {row["queue"] for row in rows if row["status"] == "queued"}

@@ -45,6 +45,7 @@ from durableflow._store.statements import (
     write_checkpoints,
     write_outcomes,
 )
+from durableflow._store.wakeups import QueueWakeups
 from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
 from durableflow.errors import (
     DatabaseError,
@@ -145,6 +146,7 @@ class Store:
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
+        self.wakeups = QueueWakeups(self._notify_queues)
         self.faults = FaultStore(self)
 
     # -- connections -------------------------------------------------------------
@@ -187,6 +189,7 @@ class Store:
 
     async def close(self) -> None:
         await self._insert_runs.close()
+        await self.wakeups.close()
         await self._checkpoints.close()
         await self._outcomes.close()
         await self._writers.close()
@@ -288,6 +291,9 @@ class Store:
         return await retry_transient(
             operation, keep_trying=self._keep_trying(bound), on_fault=on_fault, fault=first_fault
         )
+
+    async def _notify_queues(self, queues: list[str]) -> None:
+        await self.fetchval("waking workers", self.queries.notify_queues, self.channel, queues)
 
     async def schema_revision(self) -> str | None:
         return await self.pooled(
@@ -400,13 +406,13 @@ class Store:
         pending = [r for r in runs if r.id not in created] if created else runs
         if pending:
             with translate_errors(self.schema, "starting runs"):
-                created.update(
-                    await self._writers.run(
-                        lambda connection: insert_new_runs(
-                            connection, self.queries, pending, self.channel
-                        )
-                    )
+                inserted, queued = await self._writers.run(
+                    lambda connection: insert_new_runs(connection, self.queries, pending, None)
                 )
+            created.update(inserted)
+            self.wakeups.note(queued)  # committed: now wake the workers (wakeups.py)
+        if retried:  # runs an attempt whose reply was lost queued, maybe never notified
+            self.wakeups.note(r.queue for r in runs if r.id in created and not created[r.id])
         for r in runs:
             if r.owner is not None and r.id in created and created[r.id] != r.owner:
                 r.owner = None  # its queue is managed: queued for a claim instead

@@ -499,7 +499,7 @@ class CallerTransaction:
     async def insert_run(self, run: NewRun) -> UUID | None:
         """Insert ``run`` queued; None when its idempotency key exists already."""
         with translate_errors(self._store.schema, "starting a run in the caller's transaction"):
-            created = await insert_new_runs(
+            created, _ = await insert_new_runs(  # NOTIFYs in the caller's transaction
                 self.connection, self._store.queries, [run], self._store.channel
             )
         return run.id if run.id in created else None

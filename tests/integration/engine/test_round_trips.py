@@ -14,11 +14,13 @@ waiter polls) is asked for only after it closes.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from _wire import RoundTripCounter
 from durableflow import Flow, FlowContext, Graph
+from durableflow._store.wakeups import SPACING
 
 STEPS = 30
 STARTS = 20
@@ -104,11 +106,27 @@ async def test_a_start_costs_one_round_trip(database_url: str) -> None:
 
         async with flow:
             await flow.start(noop, input=-1)  # the first connection, and its statement
-            await counter.quiet()
-            before = counter.round_trips
+            store = await flow._connected()
+            wake_ups = 0
+            send = store.wakeups._send
+
+            async def counted(queues: list[str]) -> object:
+                nonlocal wake_ups
+                wake_ups += 1
+                return await send(queues)
+
+            store.wakeups._send = counted
+            await counter.quiet()  # the first start's wake-up is sent by now
+            before, t, wake_ups = counter.round_trips, time.monotonic(), 0
             for n in range(STARTS):
                 await flow.start(noop, input=n)
-            assert counter.round_trips - before == STARTS
+            elapsed = time.monotonic() - t
+            await store.wakeups.close()
+            await counter.quiet()
+            # Each start is one statement; the workers are woken after the commits, by
+            # one statement per SPACING at most (the first at once).
+            assert counter.round_trips - before == STARTS + wake_ups
+            assert 1 <= wake_ups <= 1 + elapsed / SPACING
 
 
 async def test_a_graph_state_and_its_transition_cost_one_round_trip(database_url: str) -> None:

@@ -146,6 +146,8 @@ SELECT * FROM claimed;
 -- (no row back) when its idempotency key exists or when a run with the same dedup key
 -- is queued, running or waiting on the queue (the partial unique index runs_dedup_idx).
 -- $14 delays it (it starts 'waiting' until due), $15 (seconds, or NULL) is its timeout.
+-- $11, the channel, is given only in a caller's transaction; otherwise the caller
+-- wakes the queue's workers after the commit (notify_queues), as insert_run does.
 WITH inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, lease_epoch, claims, idempotency_key,
@@ -159,7 +161,9 @@ WITH inserted AS (
     ON CONFLICT DO NOTHING
     RETURNING id, queue, status
 )
-SELECT i.id, CASE WHEN i.status = 'queued' THEN pg_notify($11, i.queue) END AS notified
+SELECT i.id, i.queue, i.status,
+       CASE WHEN i.status = 'queued' AND $11::text IS NOT NULL THEN pg_notify($11, i.queue) END
+           AS notified
 FROM inserted AS i;
 
 -- name: run_by_dedup_key

@@ -4,7 +4,11 @@
 -- name: insert_runs
 -- Creates a batch of runs in one statement. A run started by a worker with free
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
--- at once; the others are queued and a NOTIFY per queue wakes idle workers.
+-- at once; the others are queued. Idle workers are woken by a NOTIFY per queue: here
+-- only when $12 (the channel) is given, in a caller's transaction (flow.start(...,
+-- session=)); otherwise $12 is NULL and notify_queues sends it once this commits
+-- (see _store/wakeups.py: a NOTIFY here would serialize the commit with every other
+-- notifying one).
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
 -- A run meant to start on its worker at once is queued instead when its queue is
 -- managed (limits, see queues.sql): only claims may start those; the caller sees
@@ -55,15 +59,17 @@ WITH new_runs AS (
     RETURNING id, queue, owner, status
 ), notified AS (
     SELECT count(pg_notify($12, q.queue)) AS sent
-    FROM (SELECT DISTINCT queue FROM inserted WHERE status = 'queued') AS q
+    FROM (SELECT DISTINCT queue FROM inserted
+          WHERE status = 'queued' AND $12::text IS NOT NULL) AS q
 )
-SELECT i.id, i.owner FROM inserted AS i, notified;
+SELECT i.id, i.owner, i.status, i.queue FROM inserted AS i, notified;
 
 -- name: insert_run
 -- One run, the common case of flow.start(): the insert_runs statement for a single
 -- row, with scalar parameters (no arrays to encode and unnest) and one read of the
 -- clock (OFFSET 0 keeps the planner from copying the read into each of the columns
--- that use it). NOTIFY only for a queued run. As in
+-- that use it). NOTIFY only for a queued run, and only when $12 is given (as in
+-- insert_runs: otherwise notify_queues sends it after the commit). As in
 -- insert_runs, a run meant to start on its worker ($8) is queued instead when its
 -- queue is managed, a delayed one ($15 > 0) starts 'waiting', and $16/$17 set its
 -- deadline. No row back means the idempotency key existed; the caller looks the run
@@ -97,8 +103,22 @@ WITH inserted AS (
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, queue, owner, status
 )
-SELECT id, owner, CASE WHEN status = 'queued' THEN pg_notify($12, queue) END AS notified
+SELECT id, owner, status, queue,
+       CASE WHEN status = 'queued' AND $12::text IS NOT NULL THEN pg_notify($12, queue) END
+           AS notified
 FROM inserted;
+
+-- name: notify_queues
+-- Wakes the idle workers of the queues ($2) that got queued runs, once the starts
+-- committed (see _store/wakeups.py). In a transaction of its own that does not wait
+-- for its WAL flush: Postgres holds one lock for every notifying transaction of the
+-- cluster until its commit ends, so this one holds it only briefly. A notification
+-- lost in a crash is only a hint lost; the workers' poll finds the runs.
+WITH commit_without_flush_wait AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+SELECT count(pg_notify($1, q.queue)) AS sent
+FROM commit_without_flush_wait, unnest($2::text[]) AS q(queue);
 
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.
