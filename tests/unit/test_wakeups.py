@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from durableflow._store.wakeups import QueueWakeups
+from durableflow._store.wakeups import SPACING, QueueWakeups
 from durableflow.errors import DatabaseError
 
 
@@ -52,3 +52,20 @@ async def test_a_failed_wake_up_is_logged_and_the_next_is_sent(
     wakeups.note(["emails"])
     await wakeups.close()
     assert sent == [[], ["emails"]]
+
+
+async def test_the_first_wake_up_goes_at_once_and_the_next_waits_for_the_spacing() -> None:
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, list[str]]] = []
+
+    async def send(queues: list[str]) -> None:
+        sent.append((loop.time(), queues))
+
+    wakeups = QueueWakeups(send)
+    wakeups.note(["a"])
+    await wakeups.close()
+    wakeups.note(["b"])  # the first one is done: this one still waits
+    await wakeups.close()
+    (first, _), (second, _) = sent
+    assert second - first >= SPACING * 0.9  # (the two clock reads differ slightly)
+    assert [queues for _, queues in sent] == [["a"], ["b"]]

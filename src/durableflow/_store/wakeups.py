@@ -43,6 +43,7 @@ class QueueWakeups:
         self._send = send
         self._queues: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._last_sent = float("-inf")  # loop time
 
     def note(self, queues: Iterable[str]) -> None:
         """Queued runs were committed on ``queues``: wake their workers soon."""
@@ -54,8 +55,11 @@ class QueueWakeups:
         loop = asyncio.get_running_loop()
         try:
             while self._queues:
+                wait = self._last_sent + SPACING - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the queues noted meanwhile go along
                 queues, self._queues = sorted(self._queues), set()
-                sent = loop.time()
+                self._last_sent = loop.time()
                 try:
                     await self._send(queues)
                 except Exception as exc:  # a hint lost: the workers' poll finds the runs
@@ -66,8 +70,6 @@ class QueueWakeups:
                         exc_info=not isinstance(exc, DurableFlowError),
                         extra={"event": "wakeup_failed", "queues": queues},
                     )
-                if self._queues:
-                    await asyncio.sleep(sent + SPACING - loop.time())
         finally:
             self._task = None
 
