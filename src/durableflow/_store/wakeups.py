@@ -3,9 +3,10 @@
 A transaction that sends a NOTIFY holds one lock, shared by every notifying
 transaction of the Postgres cluster, from just before its commit until the commit
 has ended, its WAL flush included (``PreCommit_Notify``). Starts that notified in
-their own statement therefore committed one after another: 8 connections starting
-queued runs in a loop made 3,500-4,000 starts/s with the NOTIFY in the statement,
-8,600-9,100 without it (``bench/concurrent_starts_bench.py``).
+their own statement therefore committed one after another: 8 connections running the
+start statement alone in a loop made 3,500-4,000 starts/s with the NOTIFY in it,
+8,600-9,100 without it (``bench/concurrent_starts_bench.py`` measures whole starts
+from several processes; docs/benchmarks.md, "Starts from many clients").
 
 So a start commits without it, and the queues that got queued runs are notified
 afterwards (``notify_queues``) in a transaction that does not wait for its WAL flush,
