@@ -403,6 +403,8 @@ class Store:
                 "checking started runs", self.queries.existing_run_ids, [r.id for r in runs]
             )
             created = {row["id"]: row["owner"] for row in existing}
+            # Queued by that attempt, perhaps never announced: wake their workers too.
+            self.wakeups.note(r.queue for r in runs if r.id in created and not created[r.id])
         pending = [r for r in runs if r.id not in created] if created else runs
         if pending:
             with translate_errors(self.schema, "starting runs"):
@@ -411,8 +413,6 @@ class Store:
                 )
             created.update(inserted)
             self.wakeups.note(queued)  # committed: now wake the workers (wakeups.py)
-        if retried:  # runs an attempt whose reply was lost queued, maybe never notified
-            self.wakeups.note(r.queue for r in runs if r.id in created and not created[r.id])
         for r in runs:
             if r.owner is not None and r.id in created and created[r.id] != r.owner:
                 r.owner = None  # its queue is managed: queued for a claim instead
