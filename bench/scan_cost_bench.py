@@ -106,7 +106,7 @@ def statements(queries: Queries) -> dict[str, tuple[str, str, list[Any]]]:
             queries.reclaim_orphaned_runs,
             ["bench", ["default"], ["wf"], [1], LIMIT, 30.0],
         ),
-        "wake_due_runs": ("waits", queries.wake_due_runs, [1000, "bench_wake"]),
+        "wake_due_runs": ("waits", queries.wake_due_runs, [1000]),
         "expire_deadlines": ("waits", queries.expire_deadlines, [1000]),
         "claim_managed_runs (aging)": (
             "aged",

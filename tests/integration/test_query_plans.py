@@ -190,8 +190,8 @@ def fenced_arguments(runs: list[UUID]) -> dict[str, list[Any]]:
         # waits.sql: (run, owner, epoch, step id, ...)
         "record_sleep": [run, ME, 1, 1, 60.0, None, "sleep"],
         "consume_signal": [run, ME, 1, 2, "go", "wait"],
-        "set_event": [run, ME, 1, 3, "progress", "1", "event", "wake"],
-        "park_run": [run, ME, 1, now, ["signal:go"], 0, "runs"],
+        "set_event": [run, ME, 1, 3, "progress", "1", "event"],
+        "park_run": [run, ME, 1, now, ["signal:go"], 0],
         # send_signal handing the signal over to a wait of ME's execution (fenced too)
         "send_signal": [run, "go", "1", None, ME, 1, 2, "wait", "wake"],
         # faults.sql: a failed attempt, a give-back after a fault, a poison run

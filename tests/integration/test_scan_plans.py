@@ -159,7 +159,7 @@ async def test_wake_ups_and_deadlines_read_only_what_is_due(
     # Analysed, both take their LIMIT in index order. Never analysed, the planner may
     # believe few runs are due and read the due range of the index (all 100) and sort
     # it: an index range, never the 100,000 parked runs.
-    for name, args in (("wake_due_runs", [LIMIT, "runs"]), ("expire_deadlines", [LIMIT])):
+    for name, args in (("wake_due_runs", [LIMIT]), ("expire_deadlines", [LIMIT])):
         await assert_reads_little(
             connection,
             getattr(queries, name),
@@ -173,7 +173,7 @@ async def test_wake_ups_and_deadlines_read_only_what_is_due(
         "SELECT id FROM durableflow.runs WHERE status = 'waiting' ORDER BY available_at LIMIT $1",
         LIMIT,
     )
-    woken = await connection.fetchrow(queries.wake_due_runs, LIMIT, "runs")
+    woken = await connection.fetchrow(queries.wake_due_runs, LIMIT)
     assert woken["woken"] == LIMIT
     assert 0 < woken["next_due_in"] <= 1  # the first one not due yet: now + 1 s - elapsed
     assert sorted(due) == sorted(

@@ -1,33 +1,40 @@
-"""Wake-ups after starts: one notification in flight, the queues noted meanwhile coalesced
-into the next; a failed one is logged and does not stop the next."""
+"""Wake-ups after commits: one batch of notifications in flight, those noted meanwhile
+coalesced into the next; a failed one is logged and does not stop the next."""
 
 import asyncio
 import logging
 
 import pytest
 
-from durableflow._store.wakeups import SPACING, QueueWakeups
+from durableflow._store.wakeups import SPACING, Notification, Wakeups
 from durableflow.errors import DatabaseError
 
+QUEUES = "durableflow_runs_durableflow"
+RUNS = "durableflow_wake_durableflow"
 
-async def test_queues_noted_while_one_is_sent_go_together_in_the_next() -> None:
-    sent: list[list[str]] = []
+
+async def test_notifications_noted_while_one_is_sent_go_together_in_the_next() -> None:
+    sent: list[list[Notification]] = []
     gate = asyncio.Event()
 
-    async def send(queues: list[str]) -> None:
-        sent.append(queues)
+    async def send(batch: list[Notification]) -> None:
+        sent.append(batch)
         await gate.wait()
 
-    wakeups = QueueWakeups(send)
-    wakeups.note(["a"])
+    wakeups = Wakeups(send)
+    wakeups.note(QUEUES, ["a"])
     await asyncio.sleep(0)
-    wakeups.note(["b", "a"])
-    wakeups.note(["c"])
-    wakeups.note([])
+    wakeups.note(QUEUES, ["b", "a"])
+    wakeups.note(RUNS, ["r1"])
+    wakeups.note(QUEUES, ["c"])
+    wakeups.note(QUEUES, [])
     gate.set()
     await wakeups.close()
-    assert sent == [["a"], ["a", "b", "c"]]
-    wakeups.note([])  # nothing queued: nothing sent
+    assert sent == [
+        [(QUEUES, "a")],
+        [(QUEUES, "a"), (QUEUES, "b"), (QUEUES, "c"), (RUNS, "r1")],
+    ]
+    wakeups.note(RUNS, [])  # nothing noted: nothing sent
     await wakeups.close()
     assert len(sent) == 2
 
@@ -35,37 +42,39 @@ async def test_queues_noted_while_one_is_sent_go_together_in_the_next() -> None:
 async def test_a_failed_wake_up_is_logged_and_the_next_is_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sent: list[list[str]] = []
+    sent: list[list[Notification]] = []
 
-    async def send(queues: list[str]) -> None:
+    async def send(batch: list[Notification]) -> None:
         if not sent:
             sent.append([])
             raise DatabaseError("connection refused")
-        sent.append(queues)
+        sent.append(batch)
 
-    wakeups = QueueWakeups(send)
+    wakeups = Wakeups(send)
     with caplog.at_level(logging.WARNING, logger="durableflow.store"):
-        wakeups.note(["emails"])
+        wakeups.note(QUEUES, ["emails"])
+        wakeups.note(RUNS, ["r1", "r2"])
         await wakeups.close()
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "wakeup_failed"]
-    assert record.queues == ["emails"] and "connection refused" in record.getMessage()
-    wakeups.note(["emails"])
+    assert record.notifications == {QUEUES: ["emails"], RUNS: ["r1", "r2"]}
+    assert "connection refused" in record.getMessage() and "r2" in record.getMessage()
+    wakeups.note(QUEUES, ["emails"])
     await wakeups.close()
-    assert sent == [[], ["emails"]]
+    assert sent == [[], [(QUEUES, "emails")]]
 
 
 async def test_the_first_wake_up_goes_at_once_and_the_next_waits_for_the_spacing() -> None:
     loop = asyncio.get_running_loop()
-    sent: list[tuple[float, list[str]]] = []
+    sent: list[tuple[float, list[Notification]]] = []
 
-    async def send(queues: list[str]) -> None:
-        sent.append((loop.time(), queues))
+    async def send(batch: list[Notification]) -> None:
+        sent.append((loop.time(), batch))
 
-    wakeups = QueueWakeups(send)
-    wakeups.note(["a"])
+    wakeups = Wakeups(send)
+    wakeups.note(QUEUES, ["a"])
     await wakeups.close()
-    wakeups.note(["b"])  # the first one is done: this one still waits
+    wakeups.note(RUNS, ["b"])  # the first one is done: this one still waits
     await wakeups.close()
     (first, _), (second, _) = sent
     assert second - first >= SPACING * 0.9  # (the two clock reads differ slightly)
-    assert [queues for _, queues in sent] == [["a"], ["b"]]
+    assert [batch for _, batch in sent] == [[(QUEUES, "a")], [(RUNS, "b")]]

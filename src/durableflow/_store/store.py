@@ -45,7 +45,7 @@ from durableflow._store.statements import (
     write_checkpoints,
     write_outcomes,
 )
-from durableflow._store.wakeups import QueueWakeups
+from durableflow._store.wakeups import Notification, Wakeups
 from durableflow._store.writers import SERVER_SETTINGS, WriterConnections
 from durableflow.errors import (
     DatabaseError,
@@ -146,7 +146,7 @@ class Store:
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
-        self.wakeups = QueueWakeups(self._notify_queues)
+        self.wakeups = Wakeups(self._send_notifications)
         self.faults = FaultStore(self)
 
     # -- connections -------------------------------------------------------------
@@ -292,8 +292,10 @@ class Store:
             operation, keep_trying=self._keep_trying(bound), on_fault=on_fault, fault=first_fault
         )
 
-    async def _notify_queues(self, queues: list[str]) -> None:
-        await self.fetchval("waking workers", self.queries.notify_queues, self.channel, queues)
+    async def _send_notifications(self, notifications: list[Notification]) -> None:
+        channels = [channel for channel, _ in notifications]
+        payloads = [payload for _, payload in notifications]
+        await self.fetchval("waking workers", self.queries.send_notifications, channels, payloads)
 
     async def schema_revision(self) -> str | None:
         return await self.pooled(
@@ -404,7 +406,9 @@ class Store:
             )
             created = {row["id"]: row["owner"] for row in existing}
             # Queued by that attempt, perhaps never announced: wake their workers too.
-            self.wakeups.note(r.queue for r in runs if r.id in created and not created[r.id])
+            self.wakeups.note(
+                self.channel, (r.queue for r in runs if r.id in created and not created[r.id])
+            )
         pending = [r for r in runs if r.id not in created] if created else runs
         if pending:
             with translate_errors(self.schema, "starting runs"):
@@ -412,7 +416,7 @@ class Store:
                     lambda connection: insert_new_runs(connection, self.queries, pending, None)
                 )
             created.update(inserted)
-            self.wakeups.note(queued)  # committed: now wake the workers (wakeups.py)
+            self.wakeups.note(self.channel, queued)  # committed: now wake the workers (wakeups.py)
         for r in runs:
             if r.owner is not None and r.id in created and created[r.id] != r.owner:
                 r.owner = None  # its queue is managed: queued for a claim instead

@@ -280,10 +280,11 @@ class WaitStore:
             available_at,
             list(waiting_for),
             seen_wake_seq,
-            self._store.channel,
         )
         if row is None or (row["earlier"] and not repeated):
             raise LeaseLost(fence.run_id, epoch=fence.epoch)
+        if row["status"] == "queued":  # committed: now wake its queue's workers
+            self._store.wakeups.note(self._store.channel, (row["queue"],))
         return Parked(row["status"], row["wake_in"])
 
     async def send_signal(
@@ -313,7 +314,7 @@ class WaitStore:
             fence.epoch if fence is not None else None,
             step_id,
             step_name,
-            self.wake_channel,
+            self.wake_channel if connection is not None else None,  # else: after the commit
         )
         if connection is not None:
             with translate_errors(self.schema, "sending a signal"):
@@ -350,6 +351,11 @@ class WaitStore:
                 RetryBound.CLIENT if client else RetryBound.LEASE,
             )
         assert row is not None
+        if connection is None and (
+            row["woken"]
+            or (row["signal_id"] is None and row["status"] not in (None, *FINAL_STATUSES))
+        ):  # told the run, or repeated a send whose wake-up may never have gone out
+            self._store.wakeups.note(self.wake_channel, (str(run_id),))
         return SignalSent(row["status"], row["already_sent"], row["output"])
 
     async def list_signals(self, run_id: UUID) -> list[SignalRow]:
@@ -384,10 +390,11 @@ class WaitStore:
             key,
             value,
             name,
-            self.wake_channel,
         )
         assert row is not None  # the statement always returns its one row
         self._fenced(row, fence)
+        if row["woken"]:  # committed: now tell the waiters' workers (wakeups.py)
+            self._store.wakeups.note(self.wake_channel, row["woken"])
 
     async def await_event(self, waiter: UUID, run_id: UUID, key: str) -> EventRead:
         """Run ``waiter`` reads key ``key`` of run ``run_id``, and waits for it while it is
@@ -447,10 +454,9 @@ class WaitStore:
 
     async def wake_due_runs(self, limit: int) -> WakePass:
         with translate_errors(self.schema, "waking due runs"):
-            row = await self._store.pool.fetchrow(
-                self._store.queries.wake_due_runs, limit, self._store.channel
-            )
+            row = await self._store.pool.fetchrow(self._store.queries.wake_due_runs, limit)
         assert row is not None
+        self._store.wakeups.note(self._store.channel, row["queues"])  # committed: wake them
         return WakePass(row["woken"], row["next_due_in"], row["now"])
 
     async def expire_deadlines(self, limit: int) -> list[UUID]:

@@ -1,25 +1,27 @@
-"""Waking idle workers once runs are queued: a NOTIFY after the start's commit.
+"""Waking workers once something committed: a NOTIFY after the commit, not in it.
 
 A transaction that sends a NOTIFY holds one lock, shared by every notifying
 transaction of the Postgres cluster, from just before its commit until the commit
-has ended, its WAL flush included (``PreCommit_Notify``). Starts that notified in
+has ended, its WAL flush included (``PreCommit_Notify``). Writes that notified in
 their own statement therefore committed one after another: 8 connections running the
 start statement alone in a loop made 3,500-4,000 starts/s with the NOTIFY in it,
 8,600-9,100 without it (``bench/concurrent_starts_bench.py`` measures whole starts
-from several processes; docs/benchmarks.md, "Starts from many clients").
+from several processes; docs/benchmarks.md, "Starts from many clients"). Signals sent
+by many clients at once, and events set by many runs, met the same lock.
 
-So a start commits without it, and the queues that got queued runs are notified
-afterwards (``notify_queues``) in a transaction that does not wait for its WAL flush,
-which holds that lock only briefly. The notifications are coalesced: the first goes at
-once, and while one is in flight, or less than ``SPACING`` after the last one was
-sent, the queues noted meanwhile wait for the next, one statement for all of them. A
-sporadic start wakes the workers at once; a stream of starts costs at most one
-statement per ``SPACING`` besides its own (the claim loop waits about as long to
-coalesce its wake-ups).
+So these writes commit without it, and what they would have announced is noted
+here (a channel and its payload: a queue that got queued runs, a run that a signal
+or an event may have woken) and sent afterwards (``send_notifications``) in a
+transaction that does not wait for its WAL flush, which holds that lock only
+briefly. The notifications are coalesced: the first goes at once, and while one is
+in flight, or less than ``SPACING`` after the last one was sent, the ones noted
+meanwhile wait for the next, one statement for all of them. A sporadic write wakes
+its workers at once; a stream of them costs at most one statement per ``SPACING``
+besides their own (the claim loop waits about as long to coalesce its wake-ups).
 
 NOTIFY is only a hint. A notification lost here (the process dies after the commit,
-the statement fails) leaves the runs to the workers' poll (``poll_interval``).
-A start inside a caller's transaction still notifies in it: only its commit,
+the statement fails) leaves the work to the workers' polls (``poll_interval``).
+A write inside a caller's transaction still notifies in it: only its commit,
 which this process does not see, may tell the workers.
 """
 
@@ -35,47 +37,54 @@ logger = logging.getLogger("durableflow.store")
 
 SPACING = 0.002  # seconds between two notifications of one process, at least
 
+Notification = tuple[str, str]  # (channel, payload)
 
-class QueueWakeups:
-    """Notifies queues noted by ``note`` through ``send`` (one call per batch of queues),
+
+class Wakeups:
+    """Sends the notifications noted by ``note`` through ``send`` (one call per batch),
     one call at a time, in the background."""
 
-    def __init__(self, send: Callable[[list[str]], Awaitable[object]]) -> None:
+    def __init__(self, send: Callable[[list[Notification]], Awaitable[object]]) -> None:
         self._send = send
-        self._queues: set[str] = set()
+        self._noted: set[Notification] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_sent = float("-inf")  # loop time
 
-    def note(self, queues: Iterable[str]) -> None:
-        """Queued runs were committed on ``queues``: wake their workers soon."""
-        self._queues.update(queues)
-        if self._queues and self._task is None:
-            self._task = asyncio.create_task(self._notify(), name="durableflow-wakeups")
+    def note(self, channel: str, payloads: Iterable[str]) -> None:
+        """A write that announces itself on ``channel`` committed: send ``payloads`` soon."""
+        self._noted.update((channel, payload) for payload in payloads)
+        if self._noted and self._task is None:
+            self._task = asyncio.create_task(self._notify(), name="durableflow-notify")
 
     async def _notify(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._queues:
+            while self._noted:
                 wait = self._last_sent + SPACING - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)  # the queues noted meanwhile go along
-                queues, self._queues = sorted(self._queues), set()
+                    await asyncio.sleep(wait)  # what is noted meanwhile goes along
+                batch, self._noted = sorted(self._noted), set()
                 self._last_sent = loop.time()
                 try:
-                    await self._send(queues)
-                except Exception as exc:  # a hint lost: the workers' poll finds the runs
+                    await self._send(batch)
+                except Exception as exc:  # a hint lost: the workers' polls find the work
+                    notifications: dict[str, list[str]] = {}
+                    for channel, payload in batch:
+                        notifications.setdefault(channel, []).append(payload)
                     logger.warning(
-                        "could not wake the workers of %s: %s; they find the runs when they poll",
-                        ", ".join(queues),
+                        "could not send %d wake-up(s) (%s): %s; the workers find the work "
+                        "when they poll",
+                        len(batch),
+                        "; ".join(f"{c}: {', '.join(p)}" for c, p in notifications.items()),
                         exc,
                         exc_info=not isinstance(exc, DurableFlowError),
-                        extra={"event": "wakeup_failed", "queues": queues},
+                        extra={"event": "wakeup_failed", "notifications": notifications},
                     )
         finally:
             self._task = None
 
     async def close(self) -> None:
-        """Send what was noted: a process that starts a run and exits wakes workers too."""
+        """Send what was noted: a process that writes and exits wakes workers too."""
         task = self._task
         if task is not None:
             await asyncio.shield(task)

@@ -147,7 +147,7 @@ SELECT * FROM claimed;
 -- is queued, running or waiting on the queue (the partial unique index runs_dedup_idx).
 -- $14 delays it (it starts 'waiting' until due), $15 (seconds, or NULL) is its timeout.
 -- $11, the channel, is given only in a caller's transaction; otherwise the caller
--- wakes the queue's workers after the commit (notify_queues), as insert_run does.
+-- wakes the queue's workers after the commit (send_notifications), as insert_run does.
 WITH inserted AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, lease_epoch, claims, idempotency_key,

@@ -6,7 +6,7 @@
 -- capacity is inserted already owned (status running, epoch 1) so it can execute
 -- at once; the others are queued. Idle workers are woken by a NOTIFY per queue: here
 -- only when $12 (the channel) is given, in a caller's transaction (flow.start(...,
--- session=)); otherwise $12 is NULL and notify_queues sends it once this commits
+-- session=)); otherwise $12 is NULL and send_notifications sends it once this commits
 -- (see _store/wakeups.py: a NOTIFY here would serialize the commit with every other
 -- notifying one).
 -- Runs whose idempotency key already exists are skipped; the caller looks them up.
@@ -69,7 +69,7 @@ SELECT i.id, i.owner, i.status, i.queue FROM inserted AS i, notified;
 -- row, with scalar parameters (no arrays to encode and unnest) and one read of the
 -- clock (OFFSET 0 keeps the planner from copying the read into each of the columns
 -- that use it). NOTIFY only for a queued run, and only when $12 is given (as in
--- insert_runs: otherwise notify_queues sends it after the commit). As in
+-- insert_runs: otherwise send_notifications sends it after the commit). As in
 -- insert_runs, a run meant to start on its worker ($8) is queued instead when its
 -- queue is managed, a delayed one ($15 > 0) starts 'waiting', and $16/$17 set its
 -- deadline. No row back means the idempotency key existed; the caller looks the run
@@ -108,17 +108,19 @@ SELECT id, owner, status, queue,
            AS notified
 FROM inserted;
 
--- name: notify_queues
--- Wakes the idle workers of the queues ($2) that got queued runs, once the starts
--- committed (see _store/wakeups.py). In a transaction of its own that does not wait
--- for its WAL flush: Postgres holds one lock for every notifying transaction of the
--- cluster until its commit ends, so this one holds it only briefly. A notification
--- lost in a crash is only a hint lost; the workers' poll finds the runs.
+-- name: send_notifications
+-- Sends, once the writes that noted them committed, the notifications $1 (channels)
+-- and $2 (payloads, pairwise): the queues that got queued runs, the runs a signal or
+-- an event may have woken (see _store/wakeups.py). In a transaction of its own that
+-- does not wait for its WAL flush: Postgres holds one lock for every notifying
+-- transaction of the cluster until its commit ends, so this one holds it only
+-- briefly. A notification lost in a crash is only a hint lost; the workers' polls
+-- find the work.
 WITH commit_without_flush_wait AS (
     SELECT set_config('synchronous_commit', 'off', true)
 )
-SELECT count(pg_notify($1, q.queue)) AS sent
-FROM commit_without_flush_wait, unnest($2::text[]) AS q(queue);
+SELECT count(pg_notify(n.channel, n.payload)) AS sent
+FROM commit_without_flush_wait, unnest($1::text[], $2::text[]) AS n(channel, payload);
 
 -- name: runs_by_idempotency_key
 -- Resolves the runs an insert_runs batch skipped because their key existed.

@@ -88,8 +88,8 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- Ends an execution whose run waits: no owner, status 'waiting', available at its
 -- earliest wake-up ($4; NULL: none of its own) or its deadline, whichever is first.
 -- $5 lists what it waits for. If a wake-up arrived since its checks read wake_seq
--- ($6; NULL when it only sleeps), it is queued again at once instead (and NOTIFY on $7
--- tells the workers). Fenced: a run cancelled or taken over meanwhile is not touched.
+-- ($6; NULL when it only sleeps), it is queued again at once instead (the caller
+-- wakes its queue's workers once this commits: _store/wakeups.py). Fenced: a run cancelled or taken over meanwhile is not touched.
 -- The UPDATE re-checks its WHERE on the latest row version, and the fence is written
 -- with IS NOT DISTINCT FROM so that only the primary key finds the row ($2 and $3
 -- are never NULL, so it means `=`).
@@ -114,24 +114,22 @@ WITH parked AS (
     WHERE r.id = $1
       AND (r.owner, r.lease_epoch, r.status) IS NOT DISTINCT FROM ($2, $3, 'running')
     RETURNING r.status, r.queue, r.available_at
-), notified AS (
-    SELECT count(pg_notify($7, queue)) AS sent FROM parked WHERE status = 'queued'
 ), earlier AS (
-    SELECT r.status, r.available_at
-    FROM (SELECT status, owner, lease_epoch, available_at FROM {schema}.runs WHERE id = $1
-          OFFSET 0) AS r
+    SELECT r.status, r.queue, r.available_at
+    FROM (SELECT status, queue, owner, lease_epoch, available_at FROM {schema}.runs
+          WHERE id = $1 OFFSET 0) AS r
     WHERE r.owner IS NULL AND r.lease_epoch = $3
       AND r.status IN ('waiting', 'queued', 'cancelled')
       AND NOT EXISTS (SELECT 1 FROM parked)
 )
-SELECT o.status,
+SELECT o.status, o.queue,
        CASE WHEN isfinite(o.available_at)
             THEN extract(epoch FROM o.available_at - {clock_now})::float8
        END AS wake_in,
        o.earlier
-FROM (SELECT p.status, p.available_at, false AS earlier FROM parked AS p, notified
+FROM (SELECT p.status, p.queue, p.available_at, false AS earlier FROM parked AS p
       UNION ALL
-      SELECT e.status, e.available_at, true AS earlier FROM earlier AS e) AS o;
+      SELECT e.status, e.queue, e.available_at, true AS earlier FROM earlier AS e) AS o;
 
 -- name: after_earlier_attempts
 -- A retry of a fenced wait statement (record_sleep, consume_signal, set_event,
@@ -153,7 +151,10 @@ FROM {schema}.signals WHERE run_id = $1 ORDER BY id;
 -- name: set_event
 -- Publishes value $6 under key $5 for run $1 (latest wins) and records it as the
 -- checkpoint of step $4, fenced. The runs listed as waiting for this event get their
--- wake_seq bumped, and those parked on it are queued; NOTIFY on $8 tells the workers.
+-- wake_seq bumped, and those parked on it are queued; `woken` lists them for the
+-- caller to NOTIFY once this commits (_store/wakeups.py). A repeat after a lost reply
+-- finds the step recorded and writes nothing: it lists the event's waiters instead,
+-- whose wake-up its first attempt never sent.
 WITH owned AS (
     SELECT r.id
     FROM (SELECT id, owner, lease_epoch, status FROM {schema}.runs WHERE id = $1
@@ -189,12 +190,13 @@ WITH owned AS (
     WHERE r.id = ANY ((SELECT waiters FROM upserted)::uuid[])
       AND r.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
     RETURNING r.id
-), notified AS (
-    SELECT count(pg_notify($8, id::text)) AS sent FROM woken
 )
 SELECT (SELECT count(*) FROM owned) AS owned,
        (SELECT count(*) FROM checkpoint) + (SELECT count(*) FROM recorded) AS recorded,
-       (SELECT sent FROM notified) AS notified;
+       coalesce((SELECT array_agg(id::text) FROM woken),
+                (SELECT e.waiters::text[] FROM {schema}.events AS e
+                 WHERE e.run_id = $1 AND e.key = $5 AND EXISTS (SELECT 1 FROM recorded)))
+           AS woken;
 
 -- name: await_event
 -- A run ($3) waiting for key $2 of run $1: reads the event and, while it is not set,
@@ -254,7 +256,8 @@ WHERE t.id = ANY ($2::uuid[]);
 -- name: wake_due_runs
 -- Moves up to $1 parked runs whose time has come (a sleep, a timeout, a delayed start, a
 -- deadline) to 'queued', so that queued always means due and claim_runs needs to know
--- nothing about waits. NOTIFY on $2 per queue wakes idle workers. Also returns, in
+-- nothing about waits. `queues` lists the queues of the runs it queued, whose idle
+-- workers the caller wakes once this commits (_store/wakeups.py). Also returns, in
 -- seconds, when the next parked run is due: index runs_waiting_idx answers both (a
 -- range scan that stops after $1 rows, and one probe). The UPDATE finds the due runs
 -- by `id = ANY(ARRAY(...))`, as claim_runs does: a join on the CTE can be planned as
@@ -270,16 +273,14 @@ WITH due AS (
     SET status = 'queued', waiting_for = NULL, updated_at = {clock_now}
     WHERE r.id = ANY(ARRAY(SELECT id FROM due))
     RETURNING r.queue
-), notified AS (
-    SELECT count(pg_notify($2, q.queue)) AS sent FROM (SELECT DISTINCT queue FROM woken) AS q
 )
 SELECT (SELECT count(*) FROM woken) AS woken,
+       ARRAY(SELECT DISTINCT queue FROM woken) AS queues,
        (SELECT extract(epoch FROM min(available_at) - {clock_now})::float8
         FROM {schema}.runs
         WHERE status = 'waiting' AND available_at > {clock_now}
           AND available_at < 'infinity') AS next_due_in,
-       {clock_now} AS now,
-       (SELECT sent FROM notified) AS notified;
+       {clock_now} AS now;
 
 -- name: expire_deadlines
 -- Cancels, with reason 'timeout', up to $1 runs nobody is executing (queued or parked)
@@ -332,7 +333,10 @@ SELECT {clock_now};
 -- for a finished run, from the statement's snapshot, which holds the first attempt's
 -- signal if that attempt committed: a repeat is made once the first attempt failed, and
 -- one made while it still ran waits for it on the run's lock, ahead of the run's finish.
--- NOTIFY on $9 carries the run id: a worker holding the run in memory checks.
+-- NOTIFY on $9 carries the run id: a worker holding the run in memory checks. $9 is
+-- given only in a caller's transaction; otherwise the caller notifies after the commit
+-- (_store/wakeups.py) when `woken` says the run was told, or when the key's signal was
+-- stored before (a repeat after a lost reply: its first attempt's wake-up was never sent).
 -- Hand-over ($5..$8 set by a sender whose own process holds the run blocked in wait
 -- step $7, checkpoint name $8, of its execution by owner $5 at epoch $6): the signal
 -- goes in already consumed by that wait, together with the wait's checkpoint, so the
@@ -379,7 +383,7 @@ WITH target AS (
     WHERE r.id = $1 AND EXISTS (SELECT 1 FROM inserted WHERE consumed_by_step IS NULL)
     RETURNING r.id
 ), notified AS (
-    SELECT count(pg_notify($9, id::text)) AS sent FROM woken
+    SELECT count(pg_notify($9, id::text)) AS sent FROM woken WHERE $9::text IS NOT NULL
 )
 SELECT (SELECT status FROM target) AS status,
        (SELECT id FROM inserted) AS signal_id,
@@ -390,6 +394,7 @@ SELECT (SELECT status FROM target) AS status,
                  WHERE g.run_id = $1 AND g.idempotency_key = $4
                    AND g.consumed_by_step = $7)) AS output,
        (SELECT sent FROM notified) AS notified,
+       EXISTS (SELECT 1 FROM woken) AS woken,
        EXISTS (SELECT 1 FROM target
                WHERE target.status IN ('succeeded', 'failed', 'cancelled', 'dead'))
        AND EXISTS (SELECT 1 FROM {schema}.signals
