@@ -5,7 +5,7 @@ transaction of the Postgres cluster, from just before its commit until the commi
 has ended, its WAL flush included (``PreCommit_Notify``). Writes that notified in
 their own statement therefore committed one after another: 8 connections running the
 start statement alone in a loop made 3,500-4,000 starts/s with the NOTIFY in it,
-8,600-9,100 without it (``bench/concurrent_starts_bench.py`` measures whole starts
+8,600-9,100 without it (``bench/concurrent_clients_bench.py`` measures whole starts
 from several processes; docs/benchmarks.md, "Starts from many clients"). Signals sent
 by many clients at once, and events set by many runs, met the same lock.
 
