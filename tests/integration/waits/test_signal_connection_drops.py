@@ -144,3 +144,32 @@ async def test_a_send_whose_reply_is_lost_after_commit_succeeds_though_the_run_f
     assert len(retried) == 1, [r.getMessage() for r in retried]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("hold", [0.0, HOLD], ids=["parked", "blocked_in_memory"])
+async def test_a_send_whose_reply_is_lost_after_commit_still_wakes_the_run(
+    database_url: str, hold: float
+) -> None:
+    # A send's wake-up goes out after its commit (_store/wakeups.py), so the attempt
+    # whose reply was lost never sent one; its retry, which stores nothing (the key is
+    # there), must. The worker polls every 30 s: only the wake-up ends the wait in time.
+    worker_flow = Flow(database_url=database_url, poll_interval=30, max_wait_in_memory=hold)
+
+    @worker_flow.workflow(name="approve_once", version=1)
+    async def approve_once(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("approve")
+
+    async with LostReplyProxy(database_url) as proxy:
+        client = Flow(database_url=proxy.url)
+        async with worker_flow, client, worker_flow.worker(concurrency=2):
+            run_id = await worker_flow.start(approve_once)
+            wanted = "waiting" if hold == 0 else "running"
+            while (await client.status(run_id)).status != wanted:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # parked, or blocked in its wait
+            proxy.lose_reply_to(
+                Queries("durableflow").send_signal, meanwhile=lambda: asyncio.sleep(0.1)
+            )
+            await client.send_signal(run_id, "approve", "go", idempotency_key="once")
+            assert proxy.lost == 1, "no reply was lost: the test proved nothing"
+            assert await worker_flow.result(run_id, timeout=5) == "go"

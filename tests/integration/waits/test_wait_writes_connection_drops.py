@@ -170,6 +170,41 @@ async def test_an_event_is_set_once_through_a_dropped_connection(
     _assert_one_retry_and_nothing_else(caplog, "setting an event")
 
 
+async def test_an_event_whose_reply_is_lost_after_commit_still_wakes_its_waiter(
+    database_url: str,
+) -> None:
+    # The event's waiters are told after its commit (_store/wakeups.py), so the attempt
+    # whose reply was lost told no one; its retry finds the step recorded, writes
+    # nothing, and must tell them. The worker polls every 30 s and every wait parks:
+    # only that wake-up brings the parked reader back in time.
+    async with LostReplyProxy(database_url) as proxy:
+        flow = Flow(database_url=proxy.url, poll_interval=30, max_wait_in_memory=0)
+
+        @flow.workflow(name="publisher", version=1)
+        async def publisher(ctx: FlowContext) -> None:
+            await ctx.wait_for_signal("publish")
+            await ctx.set_event("ready", "yes")
+
+        @flow.workflow(name="reader", version=1)
+        async def reader(ctx: FlowContext, source: str) -> Any:
+            return await ctx.get_event(source, "ready")
+
+        async with flow, flow.worker(concurrency=4):
+            source = await flow.start(publisher)
+            read = await flow.start(reader, input=str(source))
+            await wait_until(
+                lambda: _status_is(flow, read, "waiting"), timeout=10, message="the reader parks"
+            )
+            proxy.lose_reply_to(QUERIES.set_event, meanwhile=lambda: asyncio.sleep(0.1))
+            await flow.send_signal(source, "publish")
+            assert await flow.result(read, timeout=5) == "yes"
+            assert proxy.lost == 1, "no reply was lost: the test proved nothing"
+
+
+async def _status_is(flow: Flow, run_id: UUID, wanted: str) -> bool:
+    return (await flow.status(run_id)).status == wanted
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_a_run_parks_once_through_a_dropped_connection(
     database_url: str, caplog: pytest.LogCaptureFixture, fault: str
