@@ -100,7 +100,7 @@ class QueueStore:
         """Insert ``run`` queued with ``dedup_key``; None when a key made it a duplicate.
 
         In a caller's transaction the statement NOTIFYs; otherwise the workers are woken
-        once it committed (``QueueWakeups``).
+        once it committed (``Wakeups``).
         """
         with translate_errors(self._store.schema, "starting a run with a dedup key"):
             row = await (connection or self._store.pool).fetchrow(

@@ -151,7 +151,7 @@ async def insert_new_runs(
     queues that got queued runs.
 
     ``channel``: NOTIFY it in this transaction (a caller's); None leaves the wake-up
-    to the caller, after the commit (``QueueWakeups``).
+    to the caller, after the commit (``Wakeups``).
     """
     if len(runs) == 1:  # a single start: scalar parameters, one clock read
         r = runs[0]
