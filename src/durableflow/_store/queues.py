@@ -124,7 +124,7 @@ class QueueStore:
         if row is None:
             return None
         if connection is None and row["status"] == "queued":
-            self._store.wakeups.note(self._store.channel, (row["queue"],))
+            self._store.wake_queues((row["queue"],))
         run_id: UUID = row["id"]
         return run_id
 

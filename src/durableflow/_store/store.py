@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -292,6 +292,10 @@ class Store:
             operation, keep_trying=self._keep_trying(bound), on_fault=on_fault, fault=first_fault
         )
 
+    def wake_queues(self, queues: Iterable[str]) -> None:
+        """Runs were queued on ``queues`` and committed: wake their idle workers soon."""
+        self.wakeups.note(self.channel, queues)
+
     async def _send_notifications(self, notifications: list[Notification]) -> None:
         channels = [channel for channel, _ in notifications]
         payloads = [payload for _, payload in notifications]
@@ -406,9 +410,7 @@ class Store:
             )
             created = {row["id"]: row["owner"] for row in existing}
             # Queued by that attempt, perhaps never announced: wake their workers too.
-            self.wakeups.note(
-                self.channel, (r.queue for r in runs if r.id in created and not created[r.id])
-            )
+            self.wake_queues(r.queue for r in runs if r.id in created and not created[r.id])
         pending = [r for r in runs if r.id not in created] if created else runs
         if pending:
             with translate_errors(self.schema, "starting runs"):
@@ -416,7 +418,7 @@ class Store:
                     lambda connection: insert_new_runs(connection, self.queries, pending, None)
                 )
             created.update(inserted)
-            self.wakeups.note(self.channel, queued)  # committed: now wake the workers (wakeups.py)
+            self.wake_queues(queued)  # committed: now wake the workers (wakeups.py)
         for r in runs:
             if r.owner is not None and r.id in created and created[r.id] != r.owner:
                 r.owner = None  # its queue is managed: queued for a claim instead

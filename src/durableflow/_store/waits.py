@@ -284,7 +284,7 @@ class WaitStore:
         if row is None or (row["earlier"] and not repeated):
             raise LeaseLost(fence.run_id, epoch=fence.epoch)
         if row["status"] == "queued":  # committed: now wake its queue's workers
-            self._store.wakeups.note(self._store.channel, (row["queue"],))
+            self._store.wake_queues((row["queue"],))
         return Parked(row["status"], row["wake_in"])
 
     async def send_signal(
@@ -456,7 +456,7 @@ class WaitStore:
         with translate_errors(self.schema, "waking due runs"):
             row = await self._store.pool.fetchrow(self._store.queries.wake_due_runs, limit)
         assert row is not None
-        self._store.wakeups.note(self._store.channel, row["queues"])  # committed: wake them
+        self._store.wake_queues(row["queues"])  # committed: wake their workers
         return WakePass(row["woken"], row["next_due_in"], row["now"])
 
     async def expire_deadlines(self, limit: int) -> list[UUID]:

@@ -5,6 +5,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from _slow_commits import slow_commits
 from durableflow import Flow, FlowContext
 from durableflow._store.records import ClaimedRun
 from durableflow.runtime.queues import QueueClaimer
@@ -158,41 +159,35 @@ async def test_starts_from_many_clients_commit_together_when_commits_are_slow(
     after another. With every commit's flush 50 ms slow, eight clients' starts took at
     least 8 x 50 ms; now they share flushes, and the workers are still woken, once each
     start committed, also by a client that closes at once."""
-    admin = await asyncpg.connect(database_url)
-    database = await admin.fetchval("SELECT current_database()")
-    await admin.execute(f'ALTER DATABASE "{database}" SET commit_delay = {int(COMMIT_DELAY * 1e6)}')
-    await admin.execute(f'ALTER DATABASE "{database}" SET commit_siblings = 0')
-    notes: asyncio.Queue[str] = asyncio.Queue()
-    await admin.add_listener("durableflow_runs_durableflow", lambda *a: notes.put_nowait(a[-1]))
-    clients = [make_flow(database_url) for _ in range(8)]
-    for client in clients:
-
-        @client.workflow(name="noop", version=1)
-        async def noop(ctx: FlowContext, x: int) -> int:
-            return x
-
-    try:
-        for client in clients:  # connected, statements prepared
-            await client.start("noop", input=0, queue="warm")
-        t = asyncio.get_running_loop().time()
-        ids = await asyncio.gather(
-            *[client.start("noop", input=1, queue="api") for client in clients]
-        )
-        elapsed = asyncio.get_running_loop().time() - t
-        assert len(set(ids)) == 8
-        assert elapsed < 8 * COMMIT_DELAY * 0.75, f"the starts committed one by one: {elapsed}"
-        while "api" not in [await asyncio.wait_for(notes.get(), timeout=5)]:
-            pass  # the workers of "api" were woken
-
-        last = make_flow(database_url)
-        last.workflow(name="noop", version=1)(noop)
-        async with last:  # starts and closes at once: its close sends the wake-up
-            await last.start("noop", input=2, queue="closing")
-        while "closing" not in [await asyncio.wait_for(notes.get(), timeout=5)]:
-            pass
-    finally:
+    async with slow_commits(database_url, COMMIT_DELAY) as admin:
+        notes: asyncio.Queue[str] = asyncio.Queue()
+        await admin.add_listener("durableflow_runs_durableflow", lambda *a: notes.put_nowait(a[-1]))
+        clients = [make_flow(database_url) for _ in range(8)]
         for client in clients:
-            await client.close()
-        await admin.execute(f'ALTER DATABASE "{database}" RESET commit_delay')
-        await admin.execute(f'ALTER DATABASE "{database}" RESET commit_siblings')
-        await admin.close()
+
+            @client.workflow(name="noop", version=1)
+            async def noop(ctx: FlowContext, x: int) -> int:
+                return x
+
+        try:
+            for client in clients:  # connected, statements prepared
+                await client.start("noop", input=0, queue="warm")
+            t = asyncio.get_running_loop().time()
+            ids = await asyncio.gather(
+                *[client.start("noop", input=1, queue="api") for client in clients]
+            )
+            elapsed = asyncio.get_running_loop().time() - t
+            assert len(set(ids)) == 8
+            assert elapsed < 8 * COMMIT_DELAY * 0.75, f"the starts committed one by one: {elapsed}"
+            while "api" not in [await asyncio.wait_for(notes.get(), timeout=5)]:
+                pass  # the workers of "api" were woken
+
+            last = make_flow(database_url)
+            last.workflow(name="noop", version=1)(noop)
+            async with last:  # starts and closes at once: its close sends the wake-up
+                await last.start("noop", input=2, queue="closing")
+            while "closing" not in [await asyncio.wait_for(notes.get(), timeout=5)]:
+                pass
+        finally:
+            for client in clients:
+                await client.close()

@@ -55,6 +55,17 @@ def build(database_url: str) -> Flow:
     return flow
 
 
+def approver(database_url: str, **settings: Any) -> Flow:
+    """A worker's Flow whose workflow ``approve_once`` returns the signal it waits for."""
+    flow = Flow(database_url=database_url, **settings)
+
+    @flow.workflow(name="approve_once", version=1)
+    async def approve_once(ctx: FlowContext) -> Any:
+        return await ctx.wait_for_signal("approve")
+
+    return flow
+
+
 async def test_signals_without_a_key_are_stored_once_through_terminated_backends(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -112,16 +123,11 @@ async def test_a_send_whose_reply_is_lost_after_commit_succeeds_though_the_run_f
     # reply back until the run has received the signal and finished, then drops the
     # connection: the retry finds the run finished, and the signal its own.
     caplog.set_level(logging.INFO, logger="durableflow")
-    worker_flow = Flow(database_url=database_url, poll_interval=0.05)
-
-    @worker_flow.workflow(name="approve_once", version=1)
-    async def approve_once(ctx: FlowContext) -> Any:
-        return await ctx.wait_for_signal("approve")
-
+    worker_flow = approver(database_url, poll_interval=0.05)
     async with LostReplyProxy(database_url) as proxy:
         client = Flow(database_url=proxy.url)
         async with worker_flow, client, worker_flow.worker(concurrency=2):
-            run_id = await worker_flow.start(approve_once)
+            run_id = await worker_flow.start("approve_once")
             proxy.lose_reply_to(
                 Queries("durableflow").send_signal,
                 meanwhile=lambda: worker_flow.result(run_id, timeout=20),
@@ -153,16 +159,11 @@ async def test_a_send_whose_reply_is_lost_after_commit_still_wakes_the_run(
     # A send's wake-up goes out after its commit (_store/wakeups.py), so the attempt
     # whose reply was lost never sent one; its retry, which stores nothing (the key is
     # there), must. The worker polls every 30 s: only the wake-up ends the wait in time.
-    worker_flow = Flow(database_url=database_url, poll_interval=30, max_wait_in_memory=hold)
-
-    @worker_flow.workflow(name="approve_once", version=1)
-    async def approve_once(ctx: FlowContext) -> Any:
-        return await ctx.wait_for_signal("approve")
-
+    worker_flow = approver(database_url, poll_interval=30, max_wait_in_memory=hold)
     async with LostReplyProxy(database_url) as proxy:
         client = Flow(database_url=proxy.url)
         async with worker_flow, client, worker_flow.worker(concurrency=2):
-            run_id = await worker_flow.start(approve_once)
+            run_id = await worker_flow.start("approve_once")
             wanted = "waiting" if hold == 0 else "running"
             while (await client.status(run_id)).status != wanted:
                 await asyncio.sleep(0.02)

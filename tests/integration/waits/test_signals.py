@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from _slow_commits import slow_commits
 from durableflow import (
     Flow,
     FlowContext,
@@ -361,55 +362,53 @@ async def test_signals_from_many_clients_commit_together_when_commits_are_slow(
     at least 8 x 50 ms. Now the wake-up follows the commit; the runs are still woken
     by it (the workers poll every 30 s), blocked in memory or parked, also by a client
     that sends and closes at once."""
-    admin = await asyncpg.connect(database_url)
-    database = await admin.fetchval("SELECT current_database()")
-    await admin.execute(f'ALTER DATABASE "{database}" SET commit_delay = {int(COMMIT_DELAY * 1e6)}')
-    await admin.execute(f'ALTER DATABASE "{database}" SET commit_siblings = 0')
-    in_memory = make_flow(database_url, poll_interval=30, max_wait_in_memory=60)
-    parking = make_flow(database_url, poll_interval=30, max_wait_in_memory=0)
-    clients = [make_flow(database_url) for _ in range(8)]
-    for flow in (in_memory, parking):
+    async with slow_commits(database_url, COMMIT_DELAY):
+        in_memory = make_flow(database_url, poll_interval=30, max_wait_in_memory=60)
+        parking = make_flow(database_url, poll_interval=30, max_wait_in_memory=0)
+        clients = [make_flow(database_url) for _ in range(8)]
+        for flow in (in_memory, parking):
 
-        @flow.workflow(name="awaits", version=1)
-        async def awaits(ctx: FlowContext) -> Any:
-            return await ctx.wait_for_signal("go")
+            @flow.workflow(name="awaits", version=1)
+            async def awaits(ctx: FlowContext) -> Any:
+                return await ctx.wait_for_signal("go")
 
-    try:
-        async with (
-            in_memory,
-            parking,
-            in_memory.worker(concurrency=8, queues=["memory"]),
-            parking.worker(concurrency=8, queues=["parked"]),
-        ):
-            runs = [
-                await in_memory.start("awaits", queue="memory" if i % 2 else "parked")
-                for i in range(9)
-            ]
-            for i, run_id in enumerate(runs):
-                wanted = "running" if i % 2 else "waiting"  # blocked in memory, or parked
-                await wait_for(lambda r=run_id, w=wanted: _is_status(in_memory, r, w), what=wanted)
-            await asyncio.sleep(0.3)  # those in memory are blocked in their waits
-            for client, run_id in zip(clients, runs, strict=False):  # connected, prepared
-                await client.send_signal(run_id, "warm-up")
-            t = asyncio.get_running_loop().time()
-            await asyncio.gather(
-                *[
-                    client.send_signal(run_id, "go", i)
-                    for i, (client, run_id) in enumerate(zip(clients, runs, strict=False))
+        try:
+            async with (
+                in_memory,
+                parking,
+                in_memory.worker(concurrency=8, queues=["memory"]),
+                parking.worker(concurrency=8, queues=["parked"]),
+            ):
+                runs = [
+                    await in_memory.start("awaits", queue="memory" if i % 2 else "parked")
+                    for i in range(9)
                 ]
-            )
-            elapsed = asyncio.get_running_loop().time() - t
-            assert elapsed < 8 * COMMIT_DELAY * 0.75, f"the sends committed one by one: {elapsed}"
-            results = [in_memory.result(run_id, timeout=10) for run_id in runs[:8]]
-            assert await asyncio.gather(*results) == list(range(8))
+                for i, run_id in enumerate(runs):
+                    wanted = "running" if i % 2 else "waiting"  # blocked in memory, or parked
+                    await wait_for(
+                        lambda r=run_id, w=wanted: _is_status(in_memory, r, w), what=wanted
+                    )
+                await asyncio.sleep(0.3)  # those in memory are blocked in their waits
+                for client, run_id in zip(clients, runs, strict=False):  # connected, prepared
+                    await client.send_signal(run_id, "warm-up")
+                t = asyncio.get_running_loop().time()
+                await asyncio.gather(
+                    *[
+                        client.send_signal(run_id, "go", i)
+                        for i, (client, run_id) in enumerate(zip(clients, runs, strict=False))
+                    ]
+                )
+                elapsed = asyncio.get_running_loop().time() - t
+                assert elapsed < 8 * COMMIT_DELAY * 0.75, (
+                    f"the sends committed one by one: {elapsed}"
+                )
+                results = [in_memory.result(run_id, timeout=10) for run_id in runs[:8]]
+                assert await asyncio.gather(*results) == list(range(8))
 
-            last = make_flow(database_url)
-            async with last:  # sends and closes at once: its close sends the wake-up
-                await last.send_signal(runs[8], "go", "last")
-            assert await in_memory.result(runs[8], timeout=10) == "last"
-    finally:
-        for client in clients:
-            await client.close()
-        await admin.execute(f'ALTER DATABASE "{database}" RESET commit_delay')
-        await admin.execute(f'ALTER DATABASE "{database}" RESET commit_siblings')
-        await admin.close()
+                last = make_flow(database_url)
+                async with last:  # sends and closes at once: its close sends the wake-up
+                    await last.send_signal(runs[8], "go", "last")
+                assert await in_memory.result(runs[8], timeout=10) == "last"
+        finally:
+            for client in clients:
+                await client.close()

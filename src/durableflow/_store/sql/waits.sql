@@ -89,7 +89,8 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- earliest wake-up ($4; NULL: none of its own) or its deadline, whichever is first.
 -- $5 lists what it waits for. If a wake-up arrived since its checks read wake_seq
 -- ($6; NULL when it only sleeps), it is queued again at once instead (the caller
--- wakes its queue's workers once this commits: _store/wakeups.py). Fenced: a run cancelled or taken over meanwhile is not touched.
+-- wakes its queue's workers once this commits: _store/wakeups.py). Fenced: a run
+-- cancelled or taken over meanwhile is not touched.
 -- The UPDATE re-checks its WHERE on the latest row version, and the fence is written
 -- with IS NOT DISTINCT FROM so that only the primary key finds the row ($2 and $3
 -- are never NULL, so it means `=`).
