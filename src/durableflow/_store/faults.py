@@ -19,6 +19,7 @@ from durableflow._store.records import (
     FailedAttempt,
     NewRun,
     Outcome,
+    PlainSend,
     RecordedAttempt,
     claimed_from_row,
 )
@@ -200,3 +201,8 @@ def refused_new_run(run: NewRun, exc: DatabaseError) -> BaseException:
     return SerializationError(
         f"Postgres refused the {what}: {exc}", what=what, type_name="", workflow=run.workflow
     )
+
+
+def refused_signal(send: PlainSend, exc: DatabaseError) -> BaseException:
+    what = f"payload of signal {send.name!r} to run {send.run_id}"
+    return SerializationError(f"Postgres refused the {what}: {exc}", what=what, type_name="")

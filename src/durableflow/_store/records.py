@@ -82,6 +82,18 @@ class Outcome:
     checkpoints: tuple[Checkpoint, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PlainSend:
+    """One signal for ``run_id``'s mailbox. ``client``: sent by a caller outside any
+    execution (retried for the client's time), else by a run's (while its lease holds)."""
+
+    run_id: UUID
+    name: str
+    payload: str
+    idempotency_key: str
+    client: bool
+
+
 @dataclass(slots=True)
 class ClaimedRun:
     """A run this worker now owns at ``lease_epoch``."""

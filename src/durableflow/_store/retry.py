@@ -45,6 +45,14 @@ class RetryBound(enum.Enum):
     CLIENT = "client"
     LEASE_OR_CLIENT = "lease or client"
 
+    @classmethod
+    def of_batch(cls, lease_writes: int, total: int) -> RetryBound:
+        """The bound of a group commit of ``total`` writes, ``lease_writes`` of them made
+        for runs' executions and the rest for clients: while any of them would retry."""
+        if lease_writes == 0:
+            return cls.CLIENT
+        return cls.LEASE if lease_writes == total else cls.LEASE_OR_CLIENT
+
 
 class Backoff:
     """Delays of ``first * 2**n`` capped at ``maximum``, each jittered to [50 %, 100 %].

@@ -38,6 +38,7 @@ from durableflow._store.records import (
 from durableflow._store.replans import DISCARD_PLANS, MOST_SECONDS, PlanRefresh
 from durableflow._store.retry import RetryBound, retry_transient, until
 from durableflow._store.schema_version import current_revision, ensure_current
+from durableflow._store.signals import SignalSends
 from durableflow._store.statements import (
     insert_new_runs,
     with_companions,
@@ -95,9 +96,7 @@ def _starts_bound(runs: Sequence[NewRun]) -> RetryBound:
     for run in runs:  # a loop, not a generator: this runs for every start
         if run.parent_id is not None:
             children += 1
-    if children == 0:
-        return RetryBound.CLIENT
-    return RetryBound.LEASE if children == len(runs) else RetryBound.LEASE_OR_CLIENT
+    return RetryBound.of_batch(children, len(runs))
 
 
 class Store:
@@ -146,6 +145,7 @@ class Store:
         self._insert_runs = GroupCommitter[NewRun, UUID | None](self._flush_new_runs)
         self._checkpoints = GroupCommitter[Checkpoint, None](self._flush_checkpoints)
         self._outcomes = GroupCommitter[Outcome, bool](self._flush_outcomes)
+        self.signal_sends = SignalSends(self, self._writers)
         self.wakeups = Wakeups(self._send_notifications)
         self.faults = FaultStore(self)
 
@@ -189,6 +189,7 @@ class Store:
 
     async def close(self) -> None:
         await self._insert_runs.close()
+        await self.signal_sends.close()
         await self.wakeups.close()
         await self._checkpoints.close()
         await self._outcomes.close()

@@ -27,8 +27,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.errors import translate_errors
-from durableflow._store.records import FINAL_STATUSES
-from durableflow._store.retry import RetryBound
+from durableflow._store.records import FINAL_STATUSES, PlainSend
 from durableflow._store.store import Store
 from durableflow.errors import LeaseLost
 
@@ -342,13 +341,9 @@ class WaitStore:
             # stores nothing twice, and reports it sent even if the run has received
             # it and finished meanwhile (already_sent). A client's for its retry timeout;
             # a run's (ctx.send_signal) while its lease holds, like its other writes.
-            row = await self._store.retrying(
-                "sending a signal",
-                lambda: self._store.fetchrow(
-                    "sending a signal", self._store.queries.send_signal, *args
-                ),
-                lambda: [run_id],
-                RetryBound.CLIENT if client else RetryBound.LEASE,
+            # Concurrent sends commit together (group commit, _store/signals.py).
+            row = await self._store.signal_sends.send(
+                PlainSend(run_id, name, payload, idempotency_key, client)
             )
         assert row is not None
         if connection is None and (

@@ -1,9 +1,9 @@
 """A few dedicated connections for group-commit flushes, kept outside the pool.
 
-Hot-path writes (new runs, checkpoints, outcomes) go through here instead of
-``pool.fetch``: taking a ready connection from a queue costs a few microseconds,
-where a pool acquire/release costs tens, which matters when a checkpoint's round
-trip is a fifth of a millisecond. Connections are opened on first use, or all at
+Hot-path writes (new runs, checkpoints, outcomes, plain signals) go through here
+instead of ``pool.fetch``: taking a ready connection from a queue costs a few
+microseconds, where a pool acquire/release costs tens, which matters when a
+checkpoint's round trip is a fifth of a millisecond. Connections are opened on first use, or all at
 once by ``open()`` (a worker calls it when it starts, so its first runs do not wait
 for connections). One that fails below the SQL level (dropped socket, terminated
 backend, a deadline, cancelled mid-statement) is terminated and its slot left empty,
@@ -38,11 +38,11 @@ T = TypeVar("T")
 SERVER_SETTINGS = {"application_name": "durableflow", "jit": "off"}
 # Writers name themselves apart from the pool, so pg_stat_activity tells them apart.
 # They run only the hot-path writes (insert_run(s), checkpoint_step(s), the graph pair,
-# finish_run(s)), whose generic plans the plan tests check. Left to choose, Postgres
-# planned two of them afresh on every execution: a queued start (insert_run without an
-# owner: the custom plan folds the managed-queue check away, so it always looks
-# cheaper) and the batched checkpoint, 3,040 custom plans out of 3,040 executions.
-# Planning was about a fifth of a start's time; a generic plan is made once.
+# finish_run(s), plain send_signal(s)), whose generic plans the plan tests check. Left
+# to choose, Postgres planned two of them afresh on every execution: a queued start
+# (insert_run without an owner: the custom plan folds the managed-queue check away, so
+# it always looks cheaper) and the batched checkpoint, 3,040 custom plans out of 3,040
+# executions. Planning was about a fifth of a start's time; a generic plan is made once.
 WRITER_SETTINGS = {
     **SERVER_SETTINGS,
     "application_name": "durableflow-writer",

@@ -400,3 +400,63 @@ SELECT (SELECT status FROM target) AS status,
                WHERE target.status IN ('succeeded', 'failed', 'cancelled', 'dead'))
        AND EXISTS (SELECT 1 FROM {schema}.signals
                    WHERE run_id = $1 AND idempotency_key = $4) AS already_sent;
+
+-- name: send_signals
+-- Plain sends (no hand-over) of many callers at once, each with its idempotency key
+-- ($1..$4, one element per send): send_signal for a batch (group commit, see
+-- _store/signals.py), with one row back per send, in the order given, and the same
+-- columns (no hand-over output). Each target is locked by a primary-key probe of its
+-- own (no join the planner could turn into a scan, see finish_runs), in id order, so
+-- that two batches never wait for each other in a cycle. A run's wake-up sequence is
+-- bumped once for all its signals stored here, and a run waiting for any of their
+-- names is queued. Two sends with the same key for one run store one signal, and both
+-- report it stored. Wake-ups are the caller's, after the commit, as for send_signal.
+WITH sent AS (
+    SELECT s.n, s.run_id, s.name, s.payload, s.idempotency_key
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+         AS s(run_id, name, payload, idempotency_key, n)
+), target AS MATERIALIZED (
+    SELECT r.id, r.status
+    FROM (SELECT DISTINCT run_id FROM sent ORDER BY run_id) AS s
+    CROSS JOIN LATERAL (
+        SELECT id, status FROM {schema}.runs WHERE id = s.run_id OFFSET 0 FOR NO KEY UPDATE
+    ) AS r
+), inserted AS (
+    INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at)
+    SELECT s.run_id, s.name, s.payload::jsonb, s.idempotency_key, {clock_now}
+    FROM sent AS s JOIN target AS t ON t.id = s.run_id
+    WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
+    ORDER BY s.n
+    ON CONFLICT (run_id, idempotency_key) DO NOTHING
+    RETURNING id, run_id, name, idempotency_key
+), told AS MATERIALIZED (  -- the runs told, with the waits their new signals answer
+    SELECT run_id AS id, array_agg('signal:' || name) AS waits FROM inserted GROUP BY run_id
+), woken AS (
+    -- Found through the batch's ids ($1), as set_event finds an event's waiters: on a
+    -- table of a few pages any plan reads it whole, and the replans (replans.py) remake
+    -- it as the table grows. Joined to told instead, whose size no plan can know, the
+    -- plan made on a small table went on reading every run once the table had grown.
+    UPDATE {schema}.runs AS r
+    SET wake_seq = r.wake_seq + 1,
+        (status, waiting_for, available_at) = (
+            SELECT CASE WHEN d.due THEN 'queued' ELSE r.status END,
+                   CASE WHEN d.due THEN NULL ELSE r.waiting_for END,
+                   CASE WHEN d.due THEN {clock_now} ELSE r.available_at END
+            FROM (SELECT r.status = 'waiting' AND r.waiting_for && w.waits AS due
+                  FROM told AS w WHERE w.id = r.id) AS d)
+    WHERE r.id = ANY ($1::uuid[]) AND r.id IN (SELECT id FROM told)
+    RETURNING r.id
+)
+SELECT t.status, i.id AS signal_id, NULL::text AS output,
+       s.run_id IN (SELECT id FROM woken) AS woken,
+       k.held IS NOT NULL AS already_sent
+FROM sent AS s
+LEFT JOIN target AS t ON t.id = s.run_id
+LEFT JOIN inserted AS i ON i.run_id = s.run_id AND i.idempotency_key = s.idempotency_key
+LEFT JOIN LATERAL (  -- a probe of the key's index per send, only for a finished run
+    SELECT true AS held FROM {schema}.signals AS g
+    WHERE g.run_id = s.run_id AND g.idempotency_key = s.idempotency_key
+      AND t.status IN ('succeeded', 'failed', 'cancelled', 'dead')
+    LIMIT 1
+) AS k ON true
+ORDER BY s.n;
