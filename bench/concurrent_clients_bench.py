@@ -2,14 +2,15 @@
 queued starts, and signals.
 
 K client processes (no worker), each with its own Flow, write for the same few seconds,
-one write after another: *starts* of queued runs (``flow.start(wf, input=3,
-queue="default")``), or *signals* (``flow.send_signal(run, "ping", n)``, each client to
-one run of its own that waits, a start delayed by an hour, so every send bumps the
-run's wake-up sequence and announces it). One connection LISTENs on the run and wake
-channels, as an idle worker would. Beside them, in the same run, K connections of one
-process commit single-row INSERTs into a narrow table (the raw commit rate of K
-connections). The ratio of the two is what the writes keep of the server's commit rate
-when many clients write at once.
+one write after another, or ``--in-flight N`` at a time (N tasks of one process, as a
+service's concurrent request handlers): *starts* of queued runs (``flow.start(wf,
+input=3, queue="default")``), or *signals* (``flow.send_signal(run, "ping", n)``, each
+task to one run of its own that waits, a start delayed by an hour, so every send bumps
+the run's wake-up sequence and announces it). One connection LISTENs on the run and
+wake channels, as an idle worker would. Beside them, in the same run, K x N connections
+of one process commit single-row INSERTs into a narrow table (the raw commit rate of
+that many connections). The ratio of the two is what the writes keep of the server's
+commit rate when many clients write at once.
 
 This is the workload the NOTIFY's cluster-wide lock serialized (see
 ``src/durableflow/_store/wakeups.py``): with the NOTIFY in the write's own transaction,
@@ -22,7 +23,8 @@ clients run on the same 2 cores as the server here, so with fast commits the cli
 CPU is the bound.
 
 Usage: python bench/concurrent_clients_bench.py [DSN] [--writes starts signals]
-[--clients K ...] [--seconds S] [--rounds N] [--commit-delay US] (DSN: a server whose
+[--clients K ...] [--in-flight N] [--seconds S] [--rounds R] [--commit-delay US]
+(DSN: a server whose
 user may create databases and set ``commit_delay`` (a superuser), default
 ``DURABLEFLOW_BENCH_DSN`` or the local server; the databases are dropped afterwards).
 Prints one JSON line: per database, kind of write and K, the median writes/s, raw
@@ -54,10 +56,12 @@ WARM_UP = 20
 SETTLE = 3.0  # seconds for the children to import, connect and warm up before the start
 
 
-async def client(dsn: str, what: str, begin: float, seconds: float) -> int:
-    """One client process: writes ``what`` from ``begin`` (time.time()) for ``seconds``."""
+async def client(dsn: str, what: str, begin: float, seconds: float, in_flight: int) -> int:
+    """One client process: ``in_flight`` tasks write ``what`` from ``begin``
+    (time.time()) for ``seconds``, each one write after another."""
     flow, wf = build_flow(dsn)
-    try:
+
+    async def task() -> int:
         if what == "starts":
 
             async def write(_: int) -> None:
@@ -76,9 +80,12 @@ async def client(dsn: str, what: str, begin: float, seconds: float) -> int:
         while time.time() < end:
             await write(written)
             written += 1
+        return written
+
+    try:
+        return sum(await asyncio.gather(*(task() for _ in range(in_flight))))
     finally:
         await flow.close()
-    return written
 
 
 async def raw_commits(dsn: str, clients: int, seconds: float) -> float:
@@ -107,12 +114,22 @@ async def raw_commits(dsn: str, clients: int, seconds: float) -> float:
             await connection.close()
 
 
-def writes(dsn: str, what: str, clients: int, seconds: float) -> float:
-    """``clients`` processes writing ``what`` at once: writes/s."""
+def writes(dsn: str, what: str, clients: int, in_flight: int, seconds: float) -> float:
+    """``clients`` processes writing ``what`` at once, ``in_flight`` at a time each:
+    writes/s."""
     begin = time.time() + SETTLE
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child", dsn, what, str(begin), str(seconds)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                dsn,
+                what,
+                str(begin),
+                str(seconds),
+                str(in_flight),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -125,7 +142,7 @@ def writes(dsn: str, what: str, clients: int, seconds: float) -> float:
 
 
 async def measure(
-    dsn: str, kinds: list[str], clients: list[int], seconds: float, rounds: int
+    dsn: str, kinds: list[str], clients: list[int], in_flight: int, seconds: float, rounds: int
 ) -> dict[str, Any]:
     """The figures in the migrated database ``dsn``, per kind of write and number of
     clients."""
@@ -144,9 +161,12 @@ async def measure(
             for k in clients:
                 written, raw = [], []
                 for _ in range(rounds):
-                    written.append(await asyncio.to_thread(writes, dsn, what, k, seconds))
-                    raw.append(await raw_commits(dsn, k, seconds))
-                figures[f"{what}_clients_{k}"] = {
+                    written.append(
+                        await asyncio.to_thread(writes, dsn, what, k, in_flight, seconds)
+                    )
+                    raw.append(await raw_commits(dsn, k * in_flight, seconds))
+                name = f"{what}_clients_{k}" + (f"_in_flight_{in_flight}" if in_flight > 1 else "")
+                figures[name] = {
                     "per_s": round(statistics.median(written)),
                     "raw_commits_per_s": round(statistics.median(raw)),
                     "ratio": round(
@@ -161,7 +181,13 @@ async def measure(
 
 
 async def run(
-    dsn: str, kinds: list[str], clients: list[int], seconds: float, rounds: int, commit_delay: int
+    dsn: str,
+    kinds: list[str],
+    clients: list[int],
+    in_flight: int,
+    seconds: float,
+    rounds: int,
+    commit_delay: int,
 ) -> dict[str, Any]:
     admin = await asyncpg.connect(dsn)
     figures: dict[str, Any] = {}
@@ -178,7 +204,7 @@ async def run(
                 await flow.migrate()
                 await flow.close()
                 figures[f"commit_delay_{delay}_us"] = await measure(
-                    target, kinds, clients, seconds, rounds
+                    target, kinds, clients, in_flight, seconds, rounds
                 )
             finally:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -190,7 +216,7 @@ async def run(
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         dsn, what, begin, seconds = sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-        print(asyncio.run(client(dsn, what, begin, seconds)))
+        print(asyncio.run(client(dsn, what, begin, seconds, int(sys.argv[6]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dsn", nargs="?", default=os.environ.get("DURABLEFLOW_BENCH_DSN"))
@@ -198,6 +224,7 @@ def main() -> None:
         "--writes", nargs="+", choices=["starts", "signals"], default=["starts", "signals"]
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--in-flight", type=int, default=1, help="writes at once per client")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--commit-delay", type=int, default=1000, help="microseconds")
@@ -207,6 +234,7 @@ def main() -> None:
             args.dsn or DEFAULT_DSN,
             args.writes,
             args.clients,
+            args.in_flight,
             args.seconds,
             args.rounds,
             args.commit_delay,

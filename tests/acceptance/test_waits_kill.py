@@ -1,6 +1,8 @@
 """Durable waits across kill -9: a sleep is not slept again from the start, a signal is
-received exactly once, a deadline outlives the worker that was enforcing it, and
-``ctx.now()`` / ``ctx.uuid4()`` / ``ctx.random()`` return on replay what a killed step saw.
+received exactly once, a deadline outlives the worker that was enforcing it,
+``ctx.now()`` / ``ctx.uuid4()`` / ``ctx.random()`` return on replay what a killed step
+saw, and signals sent many at a time by a client killed mid-way are stored whole
+batches at a time and, sent again, exactly once.
 
 Worker A is killed with SIGKILL while it holds the run (the sleep in memory, or a step
 running after the signal was consumed); worker B takes the run over once A's lease
@@ -14,6 +16,8 @@ import json
 import signal
 import time
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -21,7 +25,7 @@ import pytest
 from apps import waits_app
 from apps.harness import FAST_WORKER_SETTINGS, ChildProcess, Processes, wait_until
 
-from durableflow import WorkflowFailed
+from durableflow import Flow, FlowContext, WorkflowFailed
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(90)]
 
@@ -190,3 +194,71 @@ async def test_recorded_values_are_the_same_after_kill_9(
             ("uuid4", "value", ident),
             ("random", "value", float(roll)),
         ]
+
+
+SENDER_RUNS = 40
+SENDER_ROUNDS = 60
+
+
+async def test_signals_sent_many_at_a_time_survive_their_senders_kill_9(
+    database_url: str, db: asyncpg.Connection, processes: Processes, tmp_path: Path
+) -> None:
+    # A client process sends rounds of signals, each round to every run at once (so they
+    # commit in shared statements), and is killed with SIGKILL mid-way. A batch is one
+    # statement: it went in whole or not at all. Run again, as a restarted service
+    # retries its requests with their keys, it stores only what the killed one did not,
+    # and every run receives each signal exactly once, in the order of the rounds.
+    receiving = Flow(database_url=database_url, poll_interval=0.2)
+
+    @receiving.workflow(name="collect", version=1)
+    async def collect(ctx: FlowContext) -> list[Any]:
+        return [await ctx.wait_for_signal("item") for _ in range(SENDER_ROUNDS)]
+
+    total = SENDER_RUNS * SENDER_ROUNDS
+    async with receiving:
+        runs = [await receiving.start(collect) for _ in range(SENDER_RUNS)]
+        runs_file = tmp_path / "runs.txt"
+        runs_file.write_text("\n".join(str(run_id) for run_id in runs))
+        env = {"DURABLEFLOW_DATABASE_URL": database_url}
+        args = [str(runs_file), str(SENDER_ROUNDS)]
+        first = processes.start("sender-1", args, env, module="apps.signal_sender")
+
+        await wait_until(
+            "SELECT count(*) >= $1 FROM durableflow.signals",
+            db,
+            total // 3,
+            timeout=30,
+            interval=0.005,
+            message="a third of the signals stored",
+        )
+        first.send(signal.SIGKILL)
+        await first.wait_exit(10)
+        stored = await db.fetchval("SELECT count(*) FROM durableflow.signals")
+        assert stored < total, "the sender finished before the kill: the test proved nothing"
+        assert "done" not in first.stdout()
+        # Whole batches only: a round's sends are stored for some runs, every round
+        # before it for all of them.
+        per_round = await db.fetch(
+            "SELECT (payload->>'r')::int AS r, count(*) AS n FROM durableflow.signals"
+            " GROUP BY 1 ORDER BY 1"
+        )
+        counts = [row["n"] for row in per_round]
+        assert [row["r"] for row in per_round] == list(range(len(counts)))
+        assert all(n == SENDER_RUNS for n in counts[:-1]), counts
+        shared = await db.fetchval("SELECT count(DISTINCT xmin::text) FROM durableflow.signals")
+        assert shared <= stored / 5, f"{stored} signals took {shared} transactions: not batched"
+
+        second = processes.start("sender-2", args, env, module="apps.signal_sender")
+        assert await second.wait_exit(60) == 0, second.describe()
+        assert "done" in second.stdout()
+        keys = await db.fetch(
+            "SELECT run_id, idempotency_key, payload->>'r' AS r FROM durableflow.signals"
+        )
+        assert len(keys) == total
+        assert {(k["run_id"], k["idempotency_key"]) for k in keys} == {
+            (run_id, f"{run_id}:{n}") for run_id in runs for n in range(SENDER_ROUNDS)
+        }
+        async with receiving.worker(concurrency=SENDER_RUNS):
+            for run_id in runs:
+                got = await receiving.result(run_id, timeout=30)
+                assert got == [{"r": n} for n in range(SENDER_ROUNDS)]

@@ -134,14 +134,19 @@ class Processes:
         self._terminals: list[Terminal] = []
 
     def start(
-        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        module: str = "durableflow.cli",
     ) -> ChildProcess:
-        """Start ``python -m durableflow.cli <args>`` in the background."""
+        """Start ``python -m <module> <args>`` (the CLI by default) in the background."""
         stdout = self._directory / f"{name}.stdout"
         stderr = self._directory / f"{name}.stderr"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "durableflow.cli", *args],
+                [sys.executable, "-m", module, *args],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
