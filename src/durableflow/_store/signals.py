@@ -13,6 +13,10 @@ have (``WaitStore.send_signal`` then sends the wake-up that attempt may never ha
 sent). A payload Postgres refuses fails only its own send (``write_isolating``).
 Sends without a key are not retried, and sends in a caller's transaction or handed
 over to a wait are not batched; ``WaitStore.send_signal`` makes those itself.
+
+A batch locks each of its runs (in id order) until it commits, so a run locked by a
+long transaction (a caller's ``send_signal(session=)`` not yet committed) holds up
+the sends that share a batch with one to it, not only that one.
 """
 
 from __future__ import annotations
