@@ -14,9 +14,12 @@ sent). A payload Postgres refuses fails only its own send (``write_isolating``).
 Sends without a key are not retried, and sends in a caller's transaction or handed
 over to a wait are not batched; ``WaitStore.send_signal`` makes those itself.
 
-A batch locks each of its runs (in id order) until it commits, so a run locked by a
-long transaction (a caller's ``send_signal(session=)`` not yet committed) holds up
-the sends that share a batch with one to it, not only that one.
+A batch takes only the run locks it can have at once (SKIP LOCKED): one that waited
+while holding others could close a cycle with a checkpoint or outcome batch, which
+lock their runs in their own order (under load it did: a deadlock, broken after a
+second). A send whose run was locked is sent again on its own once its batch has
+answered, waiting for the lock, holding no other; a run held by a long transaction (a
+caller's ``send_signal(session=)`` not yet committed) holds up only the sends to it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ class SignalSends:
     async def send(self, send: PlainSend) -> asyncpg.Record:
         """Store ``send``; the row ``send_signal`` returns for it (its status, signal id,
         ``woken``, ``already_sent``)."""
-        return await self._committer.submit(send)
+        row = await self._committer.submit(send)
+        if row.get("busy"):  # its run was locked: on its own now, waiting for the lock
+            (row,) = await self._flush([send])
+            if isinstance(row, BaseException):
+                raise row
+        return row
 
     async def close(self) -> None:
         await self._committer.close()

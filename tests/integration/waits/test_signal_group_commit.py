@@ -209,3 +209,40 @@ async def test_a_batch_whose_reply_is_lost_after_commit_still_wakes_its_runs(
         r.getMessage() for r in caplog.records if getattr(r, "event", None) == "database_retry"
     ]
     assert len(retried) == 1 and retried[0].startswith("sending signals"), retried
+
+
+async def test_a_locked_run_holds_up_only_its_own_send_and_closes_no_deadlock(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A checkpoint batch locks its runs FOR SHARE in its own order, one after another.
+    # Here a transaction does what such a batch does: it holds run B while sends to A, B
+    # and C share a batch, then locks A. A batch that waited for B while holding A (as
+    # the first version did) would hold up the sends to A and C until B is free, and the
+    # lock on A would close a cycle Postgres breaks after a second (deadlock_timeout).
+    caplog.set_level(logging.INFO, logger="durableflow")
+    flow = receiver(database_url)
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with flow:
+            lead, a, b, c = [await flow.start("pair", delay=3600) for _ in range(4)]
+            async with locker.transaction():
+                await locker.execute("SET LOCAL deadlock_timeout = '30s'")
+                await locker.execute("SELECT 1 FROM durableflow.runs WHERE id = $1 FOR SHARE", b)
+                # The lead send flushes alone; A, B and C go together in the next flush.
+                sends = {
+                    run_id: asyncio.ensure_future(flow.send_signal(run_id, "a", str(run_id)))
+                    for run_id in (lead, a, b, c)
+                }
+                await asyncio.wait_for(asyncio.gather(sends[a], sends[c]), timeout=10)
+                assert not sends[b].done(), "the send to the locked run did not wait for it"
+                await asyncio.wait_for(
+                    locker.execute("SELECT 1 FROM durableflow.runs WHERE id = $1 FOR SHARE", a),
+                    timeout=5,
+                )
+            await asyncio.wait_for(asyncio.gather(*sends.values()), timeout=10)
+            for run_id in (lead, a, b, c):
+                assert [s.payload for s in await flow.signals(run_id)] == [str(run_id)]
+    finally:
+        await locker.close()
+    retried = [r.getMessage() for r in caplog.records if getattr(r, "event", None)]
+    assert not [m for m in retried if "deadlock" in m], retried

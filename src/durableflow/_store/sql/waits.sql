@@ -405,9 +405,13 @@ SELECT (SELECT status FROM target) AS status,
 -- Plain sends (no hand-over) of many callers at once, each with its idempotency key
 -- ($1..$4, one element per send): send_signal for a batch (group commit, see
 -- _store/signals.py), with one row back per send, in the order given, and the same
--- columns (no hand-over output). Each target is locked by a primary-key probe of its
--- own (no join the planner could turn into a scan, see finish_runs), in id order, so
--- that two batches never wait for each other in a cycle. A run's wake-up sequence is
+-- columns (no hand-over output) and `busy`. Each target is locked by a primary-key
+-- probe of its own (no join the planner could turn into a scan, see finish_runs),
+-- SKIP LOCKED: a batch never waits for a lock while it holds others, so it cannot
+-- close a cycle with the checkpoint and outcome batches, which lock their runs in
+-- their own order (it did, under load: deadlocks broken after a second). A send whose
+-- run exists but was locked stores nothing and says `busy`; the caller sends it again
+-- on its own (send_signal, which waits, holding no other lock). A run's wake-up sequence is
 -- bumped once for all its signals stored here, and a run waiting for any of their
 -- names is queued. Two sends with the same key for one run store one signal, and both
 -- report it stored. Wake-ups are the caller's, after the commit, as for send_signal.
@@ -419,7 +423,8 @@ WITH sent AS (
     SELECT r.id, r.status
     FROM (SELECT DISTINCT run_id FROM sent ORDER BY run_id) AS s
     CROSS JOIN LATERAL (
-        SELECT id, status FROM {schema}.runs WHERE id = s.run_id OFFSET 0 FOR NO KEY UPDATE
+        SELECT id, status FROM {schema}.runs WHERE id = s.run_id
+        OFFSET 0 FOR NO KEY UPDATE SKIP LOCKED
     ) AS r
 ), inserted AS (
     INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at)
@@ -449,7 +454,7 @@ WITH sent AS (
 )
 SELECT t.status, i.id AS signal_id, NULL::text AS output,
        s.run_id IN (SELECT id FROM woken) AS woken,
-       k.held IS NOT NULL AS already_sent
+       k.held IS NOT NULL AS already_sent, b.busy IS NOT NULL AS busy
 FROM sent AS s
 LEFT JOIN target AS t ON t.id = s.run_id
 LEFT JOIN inserted AS i ON i.run_id = s.run_id AND i.idempotency_key = s.idempotency_key
@@ -459,4 +464,8 @@ LEFT JOIN LATERAL (  -- a probe of the key's index per send, only for a finished
       AND t.status IN ('succeeded', 'failed', 'cancelled', 'dead')
     LIMIT 1
 ) AS k ON true
+LEFT JOIN LATERAL (  -- not locked here: locked elsewhere, or no such run
+    SELECT true AS busy FROM {schema}.runs AS x WHERE x.id = s.run_id AND t.id IS NULL
+    LIMIT 1
+) AS b ON true
 ORDER BY s.n;
