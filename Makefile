@@ -31,6 +31,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres;
 	$(BIN)/python bench/queued_wal_bench.py
 	$(BIN)/python bench/concurrent_clients_bench.py
 	$(BIN)/python bench/concurrent_clients_bench.py --clients 1 --in-flight 32
+	$(BIN)/python bench/signals_under_load.py
 
 bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run
 	bash bench/setup_langgraph.sh
