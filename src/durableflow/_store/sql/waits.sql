@@ -411,10 +411,11 @@ SELECT (SELECT status FROM target) AS status,
 -- close a cycle with the checkpoint and outcome batches, which lock their runs in
 -- their own order (it did, under load: deadlocks broken after a second). A send whose
 -- run exists but was locked stores nothing and says `busy`; the caller sends it again
--- on its own (send_signal, which waits, holding no other lock). A run's wake-up sequence is
--- bumped once for all its signals stored here, and a run waiting for any of their
--- names is queued. Two sends with the same key for one run store one signal, and both
--- report it stored. Wake-ups are the caller's, after the commit, as for send_signal.
+-- on its own (send_signal, which waits, holding no other lock). A run's wake-up
+-- sequence is bumped once for all its signals stored here, and a run waiting for any
+-- of their names is queued. Two sends with the same key for one run store one signal,
+-- and both report it stored. Wake-ups are the caller's, after the commit, as for
+-- send_signal.
 WITH sent AS (
     SELECT s.n, s.run_id, s.name, s.payload, s.idempotency_key
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
