@@ -7,7 +7,8 @@ them. Each send still gets its own answer (stored, ``RunNotFound``, ``RunFinishe
 a payload Postgres refuses fails only its own send, a flush whose connection dies is
 retried without storing a signal twice, and a flush whose reply was lost after its
 commit still wakes the runs it told (the workers here poll every 30 s, so only the
-wake-up ends their wait in time).
+wake-up ends their wait in time). A run locked elsewhere holds up only the send to it,
+and the batch never waits for it while holding the others' locks (no deadlock).
 
 Which signals shared a commit is read from the rows themselves: the signals one
 statement stored carry the same ``xmin`` (its transaction id).

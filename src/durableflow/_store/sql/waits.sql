@@ -422,7 +422,7 @@ WITH sent AS (
          AS s(run_id, name, payload, idempotency_key, n)
 ), target AS MATERIALIZED (
     SELECT r.id, r.status
-    FROM (SELECT DISTINCT run_id FROM sent ORDER BY run_id) AS s
+    FROM (SELECT DISTINCT run_id FROM sent) AS s
     CROSS JOIN LATERAL (
         SELECT id, status FROM {schema}.runs WHERE id = s.run_id
         OFFSET 0 FOR NO KEY UPDATE SKIP LOCKED
