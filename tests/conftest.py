@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,9 @@ import pytest_asyncio
 
 import _db
 
+ACCEPTANCE_DIR = Path(__file__).parent / "acceptance"
+
+_worker_summaries: list[str] = []  # summary lines the xdist workers handed over
 _no_server_reason: list[str] = []  # filled when the server search failed, for the banner
 _server_source: list[str] = []
 
@@ -98,8 +102,29 @@ async def blank_database_url(server_url: str) -> AsyncIterator[str]:
         await _db.drop_database(server_url, name)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that start processes on one pytest-xdist worker, one at a time.
+
+    They kill, pause and time worker processes, and the fault battery runs a Postgres
+    cluster of its own: two of them at once would make each other's timing. The
+    in-process tests share the other workers (``--dist loadgroup`` reads the group).
+    """
+    for item in items:
+        if ACCEPTANCE_DIR in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep what a finished worker wants in the summary."""
+    _worker_summaries.extend(getattr(node, "workeroutput", {}).get("summary", []))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which Postgres the tests ran on, and shout when there was none."""
+    for line in _worker_summaries:
+        terminalreporter.write_line(line)
     if _server_source:
         terminalreporter.write_line(f"durableflow tests used Postgres: {_server_source[0]}")
     if _no_server_reason:

@@ -36,9 +36,15 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a child process: ours minus any DURABLEFLOW_* setting, plus ``extra``.
 
     Settings a developer exported in their shell must not leak into the children; each
-    test says exactly which settings its processes get.
+    test says exactly which settings its processes get. Nor do ``COLUMNS`` and ``LINES``,
+    which pytest-xdist's workers export (80x24): a process on a terminal takes its width
+    from the terminal, as it does at a shell that exports neither.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DURABLEFLOW_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("DURABLEFLOW_") and key not in ("COLUMNS", "LINES")
+    }
     path = [str(ACCEPTANCE_DIR)]
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])

@@ -5,7 +5,8 @@
 ``fault_database``   function: URL of a fresh database on it, cloned from a template
                      migrated once; dropped afterwards.
 ``fault_reports``    session: the scenarios' ``ScenarioReport``s; printed as a table at the
-                     end of the session, and written as Markdown to
+                     end of the session (by the pytest-xdist controller when the tests
+                     ran on its workers), and written as Markdown to
                      ``$DURABLEFLOW_FAULTS_REPORT`` when that is set.
 """
 
@@ -60,15 +61,34 @@ def fault_reports() -> list[ScenarioReport]:
     return _reports
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the Markdown table, and hand the terminal's to pytest-xdist's controller.
+
+    A worker's own terminal summary is never shown, so a worker puts the table's lines
+    in its ``workeroutput``; the top conftest prints them in the controller's summary.
+    """
     if not _reports:
         return
-    terminalreporter.write_sep("=", "fault battery")
-    for line in terminal_lines(_reports):
-        terminalreporter.write_line(line)
     target = os.environ.get(REPORT_ENV, "").strip()
     if target:
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown(_reports))
-        terminalreporter.write_line(f"fault battery table written to {path}")
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["summary"] = _summary_lines()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _reports and not hasattr(terminalreporter.config, "workeroutput"):
+        for line in _summary_lines():
+            terminalreporter.write_line(line)
+
+
+def _summary_lines() -> list[str]:
+    title = f"{' fault battery ':=^88}"
+    lines = [title, *terminal_lines(_reports)]
+    target = os.environ.get(REPORT_ENV, "").strip()
+    if target:
+        lines.append(f"fault battery table written to {target}")
+    return lines
