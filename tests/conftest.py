@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,8 @@ import pytest_asyncio
 
 import _db
 
-ACCEPTANCE_DIR = Path(__file__).parent / "acceptance"
+ACCEPTANCE_PREFIX = "tests/acceptance/"  # node ids are relative to the project
+PROCESSES_GROUP = "processes"
 
 _worker_summaries: list[str] = []  # summary lines the xdist workers handed over
 _no_server_reason: list[str] = []  # filled when the server search failed, for the banner
@@ -102,17 +102,23 @@ async def blank_database_url(server_url: str) -> AsyncIterator[str]:
         await _db.drop_database(server_url, name)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep the tests that start processes on one pytest-xdist worker, one at a time.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's controller: the tests that start processes go to one worker, one at
+    a time; every other test goes to whichever worker is free.
 
     They kill, pause and time worker processes, and the fault battery runs a Postgres
-    cluster of its own: two of them at once would make each other's timing. The
-    in-process tests share the other workers (``--dist loadgroup`` reads the group).
+    cluster of its own: two of them at once would make each other's timing. (This is
+    ``--dist loadgroup`` by directory: an ``xdist_group`` mark no longer groups anything
+    under pytest 9.2, whose node ids xdist 3.8 cannot rename.)
     """
-    for item in items:
-        if ACCEPTANCE_DIR in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("processes"))
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return PROCESSES_GROUP if nodeid.startswith(ACCEPTANCE_PREFIX) else nodeid
+
+    return ProcessesTogether(config, log)
 
 
 @pytest.hookimpl(optionalhook=True)
