@@ -32,6 +32,7 @@ bench:  ## durableflow beside DBOS and raw asyncpg, in one run, on one Postgres;
 	$(BIN)/python bench/concurrent_clients_bench.py
 	$(BIN)/python bench/concurrent_clients_bench.py --clients 1 --in-flight 32
 	$(BIN)/python bench/signals_under_load.py
+	$(BIN)/python bench/children_under_load.py --cancel 1.0
 
 bench-graphs:  ## a 10-state graph on durableflow beside LangGraph, same Postgres, same run
 	bash bench/setup_langgraph.sh
