@@ -121,10 +121,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ProcessesTogether(config, log)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands what the summary says to the controller, which
+    prints it (a worker's own terminal summary is never shown)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["server_source"] = _server_source[:1]
+        workeroutput["no_server_reason"] = _no_server_reason[:1]
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist's controller: keep what a finished worker wants in the summary."""
-    _worker_summaries.extend(getattr(node, "workeroutput", {}).get("summary", []))
+    output = getattr(node, "workeroutput", {})
+    _worker_summaries.extend(output.get("summary", []))
+    _server_source.extend(output.get("server_source", []))
+    _no_server_reason.extend(output.get("no_server_reason", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
