@@ -110,8 +110,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     They kill, pause and time worker processes, and the fault battery runs a Postgres
     cluster of its own: two of them at once would make each other's timing. (This is
     ``--dist loadgroup`` by directory: an ``xdist_group`` mark no longer groups anything
-    under pytest 9.2, whose node ids xdist 3.8 cannot rename.)
+    under pytest 9.2, whose node ids xdist 3.8 cannot rename.) Another ``--dist`` given
+    on the command line is left to xdist.
     """
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ProcessesTogether(LoadScopeScheduling):
