@@ -3,6 +3,16 @@
 One row goes as scalar parameters (cheaper to encode than one-element arrays), a
 batch as one array per column. The store's group committers call these on a writer
 connection; retries and row-by-row isolation are the store's business.
+
+Lock order: a checkpoint batch locks its runs ``FOR SHARE`` row after row, and an
+outcome batch's trigger (``runs_wake_result_waiters``) updates the runs waiting for the
+finished ones, row after row. Two batches taking the same runs in opposite orders
+deadlock (Postgres breaks it after a second, and the loser is retried), which parents
+waiting for children running on several workers did (``bench/children_under_load.py``).
+So a checkpoint batch goes in run id order, and ``finish_runs`` finishes its runs in the
+order of their first waiter (then of their id), whose wake-ups then come in id order
+too. A cancel still locks a parent before its children, and its trigger the children
+in the order of the ``parent_id`` index: those can still meet a batch the other way.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ def _checkpoint_row(c: Checkpoint) -> tuple[Any, ...]:
     )
 
 
+def _run_id(c: Checkpoint) -> UUID:
+    return c.run_id
+
+
 async def write_checkpoints(
     connection: asyncpg.Connection, queries: Queries, batch: Sequence[Checkpoint]
 ) -> list[asyncpg.Record]:
@@ -43,7 +57,9 @@ async def write_checkpoints(
             queries.checkpoint_step, *_checkpoint_row(batch[0])
         )
         return rows
-    columns = [list(column) for column in zip(*map(_checkpoint_row, batch), strict=True)]
+    # In run id order: see "Lock order" above.
+    ordered = sorted(batch, key=_run_id)
+    columns = [list(column) for column in zip(*map(_checkpoint_row, ordered), strict=True)]
     rows = await connection.fetch(queries.checkpoint_steps, *columns)
     return rows
 

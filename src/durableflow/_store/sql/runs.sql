@@ -143,14 +143,21 @@ SELECT idempotency_key, id FROM {schema}.runs WHERE idempotency_key = ANY($1::te
 -- the latest row version, so a takeover committed meanwhile still fences it off.
 -- IS NOT DISTINCT FROM there keeps the partial index of running runs out of reach
 -- (see checkpoint_steps); none of the compared values is ever NULL on our side.
+-- `mine` is ordered by each run's first waiter, then by id: the UPDATE finishes the
+-- runs in that order, so trigger runs_wake_result_waiters updates their waiters in id
+-- order, as checkpoint batches lock runs, and the runs one waiter waits for are
+-- locked in id order, as watch_runs locks them (the lock order in
+-- _store/statements.py).
 WITH mine AS MATERIALIZED (
     SELECT f.id, f.status, f.output, f.error, f.owner, f.epoch
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
          AS f(id, status, output, error, owner, epoch)
     CROSS JOIN LATERAL (
-        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = f.id OFFSET 0
+        SELECT owner, lease_epoch, status, result_waiters[1] AS waiter
+        FROM {schema}.runs WHERE id = f.id OFFSET 0
     ) AS p
     WHERE p.owner = f.owner AND p.lease_epoch = f.epoch AND p.status = 'running'
+    ORDER BY p.waiter, f.id
 )
 UPDATE {schema}.runs AS r
 SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
@@ -213,9 +220,11 @@ WITH mine AS MATERIALIZED (  -- found by a probe per run: see finish_runs
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
          AS f(id, status, output, error, owner, epoch)
     CROSS JOIN LATERAL (
-        SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = f.id OFFSET 0
+        SELECT owner, lease_epoch, status, result_waiters[1] AS waiter
+        FROM {schema}.runs WHERE id = f.id OFFSET 0
     ) AS p
     WHERE p.owner = f.owner AND p.lease_epoch = f.epoch AND p.status = 'running'
+    ORDER BY p.waiter, f.id
 ), finished AS (
     UPDATE {schema}.runs AS r
     SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
