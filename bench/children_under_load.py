@@ -8,12 +8,13 @@ run on every worker), runs five steps, then takes their results as they come
 to 50 ms each. With ``--cancel S``, every other parent is cancelled S seconds into the
 round, with its children still running.
 
-Every statement here that locks several runs locks them in an order of its own: a
-checkpoint or outcome batch in the order of its rows, a finishing child its waiting
-parent after itself, a cancelled parent its children after itself, a parent that
-watches its children all of them. Two such statements each waiting for the other are
-a deadlock, which Postgres breaks after ``deadlock_timeout`` (1 s) and durableflow
-retries (``database_retry``). Prints one JSON line: the deadlocks Postgres counted in
+Several statements here lock several runs: checkpoint batches, outcome batches (whose
+trigger updates the runs waiting for the finished ones), a parent's ``watch_runs`` over
+its children, and a cancel (its parent, then its children). Two of them taking the
+same runs in opposite orders, each waiting for the other, are a deadlock, which
+Postgres breaks after ``deadlock_timeout`` (1 s) and durableflow retries
+(``database_retry``); checkpoint and outcome batches take theirs in id order to avoid
+it (``_store/statements.py``). Prints one JSON line: the deadlocks Postgres counted in
 the database (``pg_stat_database``), the retries logged, and the runs by final status
 (``failed`` must be 0: a deadlock is retried, never a run's failure).
 
