@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID
 
 import asyncpg
@@ -65,12 +65,14 @@ async def hold_then_lock(
     low: UUID,
     high: UUID,
     mode: str,
-    write: asyncio.Future[object],
-) -> None:
-    """In one transaction: lock ``low``, wait until the batch waits for it, lock ``high``."""
+    batch: Callable[[], Awaitable[list[asyncpg.Record]]],
+) -> list[asyncpg.Record]:
+    """In one transaction: lock ``low``, start the batch and wait until it waits for
+    ``low``, lock ``high``; then the batch's rows, once it could go on."""
     async with other.transaction():
         await other.execute("SET LOCAL lock_timeout = '500ms'")
         await other.execute(f"SELECT 1 FROM {RUNS} WHERE id = $1 FOR {mode}", low)
+        write = asyncio.ensure_future(batch())
         for _ in range(500):
             waiting = await other.fetchval(
                 "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", batch_pid
@@ -82,7 +84,12 @@ async def hold_then_lock(
         else:
             raise AssertionError("the batch never waited for the locked run")
         # Granted at once unless the batch took `high` before waiting for `low`.
-        await other.execute(f"SELECT 1 FROM {RUNS} WHERE id = $1 FOR {mode}", high)
+        try:
+            await other.execute(f"SELECT 1 FROM {RUNS} WHERE id = $1 FOR {mode}", high)
+        except BaseException:
+            write.cancel()
+            raise
+    return await asyncio.wait_for(write, timeout=10)
 
 
 async def test_a_checkpoint_batch_locks_its_runs_in_id_order(
@@ -94,10 +101,15 @@ async def test_a_checkpoint_batch_locks_its_runs_in_id_order(
         Checkpoint(run_id, 0, "step", "step", "1", None, 1, None, OWNER, 1)
         for run_id in (high, low)
     ]
-    write = asyncio.ensure_future(write_checkpoints(batch, Queries(database_schema), checkpoints))
     # What a wake-up does to a run: an UPDATE, which waits for any FOR SHARE lock.
-    await hold_then_lock(other, batch.get_server_pid(), low, high, "NO KEY UPDATE", write)
-    rows = await asyncio.wait_for(write, timeout=10)
+    rows = await hold_then_lock(
+        other,
+        batch.get_server_pid(),
+        low,
+        high,
+        "NO KEY UPDATE",
+        lambda: write_checkpoints(batch, Queries(database_schema), checkpoints),
+    )
     assert sorted((row["run_id"], row["step_id"]) for row in rows) == [(low, 0), (high, 0)]
 
 
@@ -118,10 +130,15 @@ async def test_an_outcome_batch_wakes_the_waiting_runs_in_id_order(
     before = dict(
         await batch.fetch(f"SELECT id, wake_seq FROM {RUNS} WHERE id = ANY($1)", [low, high])
     )
-    write = asyncio.ensure_future(write_outcomes(batch, Queries(database_schema), outcomes))
     # What a checkpoint batch does to the runs it checkpoints: FOR SHARE.
-    await hold_then_lock(other, batch.get_server_pid(), low, high, "SHARE", write)
-    rows = await asyncio.wait_for(write, timeout=10)
+    rows = await hold_then_lock(
+        other,
+        batch.get_server_pid(),
+        low,
+        high,
+        "SHARE",
+        lambda: write_outcomes(batch, Queries(database_schema), outcomes),
+    )
     assert sorted(row["id"] for row in rows) == sorted([first, second])
     after = dict(
         await batch.fetch(f"SELECT id, wake_seq FROM {RUNS} WHERE id = ANY($1)", [low, high])
