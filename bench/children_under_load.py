@@ -30,16 +30,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import random
 import time
-import uuid
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
+from under_load import counting_retries, scratch_database
 
 from durableflow import Flow, FlowContext
 from durableflow.errors import WorkflowFailed
@@ -50,20 +48,6 @@ PARENT_STEPS = 5
 CHILD_STEPS = 3
 
 DEADLOCKS = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-
-
-class Retries(logging.Handler):
-    """Counts the ``database_retry`` events, and those of them that were deadlocks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.retries = 0
-        self.deadlocks = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "event", None) == "database_retry":
-            self.retries += 1
-            self.deadlocks += "deadlock" in record.getMessage()
 
 
 def build(dsn: str) -> Flow:
@@ -103,9 +87,7 @@ def build(dsn: str) -> Flow:
 async def measure(
     dsn: str, parents: int, children: int, rounds: int, workers: int, cancel: float
 ) -> dict[str, Any]:
-    retries = Retries()
-    logging.getLogger("durableflow").addHandler(retries)
-    logging.getLogger("durableflow").setLevel(logging.INFO)
+    retries = counting_retries()
     flows = [build(dsn) for _ in range(workers)]
     await flows[0].migrate()
     db = await asyncpg.connect(dsn)
@@ -145,15 +127,8 @@ async def measure(
 
 
 async def run(dsn: str, *args: Any) -> dict[str, Any]:
-    admin = await asyncpg.connect(dsn)
-    database = f"df_children_load_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        target = urlsplit(dsn)._replace(path=f"/{database}").geturl()
+    async with scratch_database(dsn, "df_children_load_") as target:
         return await measure(target, *args)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:

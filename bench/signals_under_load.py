@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import time
-import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
-import asyncpg
+from under_load import counting_retries, scratch_database
 
 from durableflow import Flow, FlowContext
 
@@ -33,24 +30,8 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STEPS = 40
 
 
-class Retries(logging.Handler):
-    """Counts the ``database_retry`` events, and those of them that were deadlocks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.retries = 0
-        self.deadlocks = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "event", None) == "database_retry":
-            self.retries += 1
-            self.deadlocks += "deadlock" in record.getMessage()
-
-
 async def measure(dsn: str, runs: int, rounds: int, seconds: float) -> dict[str, Any]:
-    retries = Retries()
-    logging.getLogger("durableflow").addHandler(retries)
-    logging.getLogger("durableflow").setLevel(logging.INFO)
+    retries = counting_retries()
     worker_flow = Flow(database_url=dsn, poll_interval=0.1)
 
     @worker_flow.step()
@@ -86,15 +67,8 @@ async def measure(dsn: str, runs: int, rounds: int, seconds: float) -> dict[str,
 
 
 async def run(dsn: str, runs: int, rounds: int, seconds: float) -> dict[str, Any]:
-    admin = await asyncpg.connect(dsn)
-    database = f"df_signals_load_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        target = urlsplit(dsn)._replace(path=f"/{database}").geturl()
+    async with scratch_database(dsn, "df_signals_load_") as target:
         return await measure(target, runs, rounds, seconds)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 def main() -> None:
