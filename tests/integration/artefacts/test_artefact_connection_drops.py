@@ -36,6 +36,7 @@ import pytest
 from artefact_pipeline import Doc, Page
 
 from _connection_drops import Ledger, ledger, terminating
+from _logs import error_messages
 from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import ArtefactRef, Flow, FlowContext
 from durableflow._store.queries import Queries
@@ -322,5 +323,5 @@ async def test_an_artefact_step_survives_a_dropped_connection_at_its_writes(
     assert sorted(executions) == sorted(
         [(run_id, "convert"), (run_id, "beside"), (run_id, "count"), (replay, "count")]
     )
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]

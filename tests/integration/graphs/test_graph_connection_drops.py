@@ -28,6 +28,7 @@ import asyncpg
 import pytest
 
 from _connection_drops import Ledger, ledger, terminating
+from _logs import error_messages
 from _lost_replies import LostReplyProxy
 from durableflow import DatabaseError, Flow, FlowContext, Graph, RunFinished
 from durableflow._store.queries import Queries
@@ -331,5 +332,5 @@ async def test_a_terminal_state_whose_outcome_reply_is_lost_is_recorded_once(
         and r.getMessage().startswith("recording run outcomes")
     ]
     assert len(retried) == 1, [r.getMessage() for r in retried]
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]

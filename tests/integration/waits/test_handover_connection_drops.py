@@ -23,6 +23,7 @@ from uuid import UUID
 import pytest
 
 from _connection_drops import Ledger, ledger, wait_until
+from _logs import error_messages
 from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
@@ -118,7 +119,7 @@ async def test_a_handed_over_signal_is_received_once_through_a_dropped_connectio
         if getattr(r, "event", None) in {"run_abandoned", "run_released"}
     ]
     assert not given_up, given_up
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
 
 
@@ -174,7 +175,7 @@ async def test_a_retried_hand_over_waits_for_its_first_attempt_still_running(
         r.getMessage() for r in caplog.records if getattr(r, "event", None) == "database_retry"
     ]
     assert len(retried) == 1 and retried[0].startswith("sending a signal"), retried
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
 
 

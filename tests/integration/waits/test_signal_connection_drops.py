@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from _connection_drops import terminating
+from _logs import error_messages
 from _lost_replies import LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
@@ -112,7 +113,7 @@ async def test_signals_without_a_key_are_stored_once_through_terminated_backends
         and r.getMessage().startswith(("sending signals", "sending a signal"))
     ]
     assert retried, "no send met a terminated connection: the test proved nothing"
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
 
 
@@ -149,7 +150,7 @@ async def test_a_send_whose_reply_is_lost_after_commit_succeeds_though_the_run_f
         and r.getMessage().startswith("sending signals")
     ]
     assert len(retried) == 1, [r.getMessage() for r in retried]
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
 
 

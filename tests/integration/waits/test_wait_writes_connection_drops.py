@@ -27,6 +27,7 @@ from uuid import UUID
 import pytest
 
 from _connection_drops import Ledger, ledger, wait_until
+from _logs import error_messages
 from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
@@ -105,7 +106,7 @@ def _assert_one_retry_and_nothing_else(caplog: pytest.LogCaptureFixture, action:
         if getattr(r, "event", None) in {"run_abandoned", "run_released"}
     ]
     assert not given_up, given_up
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
 
 

@@ -29,6 +29,7 @@ import asyncpg
 import pytest
 
 from _connection_drops import Ledger, ledger, terminating, wait_until
+from _logs import error_messages
 from _lost_replies import FAULTS, LostReplyProxy
 from durableflow import Flow, FlowContext
 from durableflow._store.queries import Queries
@@ -162,7 +163,7 @@ async def test_sleeps_children_and_events_survive_terminated_backends(
     assert kills.terminated >= 10, f"only {kills.terminated} backends terminated"
     retried = [r for r in caplog.records if getattr(r, "event", None) == "database_retry"]
     assert retried, "no write met a terminated connection: the test proved nothing"
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = error_messages(caplog.records)
     assert not errors, errors[:3]
     # The warnings name the fault itself, not the driver's complaint about our cleanup.
     masked = [
@@ -244,7 +245,7 @@ async def _assert_each_step_ran_once(book: Ledger) -> None:
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    return error_messages(caplog.records)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
