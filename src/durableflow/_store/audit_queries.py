@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import quote_schema
 from durableflow._store.records import FINAL_STATUSES
@@ -56,7 +55,7 @@ async def fetch_in_flight_versions(database_url: str, schema: str) -> list[InFli
     schema has no ``runs`` table, ``DatabaseError`` when Postgres cannot be reached.
     """
     with translate_errors(schema, "listing in-flight runs"):
-        connection = await asyncpg.connect(database_url, timeout=10)
+        connection = await open_connection(database_url, timeout=10)
         try:
             has_graphs = await connection.fetchval(
                 "SELECT to_regclass($1) IS NOT NULL", f"{quote_schema(schema)}.graphs"

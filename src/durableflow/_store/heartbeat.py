@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import breaks_connection, translate_errors
 from durableflow._store.queries import Queries
 from durableflow._store.writers import SERVER_SETTINGS
@@ -44,7 +45,7 @@ class HeartbeatConnection:
             try:
                 if connection is None or connection.is_closed():
                     connection = None
-                    connection = self._connection = await asyncpg.connect(
+                    connection = self._connection = await open_connection(
                         self._database_url,
                         server_settings=HEARTBEAT_SETTINGS,
                         timeout=self._timeout,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import advisory_key
 from durableflow._store.writers import SERVER_SETTINGS
@@ -80,7 +81,7 @@ class LeaderSession:
             settings["idle_session_timeout"] = self._session_timeout_ms
             settings["idle_in_transaction_session_timeout"] = self._session_timeout_ms
         try:
-            connection = await asyncpg.connect(
+            connection = await open_connection(
                 self._store.database_url, timeout=timeout, server_settings=settings
             )
         except asyncpg.UndefinedObjectError:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import advisory_key, quote_schema
 from durableflow.errors import DatabaseError, MigrationLockTimeout, SchemaError
@@ -68,7 +69,7 @@ def _engine(database_url: str) -> AsyncEngine:
     """
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(database_url)
+        return await open_connection(database_url)
 
     return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from durableflow._store.connecting import open_connection
 from durableflow.errors import StorageError
 
 logger = logging.getLogger("durableflow.storage")
@@ -56,7 +57,7 @@ class PostgresNotifyChannel:
 
     async def _connect(self) -> Any:
         try:
-            return await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+            return await open_connection(self._dsn, timeout=_CONNECT_TIMEOUT)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise StorageError(
                 f"cannot reach Postgres at {_redacted(self._dsn)} for storage events "

@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from durableflow._store.batching import GroupCommitter
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import breaks_connection, is_transient, translate_errors
 from durableflow._store.faults import (
     FaultStore,
@@ -165,6 +166,7 @@ class Store:
                     min_size=min(self._min_size, self._max_size),
                     max_size=self._max_size,
                     server_settings=SERVER_SETTINGS,
+                    connect=open_connection,
                     reset=_keep_session,
                     setup=self._refresh_plans,
                     timeout=self.timeout,
@@ -324,7 +326,7 @@ class Store:
         With ``on_cancel``, it also listens for cancelled runs (payload: the run id).
         """
         with translate_errors(self.schema, "listening for new runs"):
-            connection = await asyncpg.connect(
+            connection = await open_connection(
                 self.database_url, timeout=self.timeout, command_timeout=self.timeout
             )
             try:

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import is_content_error, translate_errors
 from durableflow._store.faults import refused_checkpoint
 from durableflow._store.records import Checkpoint, NewRun, RecordedStep
@@ -201,7 +202,7 @@ def engine_for(database_url: str, *, pool_size: int) -> AsyncEngine:
     """A SQLAlchemy engine for transactional steps, connecting exactly as the store does."""
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(database_url, server_settings=TRANSACTION_SETTINGS)
+        return await open_connection(database_url, server_settings=TRANSACTION_SETTINGS)
 
     # The URL only names the dialect: the connection comes from the same DSN the pool
     # uses, so every option asyncpg understands there works here too.

@@ -30,6 +30,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from durableflow._store.connecting import open_connection
 from durableflow._store.errors import breaks_connection
 from durableflow._store.replans import DISCARD_PLANS, MOST_SECONDS, PlanRefresh
 
@@ -107,7 +108,7 @@ class WriterConnections:
                 self._slots.put_nowait(connection)
 
     async def _connect(self, *, prepare: bool = False) -> asyncpg.Connection:
-        connection = await asyncpg.connect(
+        connection = await open_connection(
             self._database_url,
             server_settings=WRITER_SETTINGS,
             timeout=self._timeout,
