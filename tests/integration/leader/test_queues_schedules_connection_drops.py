@@ -81,7 +81,7 @@ async def test_queue_limits_hold_while_backends_are_terminated(
             async with (
                 flow_a.worker(8, queues=queues),
                 flow_b.worker(8, queues=queues),
-                terminating(database_url) as kills,
+                terminating(database_url, aimed=True) as kills,
             ):
                 # Started while backends die: each start is retried, not lost or doubled.
                 run_ids = [
