@@ -33,6 +33,7 @@ CONCURRENCY = 2
 BODY_SECONDS = 0.4
 RATED_RUNS = 9
 RATE = (3, 1.0)
+HOLD_SECONDS = 0.6  # longer than the terminator's pauses (0.2-0.5 s)
 
 
 def build(database_url: str, book: Ledger, **settings: Any) -> Flow:
@@ -60,6 +61,14 @@ def build(database_url: str, book: Ledger, **settings: Any) -> Flow:
     return flow
 
 
+async def hold_runs_table(book: Ledger, seconds: float) -> None:
+    """Hold ``runs`` in SHARE mode for ``seconds`` on a ledger connection (which the
+    terminator spares): starts, claims and outcomes wait for it, mid-statement."""
+    async with book.pool.acquire() as connection, connection.transaction():
+        await connection.execute("LOCK TABLE durableflow.runs IN SHARE MODE")
+        await asyncio.sleep(seconds)
+
+
 def assert_sliding_window(starts: list[datetime], limit: int, seconds: float) -> None:
     starts = sorted(starts)
     window = timedelta(seconds=seconds)
@@ -84,10 +93,14 @@ async def test_queue_limits_hold_while_backends_are_terminated(
                 terminating(database_url, aimed=True) as kills,
             ):
                 # Started while backends die: each start is retried, not lost or doubled.
+                # While the runs table is held, the writes to it wait mid-statement, where
+                # the aimed terminator finds them: some write surely meets the fault.
+                held = asyncio.create_task(hold_runs_table(book, HOLD_SECONDS))
                 run_ids = [
                     *[await client.start("capped", n, queue="capped") for n in range(CAPPED_RUNS)],
                     *[await client.start("rated", n, queue="rated") for n in range(RATED_RUNS)],
                 ]
+                await held
                 outcomes: list[Any] = await asyncio.gather(
                     *(client.result(run_id, timeout=40) for run_id in run_ids),
                     return_exceptions=True,
