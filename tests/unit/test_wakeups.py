@@ -2,11 +2,12 @@
 coalesced into the next; a failed one is logged and does not stop the next."""
 
 import asyncio
+import itertools
 import logging
 
 import pytest
 
-from durableflow._store.wakeups import SPACING, Notification, Wakeups
+from durableflow._store.wakeups import MOST_SPACING, SPACING, Notification, Wakeups
 from durableflow.errors import DatabaseError
 
 QUEUES = "durableflow_runs_durableflow"
@@ -78,3 +79,32 @@ async def test_the_first_wake_up_goes_at_once_and_the_next_waits_for_the_spacing
     (first, _), (second, _) = sent
     assert second - first >= SPACING * 0.9  # (the two clock reads differ slightly)
     assert [batch for _, batch in sent] == [[(QUEUES, "a")], [(RUNS, "b")]]
+
+
+async def test_a_stream_of_writes_spaces_its_wake_ups_out_and_one_write_alone_resets_it() -> None:
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+
+    async def send(batch: list[Notification]) -> None:
+        sent.append(loop.time())
+
+    wakeups = Wakeups(send)
+    end = loop.time() + 0.4
+    while loop.time() < end:  # a write every half millisecond or so
+        wakeups.note(QUEUES, ["emails"])
+        await asyncio.sleep(0.0005)
+    streamed = len(sent)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    # The first at once, then further and further apart: 2, 4, 8, 16, 32, 32... ms.
+    spacings = [min(SPACING * 2**n, MOST_SPACING) for n in range(len(gaps))]
+    assert all(gap >= spacing * 0.9 for gap, spacing in zip(gaps, spacings, strict=True)), gaps
+    assert 6 <= streamed <= 4 + 0.4 / MOST_SPACING, gaps
+    await wakeups.close()
+
+    await asyncio.sleep(MOST_SPACING * 1.5)  # the stream is over
+    for _ in range(2):  # each write alone goes at once: the spacing is back to SPACING
+        noted = loop.time()
+        wakeups.note(RUNS, ["r1"])
+        await wakeups.close()
+        assert sent[-1] - noted < MOST_SPACING / 2
+        await asyncio.sleep(SPACING * 3)
