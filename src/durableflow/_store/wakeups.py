@@ -21,7 +21,7 @@ its workers at once. The spacing starts at ``SPACING`` and doubles, up to
 write sets it back. So a stream of writes costs at most one statement per
 ``MOST_SPACING`` besides their own, and its workers one claim each time: woken every
 2 ms, a worker claimed a run or two per claim statement, and a stream of queued
-starts cost 1.5-2x the CPU per run in the process that started and ran them
+starts cost 1.4-2.3x the CPU per run in the process that started and ran them
 (docs/benchmarks.md, "Wake-ups spaced out under a stream"). A run queued in a stream
 waits at most ``MOST_SPACING`` longer for its worker; the workers are awake then,
 and their polls stay the bound when a notification is lost.
