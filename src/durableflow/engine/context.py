@@ -38,6 +38,16 @@ T = TypeVar("T")
 AttemptRecorder = Callable[[FailedAttempt], Awaitable[None]]
 
 
+class ParkRun(BaseException):
+    """The run parked while this execution waited; it unwinds the workflow function.
+
+    Internal. It derives from ``BaseException`` so that ``except Exception`` in workflow
+    code lets it through; code that swallows it anyway cannot write: every later step
+    or wait of the execution raises it again (a new instance each time, see
+    ``RunState.sticky_fault``).
+    """
+
+
 class LeaseView(Protocol):
     """The worker's view of its own lease, consulted before each step body starts.
 
@@ -174,9 +184,19 @@ class RunState:
         self.next_step_id += 1
         return step_id
 
+    def sticky_fault(self) -> BaseException | None:
+        """The fault every write of this execution raises from now on, or None.
+
+        ``ParkRun`` carries nothing, so it is raised as a new instance each time: the
+        stored one would gather the traceback of every raise, whose frames hold this
+        state, a reference cycle left to the garbage collector for each run that parked.
+        """
+        fault = self.fault
+        return ParkRun() if isinstance(fault, ParkRun) else fault
+
     def check(self) -> None:
         if self.fault is not None:
-            raise self.fault
+            raise ParkRun() if isinstance(self.fault, ParkRun) else self.fault  # sticky_fault
 
     @property
     def has_unwritten_values(self) -> bool:
@@ -190,7 +210,7 @@ class RunState:
         TTL); ``await wait_for_lease()`` before starting the body.
         """
         if self.fault is not None:
-            raise self.fault
+            raise ParkRun() if isinstance(self.fault, ParkRun) else self.fault  # sticky_fault
         lease = self.lease
         return lease is None or lease.fresh()
 

@@ -179,7 +179,7 @@ async def _run_step(
             except not_retried:
                 raise
             except Exception as exc:
-                fault = run.fault
+                fault = run.sticky_fault()
                 if fault is not None:
                     # Cancelled, lease lost, the database failing the run's writes: this
                     # execution stops, whatever the body made of it; not the step's failure.

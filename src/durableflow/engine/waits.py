@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from durableflow.engine.context import INHERIT_DEADLINE as INHERIT
+from durableflow.engine.context import ParkRun
 from durableflow.engine.ids import as_run_id
 from durableflow.engine.limits import check_name, check_start_options, wait_seconds, wake_time
 from durableflow.engine.payloads import payload_json
@@ -48,15 +49,6 @@ T = TypeVar("T")
 SETTLE_ROUNDS = 8
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead"})
-
-
-class ParkRun(BaseException):
-    """The run parked while this execution waited; it unwinds the workflow function.
-
-    Internal. It derives from ``BaseException`` so that ``except Exception`` in workflow
-    code lets it through; code that swallows it anyway cannot write: every later step
-    or wait of the execution raises it again.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +242,18 @@ class RunWaits:
         if not entry.future.done():
             entry.future.set_result(None)
         self._changed.set()
+
+    async def parking_over(self) -> None:
+        """Return once a park under way has ended: written, or failed (``park_error``).
+
+        A wait that woke while its run was parking (its timer fired meanwhile) unwinds
+        the execution with ``ParkRun`` before the park's statement is done. The
+        execution must not end before it is: ending it cancels the statement, and the
+        run would be left running, owned by this worker, with nothing executing it.
+        """
+        coordinator = self._coordinator
+        if self.parked and coordinator is not None and not coordinator.done():
+            await asyncio.wait((coordinator,))
 
     def close(self) -> None:
         """The execution ended: stop deciding, drop what is still blocked."""

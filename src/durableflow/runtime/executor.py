@@ -15,10 +15,9 @@ from uuid import UUID
 from durableflow._store.records import Checkpoint, ClaimedRun, Outcome
 from durableflow._store.store import Store
 from durableflow.config import FlowSettings
-from durableflow.engine.context import FlowContext, LeaseView, RunState
+from durableflow.engine.context import FlowContext, LeaseView, ParkRun, RunState
 from durableflow.engine.registry import Registry, WorkflowDefinition
 from durableflow.engine.serialization import Codec, error_json
-from durableflow.engine.waits import ParkRun
 from durableflow.errors import DatabaseError, LeaseLost, SerializationError, WorkflowNotFound
 from durableflow.observability import record_run_finished, run_scope, run_span
 from durableflow.runtime.waiting import WaitingRuns, deadline_error
@@ -204,14 +203,7 @@ class RunExecutor:
                 output = output_codec.dumps(result)
             status = "succeeded"
         except ParkRun:  # -- waits: the run parked; whatever ends its wait queues it again
-            if state.waits is not None and state.waits.park_error is not None:
-                if not isinstance(state.waits.park_error, LeaseLost):
-                    raise state.waits.park_error from None  # the worker releases the run
-                logger.warning(
-                    "run %s: lease lost while parking, abandoning it to its new owner",
-                    claimed.id,
-                    extra={"event": "run_abandoned", **log_extra},
-                )
+            await self._parked(claimed, state, log_extra)
             return
         except asyncio.CancelledError:
             raise
@@ -219,6 +211,11 @@ class RunExecutor:
             failed_at = time.monotonic()
             await state.settle()  # a write of this run in flight: its fault counts here
             fault = state.fault
+            if isinstance(fault, ParkRun):  # -- waits
+                # It failed after its run began parking (a wait woke meanwhile): this
+                # execution may no longer write; the next one meets the failure again.
+                await self._parked(claimed, state, log_extra)
+                return
             if isinstance(exc, TimeoutError) and deadline and deadline.expired():  # -- waits
                 status, error = "cancelled", deadline_error()
                 logger.info(
@@ -264,6 +261,24 @@ class RunExecutor:
                 claimed.id, status, output, error, owner, claimed.lease_epoch, last_checkpoints
             ),
             log_extra,
+        )
+
+    async def _parked(
+        self, claimed: ClaimedRun, state: RunState, log_extra: dict[str, Any]
+    ) -> None:  # -- waits
+        """The execution unwound because its run parks: return once the park is over."""
+        waits = state.waits
+        if waits is None:
+            return
+        await waits.parking_over()
+        if waits.park_error is None:
+            return
+        if not isinstance(waits.park_error, LeaseLost):
+            raise waits.park_error from None  # the worker releases the run
+        logger.warning(
+            "run %s: lease lost while parking, abandoning it to its new owner",
+            claimed.id,
+            extra={"event": "run_abandoned", **log_extra},
         )
 
     async def _record(

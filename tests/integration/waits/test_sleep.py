@@ -7,8 +7,9 @@ import time
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
-from durableflow import Flow, FlowContext
+from durableflow import Flow, FlowContext, WorkflowFailed
 
 
 def make_flow(database_url: str, **settings: object) -> Flow:
@@ -89,6 +90,62 @@ async def test_a_sleep_longer_than_the_hold_parks_and_is_woken_by_its_worker(
         assert (await flow.status(run_id)).claims == 2  # parked once, claimed again
 
 
+SLOW_LATE_STEP = """
+CREATE FUNCTION durableflow.slow_late_step() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(0.5);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_late_step BEFORE INSERT ON durableflow.steps
+    FOR EACH ROW WHEN (NEW.name = 'late') EXECUTE FUNCTION durableflow.slow_late_step();
+"""
+
+
+async def test_a_sleep_that_ends_while_its_run_parks_still_leaves_the_run_parked(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The run blocks in a 0.05 s sleep while the result of a step beside it is still
+    # being written (a trigger makes that write take 0.5 s), so the park waits for that
+    # write. Meanwhile the sleep's timer fires: the workflow returns, meets ParkRun and
+    # unwinds before the park. The execution must wait for the park: ending at once
+    # cancelled it, and the run stayed running, owned by a live worker, executed by
+    # nobody, for good.
+    flow = make_flow(database_url, max_wait_in_memory=0, poll_interval=0.05)
+
+    @flow.step()
+    async def late(ctx: FlowContext) -> int:
+        await asyncio.sleep(0.01)  # returns after the sleep blocked
+        return 1
+
+    @flow.workflow(name="quick_nap", version=1)
+    async def quick_nap(ctx: FlowContext) -> str:
+        await asyncio.gather(ctx.sleep(0.05), late(ctx))
+        return "woke"
+
+    @flow.workflow(name="quick_failure", version=1)
+    async def quick_failure(ctx: FlowContext) -> str:
+        await asyncio.gather(ctx.sleep(0.05), late(ctx))
+        raise ValueError("failed after the sleep")
+
+    async with flow, flow.worker(concurrency=2):
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(SLOW_LATE_STEP)
+        finally:
+            await connection.close()
+        run_id = await flow.start(quick_nap)
+        assert await flow.result(run_id, timeout=15) == "woke"
+        assert (await flow.status(run_id)).claims == 2  # parked once, claimed again
+        # The same race, with a workflow that fails once its sleep is over: the failure
+        # is recorded by the execution after the park (the first may no longer write).
+        run_id = await flow.start(quick_failure)
+        with pytest.raises(WorkflowFailed) as failed:
+            await flow.result(run_id, timeout=15)
+        assert failed.value.error_type == "builtins.ValueError"
+        assert (await flow.status(run_id)).claims == 2
+    assert not [r for r in caplog.records if r.message.endswith("the new owner decides")]
+
+
 async def test_sleep_until_and_zero_sleeps_return(database_url: str) -> None:
     flow = make_flow(database_url)
 
@@ -132,6 +189,3 @@ async def _wait_for_status(flow: Flow, run_id: object, wanted: str, timeout: flo
             return status
         assert time.monotonic() < deadline, f"run stayed {status.status}, wanted {wanted}"
         await asyncio.sleep(0.02)
-
-
-_ = asyncpg  # the fixture's driver; tests reach the database only through the Flow
