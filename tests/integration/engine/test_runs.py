@@ -267,6 +267,39 @@ async def test_result_timeout_leaves_the_run_going(database_url: str) -> None:
         assert await flow.result(run_id, timeout=10) == 1
 
 
+async def test_waiters_of_one_run_time_out_and_are_cancelled_apart(database_url: str) -> None:
+    # Each wait has its own future and timer: one timing out or cancelled leaves the
+    # others waiting, and all that remain get the outcome, here and in another process.
+    flow = make_flow(database_url)
+    client = make_flow(database_url)
+    release = asyncio.Event()
+
+    @flow.step()
+    async def waits(ctx: FlowContext) -> int:
+        await release.wait()
+        return 7
+
+    @flow.workflow(name="slow", version=1)
+    async def wf(ctx: FlowContext) -> int:
+        return await waits(ctx)
+
+    async with flow, client, flow.worker():
+        run_id = await flow.start(wf)
+        patient = [asyncio.create_task(flow.result(run_id)) for _ in range(2)]
+        remote = asyncio.create_task(client.result(run_id, timeout=30))
+        cancelled = asyncio.create_task(flow.result(run_id, timeout=30))
+        with pytest.raises(ResultTimeout):
+            await flow.result(run_id, timeout=0.1)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in [*patient, remote])
+        release.set()
+        assert await asyncio.gather(*patient, remote) == [7, 7, 7]
+        assert await flow.result(run_id, timeout=0.5) == 7  # a late waiter, after the fact
+
+
 async def test_a_dead_database_is_a_clear_error() -> None:
     flow = Flow(database_url="postgresql://postgres@127.0.0.1:1/none")
 
