@@ -44,8 +44,16 @@ class ParkRun(BaseException):
     Internal. It derives from ``BaseException`` so that ``except Exception`` in workflow
     code lets it through; code that swallows it anyway cannot write: every later step
     or wait of the execution raises it again (a new instance each time, see
-    ``RunState.sticky_fault``).
+    ``_raisable``).
     """
+
+
+def _raisable(fault: BaseException) -> BaseException:
+    """A sticky fault as it is raised: ``ParkRun``, which carries nothing, as a new
+    instance each time. The stored one would gather the traceback of every raise, whose
+    frames hold the run's state: a reference cycle left to the garbage collector for
+    each run that parked."""
+    return ParkRun() if isinstance(fault, ParkRun) else fault
 
 
 class LeaseView(Protocol):
@@ -185,18 +193,12 @@ class RunState:
         return step_id
 
     def sticky_fault(self) -> BaseException | None:
-        """The fault every write of this execution raises from now on, or None.
-
-        ``ParkRun`` carries nothing, so it is raised as a new instance each time: the
-        stored one would gather the traceback of every raise, whose frames hold this
-        state, a reference cycle left to the garbage collector for each run that parked.
-        """
-        fault = self.fault
-        return ParkRun() if isinstance(fault, ParkRun) else fault
+        """The fault every write of this execution raises from now on, or None."""
+        return None if self.fault is None else _raisable(self.fault)
 
     def check(self) -> None:
         if self.fault is not None:
-            raise ParkRun() if isinstance(self.fault, ParkRun) else self.fault  # sticky_fault
+            raise _raisable(self.fault)
 
     @property
     def has_unwritten_values(self) -> bool:
@@ -210,7 +212,7 @@ class RunState:
         TTL); ``await wait_for_lease()`` before starting the body.
         """
         if self.fault is not None:
-            raise ParkRun() if isinstance(self.fault, ParkRun) else self.fault  # sticky_fault
+            raise _raisable(self.fault)
         lease = self.lease
         return lease is None or lease.fresh()
 

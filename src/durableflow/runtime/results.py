@@ -82,9 +82,6 @@ class ResultWaiters:
         """The futures of ``run_id`` still waiting for its outcome."""
         return [future for future in self._waiters.get(run_id, ()) if not future.done()]
 
-    def _is_awaited(self, run_id: UUID) -> bool:
-        return any(not future.done() for future in self._waiters[run_id])
-
     async def _poll(self) -> None:
         delay = 0.01
         loop = asyncio.get_running_loop()
@@ -96,8 +93,9 @@ class ResultWaiters:
                 next_local_poll = loop.time() + LOCAL_POLL_SECONDS
             pending = [
                 run_id
-                for run_id in self._waiters
-                if self._is_awaited(run_id) and (include_local or not self._is_local(run_id))
+                for run_id, futures in self._waiters.items()
+                if any(not future.done() for future in futures)
+                and (include_local or not self._is_local(run_id))
             ]
             changed = False
             if pending:
