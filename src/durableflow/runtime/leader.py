@@ -232,6 +232,9 @@ class Leadership:
                     await self._lost.wait()
             if self._lost.is_set():
                 return
+            if not self._session.alive:  # closed, its listener not called yet
+                self._session_closed()
+                return
             try:
                 async with asyncio.timeout(deadline):
                     still_ours = await self._session.renew(epoch, timeout=deadline)

@@ -93,6 +93,36 @@ async def test_one_leader_and_a_takeover_when_its_session_is_terminated(
         await db.close()
 
 
+async def test_a_leader_whose_session_closed_says_so_before_its_listener_is_called(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # asyncpg calls a termination listener soon after the connection is marked closed
+    # (loop.call_soon); a check that ran in between used to find no session and report
+    # "the epoch moved on". Here the listener never comes, so the check meets that gap.
+    caplog.set_level(logging.INFO, logger="durableflow.leader")
+    flow = build_flow(database_url)
+    db = await asyncpg.connect(database_url)
+    try:
+        async with flow:
+            worker = await flow.start_worker(2)
+            await eventually(flow.leader, timeout=10, message="a leader is elected")
+            assert worker.leadership is not None
+            session = worker.leadership._session
+            connection = session._connection
+            assert connection is not None
+            connection.remove_termination_listener(session._terminated)
+            backend = await db.fetchval("SELECT backend_pid FROM durableflow.leader")
+            assert await db.fetchval("SELECT pg_terminate_backend($1)", backend)
+
+            lost = await eventually(
+                lambda: _async(events(caplog, "leader_lost")), timeout=10, message="it steps down"
+            )
+            assert lost[0].reason == "the lock session's connection closed"
+            await worker.stop()
+    finally:
+        await db.close()
+
+
 async def test_duty_writes_of_a_stale_epoch_change_nothing(database_url: str) -> None:
     flow = build_flow(database_url)
     db = await asyncpg.connect(database_url)
