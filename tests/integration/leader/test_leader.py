@@ -73,7 +73,11 @@ async def test_one_leader_and_a_takeover_when_its_session_is_terminated(
                 lambda: _async(events(caplog, "leader_lost")), timeout=10, message="A logs it"
             )
             assert [(r.worker_id, r.epoch) for r in lost] == [(worker_a.id, 1)]
-            assert "closed" in lost[0].reason
+            # Which side sees the dead session first is a race: the termination
+            # listener, or a check sent while the server's goodbye was being read (seen
+            # under load: asyncpg's InternalClientError). Never "the epoch moved on".
+            reason = lost[0].reason
+            assert "connection closed" in reason or reason.startswith("the leader check failed")
             assert len(await lock_holders(db)) == 1
 
             await worker_b.stop()  # resigns: A takes the office back with epoch 3
