@@ -27,6 +27,7 @@ from durableflow._store.connecting import open_connection
 from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import advisory_key
 from durableflow._store.writers import SERVER_SETTINGS
+from durableflow.errors import DatabaseError
 
 if TYPE_CHECKING:
     from durableflow._store.store import Store
@@ -122,10 +123,11 @@ class LeaderSession:
             return int(row["epoch"]), row["acquired_at"]
 
     async def renew(self, epoch: int, timeout: float) -> bool:
-        """The leader's check: False when the epoch moved on; raises if the session failed."""
+        """The leader's check: False when the epoch moved on; raises if the session failed
+        (also when it is closed already: that is no answer about the epoch)."""
         connection = self._connection
         if connection is None or connection.is_closed():
-            return False
+            raise DatabaseError("checking leadership: the lock session is closed", transient=True)
         with translate_errors(self._store.schema, "checking leadership"):
             value = await connection.fetchval(self._queries.leader_renew, epoch, timeout=timeout)
         return value is not None
