@@ -139,7 +139,12 @@ class Store:
         self._writers = WriterConnections(
             database_url,
             size=min(4, max_size),
-            statements=[self.queries.checkpoint_steps, self.queries.insert_runs],
+            statements=[
+                self.queries.checkpoint_steps,
+                self.queries.insert_runs,
+                self.queries.finish_runs,
+                self.queries.finish_runs_with_steps,
+            ],
             timeout=timeout,
             plan_refresh=plan_refresh,
         )

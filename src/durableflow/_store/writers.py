@@ -14,11 +14,13 @@ a connection whose operation outlives it, so a flush on a connection whose packe
 are silently dropped fails as transient and is retried on a fresh one. The hot path
 pays a clock read and a dict entry per flush, not a timer per statement.
 
-``open()`` also prepares the statements the connections will run: asyncpg looks up
-the array types of a multi-row statement on each connection the first time (12 ms
-for the batched checkpoint), which would otherwise land on a fresh worker's first
-flushes. A client that only starts runs opens its connection lazily and pays none
-of this.
+``open()`` also warms the multi-row statements the connections will run: it runs
+each once with empty arrays, which writes nothing, so that asyncpg has looked up its
+array types (12 ms for the batched checkpoint) and cached it, and Postgres has made
+its generic plan, before a fresh worker's first flushes need them. (asyncpg's
+``prepare()`` does neither for a later ``fetch``: the statement was parsed again on
+its first use.) A client that only starts runs opens its connection lazily and pays
+none of this.
 """
 
 from __future__ import annotations
@@ -51,10 +53,21 @@ WRITER_SETTINGS = {
 }
 
 
+async def _warm(connection: asyncpg.Connection, statement: str, timeout: float) -> None:
+    """Run a multi-row ``statement`` once with no rows: cached, typed and planned."""
+    prepared = await connection.prepare(statement, timeout=timeout)
+    no_rows: list[list[object] | None] = [
+        [] if p.kind == "array" else None for p in prepared.get_parameters()
+    ]
+    await connection.fetch(statement, *no_rows, timeout=timeout)
+
+
 class WriterConnections:
     """``size`` lazily opened connections, each used by one flush at a time.
 
-    ``statements`` are prepared on each connection that ``open()`` opens.
+    ``statements`` are warmed on each connection that ``open()`` opens: each is a
+    multi-row statement whose parameters are arrays (or may be NULL), and which writes
+    nothing when its arrays are empty.
     """
 
     def __init__(
@@ -93,7 +106,7 @@ class WriterConnections:
         missing = len(idle) - len(ready)
         try:
             results = await asyncio.gather(
-                *(self._connect(prepare=True) for _ in range(missing)), return_exceptions=True
+                *(self._connect(warm=True) for _ in range(missing)), return_exceptions=True
             )
         except BaseException:  # cancelled: give the slots back empty
             ready += [None] * missing
@@ -107,15 +120,15 @@ class WriterConnections:
             for connection in ready:
                 self._slots.put_nowait(connection)
 
-    async def _connect(self, *, prepare: bool = False) -> asyncpg.Connection:
+    async def _connect(self, *, warm: bool = False) -> asyncpg.Connection:
         connection = await open_connection(
             self._database_url,
             server_settings=WRITER_SETTINGS,
             timeout=self._timeout,
         )
         try:
-            for statement in self._statements if prepare else ():
-                await connection.prepare(statement, timeout=self._timeout)
+            for statement in self._statements if warm else ():
+                await _warm(connection, statement, self._timeout)
         except BaseException:
             connection.terminate()
             raise
