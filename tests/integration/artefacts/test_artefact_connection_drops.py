@@ -5,11 +5,12 @@ A four-stage pipeline writes artefacts to file storage, and to S3 (moto's server
 ``inline_max_bytes``: only in storage), a file written with ``ctx.write_artefact`` and
 read back with ``ctx.read_artefact`` (an explicit lineage input). Runs, and replays from
 storage, go on two workers while a terminator kills every other backend of this test's
-own database (never another database's, never its own connection: the server is
-shared). Every run must succeed; each committed checkpoint's artefact must be in
-storage with the recorded sha256; the lineage rows must be complete (one per artefact,
-no duplicate, the right inputs); and no step whose checkpoint committed may have run
-again (an independent ledger each body writes on connections of its own:
+own database every 0.2-0.5 s, and a backend caught running a statement between rounds
+(never another database's, never its own connection: the server is shared). Every
+run must succeed; each committed checkpoint's artefact must be in storage with the
+recorded sha256; the lineage rows must be complete (one per artefact, no duplicate, the
+right inputs); and no step whose checkpoint committed may have run again (an
+independent ledger each body writes on connections of its own:
 ``tests/_connection_drops.py``).
 
 The terminator meets an artefact step's own writes only by chance, so one test makes
@@ -111,7 +112,7 @@ async def test_artefact_runs_survive_terminated_backends(
         client = build(database_url, storage_url, book)
         async with flow_a, flow_b, client:
             async with flow_a.worker(concurrency=8), flow_b.worker(concurrency=8):
-                async with terminating(database_url) as seen:
+                async with terminating(database_url, aimed=True) as seen:
                     run_ids = []
                     for n in range(RUNS):  # started while backends die
                         config = {"model": "v1"}

@@ -3,8 +3,9 @@
 ``flow.send_signal`` without an idempotency key, from a client with no worker (the
 plain send) and from the worker's own Flow to runs blocked in its memory (the hand-over,
 which records the wait in the send's statement), while every other backend of the
-test's own database is terminated every 0.2-0.5 s (``tests/_connection_drops.py``;
-never a backend of another database). Every send returns (it is retried, not raised)
+test's own database is terminated every 0.2-0.5 s, and a backend caught running a
+statement between rounds too (``tests/_connection_drops.py``; never a backend of
+another database). Every send returns (it is retried, not raised)
 and every signal is stored exactly once: each collector run receives exactly the
 numbers sent to it, in order, and its mailbox holds one row per send, each with the
 key made for that call; and a signal whose NOTIFY was lost with the worker's LISTEN
@@ -84,7 +85,7 @@ async def test_signals_without_a_key_are_stored_once_through_terminated_backends
                 await asyncio.sleep(0.05)
 
         began = time.monotonic()
-        async with terminating(database_url) as kills:
+        async with terminating(database_url, aimed=True) as kills:
             pairs = zip(senders, runs, strict=True)
             await asyncio.gather(*(feed(flow, run_id) for flow, run_id in pairs))
             outputs = [await client.result(run_id, timeout=40) for run_id in runs]

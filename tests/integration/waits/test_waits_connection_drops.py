@@ -1,8 +1,9 @@
 """Durable waits with the database connections dropped under them.
 
 Sleeps (held in memory and parked), child runs and events, while every other backend
-of the test's own database is terminated every 0.2-0.5 s (``tests/_connection_drops.py``;
-never a backend of another database: the server is shared). Every run must succeed
+of the test's own database is terminated every 0.2-0.5 s, and a backend caught running
+a statement between rounds too (``tests/_connection_drops.py``; never a backend of
+another database: the server is shared). Every run must succeed
 with its own output: a terminated connection is retried, never a run's failure. Each
 child is started once per call, each event read is the value set, no sleep ends
 early, and no step body whose checkpoint committed runs again (checked with an
@@ -111,7 +112,7 @@ async def test_sleeps_children_and_events_survive_terminated_backends(
     async with ledger(database_url) as book:
         flow_a, flow_b, client = (build(database_url, book) for _ in range(3))
         async with flow_a, flow_b, client, flow_a.worker(8), flow_b.worker(8):
-            async with terminating(database_url) as kills:
+            async with terminating(database_url, aimed=True) as kills:
                 # Started while backends die: each start is retried, not lost or doubled.
                 sleepers = [await client.start("sleeper", 0.1 * i) for i in range(SLEEPERS)]
                 parents = [await client.start("parent", n) for n in range(PARENTS)]
