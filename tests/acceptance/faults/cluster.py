@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import pwd
 import shutil
@@ -71,7 +72,7 @@ def find_postgres_binaries() -> Path:
         return path
     candidates = [Path("/usr/lib/postgresql/15/bin")]
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for candidate in [*candidates, *_wheel_binaries()]:
+    for candidate in itertools.chain(candidates, _wheel_binaries()):  # the wheel: last, lazily
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
             return candidate
     raise ClusterError(
