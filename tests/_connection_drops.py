@@ -5,9 +5,11 @@ own database (``datname = current_database()``) except the checking connection i
 and the ledger's connections (``application_name = LEDGER_APP``): the server is
 shared, so nothing outside the test database is ever touched. Most of those backends
 sit idle between statements, and a pool replaces an idle connection that died without
-a fault reaching any write; with ``aimed=True`` the terminator also watches, between
-its rounds, for a backend that is running a statement and terminates it, so that
-writes meet the fault mid-statement on a machine fast enough to slip between rounds.
+a fault reaching any write; so the terminator also watches, between its rounds, for a
+backend that is running a statement and terminates it (``aimed``, the default), so
+that writes meet the fault mid-statement on a machine fast enough to slip between
+rounds. A test that checks a write met the fault needs that; ``aimed=False`` leaves
+only the rounds.
 
 ``Ledger`` is a table each step body writes on connections of its own (the ledger's
 pool, spared by the terminator), so what it records does not depend on durableflow's
@@ -82,7 +84,7 @@ async def _terminate_loop(
 
 @contextlib.asynccontextmanager
 async def terminating(
-    database_url: str, *, every: tuple[float, float] = (0.2, 0.5), aimed: bool = False
+    database_url: str, *, every: tuple[float, float] = (0.2, 0.5), aimed: bool = True
 ) -> AsyncIterator[Terminations]:
     """Terminate the test database's other backends every ``every`` seconds meanwhile
     (and, if ``aimed``, one busy backend between rounds: see the module docstring)."""

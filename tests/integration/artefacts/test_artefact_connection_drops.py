@@ -112,7 +112,7 @@ async def test_artefact_runs_survive_terminated_backends(
         client = build(database_url, storage_url, book)
         async with flow_a, flow_b, client:
             async with flow_a.worker(concurrency=8), flow_b.worker(concurrency=8):
-                async with terminating(database_url, aimed=True) as seen:
+                async with terminating(database_url) as seen:
                     run_ids = []
                     for n in range(RUNS):  # started while backends die
                         config = {"model": "v1"}

@@ -167,7 +167,7 @@ async def test_graph_runs_survive_terminated_backends(
         async with flow_a, flow_b, client:
             await client.publish_graph(SPEC)  # before the fire: the published runs' graph
             async with flow_a.worker(concurrency=8), flow_b.worker(concurrency=8):
-                async with terminating(database_url, aimed=True) as seen:
+                async with terminating(database_url) as seen:
                     publishing = asyncio.ensure_future(publish_under_fire(client, range(2, 6)))
                     code_runs, published_runs = [], []
                     for n in range(max(CODE_RUNS, PUBLISHED_RUNS)):  # started while backends die

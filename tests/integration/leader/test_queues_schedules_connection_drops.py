@@ -90,7 +90,7 @@ async def test_queue_limits_hold_while_backends_are_terminated(
             async with (
                 flow_a.worker(8, queues=queues),
                 flow_b.worker(8, queues=queues),
-                terminating(database_url, aimed=True) as kills,
+                terminating(database_url) as kills,
             ):
                 # Started while backends die: each start is retried, not lost or doubled.
                 # While the runs table is held, the writes to it wait mid-statement, where
@@ -141,7 +141,8 @@ async def test_a_schedule_fires_each_tick_once_while_backends_are_terminated(
             first_tick = schedule.next_tick
             assert first_tick is not None
             async with flow_a.worker(4), flow_b.worker(4):
-                async with terminating(database_url) as kills:
+                # Rounds only: this test checks the ticks, not that a write met the fault.
+                async with terminating(database_url, aimed=False) as kills:
                     await asyncio.sleep(8.0)
                     db = book.pool
                     ended = await db.fetchval("SELECT clock_timestamp()")

@@ -85,7 +85,7 @@ async def test_signals_without_a_key_are_stored_once_through_terminated_backends
                 await asyncio.sleep(0.05)
 
         began = time.monotonic()
-        async with terminating(database_url, aimed=True) as kills:
+        async with terminating(database_url) as kills:
             pairs = zip(senders, runs, strict=True)
             await asyncio.gather(*(feed(flow, run_id) for flow, run_id in pairs))
             outputs = [await client.result(run_id, timeout=40) for run_id in runs]

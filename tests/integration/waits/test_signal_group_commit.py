@@ -156,7 +156,7 @@ async def test_concurrent_sends_are_stored_once_through_terminated_backends(
     client = Flow(database_url=database_url)
     async with worker_flow, client, worker_flow.worker(concurrency=RUNS + 2):
         runs = await start_parked(worker_flow, RUNS)
-        async with terminating(database_url, aimed=True) as kills:
+        async with terminating(database_url) as kills:
             for name in ("a", "b"):
                 await asyncio.gather(
                     *(client.send_signal(run_id, name, i) for i, run_id in enumerate(runs))

@@ -112,7 +112,7 @@ async def test_sleeps_children_and_events_survive_terminated_backends(
     async with ledger(database_url) as book:
         flow_a, flow_b, client = (build(database_url, book) for _ in range(3))
         async with flow_a, flow_b, client, flow_a.worker(8), flow_b.worker(8):
-            async with terminating(database_url, aimed=True) as kills:
+            async with terminating(database_url) as kills:
                 # Started while backends die: each start is retried, not lost or doubled.
                 sleepers = [await client.start("sleeper", 0.1 * i) for i in range(SLEEPERS)]
                 parents = [await client.start("parent", n) for n in range(PARENTS)]
