@@ -7,7 +7,7 @@ can prove that ``alembic upgrade head`` on an empty database yields exactly this
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
 from durableflow._store.records import RUN_STATUSES
 
@@ -26,8 +26,9 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("code_hash", sa.Text, nullable=False, server_default=""),
         sa.Column("status", sa.Text, nullable=False),
-        sa.Column("input", JSONB),
-        sa.Column("output", JSONB),
+        # json, not jsonb: values decode from the text written (0013_exact_values).
+        sa.Column("input", JSON),
+        sa.Column("output", JSON),
         sa.Column("error", JSONB),
         sa.Column("queue", sa.Text, nullable=False, server_default="default"),
         sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
@@ -185,7 +186,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("step_id", sa.Integer, primary_key=True),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("kind", sa.Text, nullable=False, server_default="step"),
-        sa.Column("output", JSONB),
+        sa.Column("output", JSON),  # the text written, kept exactly (0013_exact_values)
         sa.Column("error", JSONB),
         sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
         sa.Column("started_at", timestamp),

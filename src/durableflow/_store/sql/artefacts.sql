@@ -111,7 +111,7 @@ WITH inserted AS (
                                config_hash, queue, priority, available_at, claims,
                                correlation_id, replayed_from, forked_from, created_at,
                                updated_at)
-    VALUES ($1, $2, $3, $4, 'queued', $5::jsonb, $6::jsonb, $7, $8, $9,
+    VALUES ($1, $2, $3, $4, 'queued', $5::json, $6::jsonb, $7, $8, $9,
             {clock_now}, 1, $10, $11, $12, {clock_now},
             {clock_now})
     RETURNING queue
@@ -122,7 +122,7 @@ SELECT pg_notify($13, queue) FROM inserted;
 -- A replay's republished checkpoints: outputs read back from storage (sha256 checked).
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt, started_at,
                             finished_at, artefact_key, artefact_sha256)
-SELECT $1, s.step_id, s.name, s.kind, s.output::jsonb, s.error::jsonb, s.attempt,
+SELECT $1, s.step_id, s.name, s.kind, s.output::json, s.error::jsonb, s.attempt,
        s.started_at, s.finished_at, s.artefact_key, s.artefact_sha256
 FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[],
             $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])

@@ -14,8 +14,9 @@ SELECT id, status, owner, lease_epoch FROM {schema}.runs WHERE id = ANY($1::uuid
 
 -- name: run_for_idempotency_key
 -- The run an idempotency key already names, and whether it was started with the
--- same input (jsonb equality: key order and spacing do not matter).
-SELECT id, workflow, (input IS NOT DISTINCT FROM $2::jsonb) AS same_input
+-- same input (compared as jsonb: key order and spacing do not matter; the column is
+-- json, which keeps the text as written and has no equality of its own).
+SELECT id, workflow, (input::jsonb IS NOT DISTINCT FROM $2::jsonb) AS same_input
 FROM {schema}.runs WHERE idempotency_key = $1;
 
 -- name: run_exists

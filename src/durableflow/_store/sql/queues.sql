@@ -154,7 +154,7 @@ WITH inserted AS (
                                correlation_id, dedup_key, config, config_hash, created_at,
                                updated_at, deadline)
     SELECT $1, $2, $3, $4, CASE WHEN $14::float8 > 0 THEN 'waiting' ELSE 'queued' END,
-           $5::jsonb, $6, $7, clock.now + make_interval(secs => greatest($14::float8, 0)), 0, 0,
+           $5::json, $6, $7, clock.now + make_interval(secs => greatest($14::float8, 0)), 0, 0,
            $8, $9, $10, $12::jsonb, $13, clock.now, clock.now,
            clock.now + make_interval(secs => $15::float8)
     FROM (SELECT {clock_now} AS now OFFSET 0) AS clock

@@ -42,7 +42,7 @@ WITH new_runs AS (
     SELECT n.id, n.workflow, n.version, n.code_hash,
            CASE WHEN n.owner IS NOT NULL THEN 'running'
                 WHEN n.delay > 0 THEN 'waiting' ELSE 'queued' END,
-           n.input::jsonb, n.queue, n.priority,
+           n.input::json, n.queue, n.priority,
            {clock_now} + make_interval(secs => greatest(n.delay, 0)), n.owner,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END,
@@ -82,7 +82,7 @@ WITH inserted AS (
     SELECT $1, $2, $3, $4,
            CASE WHEN o.owner IS NOT NULL THEN 'running'
                 WHEN $15::float8 > 0 THEN 'waiting' ELSE 'queued' END,
-           $5::jsonb, $6, $7, clock.now + make_interval(secs => greatest($15::float8, 0)),
+           $5::json, $6, $7, clock.now + make_interval(secs => greatest($15::float8, 0)),
            o.owner,
            CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
            CASE WHEN o.owner IS NULL THEN 0 ELSE 1 END,
@@ -160,7 +160,7 @@ WITH mine AS MATERIALIZED (
     ORDER BY p.waiter, f.id
 )
 UPDATE {schema}.runs AS r
-SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
+SET status = f.status, output = f.output::json, error = f.error::jsonb,
     finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE {clock_now} END,
     updated_at = {clock_now}
 FROM mine AS f
@@ -174,7 +174,7 @@ RETURNING r.id;
 -- arrays unnested and two clock reads; measured 0.87-0.94x finish_runs' time per commit
 -- for one row. The run is found by primary key alone, as in finish_runs.
 UPDATE {schema}.runs AS r
-SET status = $2, output = $3::jsonb, error = $4::jsonb,
+SET status = $2, output = $3::json, error = $4::jsonb,
     finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
     updated_at = c.now
 FROM (SELECT {clock_now} AS now OFFSET 0) AS c
@@ -191,7 +191,7 @@ RETURNING r.id;
 -- it saves the commit the last checkpoint would have cost on its own.
 WITH finished AS (
     UPDATE {schema}.runs AS r
-    SET status = $2, output = $3::jsonb, error = $4::jsonb,
+    SET status = $2, output = $3::json, error = $4::jsonb,
         finished_at = CASE WHEN $2 = 'blocked' THEN NULL ELSE c.now END,
         updated_at = c.now
     FROM (SELECT {clock_now} AS now OFFSET 0) AS c
@@ -201,7 +201,7 @@ WITH finished AS (
 ), recorded AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                                 started_at, finished_at, artefact_key, artefact_sha256)
-    SELECT f.id, s.step_id, s.name, s.kind, s.output::jsonb, s.error::jsonb, s.attempt,
+    SELECT f.id, s.step_id, s.name, s.kind, s.output::json, s.error::jsonb, s.attempt,
            s.started_at, now(), s.artefact_key, s.artefact_sha256
     FROM finished AS f
     CROSS JOIN unnest($7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[],
@@ -227,7 +227,7 @@ WITH mine AS MATERIALIZED (  -- found by a probe per run: see finish_runs
     ORDER BY p.waiter, f.id
 ), finished AS (
     UPDATE {schema}.runs AS r
-    SET status = f.status, output = f.output::jsonb, error = f.error::jsonb,
+    SET status = f.status, output = f.output::json, error = f.error::jsonb,
         finished_at = CASE WHEN f.status = 'blocked' THEN NULL ELSE {clock_now} END,
         updated_at = {clock_now}
     FROM mine AS f
@@ -237,7 +237,7 @@ WITH mine AS MATERIALIZED (  -- found by a probe per run: see finish_runs
 ), recorded AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                                 started_at, finished_at, artefact_key, artefact_sha256)
-    SELECT s.run_id, s.step_id, s.name, s.kind, s.output::jsonb, s.error::jsonb, s.attempt,
+    SELECT s.run_id, s.step_id, s.name, s.kind, s.output::json, s.error::jsonb, s.attempt,
            s.started_at, now(), s.artefact_key, s.artefact_sha256
     FROM unnest($7::uuid[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[],
                 $13::int[], $14::timestamptz[], $15::text[], $16::text[])

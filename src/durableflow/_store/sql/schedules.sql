@@ -173,7 +173,7 @@ WITH fence AS (
     INSERT INTO {schema}.runs (id, workflow, version, code_hash, status, input, queue, priority,
                                available_at, lease_epoch, claims, idempotency_key,
                                correlation_id, created_at, updated_at)
-    SELECT t.id, t.workflow, t.version, t.code_hash, 'queued', t.input::jsonb, t.queue, 0,
+    SELECT t.id, t.workflow, t.version, t.code_hash, 'queued', t.input::json, t.queue, 0,
            {clock_now}, 0, 0, t.idempotency_key, t.idempotency_key,
            {clock_now}, {clock_now}
     FROM ticks AS t JOIN advanced AS a ON a.name = t.schedule

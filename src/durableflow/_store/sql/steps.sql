@@ -19,7 +19,7 @@
 -- Rows not returned were fenced off: the caller raises LeaseLost for their runs.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at, artefact_key, artefact_sha256)
-SELECT c.run_id, c.step_id, c.name, c.kind, c.output::jsonb, c.error::jsonb, c.attempt,
+SELECT c.run_id, c.step_id, c.name, c.kind, c.output::json, c.error::jsonb, c.attempt,
        c.started_at, now(), c.artefact_key, c.artefact_sha256
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::int[], $8::timestamptz[], $9::text[], $10::bigint[], $11::text[], $12::text[])
@@ -39,7 +39,7 @@ RETURNING run_id, step_id;
 -- same OFFSET 0 keeps the ownership check out of the primary-key lock.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at, artefact_key, artefact_sha256)
-SELECT $1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, now(), $11, $12
+SELECT $1, $2, $3, $4, $5::json, $6::jsonb, $7, $8, now(), $11, $12
 FROM (
     SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $1 OFFSET 0 FOR SHARE
 ) AS r
@@ -55,7 +55,7 @@ RETURNING run_id, step_id;
 -- that even for one row: this is what keeps a transition at the price of a step.
 INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, error, attempt,
                             started_at, finished_at, artefact_key, artefact_sha256)
-SELECT $1, c.step_id, c.name, c.kind, c.output::jsonb, c.error::jsonb, c.attempt,
+SELECT $1, c.step_id, c.name, c.kind, c.output::json, c.error::jsonb, c.attempt,
        c.started_at, now(), c.artefact_key, c.artefact_sha256
 FROM (
     SELECT owner, lease_epoch, status FROM {schema}.runs WHERE id = $1 OFFSET 0 FOR SHARE

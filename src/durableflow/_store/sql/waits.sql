@@ -173,7 +173,7 @@ WITH owned AS (
 ), checkpoint AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
                                 finished_at)
-    SELECT $1, $4, $7, 'event', $6::jsonb, 1, now(), now()
+    SELECT $1, $4, $7, 'event', $6::json, 1, now(), now()
     FROM upserted
     RETURNING step_id
 ), woken AS (
