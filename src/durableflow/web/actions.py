@@ -104,6 +104,10 @@ def json_field(form: Mapping[str, str], name: str, label: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ActionInputError(f"the {label} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ActionInputError(f"the {label} is nested too deeply to read") from None
+    except ValueError as exc:  # valid JSON still refused, e.g. an integer too long to convert
+        raise ActionInputError(f"the {label} cannot be read: {exc}") from None
 
 
 def text_field(form: Mapping[str, str], name: str, label: str) -> str:

@@ -144,8 +144,9 @@ class AdminUI:
     # -- pages -------------------------------------------------------------------------
 
     async def runs_page(self, request: Request) -> Response:
-        filters = RunFilters.from_query(request.query_params)
+        filters = RunFilters()
         try:
+            filters = RunFilters.from_query(request.query_params)
             view = await load_runs_view(self.flow, filters)
         except ConfigurationError as exc:
             return self._render(
@@ -206,7 +207,7 @@ class AdminUI:
         version_text = request.query_params.get("version") or None
         version = None
         if version_text is not None:
-            if not version_text.isdigit():
+            if not (version_text.isascii() and version_text.isdigit()):  # isdigit() alone takes '²'
                 return self._render(request, "error.html", 400, message="version is a number")
             version = int(version_text)
         graphs = await load_graphs_view(self.flow, name=name, version=version)
@@ -228,7 +229,10 @@ class AdminUI:
     # -- live updates ------------------------------------------------------------------
 
     async def live_runs(self, request: Request) -> Response:
-        filters = RunFilters.from_query(request.query_params)
+        try:
+            filters = RunFilters.from_query(request.query_params)
+        except ConfigurationError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
 
         async def produce() -> tuple[Any, str]:
             view = await load_runs_view(self.flow, filters)
@@ -316,6 +320,13 @@ class AdminUI:
         back = _path(request, "run", run_id=run_id) if _is_uuid(run_id) else _path(request, "runs")
         try:
             run = await self.flow.describe_run(run_id)
+            if not action.applies(run):  # the page hides the button; a script can still post
+                raise RunActionRefused(
+                    run.id,
+                    action=action.name,
+                    status=run.status,
+                    reason=f"{action.label} does not apply to a {run.status} run",
+                )
             outcome = await action.perform(self.flow, run, values)
         except RunNotFound as exc:
             return self._answer(access, back, str(exc), 404)
@@ -395,6 +406,8 @@ class AdminUI:
         return response
 
     async def logout(self, request: Request) -> Response:
+        if not self.guard.same_origin(request):  # another site must not log operators out
+            return PlainTextResponse("cross-origin request refused", status_code=403)
         response = RedirectResponse(_path(request, "runs"), status_code=303)
         response.delete_cookie(COOKIE, path=_root(request))
         return response

@@ -23,8 +23,10 @@ from durableflow.admin import (
 )
 from durableflow.audit.graphs import PUBLISHED_KEY
 from durableflow.engine.graphs import graph_of
+from durableflow.errors import ConfigurationError
 from durableflow.web.actions import RunAction, run_actions
 
+_FILTER_FIELDS = ("workflow", "queue", "since", "q", "cursor")
 SINCE_CHOICES = {"15m": 15 * 60, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 PAGE_SIZE = 50
 
@@ -42,8 +44,13 @@ class RunFilters:
 
     @classmethod
     def from_query(cls, query: Mapping[str, Any]) -> RunFilters:
+        """The filters in ``query``; ConfigurationError for a value no run can match."""
         getlist = getattr(query, "getlist", None)
         statuses = getlist("status") if getlist else [query.get("status", "")]
+        values = [*statuses, *(str(query.get(name, "")) for name in _FILTER_FIELDS)]
+        if any("\x00" in value for value in values):
+            # Postgres text cannot hold NUL: asked, it refuses the query as a server error.
+            raise ConfigurationError("a filter contains a NUL character")
         return cls(
             status=[s for s in statuses if s],
             workflow=str(query.get("workflow", "")).strip(),

@@ -171,3 +171,60 @@ async def test_action_input_is_validated_and_refusals_are_not_server_errors(
         status, _, body = await request(port, "GET", f"/runs/{child_id}")
         assert f'<dt>parent</dt><dd class="mono"><a href="/runs/{parent_id}">' in body
         assert 'id="section-waiting"' in body and "signal:go" in body
+
+
+async def test_hostile_requests_get_a_clear_refusal_never_a_server_error(
+    database_url: str,
+) -> None:
+    """What a script (or a hostile page) can send: each gets a 4xx and changes nothing."""
+    flow = Flow(database_url=database_url, poll_interval=0.05, max_wait_in_memory=0.0)
+
+    @flow.workflow(name="gated", version=1)
+    async def gated(ctx: FlowContext) -> object:
+        return await ctx.wait_for_signal("go")
+
+    token = {"Authorization": "Bearer t0ken"}
+    async with flow, flow.worker(1), serve(flow.admin_app(token="t0ken")) as port:
+        waiting = await flow.start("gated")
+        for _ in range(200):
+            if (await flow.status(waiting)).status == "waiting":
+                break
+            await asyncio.sleep(0.05)
+
+        # JSON nested deeper than the parser's recursion limit: bad input, not a crash.
+        status, _, body = await request(
+            port,
+            "POST",
+            f"/runs/{waiting}/actions/signal",
+            token,
+            {"name": "go", "payload": "[" * 100_000},
+        )
+        assert status == 400 and "payload is nested too deeply" in json.loads(body)["message"]
+
+        # NUL in a filter: Postgres text cannot hold it, so no run can match.
+        for query in ("q=%00", "workflow=a%00b", "queue=%00", "status=%00"):
+            status, _, body = await request(port, "GET", f"/?{query}")
+            assert status == 400 and "NUL" in body, query
+            status, _, _ = await request(port, "GET", f"/live/runs?{query}")
+            assert status == 400, query
+
+        # '²' is a digit to str.isdigit() but not to int().
+        status, _, body = await request(port, "GET", "/graphs?version=%C2%B2")
+        assert status == 400 and "version is a number" in body
+
+        # An action the page does not offer for the run (fork of a waiting run) is refused
+        # by the server too, and starts nothing.
+        status, _, body = await request(
+            port, "POST", f"/runs/{waiting}/actions/fork", token, {"from_step": "1"}
+        )
+        assert status == 409 and "Fork does not apply to a waiting run" in body
+        assert [run.id for run in await flow.list_runs()] == [waiting]
+
+        # Logging out from another site: refused, the session cookie is left alone.
+        status, headers, _ = await request(
+            port, "POST", "/logout", {"Origin": "http://evil.example"}
+        )
+        assert status == 403 and "set-cookie" not in headers
+        status, headers, _ = await request(port, "POST", "/logout")
+        assert status == 303 and "durableflow_session=" in headers["set-cookie"]
+        assert (await flow.status(waiting)).status == "waiting"
