@@ -27,9 +27,10 @@ CLASS_STYLES = {
 }
 
 # Characters Mermaid reads as syntax inside labels, written as its entity codes: '#'
-# starts a code, ';' ends a statement, '<' and '>' would be HTML. A double quote only
-# ends the quoted name of a state; elsewhere it stays readable.
-_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
+# starts a code, ';' ends a statement, '<' and '>' would be HTML, '%%' starts a comment
+# or an %%{init: ...}%% directive (which would restyle or reconfigure the diagram). A
+# double quote only ends the quoted name of a state; elsewhere it stays readable.
+_ENTITIES = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;", "%": "#37;"}
 _QUOTED_ENTITIES = {**_ENTITIES, '"': "#quot;"}
 
 

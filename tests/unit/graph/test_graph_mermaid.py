@@ -14,6 +14,9 @@ from graph_examples import ACTIONS, onboarding, onboarding_spec, passthrough, re
 import _mermaid
 from durableflow import Graph, GraphError
 
+# Mermaid obeys an init directive anywhere in the text, inside a quoted label too.
+DIRECTIVE = "%%{init: {'theme': 'dark', 'themeVariables': {'primaryColor': 'red'}}}%%"
+
 # Names and values with every character Mermaid reads as syntax somewhere.
 AWKWARD_NAMES = [
     'say "hi"; then #wait',
@@ -22,6 +25,7 @@ AWKWARD_NAMES = [
     "<b>bold</b> & co",
     "state",
     "x: y %% z",
+    DIRECTIVE,
     "café ✓ {braces} (parens)",
 ]
 
@@ -174,6 +178,12 @@ def test_the_onboarding_diagram_reads_well() -> None:
         "    class s1 terminal\n"
         "    class s1 current\n"
     )
+
+
+def test_a_directive_in_a_state_name_is_drawn_as_text_not_obeyed() -> None:
+    text = awkward().to_mermaid()
+    assert "%%" not in text  # neither a comment nor a directive: "%" is always written #37;
+    assert DIRECTIVE in read(text).labels.values()
 
 
 def test_highlighting_an_unknown_state_is_refused() -> None:
