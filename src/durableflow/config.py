@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -237,7 +238,30 @@ class FlowSettings(BaseSettings):
                 "database_url must start with postgresql:// (for example "
                 "postgresql://user@127.0.0.1:5432/app)"
             )
+        problem = _url_problem(value)
+        if problem is not None:  # else the driver fails later, with a traceback
+            raise ValueError(f"malformed URL: {problem}")
         return value.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why the hosts and ports of a Postgres URL cannot be read, or None."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError as exc:  # an IPv6 address without its closing ']'
+        return str(exc)
+    # libpq and asyncpg take several hosts, host1:5432,host2:5433, which urllib's own
+    # .port cannot read: each host's port is checked here.
+    for host in netloc.rpartition("@")[2].split(","):
+        if host.startswith("["):
+            _, _, after = host.partition("]")
+            port = after.removeprefix(":") if after.startswith(":") else after or None
+        else:
+            _, colon, port = host.partition(":")
+            port = port if colon else None
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port[:6]) <= 65535):
+            return f"port {port!r} is not a number from 1 to 65535"
+    return None
 
 
 def build_settings(**values: Any) -> FlowSettings:

@@ -33,6 +33,35 @@ def test_bad_database_url_is_a_configuration_error() -> None:
         build_settings(database_url="mysql://root@localhost/db")
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://[::1", "Invalid IPv6 URL"),
+        ("postgresql://app@db:99999/app", "port '99999'"),
+        ("postgresql://app@db:abc/app", "port 'abc'"),
+        ("postgresql://app@db:5432,replica:x/app", "port 'x'"),
+        ("postgresql://app@[::1]:0/app", "port '0'"),
+    ],
+)
+def test_a_malformed_database_url_is_a_configuration_error(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match="malformed URL") as info:
+        Flow(database_url=url)
+    assert problem in str(info.value) and info.value.setting == "database_url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cret@[::1]:5432/app",
+        "postgresql://app@db1:5432,db2:5433/app",  # several hosts, as libpq and asyncpg take
+        "postgresql:///app?host=/var/run/postgresql",
+        "postgres://db/app",
+    ],
+)
+def test_well_formed_database_urls_pass(url: str) -> None:
+    assert Flow(database_url=url).settings.database_url == url
+
+
 def test_environment_variables_use_the_durableflow_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DURABLEFLOW_SCHEMA_NAME", "jobs")
     monkeypatch.setenv("DURABLEFLOW_WORKER_CONCURRENCY", "7")
