@@ -59,13 +59,17 @@ def _segment_problem(segment: str) -> str | None:
 
 def _text_problem(text: str) -> str | None:
     """Characters no key or prefix may contain."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, as undecodable bytes of argv arrive
+        return "it is not valid UTF-8"
     if "\\" in text:
         return "it contains a backslash; use '/' to separate segments"
     for char in text:
         # Category Cc covers NUL, C0 (tab, newline...), DEL and the C1 range.
         if unicodedata.category(char) == "Cc":
             return f"it contains the control character {char!r}"
-    if len(text.encode("utf-8")) > MAX_KEY_BYTES:
+    if size > MAX_KEY_BYTES:
         return f"it is longer than {MAX_KEY_BYTES} UTF-8 bytes"
     return None
 

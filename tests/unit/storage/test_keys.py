@@ -31,6 +31,8 @@ BAD_KEYS = {
     "escape": ("a\x1b[31m", "control character"),
     "DEL": ("a\x7f", "control character"),
     "C1 control": ("a\x9bb", "control character"),
+    # What undecodable bytes of argv (durableflow lineage $'k\xff') become in Python.
+    "lone surrogate": ("k\udcff", "not valid UTF-8"),
     "too long": ("k" * (MAX_KEY_BYTES + 1), "longer than"),
     "too long in UTF-8": ("é" * (MAX_KEY_BYTES // 2 + 1), "longer than"),
     "segment too long": ("a/" + "s" * (MAX_SEGMENT_BYTES + 1), "longer than"),
