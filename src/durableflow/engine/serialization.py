@@ -197,13 +197,55 @@ def _safe_text(text: str) -> str:
     return text
 
 
+MAX_ERROR_TEXT = 64 * 1024
+"""Most characters of an error's message, and of its traceback, that are recorded."""
+
+
+def _bounded(text: str) -> str:
+    """``text``, or its head and tail around a visible marker when it is too long: an
+    error is recorded in the same statement as the step's outcome, and a message of
+    hundreds of megabytes would get that statement refused."""
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    half = MAX_ERROR_TEXT // 2
+    cut = len(text) - 2 * half
+    return f"{text[:half]}\n[... {cut} characters cut by durableflow ...]\n{text[-half:]}"
+
+
+def _type_text(cls: type) -> str:
+    try:
+        return f"{cls.__module__}.{cls.__qualname__}"
+    except Exception:  # a class that tampered with its own names
+        return object.__repr__(cls)
+
+
+def _message_text(exc: BaseException) -> str:
+    """``str(exc)``; an exception whose ``__str__`` raises is still recorded."""
+    try:
+        return str(exc)
+    except Exception:
+        try:
+            return f"<unprintable {type(exc).__qualname__}: {exc!r}>"
+        except Exception:
+            return f"<unprintable {_type_text(type(exc))}>"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return f"<traceback unavailable: formatting {_type_text(type(exc))} failed>"
+
+
 def describe_error(exc: BaseException) -> dict[str, Any]:
     """The recorded form of an exception: type, message, traceback (JSON-safe).
 
     A ``NonRetryable`` wrapping another exception is recorded as the wrapped one (with
     ``"non_retryable": true``), so ``StepFailed.error_type`` names the real cause.
     Message and traceback are diagnostics, not data: NUL characters and lone surrogates
-    in them are escaped so that the error can always be recorded.
+    in them are escaped, each is cut to ``MAX_ERROR_TEXT`` characters (head and tail
+    kept) and an exception whose ``__str__`` raises gets a stand-in message, so that
+    the error can always be recorded. It never raises (``Exception``).
     """
     recorded: BaseException = exc
     extra: dict[str, Any] = {}
@@ -211,11 +253,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
         extra["non_retryable"] = True
         if exc.cause is not None:
             recorded = exc.cause
-    cls = type(recorded)
     return {
-        "type": _safe_text(f"{cls.__module__}.{cls.__qualname__}"),
-        "message": _safe_text(str(recorded)),
-        "traceback": _safe_text("".join(traceback.format_exception(exc))),
+        "type": _safe_text(_type_text(type(recorded))),
+        "message": _safe_text(_bounded(_message_text(recorded))),
+        "traceback": _safe_text(_bounded(_traceback_text(exc))),
         **extra,
     }
 
