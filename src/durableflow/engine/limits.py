@@ -58,24 +58,27 @@ def check_start_options(
         )
 
 
-def check_queue(queue: str | None, what: str) -> None:
-    """A queue name: a non-empty string of at most 512 UTF-8 bytes, without NUL."""
+def check_queue(queue: str | None, what: str, *, doing: str = "starting") -> None:
+    """A queue name: a non-empty string of at most 512 UTF-8 bytes, without NUL.
+
+    Errors begin with ``f"{doing} {what}"`` (``"starting workflow 'charge'"``).
+    """
     if queue is None:
         return
     if not isinstance(queue, str) or not queue or "\x00" in queue:
         raise ConfigurationError(
-            f"starting {what}: queue name {queue!r} must be a non-empty string without U+0000",
+            f"{doing} {what}: queue name {queue!r} must be a non-empty string without U+0000",
             setting="queue",
         )
     try:
         size = len(queue.encode("utf-8"))
     except UnicodeEncodeError:
         raise ConfigurationError(
-            f"starting {what}: queue name {queue!r} is not valid UTF-8", setting="queue"
+            f"{doing} {what}: queue name {queue!r} is not valid UTF-8", setting="queue"
         ) from None
     if size > MAX_KEY_BYTES:
         raise ConfigurationError(
-            f"starting {what}: the queue name is {size} bytes long in UTF-8, over the limit of "
+            f"{doing} {what}: the queue name is {size} bytes long in UTF-8, over the limit of "
             f"{MAX_KEY_BYTES}",
             setting="queue",
         )
