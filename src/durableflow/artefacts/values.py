@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from durableflow.engine.values import int_too_long
 from durableflow.errors import InvalidFieldValue
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -58,7 +59,12 @@ def plain_json(value: Any, field: str, *, depth: int = 0) -> Any:
     """
     if depth > MAX_DEPTH:
         raise InvalidFieldValue(field, f"it is nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        problem = int_too_long(value)
+        if problem is not None:
+            raise InvalidFieldValue(field, f"it {problem}; store it as a string")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

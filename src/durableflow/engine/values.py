@@ -5,7 +5,12 @@ pydantic serialises some values lossily without complaint: NaN and infinities be
 string containing U+0000 serialises fine but Postgres refuses it in ``jsonb`` (and a
 lone surrogate, not UTF-8, fails deep inside pydantic without saying where). Any of
 these would make the value a run sees on replay differ from the one it saw live, or
-fail a statement shared with other runs. ``find_problem`` walks the value once, in
+fail a statement shared with other runs. Some values JSON carries but cannot give
+back: an integer of more than 4,300 digits (pydantic's JSON parser, and ``json`` at
+Python's default ``sys.get_int_max_str_digits()``, refuse to read it), a Decimal NaN or
+infinity (written as a string that a ``Decimal`` field refuses), a tuple dict key
+(written as ``"1,2"``). Committed, such a value would break its run for good, so it is
+refused before it is written too. ``find_problem`` walks the value once, in
 the order pydantic will, and says where the first such value is
 (``output.items[3].name``) and what to do.
 
@@ -20,6 +25,7 @@ import math
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -46,8 +52,15 @@ class _Found(Exception):
 
 
 _NUL = "\x00"
-# Postgres's numeric (behind jsonb numbers) holds up to 131,072 digits before the point.
-_MAX_NUMERIC_BITS = 435_000
+# The most digits an integer may have to be read back from JSON: pydantic's parser
+# (jiter) refuses more whatever the process's sys.get_int_max_str_digits() says, and
+# json.loads refuses more at Python's default limit. (Postgres's numeric holds more.)
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+# An int of at most this many bits has at most 4,300 digits (14,284 * log10(2) < 4300):
+# the common case is settled by bit_length(), without comparing against _INT_LIMIT.
+_SAFE_INT_BITS = 14_284
+_INT_FIX = "store it as a string (str(n), with sys.set_int_max_str_digits) or split it"
 _NUL_FIX = "remove or replace U+0000 characters before returning the value"
 _FLOAT_FIX = "use None, or a string such as 'NaN', or a finite number"
 _KEY_FIX = (
@@ -65,7 +78,7 @@ def find_problem(value: Any, root: str, *, typed_keys: bool) -> ValueProblem | N
     declares non-string dict keys somewhere, so such keys are left to pydantic.
     """
     kind = type(value)
-    if (kind is int and value.bit_length() <= _MAX_NUMERIC_BITS) or value is None or kind is bool:
+    if (kind is int and value.bit_length() <= _SAFE_INT_BITS) or value is None or kind is bool:
         return None  # the commonest outputs, without a call
     try:
         _walk(value, typed_keys)
@@ -82,8 +95,16 @@ def _path(root: str, parts: list[tuple[str, object]]) -> str:
         if kind == "attr" or (kind == "key" and isinstance(part, str) and part.isidentifier()):
             text.append(f".{part}")
         else:
-            text.append(f"[{part!r}]")
+            text.append(f"[{_shown(part)}]")
     return "".join(text)
+
+
+def _shown(key: object) -> str:
+    """``repr(key)``, or a stand-in for an integer too long for ``repr``."""
+    try:
+        return repr(key)
+    except ValueError:  # sys.get_int_max_str_digits()
+        return f"<{type(key).__name__} of more than {MAX_INT_DIGITS} digits>"
 
 
 def _walk(value: Any, typed_keys: bool) -> None:
@@ -97,12 +118,8 @@ def _walk(value: Any, typed_keys: bool) -> None:
             _check_utf8(value)
         return
     if kind is int:
-        if value.bit_length() > _MAX_NUMERIC_BITS:
-            digits = int(value.bit_length() * 0.30103)  # log10(2): no str() of a huge int
-            raise _Found(
-                f"is an integer of about {digits} digits, more than Postgres's numeric holds",
-                "store it as a string",
-            )
+        if value.bit_length() > _SAFE_INT_BITS:
+            _check_int_digits(value)
         return
     if kind is bool or value is None:
         return
@@ -112,14 +129,8 @@ def _walk(value: Any, typed_keys: bool) -> None:
         return
     if kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
-            if type(key) is not str and not typed_keys and not isinstance(key, str):
-                found = _Found(
-                    f"has the key {key!r} of type {type(key).__name__}; JSON keys are strings, "
-                    "so it would be read back as a different key",
-                    _KEY_FIX,
-                )
-                found.parts.append(("key", key))
-                raise found
+            if type(key) is not str and not isinstance(key, str):
+                _check_key(key, typed_keys)
             if isinstance(key, str) and _NUL in key:
                 found = _Found(
                     "is a key containing U+0000 (NUL), which Postgres cannot store", _NUL_FIX
@@ -161,10 +172,63 @@ def _walk(value: Any, typed_keys: bool) -> None:
         if b"\x00" in value:
             raise _Found("contains the byte 0 (NUL), which Postgres cannot store", _NUL_FIX)
         return
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _Found(
+                f"is the Decimal {str(value)!r}, which JSON cannot represent as a number "
+                "(a Decimal field refuses it when it is read back)",
+                _FLOAT_FIX,
+            )
+        return
     if isinstance(value, Iterator):
         raise _Found(f"is an iterator ({kind.__name__}), consumed by serialising it", _ITERATOR_FIX)
     # Everything else (datetime, UUID, Decimal, Enum, Path, ...) pydantic writes as a
     # string or number it reads back as the same value.
+
+
+def int_too_long(value: int) -> str | None:
+    """Why the integer ``value`` cannot be read back from JSON (None when it can)."""
+    if value.bit_length() <= _SAFE_INT_BITS or -_INT_LIMIT < value < _INT_LIMIT:
+        return None
+    return (
+        f"is an integer of more than {MAX_INT_DIGITS} digits, the most JSON readers "
+        "(pydantic, json) read back"
+    )
+
+
+def _check_int_digits(value: int) -> None:
+    problem = int_too_long(value)
+    if problem is not None:
+        raise _Found(problem, _INT_FIX)
+
+
+def _check_key(key: object, typed_keys: bool) -> None:
+    """A dict key that is not a string: JSON writes it as one, so it must be read back as
+    the same key (the annotation says how) and that string must be readable."""
+    problem = None
+    fix = _KEY_FIX
+    if not typed_keys:
+        problem = (
+            f"has the key {_shown(key)} of type {type(key).__name__}; JSON keys are strings, "
+            "so it would be read back as a different key"
+        )
+    elif isinstance(key, (tuple, frozenset, list)):
+        # pydantic writes (1, 2) as the key "1,2", which it cannot parse back.
+        problem = (
+            f"has the key {_shown(key)} of type {type(key).__name__}, written as a string that "
+            "cannot be read back as one"
+        )
+        fix = "use string keys you build and parse yourself, or a list of (key, value) pairs"
+    if problem is not None:
+        found = _Found(problem, fix)
+        found.parts.append(("key", key))
+        raise found
+    try:
+        _walk(key, typed_keys)  # a huge int key, a NaN key
+    except _Found as bad_key:
+        bad_key.problem = f"is a key that {bad_key.problem}"
+        bad_key.parts.append(("key", key))
+        raise
 
 
 def _check_utf8(text: str) -> None:

@@ -350,7 +350,7 @@ class RunsSurface(FlowCore):
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
-            config=json.loads(row["config"]) if row["config"] is not None else None,
+            config=_stored_json(row["config"]) if row["config"] is not None else None,
             config_hash=row["config_hash"],
             replayed_from=row["replayed_from"],
             forked_from=row["forked_from"],
@@ -373,7 +373,7 @@ class RunsSurface(FlowCore):
                 step_id=row["step_id"],
                 name=row["name"],
                 kind=row["kind"],
-                output=json.loads(row["output"]) if row["output"] is not None else None,
+                output=_stored_json(row["output"]) if row["output"] is not None else None,
                 error=json.loads(row["error"]) if row["error"] else None,
                 attempt=row["attempt"],
                 started_at=row["started_at"],
@@ -405,3 +405,23 @@ class RunsSurface(FlowCore):
                 row["id"], Outcome(row["workflow"], row["version"], "cancelled", None, row["error"])
             )
         return True
+
+
+def _stored_json(text: str) -> Any:
+    """A stored JSON value for the admin readers (``flow.steps`` outputs, ``flow.status`` config).
+
+    Rows written before such values were refused may hold an integer of more digits
+    than ``int()`` converts (``sys.get_int_max_str_digits()``); that integer is shown as
+    its digits, a string, rather than failing the whole read.
+    """
+    try:
+        return json.loads(text)
+    except ValueError:  # json.JSONDecodeError too: then the fallback raises it again
+        return json.loads(text, parse_int=_int_or_digits)
+
+
+def _int_or_digits(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:
+        return digits

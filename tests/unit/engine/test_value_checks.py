@@ -53,7 +53,7 @@ def codec(annotation: Any, root: str = "output") -> Codec:
         ),
         (Any, {"blob": b"ab\x00"}, "output.blob", "byte 0"),
         (list[int], (i for i in range(3)), "output", "iterator"),
-        (Any, {"n": [1, 10**140000]}, "output.n[1]", "numeric"),
+        (Any, {"n": [1, 10**140000]}, "output.n[1]", "digits"),
         (Any, map(str, [1]), "output", "iterator"),
     ],
 )
