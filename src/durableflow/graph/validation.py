@@ -42,6 +42,12 @@ def name_problem(value: object, what: str) -> str | None:
         return f"{what} must be at most {MAX_NAME_LENGTH} characters"
     if any(ord(character) < 32 or ord(character) == 127 for character in value):
         return f"{what} must not contain control characters"
+    if not value.isascii():  # as registry.check_name: only non-ASCII text holds a surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # Postgres cannot store it: the graph would register, then fail every run.
+            return f"{what} is not valid UTF-8 (a lone surrogate at {exc.start})"
     return None
 
 
