@@ -42,6 +42,7 @@ from durableflow.engine.serialization import describe_error
 from durableflow.errors import (
     ArtefactNotFound,
     InvalidFieldValue,
+    NonRetryable,
     StorageError,
     StorageIntegrityError,
 )
@@ -182,8 +183,17 @@ class RunArtefacts:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> StepScope:
-        """The artefact scope of a step call about to run."""
+        """The artefact scope of a step call about to run.
+
+        For a step that stores its output, ``InvalidFieldValue`` when the workflow's or
+        the step's name cannot be part of the output's key: raised before the body runs,
+        and not retried, since only renaming can fix it.
+        """
         scope = StepScope(self, definition.name, step_id, self.inputs_of(args, kwargs))
+        if definition.artefact:
+            scope.output_key = output_key(
+                self.info.run_id, self.info.workflow, scope.step_name, step_id
+            )
         self._scopes[step_id] = scope
         return scope
 
@@ -255,6 +265,7 @@ class StepScope:
         self._attempt = 0
         self._custom: dict[str, Any] = {}
         self._written: set[str] = set()
+        self.output_key: str | None = None  # set by RunArtefacts.begin for output steps
 
     def _at_attempt(self, attempt: int) -> None:
         # A new attempt starts clean: annotations and names of a failed attempt go.
@@ -332,7 +343,9 @@ class StepScope:
         """
         self._at_attempt(ctx.attempt)
         info = self.run.info
-        key = output_key(info.run_id, info.workflow, self.step_name, self.step_id)
+        key = self.output_key or output_key(
+            info.run_id, info.workflow, self.step_name, self.step_id
+        )
         lineage_id = lineage_id_for(key)
         data = output.encode("utf-8")
         metadata = self._metadata(
@@ -378,7 +391,12 @@ class StepScope:
             )
         checked = custom_fields(custom, existing=self._custom)
         info = self.run.info
-        key = file_key(info.run_id, info.workflow, self.step_name, self.step_id, stem, extension)
+        try:
+            key = file_key(
+                info.run_id, info.workflow, self.step_name, self.step_id, stem, extension
+            )
+        except InvalidFieldValue as exc:  # the workflow's or step's name: retrying cannot help
+            raise NonRetryable(exc) from exc
         lineage_id = lineage_id_for(key)
         storage = self.run.storage
         if isinstance(data, BaseModel):
