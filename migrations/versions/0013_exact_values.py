@@ -1,4 +1,4 @@
-"""Keep recorded values as written: run inputs, run outputs and step outputs as ``json``.
+"""Keep recorded values as written: inputs, outputs, payloads and events as ``json``.
 
 ``jsonb`` rewrites the text it is given: it puts an object's keys in its own order
 (shorter keys first), writes ``1e16`` as ``10000000000000000`` (which Python reads back
@@ -6,18 +6,18 @@ as an int) and ``-0.0`` as ``0.0``. A step's result was decoded live from the te
 Python wrote and on replay from the text Postgres gave back, so a workflow that
 iterated a dict a step returned saw one order live and another after a restart: the
 steps it called per key were matched to the wrong keys on replay, and a side effect
-ran twice while another never ran. ``json`` stores the text byte for byte, so a
-value decodes the same live, on replay and in every client. Step errors, signal
-payloads and events stay ``jsonb``: the workflow reads those from the database both
-live and on replay.
+ran twice while another never ran. Signal payloads and event values came back with
+their floats turned into ints. ``json`` stores the text byte for byte, so a value
+decodes the same live, on replay and in every client. Errors, configs and other
+internal records stay ``jsonb``.
 
 Revision ID: 0013_exact_values
 Revises: 0012_schedule_next_tick
 Create Date: 2026-12-07
 Deploy: deploy the code first (it writes and compares these columns under either type;
 older code compares a retried start's input with a jsonb operator that a json column
-refuses). Changing a column's type rewrites ``runs`` and ``steps`` under an exclusive
-lock: on a large database run it in a quiet window.
+refuses). Changing a column's type rewrites ``runs``, ``steps``, ``signals`` and
+``events`` under an exclusive lock: on a large database run it in a quiet window.
 """
 
 from alembic import op
@@ -27,12 +27,19 @@ down_revision = "0012_schedule_next_tick"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = (("runs", "input"), ("runs", "output"), ("steps", "output"))
+_COLUMNS = (
+    ("runs", "input"),
+    ("runs", "output"),
+    ("steps", "output"),
+    ("signals", "payload"),
+    ("events", "value"),
+)
+_TABLES = ("runs", "steps", "signals", "events")
 
 
 def upgrade() -> None:
     schema = op.get_context().config.attributes["schema"]
-    for table in ("runs", "steps"):
+    for table in _TABLES:
         changes = ", ".join(
             f"ALTER COLUMN {column} TYPE json USING {column}::json"
             for owner, column in _COLUMNS
@@ -43,7 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     schema = op.get_context().config.attributes["schema"]
-    for table in ("runs", "steps"):
+    for table in _TABLES:
         changes = ", ".join(
             f"ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
             for owner, column in _COLUMNS

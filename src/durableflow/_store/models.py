@@ -149,7 +149,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
         sa.Column("run_id", UUID(as_uuid=True), nullable=False),
         sa.Column("name", sa.Text, nullable=False),
-        sa.Column("payload", JSONB),
+        sa.Column("payload", JSON),
         sa.Column("idempotency_key", sa.Text),
         sa.Column("sent_at", timestamp, nullable=False),
         sa.Column("consumed_by_step", sa.Integer),
@@ -171,7 +171,7 @@ def metadata_for(schema: str) -> sa.MetaData:
         # the runs waiting for it.
         sa.Column("run_id", UUID(as_uuid=True), primary_key=True),
         sa.Column("key", sa.Text, primary_key=True),
-        sa.Column("value", JSONB),
+        sa.Column("value", JSON),
         sa.Column("set_at", timestamp),
         sa.Column("waiters", ARRAY(UUID(as_uuid=True))),
     )

@@ -9,9 +9,12 @@ sleep runs again by replay in a new execution.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from durableflow import Flow, FlowContext
+import asyncpg
+
+from durableflow import Flow, FlowContext, RunNotFound
 
 # Keys jsonb would reorder (it puts shorter keys first) and numbers it would rewrite.
 VALUE = {"zebra": 100, "ant": 1, "big": 1e16, "huge": 1.2345678901234567e19, "negz": -0.0}
@@ -85,3 +88,47 @@ async def test_a_result_reads_the_same_in_the_worker_and_in_another_client(
     assert typed(here) == typed(there) == typed(VALUE)
     # The input too: the workflow saw the caller's order and types.
     assert [step.name for step in steps] == ["sleep"]
+
+
+async def test_a_signal_payload_and_an_event_value_keep_their_order_and_types(
+    database_url: str,
+) -> None:
+    flow = flow_for(database_url)
+    seen: list[list[tuple[str, str, str]]] = []
+
+    @flow.workflow(name="listener")
+    async def listener(ctx: FlowContext) -> None:
+        payload = await ctx.wait_for_signal("prices")  # parks until it is sent
+        seen.append(typed(payload))
+        await ctx.set_event("prices", payload)
+        await ctx.sleep(0.05)  # parks again: the signal is read back by replay
+
+    async with flow, flow.worker(1):
+        run_id = await flow.start("listener")
+        await flow.send_signal(run_id, "prices", dict(VALUE))
+        await flow.result(run_id, timeout=30)
+        event = await flow.get_event(run_id, "prices", timeout=5)
+    assert len(seen) == 2  # live, then by replay after the sleep
+    assert seen[0] == seen[1] == typed(VALUE)
+    assert typed(event) == typed(VALUE)
+
+
+async def test_waiting_for_an_event_of_no_run_leaves_no_row(database_url: str) -> None:
+    flow = flow_for(database_url)
+
+    @flow.workflow(name="prober")
+    async def prober(ctx: FlowContext, target: str) -> str:
+        try:
+            await ctx.get_event(target, "ready")
+        except RunNotFound:
+            return "not found"
+        return "found"
+
+    async with flow, flow.worker(1):
+        run_id = await flow.start("prober", str(uuid.uuid4()))
+        assert await flow.result(run_id, timeout=30) == "not found"
+    connection = await asyncpg.connect(database_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM durableflow.events") == 0
+    finally:
+        await connection.close()

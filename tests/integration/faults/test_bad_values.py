@@ -181,13 +181,13 @@ async def test_rows_postgres_refuses_are_retried_one_by_one(database_url: str) -
         assert all(created for _, created in inserted)  # type: ignore[misc]
         good_ids = [run_id for run_id, _ in inserted]  # type: ignore[misc]
 
-        # Checkpoints: one row whose output jsonb refuses.
+        # Checkpoints: one row whose output Postgres refuses (NaN is not JSON).
         checkpoints = [
             Checkpoint(run_id, 0, "s", "step", '{"ok": 1}', None, 1, None, owner, 1)
             for run_id in good_ids
         ]
         checkpoints.insert(
-            3, Checkpoint(good_ids[0], 1, "s", "step", '"\\u0000"', None, 1, None, owner, 1)
+            3, Checkpoint(good_ids[0], 1, "s", "step", "NaN", None, 1, None, owner, 1)
         )
         written = await asyncio.gather(
             *(store.checkpoint(c) for c in checkpoints), return_exceptions=True
@@ -198,7 +198,7 @@ async def test_rows_postgres_refuses_are_retried_one_by_one(database_url: str) -
 
         # Outcomes: likewise.
         outcomes = [Outcome(run_id, "succeeded", "null", None, owner, 1) for run_id in good_ids[1:]]
-        outcomes.insert(2, Outcome(good_ids[0], "succeeded", '{"a": "\\u0000"}', None, owner, 1))
+        outcomes.insert(2, Outcome(good_ids[0], "succeeded", '{"a": NaN}', None, owner, 1))
         finished = await asyncio.gather(
             *(store.finish_run(o) for o in outcomes), return_exceptions=True
         )

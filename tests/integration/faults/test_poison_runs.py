@@ -87,7 +87,7 @@ async def test_a_run_whose_outcome_postgres_refuses_is_dead(
         run = NewRun(flow_run_id, "w", 1, "", None, "x", 0, worker.id, None, None)
         await store.insert_run(run)
         claimed = ClaimedRun(flow_run_id, "w", 1, "", None, 1, None, fresh=True)
-        bad = Outcome(flow_run_id, "succeeded", '{"text": "\\u0000"}', None, worker.id, 1)
+        bad = Outcome(flow_run_id, "succeeded", '{"number": NaN}', None, worker.id, 1)
         waiter = asyncio.ensure_future(flow.result(flow_run_id, timeout=10))
         await worker._executor._record(claimed, worker.id, bad, {})
         with pytest.raises(WorkflowFailed) as caught:

@@ -73,7 +73,7 @@ WITH owned AS (
 ), checkpoint AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
                                 finished_at)
-    SELECT $1, $4, $6, 'signal', jsonb_build_object('signal', c.id, 'payload', c.payload), 1,
+    SELECT $1, $4, $6, 'signal', json_build_object('signal', c.id, 'payload', c.payload), 1,
            now(), now()
     FROM consumed AS c
     RETURNING output
@@ -165,7 +165,7 @@ WITH owned AS (
     SELECT 1 FROM {schema}.steps WHERE run_id = $1 AND step_id = $4
 ), upserted AS (
     INSERT INTO {schema}.events (run_id, key, value, set_at)
-    SELECT $1, $5, $6::jsonb, {clock_now}
+    SELECT $1, $5, $6::json, {clock_now}
     FROM owned
     WHERE NOT EXISTS (SELECT 1 FROM recorded)
     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at
@@ -202,10 +202,13 @@ SELECT (SELECT count(*) FROM owned) AS owned,
 -- name: await_event
 -- A run ($3) waiting for key $2 of run $1: reads the event and, while it is not set,
 -- adds itself to the event's waiters. The upsert locks the event row, so it is ordered
--- with set_event: either it sees the value, or set_event sees this waiter.
+-- with set_event: either it sees the value, or set_event sees this waiter. Nothing is
+-- written for a run that does not exist (the caller raises RunNotFound): events has no
+-- foreign key, and a row for no run would never be pruned.
 WITH upserted AS (
     INSERT INTO {schema}.events AS e (run_id, key, waiters)
-    VALUES ($1, $2, ARRAY[$3::uuid])
+    SELECT $1, $2, ARRAY[$3::uuid]
+    WHERE EXISTS (SELECT 1 FROM {schema}.runs WHERE id = $1)
     ON CONFLICT (run_id, key) DO UPDATE
     SET waiters = CASE WHEN e.set_at IS NOT NULL OR $3::uuid = ANY (coalesce(e.waiters, '{}'))
                        THEN e.waiters
@@ -357,7 +360,7 @@ WITH target AS (
 ), inserted AS (
     INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at,
                                   consumed_by_step, consumed_at)
-    SELECT $1, $2, $3::jsonb, $4, {clock_now},
+    SELECT $1, $2, $3::json, $4, {clock_now},
            CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN $7::int END,
            CASE WHEN EXISTS (SELECT 1 FROM handoff) THEN {clock_now} END
     FROM target
@@ -367,7 +370,7 @@ WITH target AS (
 ), checkpoint AS (
     INSERT INTO {schema}.steps (run_id, step_id, name, kind, output, attempt, started_at,
                                 finished_at)
-    SELECT $1, $7, $8, 'signal', jsonb_build_object('signal', i.id, 'payload', i.payload), 1,
+    SELECT $1, $7, $8, 'signal', json_build_object('signal', i.id, 'payload', i.payload), 1,
            now(), now()
     FROM inserted AS i
     WHERE i.consumed_by_step IS NOT NULL
@@ -429,7 +432,7 @@ WITH sent AS (
     ) AS r
 ), inserted AS (
     INSERT INTO {schema}.signals (run_id, name, payload, idempotency_key, sent_at)
-    SELECT s.run_id, s.name, s.payload::jsonb, s.idempotency_key, {clock_now}
+    SELECT s.run_id, s.name, s.payload::json, s.idempotency_key, {clock_now}
     FROM sent AS s JOIN target AS t ON t.id = s.run_id
     WHERE t.status NOT IN ('succeeded', 'failed', 'cancelled', 'dead')
     ORDER BY s.n
