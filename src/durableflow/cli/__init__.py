@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from durableflow.cli.common import visible
 from durableflow.errors import ConfigurationError, DurableFlowError, RunNotFound
 
 if TYPE_CHECKING:
@@ -127,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=_loop_factory(getattr(args, "loop", "asyncio"))) as runner:
             code: int = runner.run(args.func(args))
     except RunNotFound as exc:  # the answer is "no such run", whichever command asked
-        print(f"durableflow: {exc}", file=sys.stderr)
+        print(f"durableflow: {visible(str(exc))}", file=sys.stderr)
         return 1
-    except DurableFlowError as exc:
-        print(f"durableflow: error: {exc}", file=sys.stderr)
+    except DurableFlowError as exc:  # its message may quote stored values: made visible
+        print(f"durableflow: error: {visible(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

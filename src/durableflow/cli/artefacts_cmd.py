@@ -37,6 +37,7 @@ from durableflow.cli.common import (
     parse_json_argument,
     parse_time,
     print_json,
+    visible,
 )
 from durableflow.cli.runs_cmd import RUNS_HELP
 from durableflow.errors import InvalidFieldValue, RunActionRefused
@@ -154,7 +155,8 @@ async def replay_command(args: argparse.Namespace) -> int:
 
 
 async def fork_command(args: argparse.Namespace) -> int:
-    from_step: int | str = int(args.from_step) if args.from_step.isdigit() else args.from_step
+    number = args.from_step.isascii() and args.from_step.isdigit()  # isdigit() alone takes '²'
+    from_step: int | str = int(args.from_step) if number else args.from_step
     async with _open(args) as flow:
         new_id = await flow.fork(args.run_id, from_step=from_step)
     if args.json:
@@ -258,11 +260,10 @@ async def watch_command(args: argparse.Namespace) -> int:
                 detail = f"{event.previous_state or '(start)'} -> {event.state}"
             else:
                 detail = event.status or f"{event.name}#{event.step_id}"
-            print(
-                f"{event.at.isoformat()} {event.kind} {detail}"
-                + (f" {event.key}" if event.key else ""),
-                flush=True,
+            line = f"{event.at.isoformat()} {event.kind} {detail}" + (
+                f" {event.key}" if event.key else ""
             )
+            print(visible(line), flush=True)
     return EXIT_OK
 
 
@@ -276,5 +277,6 @@ async def lineage_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     for node in nodes:
         config = (node.config_hash or "-")[:12]
-        print(f"{'  ' * node.depth}{node.key}  sha256={node.sha256[:12]} config={config}")
+        line = f"{node.key}  sha256={node.sha256[:12]} config={config}"
+        print("  " * node.depth + visible(line))
     return EXIT_OK

@@ -25,6 +25,7 @@ from durableflow.errors import ConfigurationError
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.table import Table
+    from rich.text import Text
 
     from durableflow.flow import Flow
 
@@ -38,6 +39,7 @@ __all__ = [
     "fail",
     "format_seconds",
     "format_time",
+    "json_text",
     "listing_table",
     "make_flow",
     "noun",
@@ -48,6 +50,7 @@ __all__ = [
     "print_json",
     "shorten",
     "styled_status",
+    "visible",
 ]
 
 EXIT_OK = 0
@@ -174,7 +177,23 @@ def format_seconds(seconds: float | None) -> str:
 
 def fail(message: str) -> None:
     """One line on stderr, as every command reports a problem."""
-    print(f"durableflow: {message}", file=sys.stderr)
+    print(f"durableflow: {visible(message)}", file=sys.stderr)
+
+
+# C0 controls but tab and newline, DEL and the C1 range: the characters a terminal may
+# obey (ESC and CSI start escape sequences that recolour, move the cursor, retitle).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with its control characters (but newline and tab) written as ``\\x1b``.
+
+    Stored values (names, error messages, tracebacks) come from workflow code and its
+    inputs; printed as they are, an escape sequence among them would be obeyed by the
+    operator's terminal instead of shown. Every stored value a command prints for the
+    terminal goes through this; ``--json`` output does not (JSON escapes them itself).
+    """
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -186,7 +205,10 @@ def parse_time(text: str) -> datetime:
     match = _DURATION.match(text.strip())
     if match:
         amount, unit = match.groups()
-        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
+        try:
+            return datetime.now(UTC) - timedelta(**{_UNITS[unit]: float(amount)})
+        except (OverflowError, ValueError):  # before year 1, or past timedelta's range
+            raise ConfigurationError(f"{text!r} reaches back before year 1") from None
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -197,10 +219,15 @@ def parse_time(text: str) -> datetime:
 
 
 def parse_json_argument(text: str, option: str) -> Any:
+    """The JSON value of a command-line option, or ConfigurationError (exit 2)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{option} is nested too deeply to read") from None
+    except ValueError as exc:  # valid JSON still refused, e.g. an integer too long to convert
+        raise ConfigurationError(f"{option} cannot be read: {exc}") from None
 
 
 def listing_table(columns: Sequence[str], *, wrap: Sequence[str] = ()) -> Table:
@@ -245,8 +272,19 @@ def styled_status(status: str) -> str:
 
 def shorten(text: str, width: int) -> str:
     """``text`` on one line, cut to ``width`` characters."""
-    text = " ".join(text.split())
+    text = visible(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def json_text(value: Any) -> Text:
+    """A value as indented, highlighted JSON for the terminal (what rich's ``JSON`` draws,
+    but with the C1 controls JSON leaves raw made :func:`visible`)."""
+    from rich.highlighter import JSONHighlighter
+
+    text = JSONHighlighter()(visible(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+    text.no_wrap = True
+    text.overflow = None
+    return text
 
 
 def preview(value: Any, width: int = 60) -> str:

@@ -22,6 +22,7 @@ from durableflow.cli.common import (
     noun,
     open_flow,
     print_json,
+    visible,
 )
 from durableflow.cli.loading import load_flow
 from durableflow.errors import RunNotFound, WorkflowNotFound
@@ -111,16 +112,17 @@ async def list_command(args: argparse.Namespace) -> int:
         print_json(graphs)
         return EXIT_OK
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     for column in ("name", "version", "states", "hash", "published"):
         table.add_column(column)
     for graph in graphs:
         table.add_row(
-            graph.name,
+            Text(visible(graph.name)),  # a Text: a str would be read as rich markup
             str(graph.version),
             str(len(graph.spec.get("states", []))),
-            graph.hash[:12],
+            Text(visible(graph.hash[:12])),
             format_time(graph.published_at),
         )
     console().print(table if graphs else "no published graphs")

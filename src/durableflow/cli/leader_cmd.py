@@ -20,6 +20,7 @@ from durableflow.cli.common import (
     format_time,
     open_flow,
     print_json,
+    visible,
 )
 
 
@@ -61,9 +62,9 @@ async def leader_command(args: argparse.Namespace) -> int:
 
     from rich.text import Text
 
-    rows: list[tuple[str, Any]] = [("leader", Text(info.worker_id))]
+    rows: list[tuple[str, Any]] = [("leader", Text(visible(info.worker_id)))]
     if worker is not None:
-        rows.append(("host", Text(f"{worker.host} (pid {worker.pid})")))
+        rows.append(("host", Text(visible(f"{worker.host} (pid {worker.pid})"))))
         rows.append(("heartbeat", f"{format_seconds(worker.heartbeat_age)} ago"))
     rows += [("epoch", str(info.epoch)), ("since", format_time(info.since))]
     console().print(facts_grid(rows))

@@ -23,6 +23,7 @@ from durableflow.cli.common import (
     noun,
     open_flow,
     print_json,
+    visible,
 )
 from durableflow.errors import ConfigurationError
 
@@ -107,7 +108,7 @@ def queues_table(queues: list[Any]) -> Any:
     for queue in queues:
         rate = queue.rate_limit
         table.add_row(
-            Text(queue.name),
+            Text(visible(queue.name)),
             _limit(queue.concurrency),
             _limit(queue.worker_concurrency),
             "-" if rate is None else f"{rate[0]} / {format_seconds(rate[1])}",

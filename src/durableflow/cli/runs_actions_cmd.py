@@ -15,6 +15,7 @@ from durableflow.cli.common import (
     open_flow,
     parse_json_argument,
     print_json,
+    visible,
 )
 from durableflow.cli.runs_cmd import RUNS_HELP
 from durableflow.errors import RunActionRefused, RunNotFound, WorkflowFailed
@@ -126,7 +127,7 @@ async def _each(args: argparse.Namespace, act: Any) -> int:
     else:
         for result in results:
             if result["ok"]:
-                print(f"{result['run_id']}: {result['message']}")
+                print(f"{result['run_id']}: {visible(result['message'])}")
             else:
                 fail(f"{result['run_id']}: {result['message']}")
     return EXIT_OK if all(result["ok"] for result in results) else EXIT_NO

@@ -19,6 +19,7 @@ from durableflow.cli.common import (
     fail,
     format_seconds,
     format_time,
+    json_text,
     noun,
     open_flow,
     parse_time,
@@ -26,6 +27,7 @@ from durableflow.cli.common import (
     print_json,
     shorten,
     styled_status,
+    visible,
 )
 from durableflow.errors import RunNotFound
 
@@ -116,9 +118,9 @@ def runs_table(page: RunPage) -> RenderableType:
         error = f"{run.error_type}: {run.error_message}" if run.error_type else ""
         table.add_row(
             str(run.id),
-            Text(f"{run.workflow} v{run.version}"),
+            Text(visible(f"{run.workflow} v{run.version}")),
             styled_status(run.status),
-            Text(run.queue),
+            Text(visible(run.queue)),
             format_time(run.created_at),
             format_seconds(run.duration),
             Text(shorten(error, 80)),
@@ -207,6 +209,11 @@ async def _steps_and_attempts(
     return [_step_json(step, attempts) for step in steps], attempts
 
 
+def _error_line(error: dict[str, Any]) -> str:
+    """``Type: message`` of a stored error, made visible for the terminal."""
+    return visible(f"{error.get('type', '')}: {error.get('message', '')}")
+
+
 def steps_table(steps: list[dict[str, Any]], attempts: list[StepAttempt]) -> RenderableType:
     from rich.table import Table
     from rich.text import Text
@@ -218,14 +225,14 @@ def steps_table(steps: list[dict[str, Any]], attempts: list[StepAttempt]) -> Ren
     for step in steps:
         error = step["error"]
         result = (
-            Text(f"error {error.get('type', '')}: {error.get('message', '')}", style="red")
+            Text("error " + _error_line(error), style="red")
             if error
             else Text(preview(step["output"]))
         )
         failed = len(step["failed_attempts"])
         table.add_row(
             str(step["step_id"]),
-            Text(step["name"]),
+            Text(visible(step["name"])),
             step["kind"],
             f"{step['attempt']}" + (f" ({failed} failed)" if failed else ""),
             format_time(step["started_at"]),
@@ -236,7 +243,7 @@ def steps_table(steps: list[dict[str, Any]], attempts: list[StepAttempt]) -> Ren
         if attempt.step_id not in committed:  # failed, set aside, not yet run again
             table.add_row(
                 str(attempt.step_id),
-                Text(attempt.name),
+                Text(visible(attempt.name)),
                 "step",
                 f"{attempt.attempt} (failed)",
                 format_time(attempt.started_at),
@@ -246,7 +253,7 @@ def steps_table(steps: list[dict[str, Any]], attempts: list[StepAttempt]) -> Ren
                     else None
                 ),
                 Text(
-                    f"error {attempt.error.get('type', '')}: {attempt.error.get('message', '')}",
+                    "error " + _error_line(attempt.error),
                     style="red",
                 ),
             )
@@ -263,10 +270,10 @@ def attempts_table(attempts: list[StepAttempt]) -> RenderableType:
     for attempt in attempts:
         table.add_row(
             str(attempt.step_id),
-            Text(attempt.name),
+            Text(visible(attempt.name)),
             str(attempt.attempt),
             format_time(attempt.failed_at),
-            Text(f"{attempt.error.get('type', '')}: {attempt.error.get('message', '')}"),
+            Text(_error_line(attempt.error)),
         )
     return table
 
@@ -298,7 +305,6 @@ def _section_json(content: SectionContent) -> dict[str, Any]:
 
 def _render_section(content: SectionContent) -> RenderableType:
     from rich.console import Group
-    from rich.json import JSON
     from rich.table import Table
     from rich.text import Text
 
@@ -306,20 +312,23 @@ def _render_section(content: SectionContent) -> RenderableType:
     if content.kind == "table":
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in content.columns:
-            table.add_column(Text(column))
+            table.add_column(Text(visible(column)))
         for row in content.rows:
             table.add_row(
-                *(Text(preview(cell, 80) if not isinstance(cell, str) else cell) for cell in row)
+                *(
+                    Text(preview(cell, 80) if not isinstance(cell, str) else visible(cell))
+                    for cell in row
+                )
             )
         body = table
     elif content.kind == "json":
-        body = JSON.from_data(content.value, default=str)
+        body = json_text(content.value)
     else:
-        body = Text(str(content.value))  # text, and a diagram's Mermaid source
+        body = Text(visible(str(content.value)))  # text, and a diagram's Mermaid source
     if not content.caption:
         return body
     # Under the section, not as the table's caption: rich would wrap it to the table's width.
-    return Group(body, Text(content.caption, style="dim"))
+    return Group(body, Text(visible(content.caption), style="dim"))
 
 
 def _run_header(run: RunDetail) -> RenderableType:
@@ -327,18 +336,23 @@ def _run_header(run: RunDetail) -> RenderableType:
 
     fields: list[tuple[str, Any]] = [
         ("run", str(run.id)),
-        ("workflow", Text(f"{run.workflow} v{run.version}")),
+        ("workflow", Text(visible(f"{run.workflow} v{run.version}"))),
         ("status", styled_status(run.status)),
-        ("queue", Text(f"{run.queue} (priority {run.priority})")),
+        ("queue", Text(visible(f"{run.queue} (priority {run.priority})"))),
         ("created", format_time(run.created_at)),
         ("started", format_time(run.started_at)),
         ("finished", format_time(run.finished_at)),
         ("duration", format_seconds(run.duration)),
-        ("claims", f"{run.claims} (lease epoch {run.lease_epoch}, owner {run.owner or '-'})"),
-        ("code hash", run.code_hash or "-"),
+        (
+            "claims",
+            Text(
+                visible(f"{run.claims} (lease epoch {run.lease_epoch}, owner {run.owner or '-'})")
+            ),
+        ),
+        ("code hash", Text(visible(run.code_hash or "-"))),
     ]
     if run.status == "waiting":
-        fields.append(("waiting for", Text(", ".join(run.waiting_for) or "time")))
+        fields.append(("waiting for", Text(visible(", ".join(run.waiting_for)) or "time")))
         wakes = run.wakes_at
         if wakes is not None and (run.deadline is None or wakes < run.deadline):
             fields.append(("wakes", format_time(wakes)))
@@ -351,7 +365,7 @@ def _run_header(run: RunDetail) -> RenderableType:
         ("forked from", run.forked_from),
     ):
         if value is not None:
-            fields.append((label, Text(str(value))))
+            fields.append((label, Text(visible(str(value)))))
     return facts_grid(fields)
 
 
@@ -379,28 +393,28 @@ async def show_command(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    from rich.json import JSON
     from rich.rule import Rule
     from rich.text import Text
 
     out = console()
     out.print(_run_header(run))
     out.print(Rule("input", align="left"))
-    out.print(JSON.from_data(run.input) if run.input is not None else "-")
+    out.print(json_text(run.input) if run.input is not None else "-")
     if run.status == "succeeded":
         out.print(Rule("output", align="left"))
-        out.print(JSON.from_data(run.output) if run.output is not None else "-")
+        out.print(json_text(run.output) if run.output is not None else "-")
     if run.error:
         out.print(Rule("error", align="left", style="red"))
-        out.print(Text(f"{run.error.get('type', '')}: {run.error.get('message', '')}", style="red"))
+        out.print(Text(_error_line(run.error), style="red"))
         if run.error.get("traceback"):
-            out.print(Text(run.error["traceback"].rstrip()))
+            out.print(Text(visible(run.error["traceback"].rstrip())))
     out.print(Rule(f"steps ({len(steps)})", align="left"))
     out.print(steps_table(steps, attempts))
     for step in steps:
         if step["error"] and step["error"].get("traceback"):
-            out.print(Text(f"step {step['name']} (#{step['step_id']}) traceback:", style="bold"))
-            out.print(Text(step["error"]["traceback"].rstrip()))
+            heading = f"step {step['name']} (#{step['step_id']}) traceback:"
+            out.print(Text(visible(heading), style="bold"))
+            out.print(Text(visible(step["error"]["traceback"].rstrip())))
     if attempts:
         out.print(Rule(f"failed attempts ({len(attempts)})", align="left"))
         out.print(attempts_table(attempts))

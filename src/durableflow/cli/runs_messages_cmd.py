@@ -28,6 +28,7 @@ from durableflow.cli.common import (
     open_flow,
     parse_json_argument,
     print_json,
+    visible,
 )
 from durableflow.cli.runs_cmd import RUNS_HELP
 from durableflow.errors import RunFinished, RunNotFound
@@ -111,12 +112,12 @@ async def signals_command(args: argparse.Namespace) -> int:
     for signal in signals:
         table.add_row(
             str(signal.id),
-            Text(signal.name),
+            Text(visible(signal.name)),
             "[yellow]pending[/]" if signal.state == "pending" else "consumed",
             format_time(signal.sent_at),
             "-" if signal.consumed_by_step is None else f"step #{signal.consumed_by_step}",
-            Text(signal.idempotency_key or "-"),
-            Text(value_text(signal.payload)),
+            Text(visible(signal.idempotency_key or "-")),
+            Text(visible(value_text(signal.payload))),
         )
     console().print(table)
     return EXIT_OK
@@ -135,6 +136,6 @@ async def events_command(args: argparse.Namespace) -> int:
 
     table = listing_table(("KEY", "LATEST VALUE"), wrap=("LATEST VALUE",))
     for key, value in events.items():
-        table.add_row(Text(key), Text(value_text(value)))
+        table.add_row(Text(visible(key)), Text(visible(value_text(value))))
     console().print(table)
     return EXIT_OK

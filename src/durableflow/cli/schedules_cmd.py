@@ -31,6 +31,7 @@ from durableflow.cli.common import (
     parse_time,
     preview,
     print_json,
+    visible,
 )
 from durableflow.errors import ScheduleNotFound
 
@@ -81,11 +82,11 @@ def schedules_table(schedules: list[Any]) -> Any:
     )
     for schedule in schedules:
         table.add_row(
-            Text(schedule.name),
-            Text(f"{schedule.workflow} v{schedule.version}"),
-            Text(schedule.cron),
-            Text(schedule.timezone),
-            Text(schedule.queue or "default"),
+            Text(visible(schedule.name)),
+            Text(visible(f"{schedule.workflow} v{schedule.version}")),
+            Text(visible(schedule.cron)),
+            Text(visible(schedule.timezone)),
+            Text(visible(schedule.queue or "default")),
             "[yellow]paused[/]" if schedule.paused else "[green]active[/]",
             format_time(schedule.last_tick),
             format_time(schedule.next_tick),
@@ -110,10 +111,10 @@ def _print_schedule(args: argparse.Namespace, schedule: Any) -> None:
     from rich.text import Text
 
     rows: list[tuple[str, Any]] = [
-        ("schedule", Text(schedule.name)),
-        ("workflow", Text(f"{schedule.workflow} v{schedule.version}")),
-        ("cron", Text(f"{schedule.cron} ({schedule.timezone})")),
-        ("queue", Text(schedule.queue or "default")),
+        ("schedule", Text(visible(schedule.name))),
+        ("workflow", Text(visible(f"{schedule.workflow} v{schedule.version}"))),
+        ("cron", Text(visible(f"{schedule.cron} ({schedule.timezone})"))),
+        ("queue", Text(visible(schedule.queue or "default"))),
         ("state", "[yellow]paused[/]" if schedule.paused else "[green]active[/]"),
         ("catch up", "yes" if schedule.catch_up else "no (only the latest missed tick)"),
         ("last tick", format_time(schedule.last_tick) + _fired_by(schedule.fired_epoch)),

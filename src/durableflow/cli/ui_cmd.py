@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -27,8 +28,46 @@ def register(subparsers: Any) -> None:
     )
     add_connection_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     parser.set_defaults(func=ui_command)
+
+
+def _port(text: str) -> int:
+    """A ``--port`` value: a TCP port, 0 (any free one) to 65535; argparse says why not."""
+    if not (text.isascii() and text.isdigit() and int(text[:6]) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 0 to 65535")
+    return int(text)
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to ``host``:``port`` as asyncio's ``create_server`` binds them (one per
+    address the host resolves to, IPv6 ones IPv6-only), for uvicorn to serve on.
+
+    Bound here rather than by uvicorn, which logs a failed bind and exits 3: an address
+    that cannot be bound (taken, not this machine's, a host that does not resolve) is a
+    ConfigurationError, one line and exit 2 as for any setting that cannot be used.
+    """
+    where = f"{shown_host(host)}:{port}"
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: 'not..a..host'
+        raise ConfigurationError(f"cannot serve the UI on {where}: {exc}", setting="host") from None
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, protocol, _, address in dict.fromkeys(addresses):
+            listener = socket.socket(family, kind, protocol)
+            bound.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+    except OSError as exc:
+        for listener in bound:
+            listener.close()
+        raise ConfigurationError(
+            f"cannot serve the UI on {where}: {exc.strerror or exc}", setting="port"
+        ) from None
+    return bound
 
 
 def _is_loopback(host: str) -> bool:
@@ -103,6 +142,7 @@ async def ui_command(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "the web UI needs the 'ui' extra: pip install 'durableflow[ui]'"
         ) from exc
+    listeners = _listen(args.host, args.port)
     flow = make_flow(args)
     app = flow.admin_app()
     if not _is_loopback(args.host):
@@ -114,9 +154,12 @@ async def ui_command(args: argparse.Namespace) -> int:
         )
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server(config)
-    print(f"durableflow UI on {browser_url(args.host, args.port)} (Ctrl-C stops it)", flush=True)
+    port = listeners[0].getsockname()[1]  # the one chosen, for --port 0
+    print(f"durableflow UI on {browser_url(args.host, port)} (Ctrl-C stops it)", flush=True)
     try:
-        await server.serve()
+        await server.serve(sockets=listeners)
     finally:
+        for listener in listeners:
+            listener.close()
         await flow.close()
     return EXIT_INTERRUPTED if server.stopped_by == signal.SIGINT else EXIT_OK

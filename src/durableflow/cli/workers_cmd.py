@@ -14,6 +14,7 @@ from durableflow.cli.common import (
     noun,
     open_flow,
     print_json,
+    visible,
 )
 
 
@@ -40,11 +41,11 @@ async def list_command(args: argparse.Namespace) -> int:
     for worker in workers:
         workflows = ", ".join(f"{w.get('name')} v{w.get('version')}" for w in worker.workflows)
         table.add_row(
-            Text(worker.id),
-            Text(worker.host),
+            Text(visible(worker.id)),
+            Text(visible(worker.host)),
             str(worker.pid),
-            Text(",".join(worker.queues)),
-            Text(workflows),
+            Text(visible(",".join(worker.queues))),
+            Text(visible(workflows)),
             format_time(worker.started_at),
             f"{format_seconds(worker.heartbeat_age)} ago",
             "[green]yes[/]" if worker.alive else "[red]no[/]",
