@@ -12,7 +12,7 @@ be claimed again, and again).
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from durableflow.engine.serialization import MAX_KEY_BYTES, check_key
@@ -112,6 +112,15 @@ def check_name(name: Any, field: str, where: str) -> None:
         )
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, but a huge int by its size: 10**400 is 401 digits, and repr of
+    one over 4,300 digits raises ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**20:
+        sign = "-" if value < 0 else ""
+        return f"about {sign}10**{int(abs(value).bit_length() * math.log10(2))}"
+    return repr(value)
+
+
 def wait_seconds(value: Any, field: str, where: str) -> float:
     """A durable wait's duration in seconds: a finite number from 0 to ``MAX_WAIT_SECONDS``.
 
@@ -119,12 +128,13 @@ def wait_seconds(value: Any, field: str, where: str) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         problem = f"is a {type(value).__name__}, not a number of seconds"
-    elif not math.isfinite(value):
+    # Floats only: every int is finite, and math.isfinite(10**400) raises OverflowError.
+    elif isinstance(value, float) and not math.isfinite(value):
         problem = f"is {value!r}, not a finite number of seconds"
     elif value < 0:
-        problem = f"is {value!r}, below 0"
+        problem = f"is {_shown(value)}, below 0"
     elif value > MAX_WAIT_SECONDS:
-        problem = f"is {value!r} seconds, over the limit of {MAX_WAIT_SECONDS} (100 years)"
+        problem = f"is {_shown(value)} seconds, over the limit of {MAX_WAIT_SECONDS} (100 years)"
     else:
         return float(value)
     raise ConfigurationError(
@@ -134,18 +144,36 @@ def wait_seconds(value: Any, field: str, where: str) -> float:
 
 
 def wake_time(when: Any, now: datetime, where: str) -> datetime:
-    """A durable sleep's wake-up time: timezone-aware, at most ``MAX_WAIT_SECONDS`` ahead."""
-    if not isinstance(when, datetime) or when.tzinfo is None:
+    """A durable sleep's wake-up time, in UTC: timezone-aware, at most ``MAX_WAIT_SECONDS``
+    ahead; a time already past is ``now`` (the sleep does not wait).
+
+    Clamped rather than passed on: a time long past (year 1, 1800) would be stored, and
+    recorded as text in the database's TimeZone (``0001-12-31T19:03:58-04:56:02 BC``
+    in America/New_York) that no replay could read back. Refused: a time that has no
+    UTC value a datetime can hold (``datetime(1, 1, 1, tzinfo=+05:00)`` is year 0 in
+    UTC), which Postgres would refuse.
+    """
+    if not isinstance(when, datetime) or when.utcoffset() is None:
         raise ConfigurationError(
             f"{where}: when must be a timezone-aware datetime, not {when!r}", setting="when"
         )
-    if (when - now).total_seconds() > MAX_WAIT_SECONDS:
+    try:
+        in_utc = when.astimezone(UTC)
+    except OverflowError:
+        raise ConfigurationError(
+            f"{where}: when is {when.isoformat()}, which is before year 1 or after year 9999 "
+            "in UTC; give a time from now to 100 years ahead (a past time does not wait)",
+            setting="when",
+        ) from None
+    if in_utc <= now:
+        return now
+    if (in_utc - now).total_seconds() > MAX_WAIT_SECONDS:
         raise ConfigurationError(
             f"{where}: when is {when.isoformat()}, more than {MAX_WAIT_SECONDS} seconds "
             "(100 years) from now",
             setting="when",
         )
-    return when
+    return in_utc
 
 
 def client_timeout(value: Any, where: str) -> float | None:
@@ -156,7 +184,11 @@ def client_timeout(value: Any, where: str) -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and math.isnan(value))  # math.isnan(10**400) overflows
+    ):
         raise ConfigurationError(
             f"{where}: timeout must be a number of seconds >= 0 or None (wait until there "
             f"is an answer), not {value!r}",
@@ -165,7 +197,16 @@ def client_timeout(value: Any, where: str) -> float | None:
     if value < 0:
         raise ConfigurationError(
             f"{where}: timeout must be >= 0 seconds or None (wait until there is an "
-            f"answer), not {value!r}",
+            f"answer), not {_shown(value)}",
             setting="timeout",
         )
-    return None if value == math.inf else float(value)
+    if value == math.inf:
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int past 1.8e308: no float, no deadline a loop can keep
+        raise ConfigurationError(
+            f"{where}: timeout {_shown(value)} is too large for a number of seconds; give None "
+            "(or math.inf) to wait until there is an answer",
+            setting="timeout",
+        ) from None
