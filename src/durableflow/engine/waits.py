@@ -25,10 +25,11 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
+from durableflow._store.errors import is_content_error
 from durableflow.engine.context import INHERIT_DEADLINE as INHERIT
 from durableflow.engine.context import ParkRun
 from durableflow.engine.ids import as_run_id
@@ -36,7 +37,13 @@ from durableflow.engine.limits import check_name, check_start_options, wait_seco
 from durableflow.engine.payloads import payload_json
 from durableflow.engine.registry import StepDefinition, _annotations
 from durableflow.engine.steps import make_step_callable
-from durableflow.errors import ConfigurationError, DatabaseError, LeaseLost, WorkflowFailed
+from durableflow.errors import (
+    ConfigurationError,
+    DatabaseError,
+    LeaseLost,
+    SerializationError,
+    WorkflowFailed,
+)
 
 if TYPE_CHECKING:
     from durableflow.engine.context import FlowContext, RunState
@@ -153,6 +160,22 @@ class _Blocked:
     handing_over: bool = False  # a sender in this process is delivering a signal to it
     delivered: str | None = None  # the wait's recorded output, when one was handed over
     parked: bool = False  # the run parked while this wait was blocked: it raises ParkRun
+
+
+def _recorded_time(text: str) -> datetime:
+    """A wake-up time as a sleep's record holds it.
+
+    The record is written by Postgres in the database's TimeZone. A time before year 1
+    there reads ``0001-12-31T19:03:58-04:56:02 BC``, which no datetime holds: such a
+    time (recorded before past times were clamped to now) is long past, so the sleep
+    is over.
+    """
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        if text.endswith(" BC"):
+            return datetime.min.replace(tzinfo=UTC)
+        raise
 
 
 def _release(entry: _Blocked) -> None:
@@ -377,7 +400,7 @@ class RunWaits:
                     entry.parked = True
                     entry.future.set_result(None)
 
-    async def _checked(self, operation: Awaitable[T]) -> T:
+    async def _checked(self, operation: Awaitable[T], call: str, what: str) -> T:
         """A wait's check: in flight, after pending recorded values are written.
 
         Its failure stops the execution, as a checkpoint's does (``RunState.commit``):
@@ -387,6 +410,12 @@ class RunWaits:
         again) and the run is abandoned or given back, never finished or failed by it.
         What the wait itself reports (``RunNotFound``, ``RunFinished``, a refused value)
         stays the workflow's to handle.
+
+        Postgres refusing the statement's content (a data exception, an integrity or
+        program limit violation: what the wait carried, ``what`` of ``call``, not the
+        database) is such a report too: a ``SerializationError`` naming the workflow and
+        the call. Made sticky, it would give the run back to be claimed, refused and given
+        back again until it is dead; the statement wrote nothing, so the run fails once.
         """
 
         async def run() -> T:
@@ -399,11 +428,27 @@ class RunWaits:
                 raise
             try:
                 return await operation
-            except (LeaseLost, DatabaseError) as exc:
+            except DatabaseError as exc:
+                if is_content_error(exc):
+                    raise self._refused(call, what, exc) from exc
+                self.run.fault = exc
+                raise
+            except LeaseLost as exc:
                 self.run.fault = exc
                 raise
 
         return await self.track(run())
+
+    def _refused(self, call: str, what: str, exc: DatabaseError) -> SerializationError:
+        where = self._where(call)
+        return SerializationError(
+            f"{where}: Postgres refused the {what} ({exc}); nothing was written. Pass "
+            "values Postgres can store: JSON without NaN or infinity, no U+0000 in "
+            "strings, times from year 1 to 9999",
+            what=f"{what} ({where})",
+            type_name="",
+            workflow=self.workflow,
+        )
 
     async def _commit(self, step_id: int, name: str, kind: str, output: Any) -> None:
         await self.track(
@@ -443,22 +488,29 @@ class RunWaits:
         name = "sleep"
         found, output = self._recorded_output(step_id, name)
         if found:
-            until = datetime.fromisoformat(output["until"])
+            until = _recorded_time(output["until"])
         else:
+            call, what = (
+                ("ctx.sleep()", "seconds") if when is None else ("ctx.sleep_until()", "when")
+            )
             until = await self._checked(
-                self.services.record_sleep(self.run, step_id, name, seconds=seconds, until=when)
+                self.services.record_sleep(self.run, step_id, name, seconds=seconds, until=when),
+                call,
+                f"wake-up time ({what})",
             )
         since = asyncio.get_running_loop().time()
         while self.services.now() < until:
             await self._block((), until, None, self._pokes, since)
 
-    async def _timer(self, step_id: int, name: str, seconds: float) -> datetime:
+    async def _timer(self, step_id: int, name: str, seconds: float, call: str) -> datetime:
         """The recorded end of a wait's timeout (recorded the first time it is needed)."""
         found, output = self._recorded_output(step_id, name)
         if found:
-            return datetime.fromisoformat(output["until"])
+            return _recorded_time(output["until"])
         return await self._checked(
-            self.services.record_sleep(self.run, step_id, name, seconds=seconds, until=None)
+            self.services.record_sleep(self.run, step_id, name, seconds=seconds, until=None),
+            call,
+            "end of the timeout",
         )
 
     # -- signals ------------------------------------------------------------------------------
@@ -484,13 +536,17 @@ class RunWaits:
         while True:
             pokes = self._pokes
             text, wake_seq = await self._checked(
-                self.services.consume_signal(self.run, step_id, name, signal)
+                self.services.consume_signal(self.run, step_id, name, signal),
+                "ctx.wait_for_signal()",
+                f"receipt of signal {signal!r}",
             )
             if text is not None:
                 return json.loads(text).get("payload")
             if timer_id is not None and until is None:
                 assert timeout is not None
-                until = await self._timer(timer_id, f"{name}:timeout", timeout)
+                until = await self._timer(
+                    timer_id, f"{name}:timeout", timeout, "ctx.wait_for_signal()"
+                )
             if timeout == 0 or (until is not None and self.services.now() >= until):
                 await self._commit(
                     step_id, name, "signal", {"signal": None, "payload": None, "timed_out": True}
@@ -521,7 +577,11 @@ class RunWaits:
             return
         # Sent again after a crash before the record: the key makes it the same signal.
         key = f"durableflow:{self.run.run_id}:{step_id}"
-        await self._checked(self.services.send_signal(target, signal, payload, key))
+        await self._checked(
+            self.services.send_signal(target, signal, payload, key),
+            "ctx.send_signal()",
+            f"payload of signal {signal!r} to run {target}",
+        )
         await self._commit(step_id, name, "signal", {"run_id": str(target)})
 
     # -- events -------------------------------------------------------------------------------
@@ -537,7 +597,11 @@ class RunWaits:
         found, _ = self._recorded_output(step_id, name)
         if found:
             return
-        await self._checked(self.services.set_event(self.run, step_id, name, key, value))
+        await self._checked(
+            self.services.set_event(self.run, step_id, name, key, value),
+            "ctx.set_event()",
+            f"value of event {key!r}",
+        )
 
     def get_event(self, run_id: UUID | str, key: str, timeout: float | None) -> Awaitable[Any]:
         where = self._where("ctx.get_event()")
@@ -545,6 +609,7 @@ class RunWaits:
         target = as_run_id(run_id)
         if timeout is not None:
             timeout = wait_seconds(timeout, "timeout", where)
+        self._not_itself(target, where, "its own events")
         step_id = self.run.assign_step_id()
         timer_id = self.run.assign_step_id() if timeout else None
         return self._get_event(step_id, timer_id, target, key, timeout)
@@ -563,7 +628,9 @@ class RunWaits:
         while True:
             pokes = self._pokes
             is_set, value, status, wake_seq = await self._checked(
-                self.services.await_event(self.run.run_id, target, key)
+                self.services.await_event(self.run.run_id, target, key),
+                "ctx.get_event()",
+                f"read of event {key!r} of run {target}",
             )
             if status is None:
                 raise RunNotFound(target)
@@ -573,7 +640,7 @@ class RunWaits:
                 return decoded
             if timer_id is not None and until is None:
                 assert timeout is not None
-                until = await self._timer(timer_id, f"{name}:timeout", timeout)
+                until = await self._timer(timer_id, f"{name}:timeout", timeout, "ctx.get_event()")
             if (
                 status in FINAL_STATUSES
                 or timeout == 0
@@ -628,19 +695,33 @@ class RunWaits:
         child = await self._checked(
             self.services.start_child(
                 self.run, workflow, input, idempotency_key=key, queue=queue, timeout=timeout
-            )
+            ),
+            f"ctx.start_child({name.removeprefix('start_child:')!r})",
+            "new child run",
         )
         await self._commit(step_id, name, "child", {"run_id": str(child)})
         return child
 
     def result(self, run_id: UUID | str) -> Awaitable[Any]:
-        return self._result(self.run.assign_step_id(), as_run_id(run_id))
+        target = as_run_id(run_id)
+        self._not_itself(target, self._where("ctx.result()"), "its own result")
+        return self._result(self.run.assign_step_id(), target)
+
+    def _not_itself(self, target: UUID, where: str, what: str) -> None:
+        """A run waiting for itself would wait until its deadline, or forever."""
+        if target == self.run.run_id:
+            raise ConfigurationError(
+                f"{where}: run_id is this run's own id ({target}); a run cannot wait for {what}",
+                setting="run_id",
+            )
 
     async def _result(self, step_id: int, target: UUID) -> Any:
         name = "result"
         found, output = self._recorded_output(step_id, name)
         if not found:
-            outcome = (await self._watch(step_id, [target], f"run:{target}"))[target]
+            outcome = (await self._watch(step_id, "ctx.result()", [target], f"run:{target}"))[
+                target
+            ]
             output = {
                 "run_id": str(outcome.run_id),
                 "workflow": outcome.workflow,
@@ -688,7 +769,9 @@ class RunWaits:
         found, output = self._recorded_output(step_id, name)
         if found:
             return UUID(output["run_id"])
-        finished = await self._watch(step_id, targets, *(f"run:{t}" for t in targets))
+        finished = await self._watch(
+            step_id, "ctx.wait_first()", targets, *(f"run:{t}" for t in targets)
+        )
         # Several finished by the time we looked: the one that finished first wins.
         first = min(
             finished.values(),
@@ -697,13 +780,17 @@ class RunWaits:
         await self._commit(step_id, name, "child", {"run_id": str(first.run_id)})
         return first.run_id
 
-    async def _watch(self, step_id: int, targets: list[UUID], *keys: str) -> dict[UUID, RunOutcome]:
+    async def _watch(
+        self, step_id: int, call: str, targets: list[UUID], *keys: str
+    ) -> dict[UUID, RunOutcome]:
         """Block until at least one of ``targets`` finished; their outcomes."""
         since: float | None = None
         while True:
             pokes = self._pokes
             finished, complete, wake_seq = await self._checked(
-                self.services.watch_runs(self.run.run_id, targets)
+                self.services.watch_runs(self.run.run_id, targets),
+                call,
+                "watch of runs " + ", ".join(map(str, targets)),
             )
             if finished:
                 return finished
