@@ -6,6 +6,11 @@ evaluate cron, so every write that moves ``last_tick`` or changes the cron takes
 ``next_after`` function (from ``runtime.schedules``) and stores what it returns, on
 the condition that the row did not change under it; otherwise it stores NULL, which
 the leader's next pass computes.
+
+A redefinition that changes the cron or the time zone starts the schedule over from
+now, as ``resume`` does (``last_tick`` moves to now): the ticks of the new cron
+between the old ``last_tick`` and now were never due under the old one, and firing
+them (a catch-up schedule fires them all) would be a burst nobody asked for.
 """
 
 from __future__ import annotations
@@ -80,6 +85,18 @@ class FireResult:
     created: int
 
 
+def _first_tick_base(definition: ScheduleDefinition, row: Any, now: datetime) -> datetime:
+    """The moment a saved definition's next tick follows: the row's ``last_tick``, or now
+    for a new schedule and for one whose cron or time zone changes (as the statements'
+    ``last_tick`` becomes greatest(last_tick, now) then)."""
+    last_tick: datetime | None = None if row is None else row["last_tick"]
+    if last_tick is None:
+        return now
+    if (row["cron"], row["timezone"]) != (definition.cron, definition.timezone):
+        return max(last_tick, now)
+    return last_tick
+
+
 class ScheduleStore:
     """Statements of ``schedules.sql`` over a ``Store``'s pool."""
 
@@ -99,6 +116,7 @@ class ScheduleStore:
         with translate_errors(self._store.schema, "saving a schedule"):
             now, rows = await self._clock([d.name])
             seen = rows[d.name]["last_tick"] if d.name in rows else None
+            base = _first_tick_base(d, rows.get(d.name), now)
             await self._store.pool.execute(
                 self._queries.upsert_schedule,
                 d.name,
@@ -111,7 +129,7 @@ class ScheduleStore:
                 d.catch_up,
                 declared,
                 now,
-                next_after(d.cron, d.timezone, seen or now),
+                next_after(d.cron, d.timezone, base),
                 seen,
             )
 
@@ -133,8 +151,8 @@ class ScheduleStore:
                 epoch,
                 now,
                 [
-                    next_after(d.cron, d.timezone, last or now)
-                    for d, last in zip(definitions, seen, strict=True)
+                    next_after(d.cron, d.timezone, _first_tick_base(d, rows.get(d.name), now))
+                    for d in definitions
                 ],
                 seen,
             )

@@ -13,8 +13,11 @@ LEFT JOIN {schema}.schedules AS s ON s.name = ANY($1::text[]);
 -- name: upsert_schedule
 -- create_schedule(). A changed definition keeps the schedule's history (last_tick)
 -- and its paused flag; a new one starts from now ($10, the clock read by
--- schedule_clock: its first tick is the first one after its creation). $11 is the
--- first tick after the last_tick read by schedule_clock ($12), under the new cron.
+-- schedule_clock: its first tick is the first one after its creation), and so does
+-- one whose cron or time zone changes (last_tick moves to now, as on resume: the new
+-- cron's ticks before now were never due). $11 is the first tick after the last_tick
+-- read by schedule_clock ($12) (after greatest(that, $10) for a new cron), under the
+-- new cron.
 INSERT INTO {schema}.schedules (name, workflow, version, cron, timezone, context, queue,
                                 catch_up, declared, last_tick, next_tick, created_at,
                                 updated_at)
@@ -24,6 +27,10 @@ ON CONFLICT (name) DO UPDATE
 SET workflow = excluded.workflow, version = excluded.version, cron = excluded.cron,
     timezone = excluded.timezone, context = excluded.context, queue = excluded.queue,
     catch_up = excluded.catch_up, declared = excluded.declared,
+    last_tick = CASE WHEN ({schema}.schedules.cron, {schema}.schedules.timezone)
+                          IS DISTINCT FROM (excluded.cron, excluded.timezone)
+                     THEN greatest({schema}.schedules.last_tick, $10::timestamptz)
+                     ELSE {schema}.schedules.last_tick END,
     next_tick = CASE WHEN NOT {schema}.schedules.paused
                       AND {schema}.schedules.last_tick IS NOT DISTINCT FROM $12::timestamptz
                      THEN excluded.next_tick END,
@@ -34,9 +41,10 @@ RETURNING name;
 -- Leader duty, once per term: the @flow.scheduled declarations of the leader's code.
 -- A new one starts from "now" ($9, from schedule_clock; no backfill of the past); an
 -- existing one keeps its last tick and paused flag; one created by create_schedule()
--- under the same name is left alone. $10 is each one's first tick after the last_tick
--- read by schedule_clock ($11), stored only if last_tick did not move since. Fenced on
--- the leader epoch ($8) like every duty.
+-- under the same name is left alone; one whose cron or time zone changed starts from
+-- now, as in upsert_schedule. $10 is each one's first tick after the last_tick read by
+-- schedule_clock ($11) (after greatest(that, $9) for a new cron), stored only if
+-- last_tick did not move since. Fenced on the leader epoch ($8) like every duty.
 WITH fence AS (
     SELECT epoch FROM {schema}.leader WHERE epoch = $8 FOR SHARE
 )
@@ -54,6 +62,10 @@ ON CONFLICT (name) DO UPDATE
 SET workflow = excluded.workflow, version = excluded.version, cron = excluded.cron,
     timezone = excluded.timezone, queue = excluded.queue, catch_up = excluded.catch_up,
     declared = true,
+    last_tick = CASE WHEN ({schema}.schedules.cron, {schema}.schedules.timezone)
+                          IS DISTINCT FROM (excluded.cron, excluded.timezone)
+                     THEN greatest({schema}.schedules.last_tick, $9::timestamptz)
+                     ELSE {schema}.schedules.last_tick END,
     next_tick = CASE WHEN NOT {schema}.schedules.paused
                       AND {schema}.schedules.last_tick IS NOT DISTINCT FROM
                           ($11::timestamptz[])[array_position($1::text[], excluded.name)]
