@@ -22,6 +22,13 @@ therefore costs the schedules due, not all of them.
 
 Each tick is a queued run with the idempotency key ``schedule:<name>:<tick>`` (the tick
 in UTC, ISO 8601) and the input ``{"scheduled_at": <tick>, "context": <context>}``.
+
+One bad row never stops the others. When Postgres refuses the batched statement for
+its content (a row written before the API refused such values), the duty saves the
+declarations, or fires the schedules, one at a time: the refused one is logged
+(``schedule_invalid``, as a cron that no longer parses) and skipped, and the rest fire.
+A schedule whose firing was refused is fired on its own at the following passes (it
+stays due, so it fires once it is fixed), outside the batch of the others.
 """
 
 from __future__ import annotations
@@ -37,10 +44,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from durableflow._store.schedules import NextTick, ScheduleDefinition, ScheduleStore, TickRun
+from durableflow._store.errors import is_content_error
+from durableflow._store.schedules import (
+    FireResult,
+    NextTick,
+    ScheduleDefinition,
+    ScheduleStore,
+    TickRun,
+)
 from durableflow.engine.ids import uuid7
 from durableflow.engine.registry import Registry, WorkflowDefinition
-from durableflow.errors import ConfigurationError, WorkflowNotFound
+from durableflow.errors import ConfigurationError, DatabaseError, WorkflowNotFound
 from durableflow.runtime.leader import NotLeader
 
 logger = logging.getLogger("durableflow.schedules")
@@ -181,12 +195,14 @@ class ScheduleDuty:
         self._declared = list(declared)
         self._grace = misfire_grace
         self._synced_epoch: int | None = None
+        # Schedules whose firing Postgres refused: fired one by one, outside the batch.
+        self._refused: set[str] = set()
 
     async def __call__(self, epoch: int) -> float:
         """One pass; returns the seconds until the next pass is wanted."""
         if self._synced_epoch != epoch:
             if self._declared:
-                await self._schedules.sync_declared(self._declared, next_tick_after, epoch)
+                await self._sync_declared(epoch)
             self._synced_epoch = epoch
         rows = await self._schedules.due(DUE_PER_PASS)
         now: datetime = rows[0]["now"]
@@ -216,9 +232,7 @@ class ScheduleDuty:
             )
             next_due = min(next_due, upcoming)
         if next_ticks:
-            result = await self._schedules.fire_ticks(ticks, next_ticks, epoch)
-            if not result.fenced_in:
-                raise NotLeader(epoch)
+            result = await self._fire(ticks, next_ticks, epoch)
             if ticks:
                 logger.debug(
                     "fired %d schedule ticks (%d runs created)",
@@ -230,6 +244,81 @@ class ScheduleDuty:
             return MIN_PASS_INTERVAL  # more are due than one pass takes
         wait = (next_due - now).total_seconds()
         return min(MAX_PASS_INTERVAL, max(MIN_PASS_INTERVAL, wait))
+
+    async def _sync_declared(self, epoch: int) -> None:
+        """Save the declarations; when Postgres refuses the batch for its content, save
+        them one by one and skip (log) those refused, so the others are saved and every
+        schedule still fires."""
+        try:
+            await self._schedules.sync_declared(self._declared, next_tick_after, epoch)
+            return
+        except DatabaseError as exc:
+            if not is_content_error(exc):
+                raise
+        for definition in self._declared:
+            try:
+                await self._schedules.sync_declared([definition], next_tick_after, epoch)
+            except (DatabaseError, ConfigurationError) as exc:
+                if isinstance(exc, DatabaseError) and not is_content_error(exc):
+                    raise
+                logger.error(
+                    "declared schedule %r not saved: %s",
+                    definition.name[:200],
+                    exc,
+                    extra={"event": "schedule_invalid", "schedule": definition.name[:200]},
+                )
+
+    async def _fire(
+        self, ticks: list[TickRun], next_ticks: list[NextTick], epoch: int
+    ) -> FireResult:
+        """Fire the pass's ticks in one statement, except the schedules whose firing was
+        refused before (and all of them, one by one, when the batch is refused)."""
+        alone = [n for n in next_ticks if n.schedule in self._refused]
+        batch = [n for n in next_ticks if n.schedule not in self._refused]
+        result = FireResult(True, 0, 0)
+        if batch:
+            names = {n.schedule for n in batch}
+            try:
+                result = await self._schedules.fire_ticks(
+                    [t for t in ticks if t.schedule in names], batch, epoch
+                )
+            except DatabaseError as exc:
+                if not is_content_error(exc):
+                    raise
+                alone = next_ticks
+            else:
+                if not result.fenced_in:
+                    raise NotLeader(epoch)
+        for next_tick in alone:
+            one = await self._fire_alone(ticks, next_tick, epoch)
+            result = FireResult(True, result.advanced + one.advanced, result.created + one.created)
+        return result
+
+    async def _fire_alone(
+        self, ticks: list[TickRun], next_tick: NextTick, epoch: int
+    ) -> FireResult:
+        name = next_tick.schedule
+        try:
+            result = await self._schedules.fire_ticks(
+                [t for t in ticks if t.schedule == name], [next_tick], epoch
+            )
+        except DatabaseError as exc:
+            if not is_content_error(exc):
+                raise
+            first = name not in self._refused
+            self._refused.add(name)
+            logger.log(
+                logging.ERROR if first else logging.DEBUG,
+                "schedule %r: Postgres refused its ticks (%s); skipped, the other schedules fire",
+                name[:200],
+                exc,
+                extra={"event": "schedule_invalid", "schedule": name[:200]},
+            )
+            return FireResult(True, 0, 0)
+        if not result.fenced_in:
+            raise NotLeader(epoch)
+        self._refused.discard(name)
+        return result
 
     def _tick_runs(self, row: Any, ticks: list[datetime]) -> list[TickRun]:
         if not ticks:
