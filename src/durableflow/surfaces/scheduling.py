@@ -8,6 +8,7 @@ Ticks of schedules are fired by the leader (one worker per schema, see
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from durableflow._store.queues import QueueLimits, QueueStore
 from durableflow._store.records import NewRun
 from durableflow._store.schedules import ScheduleDefinition, ScheduleStore
 from durableflow.engine.ids import uuid7
+from durableflow.engine.limits import check_name, check_queue
 from durableflow.engine.registry import WorkflowDefinition
 from durableflow.engine.serialization import Codec
 from durableflow.errors import ConfigurationError, ScheduleNotFound
@@ -36,6 +38,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # backfill_schedule() refuses ranges with more ticks than this (pass a narrower range).
 MAX_BACKFILL_TICKS = 10_000
+
+# Bounds of configure_queue(): counts are Postgres integers; a rate window and a
+# priority_aging step outside [1 ms, 1 year] mean nothing useful, and past it the
+# claim's arithmetic (an interval of 1e300 seconds, a wait divided by 5e-324)
+# overflows, which would stop the claims of every managed queue, not just this one.
+MAX_QUEUE_COUNT = 2**31 - 1
+MIN_QUEUE_SECONDS = 0.001
+MAX_QUEUE_SECONDS = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +83,56 @@ class QueueInfo:
     oldest_waiting_seconds: float | None  # age of the oldest due queued run
 
 
-def _positive_or_none(name: str, value: int | None, *, minimum: int = 0) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum} or None", setting=name)
+def _queue_count(queue: str, field: str, value: Any) -> int:
+    """A count of ``configure_queue``: an integer from 1 to 2**31-1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUEUE_COUNT:
+        raise ConfigurationError(
+            f"configuring queue {queue!r}: {field} must be an integer from 1 to 2**31-1 "
+            f"(or None for no limit), not {value!r}",
+            setting=field,
+        )
     return value
+
+
+def _queue_seconds(queue: str, field: str, value: Any) -> float:
+    """A duration of ``configure_queue``: a finite number of seconds, 1 ms to 1 year."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not MIN_QUEUE_SECONDS <= value <= MAX_QUEUE_SECONDS
+    ):
+        raise ConfigurationError(
+            f"configuring queue {queue!r}: {field} must be a number of seconds from "
+            f"{MIN_QUEUE_SECONDS} to {MAX_QUEUE_SECONDS:.0f} (1 year), not {value!r}",
+            setting=field,
+        )
+    return float(value)
+
+
+def _rate_limit(queue: str, value: Any) -> tuple[int, float]:
+    """``rate_limit=(n, seconds)``: exactly two numbers, ``n`` an integer."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ConfigurationError(
+            f"configuring queue {queue!r}: rate_limit must be a pair (n, seconds), not {value!r}",
+            setting="rate_limit",
+        )
+    return (
+        _queue_count(queue, "rate_limit count", value[0]),
+        _queue_seconds(queue, "rate_limit seconds", value[1]),
+    )
+
+
+def _check_schedule(where: str, name: Any, queue: Any, catch_up: Any) -> None:
+    """The fields of a schedule that Postgres stores as given: refused here, at the call,
+    so that no bad row reaches the leader's statements shared by every schedule."""
+    check_name(name, "schedule name", where)
+    check_queue(queue, f"schedule {name!r}", doing="saving")
+    if not isinstance(catch_up, bool):
+        raise ConfigurationError(
+            f"{where}: catch_up of schedule {name!r} must be True or False, not {catch_up!r}",
+            setting="catch_up",
+        )
 
 
 class SchedulingSurface(FlowCore):
@@ -105,8 +159,8 @@ class SchedulingSurface(FlowCore):
         ``queue`` (default ``"default"``), idempotency key
         ``schedule:<name>:<tick ISO>``. After downtime only the latest missed tick
         fires unless ``catch_up=True``. The schedule's ``name`` defaults to the
-        workflow's. Invalid expressions and unknown time zones raise
-        ``ConfigurationError`` here.
+        workflow's. Invalid expressions, unknown time zones, and names and queues
+        ``create_schedule`` would refuse raise ``ConfigurationError`` here.
 
         Example::
 
@@ -115,6 +169,8 @@ class SchedulingSurface(FlowCore):
             async def report(ctx: FlowContext, tick: dict) -> None: ...
         """
         parse_cron(cron, timezone)
+        if name is not None:
+            _check_schedule("@flow.scheduled", name, queue, catch_up)
 
         def decorate(function: F) -> F:
             definition = getattr(function, "__durableflow_workflow__", None)
@@ -125,6 +181,7 @@ class SchedulingSurface(FlowCore):
                 )
             self._check_takes_tick(definition)
             schedule_name = name or definition.name
+            _check_schedule("@flow.scheduled", schedule_name, queue, catch_up)
             if schedule_name in self._declared_schedules:
                 raise ConfigurationError(
                     f"schedule {schedule_name!r} is declared twice; give the second one a "
@@ -167,11 +224,12 @@ class SchedulingSurface(FlowCore):
 
         ``context`` (JSON) is passed to every run as ``input["context"]``. Redefining an
         existing schedule keeps its last tick and paused state. Its first tick is the
-        first one after now.
+        first one after now (after its last tick when neither cron nor time zone
+        changed). A name (1 to 200 characters, no NUL) or queue name (at most 512 UTF-8
+        bytes, no NUL) Postgres could not store raises ``ConfigurationError``.
         """
+        _check_schedule("create_schedule", name, queue, catch_up)
         parse_cron(cron, timezone)
-        if not name or len(name) > 200:
-            raise ConfigurationError("a schedule name must be 1 to 200 characters")
         definition = self._definition(workflow)
         self._check_takes_tick(definition)
         context_json = (
@@ -243,17 +301,52 @@ class SchedulingSurface(FlowCore):
         """Start one run per tick in ``[start, end)`` whose run does not exist yet.
 
         Returns the runs created; ticks the leader (or an earlier backfill) already
-        fired are skipped, thanks to their idempotency keys.
+        fired are skipped, thanks to their idempotency keys. ``start`` must be before
+        ``end``, and ``end`` not after now: a future tick's run would start early, and
+        its idempotency key would then keep the leader from firing it on time.
         """
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ConfigurationError("backfill_schedule needs timezone-aware start and end")
+        for field, value in (("start", start), ("end", end)):
+            if not isinstance(value, datetime) or value.utcoffset() is None:
+                raise ConfigurationError(
+                    f"backfill of schedule {name!r}: {field} must be a timezone-aware "
+                    f"datetime, not {value!r}",
+                    setting=field,
+                )
+        try:
+            start, end = start.astimezone(UTC), end.astimezone(UTC)
+        except OverflowError:
+            raise ConfigurationError(
+                f"backfill of schedule {name!r}: start {start.isoformat()} or end "
+                f"{end.isoformat()} is outside the years 1 to 9999 in UTC",
+                setting="start",
+            ) from None
+        if start >= end:
+            raise ConfigurationError(
+                f"backfill of schedule {name!r}: start {start.isoformat()} must be before "
+                f"end {end.isoformat()}",
+                setting="start",
+            )
+        now = datetime.now(UTC)
+        if end > now:
+            raise ConfigurationError(
+                f"backfill of schedule {name!r}: end {end.isoformat()} is in the future "
+                f"(now is {now.isoformat()}); the leader fires ticks to come on time",
+                setting="end",
+            )
         schedule = await self.get_schedule(name)
         cron = parse_cron(schedule.cron, schedule.timezone)
-        ticks = cron.ticks_between(
-            start - timedelta(microseconds=1),
-            end - timedelta(microseconds=1),
-            MAX_BACKFILL_TICKS + 1,
-        )
+        try:
+            ticks = cron.ticks_between(
+                start - timedelta(microseconds=1),
+                end - timedelta(microseconds=1),
+                MAX_BACKFILL_TICKS + 1,
+            )
+        except OverflowError:  # the cron's ticks run past year 1 (or 9999)
+            raise ConfigurationError(
+                f"backfill of schedule {name!r}: the range {start.isoformat()} to "
+                f"{end.isoformat()} reaches the edge of the calendar (year 1); start later",
+                setting="start",
+            ) from None
         if len(ticks) > MAX_BACKFILL_TICKS:
             raise ConfigurationError(
                 f"backfill of {name!r} covers more than {MAX_BACKFILL_TICKS} ticks; split the range"
@@ -337,33 +430,32 @@ class SchedulingSurface(FlowCore):
         ``priority_aging=s``: a queued run gains one priority level per ``s`` seconds
         of waiting. Calling it again replaces every limit of the queue.
 
+        Counts are integers from 1 to 2**31-1 (0 is refused: a queue of concurrency 0
+        would never start a run); ``seconds`` and ``priority_aging`` are from 0.001 to
+        one year. Anything else raises ``ConfigurationError`` naming the queue and the
+        field, and nothing is written.
+
         Example::
 
             await flow.configure_queue("emails", concurrency=10, rate_limit=(100, 60))
         """
-        if not name:
-            raise ConfigurationError("a queue name must not be empty")
-        count: int | None = None
-        seconds: float | None = None
-        if rate_limit is not None:
-            try:
-                count, seconds = int(rate_limit[0]), float(rate_limit[1])
-            except (TypeError, ValueError, IndexError):
-                count = seconds = None
-            if count is None or seconds is None or count < 1 or not seconds > 0:
-                raise ConfigurationError(
-                    "rate_limit must be (n, seconds) with n >= 1 and seconds > 0",
-                    setting="rate_limit",
-                )
-        if priority_aging is not None and not priority_aging > 0:
-            raise ConfigurationError("priority_aging must be > 0 seconds", setting="priority_aging")
+        check_queue(name, "queue limits", doing="configuring")
+        if name is None:
+            raise ConfigurationError("configuring queue limits: name is None", setting="queue")
+        count, seconds = (None, None) if rate_limit is None else _rate_limit(name, rate_limit)
         limits = QueueLimits(
             name=name,
-            concurrency=_positive_or_none("concurrency", concurrency),
-            worker_concurrency=_positive_or_none("worker_concurrency", worker_concurrency),
+            concurrency=None
+            if concurrency is None
+            else _queue_count(name, "concurrency", concurrency),
+            worker_concurrency=None
+            if worker_concurrency is None
+            else _queue_count(name, "worker_concurrency", worker_concurrency),
             rate_limit_count=count,
             rate_limit_seconds=seconds,
-            priority_aging=float(priority_aging) if priority_aging is not None else None,
+            priority_aging=None
+            if priority_aging is None
+            else _queue_seconds(name, "priority_aging", priority_aging),
         )
         store = await self._connected()
         await QueueStore(store).configure(limits)
