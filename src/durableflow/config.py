@@ -38,6 +38,13 @@ def validate_schema_name(name: str) -> str:
     return name
 
 
+# Upper bounds of the settings that are intervals of the worker's own machinery: beyond
+# them a value is a mistake (inf among them), and the statements and timers they feed
+# overflow (Postgres's idle_session_timeout is an int32 of milliseconds: 24.8 days).
+_DAY = 86_400.0
+_YEAR = 366 * _DAY
+
+
 class FlowSettings(BaseSettings):
     """Everything a ``Flow`` can be configured with; each field is ``DURABLEFLOW_<NAME>``.
 
@@ -57,12 +64,17 @@ class FlowSettings(BaseSettings):
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     worker_concurrency: int = Field(default=64, ge=1, description="Runs executed at once.")
-    heartbeat_interval: float = Field(default=2.0, gt=0, description="Seconds between beats.")
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=_DAY, description="Seconds between beats."
+    )
     lease_ttl: float = Field(
-        default=15.0, gt=0, description="Seconds without heartbeat before a worker's runs move."
+        default=15.0,
+        gt=0,
+        le=_DAY,
+        description="Seconds without heartbeat before a worker's runs move.",
     )
     poll_interval: float = Field(
-        default=1.0, gt=0, description="Seconds between claim polls when NOTIFY is quiet."
+        default=1.0, gt=0, le=_DAY, description="Seconds between claim polls when NOTIFY is quiet."
     )
     max_wait_in_memory: float = Field(
         default=1.0,
@@ -115,7 +127,7 @@ class FlowSettings(BaseSettings):
         "step calling blocking code); past it the worker stops heartbeating so that others "
         "take its runs over.",
     )
-    migration_lock_timeout: float = Field(default=60.0, gt=0)
+    migration_lock_timeout: float = Field(default=60.0, gt=0, le=_DAY)
     gc_freeze: bool = Field(
         default=True,
         description="When the process's first worker has started, collect garbage once and "
@@ -148,33 +160,39 @@ class FlowSettings(BaseSettings):
     leader_check_interval: float | None = Field(
         default=None,
         gt=0,
+        le=_DAY,
         description="Seconds between the leader's checks of its lock session "
         "(default: heartbeat_interval).",
     )
     leader_check_timeout: float | None = Field(
         default=None,
         gt=0,
+        le=_DAY,
         description="Client-side deadline of one check; past it the leader steps down "
         "(default: leader_check_interval).",
     )
     leader_retry_interval: float = Field(
-        default=2.0, gt=0, description="Seconds between a standby's attempts at the lock."
+        default=2.0, gt=0, le=_DAY, description="Seconds between a standby's attempts at the lock."
     )
     leader_session_timeout: float = Field(
         default=10.0,
         gt=0,
+        le=_DAY,
         description="Postgres ends a leader session silent this long (idle_session_timeout), "
-        "freeing the lock of a paused leader.",
+        "freeing the lock of a paused leader (at most a day: Postgres takes milliseconds in "
+        "an int32).",
     )
     schedule_misfire_grace: float = Field(
         default=60.0,
         ge=0,
+        le=_YEAR,
         description="A tick later than this is missed: without catch_up only the latest "
-        "missed tick of a schedule fires.",
+        "missed tick of a schedule fires (at most a year; catch_up fires every missed tick).",
     )
     dead_worker_ttl: float | None = Field(
         default=None,
         gt=0,
+        le=_YEAR,
         description="Seconds of silence after which the leader deletes a worker's row "
         "(default: 20 x lease_ttl).",
     )

@@ -95,3 +95,35 @@ def test_constructing_a_flow_does_no_io() -> None:
     # An unreachable URL is fine until the Flow is used.
     flow = Flow(database_url="postgresql://nobody@127.0.0.1:1/none")
     assert flow.database_url == "postgresql://nobody@127.0.0.1:1/none"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        # Accepted before, then no leader ever (Postgres's idle_session_timeout overflows)
+        # or every schedule pass failing on a timedelta overflow.
+        ("leader_session_timeout", 1e10),
+        ("leader_session_timeout", float("inf")),
+        ("schedule_misfire_grace", float("inf")),
+        ("schedule_misfire_grace", 1e15),
+        ("lease_ttl", float("inf")),
+        ("heartbeat_interval", float("inf")),
+        ("poll_interval", 1e12),
+        ("leader_check_interval", float("inf")),
+        ("dead_worker_ttl", 1e300),
+    ],
+)
+def test_an_interval_past_its_bound_is_refused_naming_the_setting(
+    setting: str, value: float
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Flow(database_url="postgresql://x@127.0.0.1/db", **{setting: value})
+    assert setting in str(info.value)
+    assert f"DURABLEFLOW_{setting.upper()}" in str(info.value)
+
+
+def test_intervals_up_to_their_bounds_pass() -> None:
+    settings = build_settings(
+        leader_session_timeout=86_400, schedule_misfire_grace=366 * 86_400, lease_ttl=3600
+    )
+    assert settings.leader_session_timeout == 86_400
