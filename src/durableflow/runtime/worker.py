@@ -6,10 +6,11 @@ claim loop takes queued runs with ``FOR UPDATE SKIP LOCKED`` when woken by NOTIF
 when a slot frees after a full claim, or every ``poll_interval`` (so a lost NOTIFY
 only costs time). Every poll it also takes over runs whose owner's heartbeat is
 older than the lease TTL (recovery needs no leader) and looks for cancelled runs
-among those it executes (NOTIFY on cancellation makes that immediate). Claims
-respect queue limits (``runtime/queues.py``). A worker may also compete to lead the
-schema (``runtime/leader.py``). Shutdown stops claiming, gives in-flight runs
-``shutdown_grace`` seconds, then cancels and releases what is left.
+among those it executes (NOTIFY on cancellation makes that immediate). Claims and
+takeovers respect queue limits (``runtime/queues.py``); a worker also takes over
+as soon as a slot of a queue with a ``worker_concurrency`` frees. A worker may also
+compete to lead the schema (``runtime/leader.py``). Shutdown stops claiming, gives
+in-flight runs ``shutdown_grace`` seconds, then cancels and releases what is left.
 
 Faults: every database call of the loops has a deadline. A worker whose last
 successful heartbeat is older than the lease TTL claims nothing and starts no new
@@ -516,10 +517,14 @@ class Worker:
         if not self.lease_fresh():
             return False  # this worker may look dead to the others: take nothing on
         free = self.free_slots()
-        if polling and free > 0:
+        recovering = self._claimer.recovery_wanted() or polling
+        if recovering and free > 0:
+            # Within each queue's worker_concurrency (in the statement), and counted in
+            # the claimer's runs of managed queues, as a claim of theirs would be.
             recovered = await self._store.reclaim_orphaned_runs(
                 self.id, self.queues, self.workflow_keys, free, self._settings.lease_ttl
             )
+            await self._claimer.recovered(recovered)
             await self._take_on(recovered, "recovered run %s from a dead worker")
             if self._claims_uncertain:
                 adopted = await self._store.faults.adopt_own_runs(

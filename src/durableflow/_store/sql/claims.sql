@@ -98,23 +98,49 @@ RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.le
 -- The lock re-checks owner = o.owner on the latest row version, so a run another
 -- worker took over meanwhile is skipped.
 --
+-- Queue limits. A takeover moves a run that already counts as executing from its
+-- dead owner to this worker: the queue's executing count (its `concurrency`) and its
+-- rate window do not change, so neither limits recovery. A `worker_concurrency`
+-- does: `served` gives each queue the room this worker has under it (that limit
+-- minus the queue's runs it owns now, counted up to the limit in
+-- runs_executing_idx), and a queue takes over at most that many runs, oldest first
+-- over all its dead owners (`place`). No lock is needed for that count: only this
+-- worker adds runs it owns, and its claims and recoveries run one after another. The
+-- runs left are taken over when this worker or another has room (or later, by the
+-- worker whose slot of the queue frees). A queue without worker_concurrency costs one
+-- primary-key probe of the small queues table per poll, as in claim_runs; the window
+-- sorts only the runs of dead owners (none, usually).
+--
 -- The UPDATE finds the candidates by `id = ANY(ARRAY(...))`, as claim_runs does:
 -- joined to the CTE, the generic plan hashed every run (a sequential scan).
 WITH RECURSIVE commit_without_flush_wait AS (
     SELECT set_config('synchronous_commit', 'off', true)
-), owners AS (
+), served AS (
     SELECT x.queue,
-           (SELECT min(r.owner) FROM {schema}.runs AS r
-            WHERE r.status = 'running' AND r.queue = x.queue) AS owner
+           CASE WHEN m.worker_concurrency IS NULL THEN $5
+                ELSE m.worker_concurrency - (
+                    SELECT count(*) FROM (
+                        SELECT 1 FROM {schema}.runs AS r
+                        WHERE r.status = 'running' AND r.queue = x.queue AND r.owner = $1
+                        LIMIT m.worker_concurrency) AS mine)
+           END AS room
     FROM unnest($2::text[]) AS x(queue)
+    LEFT JOIN {schema}.queues AS m ON m.name = x.queue
+), owners AS (
+    SELECT s.queue, s.room,
+           (SELECT min(r.owner) FROM {schema}.runs AS r
+            WHERE r.status = 'running' AND r.queue = s.queue) AS owner
+    FROM served AS s
+    WHERE s.room > 0
     UNION ALL
-    SELECT o.queue,
+    SELECT o.queue, o.room,
            (SELECT min(r.owner) FROM {schema}.runs AS r
             WHERE r.status = 'running' AND r.queue = o.queue AND r.owner > o.owner)
     FROM owners AS o
     WHERE o.owner IS NOT NULL
-), candidates AS (
-    SELECT c.id
+), orphans AS (
+    SELECT c.id, c.updated_at, o.room,
+           row_number() OVER (PARTITION BY o.queue ORDER BY c.updated_at, c.id) AS place
     FROM commit_without_flush_wait, owners AS o
     CROSS JOIN LATERAL (
         SELECT r.id, r.updated_at
@@ -124,7 +150,7 @@ WITH RECURSIVE commit_without_flush_wait AS (
           AND r.owner = o.owner
           AND (r.workflow, r.version) IN (SELECT * FROM unnest($3::text[], $4::int[]))
         ORDER BY r.updated_at
-        LIMIT $5
+        LIMIT least($5, o.room)
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
     WHERE o.owner IS NOT NULL
@@ -132,6 +158,10 @@ WITH RECURSIVE commit_without_flush_wait AS (
           SELECT 1 FROM {schema}.workers AS w
           WHERE w.id = o.owner
             AND w.heartbeat_at > {clock_now} - make_interval(secs => $6))
+), candidates AS (
+    SELECT c.id
+    FROM orphans AS c
+    WHERE c.place <= c.room
     ORDER BY c.updated_at
     LIMIT $5
 )
@@ -140,7 +170,7 @@ SET owner = $1, lease_epoch = r.lease_epoch + 1, claims = r.claims + 1,
     recoveries = r.recoveries + 1, updated_at = {clock_now}
 WHERE r.id = ANY(ARRAY(SELECT id FROM candidates))
 RETURNING r.id, r.workflow, r.version, r.code_hash, r.input::text AS input, r.lease_epoch,
-          r.correlation_id, r.claims, r.config::text AS config, r.config_hash,
+          r.correlation_id, r.claims, r.queue, r.config::text AS config, r.config_hash,
           extract(epoch FROM r.deadline - {clock_now})::float8 AS deadline_in,
           r.recoveries;
 
