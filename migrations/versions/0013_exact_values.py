@@ -14,10 +14,13 @@ internal records stay ``jsonb``.
 Revision ID: 0013_exact_values
 Revises: 0012_schedule_next_tick
 Create Date: 2026-12-07
-Deploy: deploy the code first (it writes and compares these columns under either type;
-older code compares a retried start's input with a jsonb operator that a json column
-refuses). Changing a column's type rewrites ``runs``, ``steps``, ``signals`` and
-``events`` under an exclusive lock: on a large database run it in a quiet window.
+Deploy: apply before deploying the code that needs it (its workers refuse an older
+schema). Older code still running meanwhile keeps working, except one statement: a
+start that repeats an idempotency key a run already has compares the inputs with a
+jsonb operator, which a json column refuses, so that start fails with a DatabaseError
+until the older code is replaced. Changing a column's type rewrites ``runs``, ``steps``,
+``signals`` and ``events`` under an exclusive lock: on a large database, apply it in a
+quiet window (``durableflow db sql`` shows the statements).
 """
 
 from alembic import op
