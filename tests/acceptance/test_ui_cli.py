@@ -41,7 +41,7 @@ def non_loopback_address() -> str | None:
     return None
 
 
-async def http_get(host: str, port: int, path: str) -> str:
+async def http_get(host: str, port: int, path: str, *, host_header: str | None = None) -> str:
     """The raw HTTP/1.1 response to ``GET path`` (waiting up to 5 s for the server)."""
     for _ in range(100):
         try:
@@ -52,6 +52,7 @@ async def http_get(host: str, port: int, path: str) -> str:
     else:
         raise AssertionError(f"nothing answers on {host}:{port}")
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+    authority = host_header or authority
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode())
     response = (await reader.read()).decode()
     writer.close()
@@ -92,6 +93,24 @@ async def test_ui_command_serves_on_loopback(cli: Cli, host: str | None, url_hos
             await asyncio.open_connection(address, port)
     ui.send(signal.SIGINT)
     assert await ui.wait_exit(20) == 130, ui.describe()  # docs/cli.md: Ctrl-C exits 130
+
+
+async def test_ui_command_on_loopback_answers_only_loopback_host_names(cli: Cli) -> None:
+    """DNS rebinding: a page on attacker.example whose name was made to resolve to
+    127.0.0.1 reaches the loopback UI with ``Host: attacker.example``; reading needs no
+    token, so such a request is refused. The names a browser here uses are answered."""
+    port = free_port()
+    ui = cli.processes.start("ui", ["ui", "-a", APP, "--port", str(port)], cli.env)
+    await ui.wait_for_output(f"http://127.0.0.1:{port}/", timeout=30, stream="stdout")
+    for name in ("127.0.0.1", "localhost", "LOCALHOST"):
+        response = await http_get("127.0.0.1", port, "/workers", host_header=f"{name}:{port}")
+        assert response.startswith("HTTP/1.1 200"), (name, response[:200])
+    for name in ("attacker.example", "127.0.0.1.attacker.example", "10.0.0.1"):
+        response = await http_get("127.0.0.1", port, "/workers", host_header=f"{name}:{port}")
+        assert response.startswith("HTTP/1.1 400"), (name, response[:200])
+        assert "Workers" not in response
+    ui.send(signal.SIGINT)
+    assert await ui.wait_exit(20) == 130, ui.describe()
 
 
 async def test_ui_command_on_every_address_warns_and_serves_there(cli: Cli) -> None:

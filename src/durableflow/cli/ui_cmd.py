@@ -79,6 +79,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_names(host: str) -> list[str]:
+    """The ``Host`` headers a UI bound to the loopback ``host`` answers: the names this
+    machine's own browser uses for it. Any other name reached this server by DNS
+    rebinding (a page elsewhere whose name was made to resolve to 127.0.0.1), and
+    reading the UI needs no token, so those requests are refused."""
+    names = {"localhost", "127.0.0.1", "[::1]", shown_host(host).lower()}
+    return sorted(names)
+
+
 def shown_host(host: str) -> str:
     """``host`` as it is written before ``:port``: an IPv6 address in brackets."""
     try:
@@ -144,8 +153,12 @@ async def ui_command(args: argparse.Namespace) -> int:
         ) from exc
     listeners = _listen(args.host, args.port)
     flow = make_flow(args)
-    app = flow.admin_app()
-    if not _is_loopback(args.host):
+    app: Any = flow.admin_app()
+    if _is_loopback(args.host):
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app = TrustedHostMiddleware(app, allowed_hosts=loopback_names(args.host))
+    else:
         logger.warning(
             "serving the UI on %s: anyone who reaches it can read every run's input and output%s",
             shown_host(args.host),
