@@ -301,8 +301,10 @@ def metadata_for(schema: str) -> sa.MetaData:
             "(concurrency IS NULL OR concurrency >= 0) "
             "AND (worker_concurrency IS NULL OR worker_concurrency >= 0) "
             "AND ((rate_limit_count IS NULL AND rate_limit_seconds IS NULL) "
-            "OR (rate_limit_count >= 1 AND rate_limit_seconds > 0)) "
-            "AND (priority_aging IS NULL OR priority_aging > 0)",
+            "OR (rate_limit_count >= 1 AND rate_limit_seconds >= 0.001 "
+            "AND rate_limit_seconds <= 31536000)) "
+            "AND (priority_aging IS NULL "
+            "OR (priority_aging >= 0.001 AND priority_aging <= 31536000))",
             name="queues_limits_check",
         ),
     )

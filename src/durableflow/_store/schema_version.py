@@ -15,7 +15,7 @@ from durableflow._store.errors import translate_errors
 from durableflow._store.identifiers import quote_schema
 from durableflow.errors import SchemaError
 
-HEAD_REVISION = "0013_exact_values"
+HEAD_REVISION = "0014_queue_limit_bounds"
 
 
 async def current_revision(connection: Any, schema: str) -> str | None:
