@@ -667,6 +667,12 @@ class RunWaits:
         where = self._where(f"ctx.start_child({child!r})")
         if timeout is not INHERIT and timeout is not None:
             timeout = wait_seconds(timeout, "timeout", where)
+            if timeout == 0:  # as flow.start refuses it: a deadline of now cancels the child
+                raise ConfigurationError(
+                    f"{where}: timeout must be > 0 seconds (a child whose deadline is now "
+                    "is cancelled at once), or None for no deadline",
+                    setting="timeout",
+                )
         check_start_options(
             f"child workflow {child!r} from workflow {self.workflow!r} (ctx.start_child)",
             workflow=self.workflow,

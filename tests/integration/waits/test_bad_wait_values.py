@@ -59,6 +59,10 @@ BAD_CALLS: dict[str, tuple[Callable[[FlowContext], Awaitable[Any]], list[str]]] 
         lambda ctx: ctx.start_child("good", 0, timeout=math.inf),
         ["ctx.start_child('good')", "timeout", "inf"],
     ),
+    "child_timeout_zero": (
+        lambda ctx: ctx.start_child("good", 0, timeout=0),
+        ["ctx.start_child('good')", "timeout must be > 0"],
+    ),
     "signal_name_int": (
         lambda ctx: ctx.wait_for_signal(5, timeout=0),  # type: ignore[arg-type]
         ["ctx.wait_for_signal()", "signal name", "is a int"],
