@@ -14,7 +14,9 @@ decoded), with ``TransactionalAttempts`` as what one attempt does. What ends an
 attempt, and what follows:
 
 * the body raises (or outlives its ``timeout``): rollback; retried or recorded as
-  failed like any step's attempt;
+  failed like any step's attempt. So does a body that caught a database error and
+  returned (its transaction is aborted: the checkpoint is refused with 25P02), and
+  one whose writes break a deferred constraint (refused at COMMIT, class 23);
 * a serialization failure, a deadlock, a lost connection, a transient database fault:
   rollback; the whole transaction runs again, within the same attempt;
 * the checkpoint is fenced off (the lease moved): rollback; ``LeaseLost``. If instead
@@ -58,6 +60,20 @@ from durableflow.errors import (
 )
 
 logger = logging.getLogger("durableflow.transactions")
+
+# What the checkpoint or the commit can be refused for because of the body's own
+# work: the body caught a database error and returned, leaving the transaction
+# aborted (25P02, at the checkpoint), or its writes broke a deferred constraint, which
+# Postgres checks at COMMIT (class 23). Such an error is the attempt's failure, retried
+# or recorded like a raising body's; made the run's fault, it gave the run back to run
+# the same body again until the run was dead.
+_ABORTED_BY_BODY = "25P02"
+
+
+def _failed_by_body(exc: DatabaseError) -> bool:
+    state = exc.sqlstate or ""
+    return state == _ABORTED_BY_BODY or state.startswith("23")
+
 
 ISOLATION_LEVELS = ("read committed", "repeatable read", "serializable")
 
@@ -291,7 +307,7 @@ class TransactionalAttempts:
                     return output
                 await transaction.rollback()
             except DatabaseError as exc:
-                if backend.retry_reason(exc) is None:
+                if backend.retry_reason(exc) is None and not _failed_by_body(exc):
                     # The database failed the checkpoint, not the body: the run is given
                     # back (never failed), as when a plain step's checkpoint fails.
                     run.fault = exc

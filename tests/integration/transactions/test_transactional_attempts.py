@@ -9,6 +9,7 @@ the service's table read from an independent connection to see what committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from typing import Any
@@ -301,3 +302,49 @@ async def test_a_body_swallowing_its_timeout_is_cut_off_and_its_late_writes_fail
             await asyncio.sleep(0.05)
     assert late != ["written"]
     assert await orders(db) == []
+
+
+async def test_a_body_that_broke_its_own_transaction_fails_its_attempts_not_the_run(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """A body that catches a database error and returns leaves its transaction aborted
+    (the checkpoint is refused with 25P02); one whose write breaks a deferred
+    constraint is refused at COMMIT (23503). Both are the body's failures: retried as
+    ``retries`` says, then ``StepFailed`` for the workflow to handle. They were taken
+    for the database's, so the run was given back to run the body again until dead."""
+    await db.execute(
+        "CREATE TABLE public.parents (id int PRIMARY KEY);"
+        "CREATE TABLE public.children (parent int REFERENCES public.parents "
+        "DEFERRABLE INITIALLY DEFERRED)"
+    )
+    flow = make_flow(database_url, max_recoveries=1)
+    bodies: dict[str, int] = {}
+
+    @flow.transaction(retries=1, backoff=0.01)
+    async def write(ctx: FlowContext, session: AsyncSession, kind: str) -> int:
+        bodies[kind] = bodies.get(kind, 0) + 1
+        await add_order(session, ctx, kind)
+        if kind == "swallowed":
+            with contextlib.suppress(Exception):  # the transaction is aborted all the same
+                await session.execute(text("SELECT 1/0"))
+        else:
+            await session.execute(text("INSERT INTO public.children VALUES (42)"))
+        return 1
+
+    @flow.workflow(name="writes", version=1)
+    async def writes(ctx: FlowContext, kind: str) -> str:
+        try:
+            await write(ctx, kind)
+        except StepFailed as exc:
+            return exc.error["message"]
+        return "written"
+
+    async with flow, flow.worker(concurrency=2):
+        messages = {
+            kind: await flow.result(await flow.start(writes, kind), timeout=30)
+            for kind in ("swallowed", "deferred")
+        }
+    assert bodies == {"swallowed": 2, "deferred": 2}  # retries=1: two attempts, no more
+    assert "25P02" in messages["swallowed"], messages
+    assert "23503" in messages["deferred"] and "children" in messages["deferred"], messages
+    assert await orders(db) == []  # every attempt rolled back
