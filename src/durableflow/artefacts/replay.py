@@ -13,7 +13,14 @@ again, when a worker loads the history) and the key and sha256 of the artefact t
 came from, so the lineage of what the new run computes points at those artefacts.
 
 **Fork** (``flow.fork(run_id, from_step=...)``) copies the checkpoints before
-``from_step`` from the database as they are (DBOS's fork): no storage involved.
+``from_step`` from the database as they are (DBOS's fork): no storage involved. A step
+id past the run's last checkpoint + 1 is refused: it would copy everything while
+claiming to start from a step the run never reached.
+
+Both are made only from a run whose history is settled: finished (succeeded, failed,
+cancelled, dead) or blocked. A queued, running or waiting run is still adding
+checkpoints, so a copy of it would be a moment's snapshot nobody asked for;
+``RunActionRefused`` says so and nothing is started.
 
 A stage is named as its checkpoints are (a step's name, a graph state's ``state:<name>``)
 or, for a graph run, by the state's plain name: ``from_stage="review"`` finds the first
@@ -28,6 +35,7 @@ from typing import Any
 from uuid import UUID
 
 from durableflow._store.artefacts import ArtefactStore, DerivedRun, SourceStep
+from durableflow._store.records import FINAL_STATUSES
 from durableflow.artefacts.values import config_to_json, name_argument
 from durableflow.engine.graphs import STATE_KIND, STATE_STEP_PREFIX, state_step_name
 from durableflow.engine.ids import uuid7
@@ -35,6 +43,7 @@ from durableflow.errors import (
     ArtefactNotFound,
     InvalidFieldValue,
     ReplayError,
+    RunActionRefused,
     RunNotFound,
     StorageIntegrityError,
 )
@@ -48,6 +57,9 @@ results; a replay copies them from the database as they are.
 """
 
 PREFLIGHT_CONCURRENCY = 8
+
+SETTLED_STATUSES = FINAL_STATUSES | {"blocked"}
+"""Statuses of a run whose history no worker is adding to: what replay and fork copy."""
 
 STAGES_LISTED = 30
 """How many of a run's stage names the error for an unknown stage lists."""
@@ -71,10 +83,19 @@ def _derived_from(source: Any, **changes: Any) -> DerivedRun:
     return replace(run, **changes)
 
 
-async def _source(sql: ArtefactStore, run_id: UUID) -> Any:
+async def _source(sql: ArtefactStore, run_id: UUID, action: str) -> Any:
+    """The run to ``action`` (replay, fork), or why not: unknown, or not settled yet."""
     source = await sql.source_run(run_id)
     if source is None:
         raise RunNotFound(run_id)
+    if source["status"] not in SETTLED_STATUSES:
+        raise RunActionRefused(
+            run_id,
+            action=action,
+            status=source["status"],
+            reason="only a finished or blocked run can be replayed or forked, as its "
+            "history is still growing; wait for it to finish (flow.result) or cancel it",
+        )
     return source
 
 
@@ -108,7 +129,7 @@ async def replay(
 ) -> UUID:
     """Pre-flight, then start the replay; returns the new run's id."""
     name_argument(from_stage, "from_stage")
-    source = await _source(sql, run_id)
+    source = await _source(sql, run_id, "replay")
     config_json, config_hash = (
         config_to_json(config) if config is not None else (source["config"], source["config_hash"])
     )
@@ -185,22 +206,43 @@ async def _read_verified(
 async def fork(sql: ArtefactStore, run_id: UUID, *, from_step: int | str) -> UUID:
     """Start a fork that continues from ``from_step``; returns the new run's id."""
     if isinstance(from_step, str):
-        found = await _first_execution(sql, run_id, name_argument(from_step, "from_step"))
+        name_argument(from_step, "from_step")
+    elif not isinstance(from_step, int) or isinstance(from_step, bool) or from_step < 0:
+        raise InvalidFieldValue(
+            "from_step", f"{from_step!r} is neither a step id (an int >= 0) nor a step name"
+        )
+    source = await _source(sql, run_id, "fork")
+    if isinstance(from_step, str):
+        found = await _first_execution(sql, run_id, from_step)
         if found is None:
-            await _source(sql, run_id)  # an unknown run is RunNotFound, not a bad step
             raise InvalidFieldValue(
                 "from_step",
                 f"no step or state named {from_step!r} ran in run {run_id} (give one of "
                 f"its names, or a step id); {await _stages_that_ran(sql, run_id)}",
             )
         before = found
-    elif isinstance(from_step, int) and not isinstance(from_step, bool) and from_step >= 0:
-        before = from_step
     else:
-        raise InvalidFieldValue(
-            "from_step", f"{from_step!r} is neither a step id (an int >= 0) nor a step name"
-        )
-    source = await _source(sql, run_id)
+        before = _step_in_history(run_id, from_step, source["last_step_id"])
     new_run = _derived_from(source, forked_from=run_id)
     await sql.insert_fork(new_run, run_id, before)
     return new_run.id
+
+
+def _step_in_history(run_id: UUID, from_step: int, last_step_id: int | None) -> int:
+    """``from_step`` if a fork can continue from it: a recorded step, or the one after the last.
+
+    Checked here, before any SQL, also because a step id past the int4 column's range
+    would otherwise reach Postgres as an overflow.
+    """
+    after_last = 0 if last_step_id is None else last_step_id + 1
+    if from_step > after_last:
+        history = (
+            "it has no checkpoint, so a fork of it starts from step 0"
+            if last_step_id is None
+            else f"its checkpoints are steps 0..{last_step_id}, so a fork of it starts from "
+            f"one of them or from {after_last} (everything copied)"
+        )
+        raise InvalidFieldValue(
+            "from_step", f"step {from_step} is past the history of run {run_id}: {history}"
+        )
+    return from_step

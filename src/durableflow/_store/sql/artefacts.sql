@@ -74,9 +74,12 @@ SELECT id, key, run_id, step_id, name, sha256, size, config_hash, code_hash, inp
 FROM {schema}.lineage WHERE run_id = $1 ORDER BY step_id, key;
 
 -- name: source_run
--- The run a replay or fork is made from: what the new run copies.
+-- The run a replay or fork is made from: what the new run copies, its status (only a
+-- finished or blocked run's history is final enough to copy) and its last step id (NULL
+-- without checkpoints), which bounds the step a fork may start from.
 SELECT id, workflow, version, code_hash, status, input::text AS input, config::text AS config,
-       config_hash, queue, priority, correlation_id
+       config_hash, queue, priority, correlation_id,
+       (SELECT max(step_id) FROM {schema}.steps WHERE run_id = $1) AS last_step_id
 FROM {schema}.runs WHERE id = $1;
 
 -- name: first_step_named
