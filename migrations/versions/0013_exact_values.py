@@ -41,21 +41,19 @@ _TABLES = ("runs", "steps", "signals", "events")
 
 
 def upgrade() -> None:
-    schema = op.get_context().config.attributes["schema"]
-    for table in _TABLES:
-        changes = ", ".join(
-            f"ALTER COLUMN {column} TYPE json USING {column}::json"
-            for owner, column in _COLUMNS
-            if owner == table
-        )
-        op.execute(f'ALTER TABLE "{schema}".{table} {changes}')
+    _retype("json")
 
 
 def downgrade() -> None:
+    _retype("jsonb")
+
+
+def _retype(kind: str) -> None:
+    """Every column of ``_COLUMNS`` to ``kind``, one ALTER TABLE (one rewrite) per table."""
     schema = op.get_context().config.attributes["schema"]
     for table in _TABLES:
         changes = ", ".join(
-            f"ALTER COLUMN {column} TYPE jsonb USING {column}::jsonb"
+            f"ALTER COLUMN {column} TYPE {kind} USING {column}::{kind}"
             for owner, column in _COLUMNS
             if owner == table
         )

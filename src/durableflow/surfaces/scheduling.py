@@ -169,8 +169,6 @@ class SchedulingSurface(FlowCore):
             async def report(ctx: FlowContext, tick: dict) -> None: ...
         """
         parse_cron(cron, timezone)
-        if name is not None:
-            _check_schedule("@flow.scheduled", name, queue, catch_up)
 
         def decorate(function: F) -> F:
             definition = getattr(function, "__durableflow_workflow__", None)
@@ -180,7 +178,7 @@ class SchedulingSurface(FlowCore):
                     "workflow yet"
                 )
             self._check_takes_tick(definition)
-            schedule_name = name or definition.name
+            schedule_name = definition.name if name is None else name  # "" is refused below
             _check_schedule("@flow.scheduled", schedule_name, queue, catch_up)
             if schedule_name in self._declared_schedules:
                 raise ConfigurationError(
